@@ -1,0 +1,1 @@
+"""Shared library of the Bricqs engine: schemas, ids, keys, settings and storage."""

@@ -1,0 +1,298 @@
+"""Storing events and their facts: the one write path of the sync endpoint and the processor.
+
+`store_events` takes a batch of envelopes and, inside the caller's transaction, with one
+statement per table whatever the batch size:
+1. claims idempotency keys (a key held by another event makes this one a duplicate);
+2. inserts events keyed by event_id, ON CONFLICT DO NOTHING, so a redelivery is a no-op;
+3. inserts the custom fact of each newly inserted event (and only those);
+4. upserts participants and the event catalog from the newly inserted events.
+Rows that several writers may update at once (participants, catalog) are written in
+sorted key order, so concurrent transactions lock them in the same order and cannot
+deadlock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from bricqs.facts import derive_fact, json_type
+from bricqs.schemas import Envelope, Fact, json_encoder
+
+
+class Outcome(StrEnum):
+    """What storing did with one envelope."""
+
+    STORED = "stored"
+    """Newly inserted, with its fact: mechanics should run for it."""
+    ALREADY_STORED = "already_stored"
+    """This very event_id was stored before (a redelivery or replay): nothing changed."""
+    DUPLICATE = "duplicate"
+    """Its idempotency key belongs to another event: dropped."""
+
+
+@dataclass(frozen=True)
+class Holder:
+    """The event that holds an idempotency key."""
+
+    event_id: str
+    payload_hash: str | None
+
+
+@dataclass
+class StoreResult:
+    """Per-envelope outcomes of `store_events`, and the facts it inserted."""
+
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    holders: dict[str, Holder] = field(default_factory=dict)
+    """For duplicates: event_id of the duplicate -> the event holding its key."""
+    facts: list[Fact] = field(default_factory=list)
+    stored_at: dict[str, datetime] = field(default_factory=dict)
+    """For newly stored events: event_id -> the stored_at time of its row."""
+
+    @property
+    def stored(self) -> int:
+        """How many envelopes were newly stored."""
+        return sum(1 for o in self.outcomes.values() if o is Outcome.STORED)
+
+    def count(self, outcome: Outcome) -> int:
+        """How many envelopes ended with `outcome`."""
+        return sum(1 for o in self.outcomes.values() if o is outcome)
+
+
+def _json(value: Any) -> str:
+    return json_encoder.encode(value).decode()
+
+
+async def _claim_idempotency_keys(
+    conn: AsyncConnection[Any], envelopes: Sequence[Envelope], ttl: timedelta
+) -> dict[tuple[str, str, str], Holder]:
+    """Claim every key; return who holds each key after the claim."""
+    first: dict[tuple[str, str, str], Envelope] = {}
+    for env in envelopes:
+        if env.idempotency_key is not None:
+            first.setdefault((env.project_id, env.environment, env.idempotency_key), env)
+    if not first:
+        return {}
+    keys = sorted(first)
+    columns = (
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+        [first[k].event_id for k in keys],
+        [first[k].payload_hash for k in keys],
+    )
+    # An expired key (not yet purged) is taken over by the new event.
+    await conn.execute(
+        """
+        INSERT INTO idempotency_keys
+            (project_id, environment, idempotency_key, event_id, payload_hash, expires_at)
+        SELECT p, e, k, ev, h, now() + %s
+        FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) AS t(p, e, k, ev, h)
+        ON CONFLICT (project_id, environment, idempotency_key) DO UPDATE
+            SET event_id = EXCLUDED.event_id, payload_hash = EXCLUDED.payload_hash,
+                created_at = now(), expires_at = EXCLUDED.expires_at
+            WHERE idempotency_keys.expires_at < now()
+        """,
+        (ttl, *columns),
+    )
+    cursor = await conn.execute(
+        """
+        SELECT i.project_id, i.environment, i.idempotency_key, i.event_id, i.payload_hash
+        FROM idempotency_keys i
+        JOIN unnest(%s::text[], %s::text[], %s::text[]) AS t(p, e, k)
+            ON i.project_id = t.p AND i.environment = t.e AND i.idempotency_key = t.k
+        """,
+        columns[:3],
+    )
+    return {(r[0], r[1], r[2]): Holder(r[3], r[4]) for r in await cursor.fetchall()}
+
+
+async def store_events(
+    conn: AsyncConnection[Any],
+    envelopes: Sequence[Envelope],
+    *,
+    idempotency_ttl: timedelta,
+) -> StoreResult:
+    """Store `envelopes` and their facts idempotently, inside the caller's transaction."""
+    result = StoreResult()
+    holders = await _claim_idempotency_keys(conn, envelopes, idempotency_ttl)
+    candidates: list[Envelope] = []
+    seen: set[str] = set()
+    for env in envelopes:
+        if env.event_id in seen:
+            continue  # the same entry twice in one batch (a reclaim raced a read)
+        seen.add(env.event_id)
+        if env.idempotency_key is not None:
+            holder = holders.get((env.project_id, env.environment, env.idempotency_key))
+            if holder is not None and holder.event_id != env.event_id:
+                result.outcomes[env.event_id] = Outcome.DUPLICATE
+                result.holders[env.event_id] = holder
+                continue
+        candidates.append(env)
+    if not candidates:
+        return result
+
+    cursor = await conn.execute(
+        """
+        INSERT INTO events (project_id, environment, event_id, event_name, participant_id,
+                            properties, occurred_at, received_at, idempotency_key)
+        SELECT p, e, id, n, pid, props::jsonb, oc, rc, k
+        FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+                    %s::text[], %s::timestamptz[], %s::timestamptz[], %s::text[])
+             AS t(p, e, id, n, pid, props, oc, rc, k)
+        ON CONFLICT (project_id, environment, event_id) DO NOTHING
+        RETURNING event_id, stored_at
+        """,
+        (
+            [c.project_id for c in candidates],
+            [c.environment for c in candidates],
+            [c.event_id for c in candidates],
+            [c.event_name for c in candidates],
+            [c.participant_id for c in candidates],
+            [_json(c.properties) for c in candidates],
+            [c.occurred_at for c in candidates],
+            [c.received_at for c in candidates],
+            [c.idempotency_key for c in candidates],
+        ),
+    )
+    result.stored_at = {row[0]: row[1] for row in await cursor.fetchall()}
+    inserted_ids = result.stored_at.keys()
+    inserted = [c for c in candidates if c.event_id in inserted_ids]
+    for env in candidates:
+        result.outcomes[env.event_id] = (
+            Outcome.STORED if env.event_id in inserted_ids else Outcome.ALREADY_STORED
+        )
+    if not inserted:
+        return result
+
+    result.facts = [derive_fact(env) for env in inserted]
+    await _insert_facts(conn, result.facts)
+    await _upsert_participants(conn, inserted)
+    await _upsert_catalog(conn, inserted)
+    return result
+
+
+async def _insert_facts(conn: AsyncConnection[Any], facts: Sequence[Fact]) -> None:
+    await conn.execute(
+        """
+        INSERT INTO facts (project_id, environment, fact_id, fact_type, participant_id,
+                           event_id, properties, occurred_at)
+        SELECT p, e, id, t, pid, ev, props::jsonb, oc
+        FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+                    %s::text[], %s::text[], %s::timestamptz[])
+             AS x(p, e, id, t, pid, ev, props, oc)
+        ON CONFLICT DO NOTHING
+        """,
+        (
+            [f.project_id for f in facts],
+            [f.environment for f in facts],
+            [f.fact_id for f in facts],
+            [f.fact_type for f in facts],
+            [f.participant_id for f in facts],
+            [f.event_id for f in facts],
+            [_json(f.properties) for f in facts],
+            [f.occurred_at for f in facts],
+        ),
+    )
+
+
+async def _upsert_participants(conn: AsyncConnection[Any], events: Iterable[Envelope]) -> None:
+    seen: dict[tuple[str, str, str], tuple[datetime, datetime, int]] = {}
+    for env in events:
+        key = (env.project_id, env.environment, env.participant_id)
+        first, last, count = seen.get(key, (env.occurred_at, env.occurred_at, 0))
+        seen[key] = (min(first, env.occurred_at), max(last, env.occurred_at), count + 1)
+    keys = sorted(seen)
+    await conn.execute(
+        """
+        INSERT INTO participants AS p
+            (project_id, environment, participant_id, first_seen_at, last_seen_at, event_count)
+        SELECT * FROM unnest(%s::text[], %s::text[], %s::text[],
+                             %s::timestamptz[], %s::timestamptz[], %s::bigint[])
+        ON CONFLICT (project_id, environment, participant_id) DO UPDATE SET
+            first_seen_at = LEAST(p.first_seen_at, EXCLUDED.first_seen_at),
+            last_seen_at = GREATEST(p.last_seen_at, EXCLUDED.last_seen_at),
+            event_count = p.event_count + EXCLUDED.event_count
+        """,
+        (
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+            [seen[k][0] for k in keys],
+            [seen[k][1] for k in keys],
+            [seen[k][2] for k in keys],
+        ),
+    )
+
+
+async def _upsert_catalog(conn: AsyncConnection[Any], events: Iterable[Envelope]) -> None:
+    names: dict[tuple[str, str, str], tuple[datetime, datetime, int]] = {}
+    properties: set[tuple[str, str, str, str, str]] = set()
+    for env in events:
+        key = (env.project_id, env.environment, env.event_name)
+        first, last, count = names.get(key, (env.received_at, env.received_at, 0))
+        names[key] = (min(first, env.received_at), max(last, env.received_at), count + 1)
+        for prop, value in env.properties.items():
+            properties.add((*key, prop, json_type(value)))
+    keys = sorted(names)
+    await conn.execute(
+        """
+        INSERT INTO event_catalog AS c
+            (project_id, environment, event_name, first_seen_at, last_seen_at, event_count)
+        SELECT * FROM unnest(%s::text[], %s::text[], %s::text[],
+                             %s::timestamptz[], %s::timestamptz[], %s::bigint[])
+        ON CONFLICT (project_id, environment, event_name) DO UPDATE SET
+            first_seen_at = LEAST(c.first_seen_at, EXCLUDED.first_seen_at),
+            last_seen_at = GREATEST(c.last_seen_at, EXCLUDED.last_seen_at),
+            event_count = c.event_count + EXCLUDED.event_count
+        """,
+        (
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+            [names[k][0] for k in keys],
+            [names[k][1] for k in keys],
+            [names[k][2] for k in keys],
+        ),
+    )
+    if properties:
+        rows = sorted(properties)
+        await conn.execute(
+            """
+            INSERT INTO event_catalog_properties
+                (project_id, environment, event_name, property_key, json_type)
+            SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[])
+            ON CONFLICT DO NOTHING
+            """,
+            tuple([r[i] for r in rows] for i in range(5)),
+        )
+
+
+async def find_stored_event(
+    conn: AsyncConnection[Any], project_id: str, environment: str, event_id: str
+) -> datetime | None:
+    """When the event was stored, or None if it is not (yet) stored."""
+    cursor = await conn.execute(
+        "SELECT stored_at FROM events WHERE project_id = %s AND environment = %s AND event_id = %s",
+        (project_id, environment, event_id),
+    )
+    row = await cursor.fetchone()
+    return None if row is None else row[0]
+
+
+async def purge_expired_idempotency_keys(conn: AsyncConnection[Any], limit: int = 10_000) -> int:
+    """Delete up to `limit` expired idempotency keys; return how many were deleted."""
+    cursor = await conn.execute(
+        """
+        DELETE FROM idempotency_keys WHERE ctid IN (
+            SELECT ctid FROM idempotency_keys WHERE expires_at < now() LIMIT %s)
+        """,
+        (limit,),
+    )
+    return cursor.rowcount

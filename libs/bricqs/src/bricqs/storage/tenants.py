@@ -1,0 +1,116 @@
+"""Projects and API keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from bricqs.ids import ulid
+from bricqs.keys import Environment, display_prefix, generate_key, hash_key
+
+
+@dataclass(frozen=True)
+class Project:
+    """A tenant."""
+
+    project_id: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A stored key (never its plaintext)."""
+
+    key_id: str
+    project_id: str
+    environment: Environment
+    display_prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class KeyOwner:
+    """Who a presented key belongs to."""
+
+    project_id: str
+    environment: Environment
+
+
+async def create_project(conn: AsyncConnection[Any], name: str) -> Project:
+    """Create a project named `name`."""
+    cursor = await conn.execute(
+        "INSERT INTO projects (project_id, name) VALUES (%s, %s) RETURNING created_at",
+        (project_id := "prj_" + ulid(), name),
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return Project(project_id, name, row[0])
+
+
+async def find_project(conn: AsyncConnection[Any], project: str) -> Project | None:
+    """A project by id, or by name when the name is unique."""
+    cursor = await conn.execute(
+        "SELECT project_id, name, created_at FROM projects WHERE project_id = %s OR name = %s"
+        " ORDER BY created_at",
+        (project, project),
+    )
+    rows = await cursor.fetchall()
+    by_id = [r for r in rows if r[0] == project]
+    if by_id:
+        return Project(*by_id[0])
+    return Project(*rows[0]) if len(rows) == 1 else None
+
+
+async def create_key(
+    conn: AsyncConnection[Any], project_id: str, environment: Environment
+) -> tuple[ApiKey, str]:
+    """Mint a key; return the stored record and the plaintext (shown once, never stored)."""
+    plaintext = generate_key(environment)
+    cursor = await conn.execute(
+        "INSERT INTO api_keys (key_id, project_id, environment, key_hash, display_prefix)"
+        " VALUES (%s, %s, %s, %s, %s) RETURNING created_at",
+        (
+            key_id := "key_" + ulid(),
+            project_id,
+            environment,
+            hash_key(plaintext),
+            prefix := display_prefix(plaintext),
+        ),
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return ApiKey(key_id, project_id, environment, prefix, row[0], None), plaintext
+
+
+async def revoke_key(conn: AsyncConnection[Any], key_id: str) -> bool:
+    """Revoke a key by id; False when no such active key exists."""
+    cursor = await conn.execute(
+        "UPDATE api_keys SET revoked_at = now() WHERE key_id = %s AND revoked_at IS NULL",
+        (key_id,),
+    )
+    return cursor.rowcount == 1
+
+
+async def list_keys(conn: AsyncConnection[Any], project_id: str) -> list[ApiKey]:
+    """Every key of a project, oldest first."""
+    cursor = await conn.execute(
+        "SELECT key_id, project_id, environment, display_prefix, created_at, revoked_at"
+        " FROM api_keys WHERE project_id = %s ORDER BY created_at",
+        (project_id,),
+    )
+    return [ApiKey(*row) for row in await cursor.fetchall()]
+
+
+async def find_key_owner(conn: AsyncConnection[Any], key_hash: bytes) -> KeyOwner | None:
+    """The owner of an active key with this hash, or None (unknown or revoked)."""
+    cursor = await conn.execute(
+        "SELECT project_id, environment FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL",
+        (key_hash,),
+    )
+    row = await cursor.fetchone()
+    return None if row is None else KeyOwner(row[0], row[1])

@@ -1,0 +1,53 @@
+"""Names and placement of the event streams in Redis, and the atomic enqueue script.
+
+Each shard is one stream with its own hash tag, `bricqs:events:{N}`, so shards can live
+on different Redis Cluster nodes. An event goes to the shard of `(project, participant)`;
+its idempotency key is stored under the same hash tag, which lets one Lua script check
+the key, XADD and remember the key atomically on a single node.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+STREAM_PREFIX = "bricqs:events"
+CONSUMER_GROUP = "processors"
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+
+
+def stream_key(shard: int) -> str:
+    """The stream of one shard."""
+    return f"{STREAM_PREFIX}:{{{shard}}}"
+
+
+def dead_letter_key(shard: int) -> str:
+    """The dead-letter stream of one shard (same hash tag, so moves are atomic)."""
+    return f"{STREAM_PREFIX}:{{{shard}}}:dlq"
+
+
+def idempotency_redis_key(shard: int, project_id: str, environment: str, key: str) -> str:
+    """Where ingest remembers an idempotency key for 24 h."""
+    return f"bricqs:idem:{{{shard}}}:{project_id}:{environment}:{key}"
+
+
+def shard_for(project_id: str, participant_id: str, shards: int) -> int:
+    """The shard of a participant: stable across processes and restarts."""
+    if shards == 1:
+        return 0
+    return zlib.crc32(f"{project_id}\x00{participant_id}".encode()) % shards
+
+
+# KEYS[1] stream, KEYS[2] idempotency key (or absent); ARGV[1] envelope, ARGV[2] payload
+# hash, ARGV[3] event_id, ARGV[4] TTL seconds. Returns {1, message_id} when enqueued, or
+# {0, "hash|message_id|event_id"} when the key was already held.
+ENQUEUE_SCRIPT = """
+if #KEYS > 1 then
+  local held = redis.call('GET', KEYS[2])
+  if held then return {0, held} end
+end
+local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[1])
+if #KEYS > 1 then
+  redis.call('SET', KEYS[2], ARGV[2] .. '|' .. id .. '|' .. ARGV[3], 'EX', ARGV[4])
+end
+return {1, id}
+"""

@@ -1,0 +1,213 @@
+"""Validation of public events (SPEC §3), reporting every problem with its field path.
+
+Decoding is untyped (`msgspec.json.decode` to dicts) and the rules are checked here by
+hand, so that one request gets the whole list of what is wrong, each with a stable code,
+instead of the first type error only.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from bricqs.schemas import Event
+
+MAX_EVENT_BYTES = 32 * 1024
+MAX_PROPERTIES_DEPTH = 10
+MAX_FUTURE = timedelta(hours=1)
+MAX_BATCH_EVENTS = 100
+
+EVENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,99}")
+IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_\-:.]{1,255}")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+
+
+class FieldError(msgspec.Struct, frozen=True):
+    """One problem with one field of a request."""
+
+    field: str
+    message: str
+    code: str
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _check_string(
+    errors: list[FieldError], value: Any, field: str, *, max_length: int
+) -> str | None:
+    if not isinstance(value, str):
+        errors.append(FieldError(field, "must be a string", "invalid_type"))
+        return None
+    if not value:
+        errors.append(FieldError(field, "must not be empty", "too_short"))
+        return None
+    if len(value) > max_length:
+        errors.append(FieldError(field, f"must be at most {max_length} characters", "too_long"))
+        return None
+    return value
+
+
+def _properties_problem(value: Any, depth: int) -> tuple[str, str] | None:
+    """Why `value` (a container at nesting `depth`) cannot be stored, or None when it can.
+
+    PostgreSQL's jsonb refuses NUL characters and MessagePack refuses integers beyond
+    64 bits, so both are refused here, where the client can still be told.
+    """
+    if isinstance(value, dict | list):
+        if depth > MAX_PROPERTIES_DEPTH:
+            return "too_deep", f"must not nest deeper than {MAX_PROPERTIES_DEPTH} levels"
+        items = value.values() if isinstance(value, dict) else value
+        if isinstance(value, dict) and any("\x00" in key for key in value):
+            return "invalid_character", "keys must not contain NUL characters"
+        for item in items:
+            problem = _properties_problem(item, depth + 1)
+            if problem:
+                return problem
+    elif isinstance(value, str):
+        if "\x00" in value:
+            return "invalid_character", "strings must not contain NUL characters"
+    elif isinstance(value, int) and not _INT64_MIN <= value <= _UINT64_MAX:
+        return "number_out_of_range", "integers must fit in 64 bits"
+    return None
+
+
+def parse_timestamp(value: str, now: datetime) -> datetime | str:
+    """The UTC datetime of an ISO 8601 string, or an error message."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return "must be an ISO 8601 date-time"
+    parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    if parsed > now + MAX_FUTURE:
+        return "must not be more than 1 hour in the future"
+    return parsed
+
+
+def parse_event(
+    obj: Any,
+    *,
+    now: datetime,
+    prefix: str = "",
+    check_size: bool = False,
+    idempotency_key: str | None = None,
+) -> Event | list[FieldError]:
+    """The Event in a decoded JSON value, or every rule it breaks.
+
+    `prefix` is prepended to field paths (`events[3]` in a batch). `check_size` encodes
+    the event again to enforce the 32 KiB limit, for callers whose body limit does not
+    already imply it. `idempotency_key` is the one from the request header, if any.
+    """
+    if not isinstance(obj, dict):
+        return [FieldError(prefix or "body", "must be a JSON object", "invalid_type")]
+    errors: list[FieldError] = []
+
+    event_name = _required_string(errors, obj, prefix, "event_name", max_length=100)
+    if event_name is not None and not EVENT_NAME.fullmatch(event_name):
+        errors.append(
+            FieldError(
+                _join(prefix, "event_name"),
+                "must start with a letter or digit, then letters, digits, '_', '.', ':' or '-'",
+                "invalid_format",
+            )
+        )
+
+    participant_id = _required_string(errors, obj, prefix, "participant_id", max_length=255)
+    if participant_id is not None and CONTROL_CHARACTERS.search(participant_id):
+        errors.append(
+            FieldError(
+                _join(prefix, "participant_id"),
+                "must not contain control characters",
+                "invalid_character",
+            )
+        )
+
+    properties = obj.get("properties")
+    if properties is None:
+        properties = {}
+    elif not isinstance(properties, dict):
+        errors.append(FieldError(_join(prefix, "properties"), "must be an object", "invalid_type"))
+    else:
+        problem = _properties_problem(properties, 1)
+        if problem:
+            errors.append(FieldError(_join(prefix, "properties"), problem[1], problem[0]))
+
+    timestamp: datetime | None = None
+    raw_timestamp = obj.get("timestamp")
+    if raw_timestamp is not None:
+        if not isinstance(raw_timestamp, str):
+            errors.append(
+                FieldError(_join(prefix, "timestamp"), "must be an ISO 8601 string", "invalid_type")
+            )
+        else:
+            parsed = parse_timestamp(raw_timestamp, now)
+            if isinstance(parsed, str):
+                code = "in_future" if "future" in parsed else "invalid_format"
+                errors.append(FieldError(_join(prefix, "timestamp"), parsed, code))
+            else:
+                timestamp = parsed
+
+    key = obj.get("idempotency_key")
+    if key is not None:
+        if not isinstance(key, str) or not IDEMPOTENCY_KEY.fullmatch(key):
+            errors.append(
+                FieldError(
+                    _join(prefix, "idempotency_key"),
+                    "must be 1-255 characters of letters, digits, '_', '-', ':' or '.'",
+                    "invalid_format",
+                )
+            )
+            key = None
+        elif idempotency_key is not None and key != idempotency_key:
+            errors.append(
+                FieldError(
+                    _join(prefix, "idempotency_key"),
+                    "differs from the Idempotency-Key header",
+                    "idempotency_key_mismatch",
+                )
+            )
+    else:
+        key = idempotency_key
+
+    if check_size and not errors and len(msgspec.json.encode(obj)) > MAX_EVENT_BYTES:
+        errors.append(
+            FieldError(
+                prefix or "body", f"encoded event exceeds {MAX_EVENT_BYTES} bytes", "too_large"
+            )
+        )
+
+    if errors:
+        return errors
+    assert event_name is not None and participant_id is not None
+    return Event(
+        event_name=event_name,
+        participant_id=participant_id,
+        properties=properties,
+        timestamp=timestamp,
+        idempotency_key=key,
+    )
+
+
+def _required_string(
+    errors: list[FieldError], obj: dict[str, Any], prefix: str, name: str, *, max_length: int
+) -> str | None:
+    if obj.get(name) is None:
+        errors.append(FieldError(_join(prefix, name), "is required", "required"))
+        return None
+    return _check_string(errors, obj[name], _join(prefix, name), max_length=max_length)
+
+
+def check_header_idempotency_key(value: str | None) -> FieldError | None:
+    """An error when the `Idempotency-Key` header is present but malformed."""
+    if value is None or IDEMPOTENCY_KEY.fullmatch(value):
+        return None
+    return FieldError(
+        "Idempotency-Key",
+        "must be 1-255 characters of letters, digits, '_', '-', ':' or '.'",
+        "invalid_format",
+    )

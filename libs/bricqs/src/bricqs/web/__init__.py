@@ -1,0 +1,1 @@
+"""Litestar pieces shared by the HTTP services: problem details, metrics, health."""

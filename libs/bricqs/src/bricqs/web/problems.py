@@ -1,0 +1,125 @@
+"""RFC 9457 problem details: one exception type, one handler, stable machine codes.
+
+Every error a client can see is `application/problem+json` with `type`, `title`,
+`status`, `detail` and `code` (stable, for programs), plus `errors: [{field, message,
+code}]` for validation failures.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+from litestar.types import ExceptionHandlersMap
+
+from bricqs.validation import FieldError
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+log = logging.getLogger("bricqs.problems")
+_encoder = msgspec.json.Encoder()
+
+# Litestar's own HTTP errors (routing, body limits) mapped to our codes.
+_CODES_BY_STATUS = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    503: "service_unavailable",
+}
+
+
+class ProblemError(Exception):
+    """An error answered to the client as problem details."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        errors: Sequence[FieldError] = (),
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.errors = list(errors)
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+
+
+def problem_body(
+    status: int,
+    code: str,
+    detail: str,
+    errors: Sequence[FieldError] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The problem-details document for an error."""
+    body: dict[str, Any] = {
+        "type": f"urn:bricqs:problem:{code}",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if errors:
+        body["errors"] = [msgspec.structs.asdict(e) for e in errors]
+    if extra:
+        body.update(extra)
+    return body
+
+
+def problem_response(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    errors: Sequence[FieldError] = (),
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Response[bytes]:
+    """A problem-details response."""
+    return Response(
+        _encoder.encode(problem_body(status, code, detail, errors, extra)),
+        status_code=status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=dict(headers or {}),
+    )
+
+
+def _on_problem(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    assert isinstance(exc, ProblemError)
+    return problem_response(
+        exc.status, exc.code, exc.detail, errors=exc.errors, headers=exc.headers, extra=exc.extra
+    )
+
+
+def _on_http_exception(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    assert isinstance(exc, HTTPException)
+    status = exc.status_code
+    code = _CODES_BY_STATUS.get(status, "internal_error" if status >= 500 else "bad_request")
+    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(status).phrase
+    return problem_response(status, code, detail, headers=exc.headers or {})
+
+
+def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(500, "internal_error", "An unexpected error occurred.")
+
+
+exception_handlers: ExceptionHandlersMap = {
+    ProblemError: _on_problem,
+    HTTPException: _on_http_exception,
+    Exception: _on_unexpected,
+}

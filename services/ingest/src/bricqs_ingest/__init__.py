@@ -1,0 +1,1 @@
+"""Ingest service: the Events API hot path (HTTP -> validation -> Redis Streams)."""

@@ -1,0 +1,554 @@
+"""The ingest service: `create_app(settings)` builds the Litestar app.
+
+Routes (base path /api/v1): POST /ingest/events (async), /ingest/events/batch (async,
+1-100 events), /ingest/events/sync (processed in-process before answering).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Request, Response, Router, post
+from litestar.di import NamedDependency, Provide
+from prometheus_client import Counter
+from psycopg import OperationalError
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from bricqs.auth import AuthUnavailable, KeyCache
+from bricqs.facts import custom_fact_type
+from bricqs.ids import fact_id_for_event, new_event_id
+from bricqs.schemas import Envelope, Event, encode_envelope, json_decoder
+from bricqs.settings import load_or_exit
+from bricqs.storage.events import Outcome, find_stored_event, store_events
+from bricqs.storage.tenants import KeyOwner, find_key_owner
+from bricqs.stream import idempotency_redis_key, shard_for, stream_key
+from bricqs.validation import (
+    MAX_BATCH_EVENTS,
+    MAX_EVENT_BYTES,
+    FieldError,
+    check_header_idempotency_key,
+    parse_event,
+)
+from bricqs.web.health import health_router
+from bricqs.web.metrics import mark_worker_dead, metrics_endpoint, request_metrics
+from bricqs.web.problems import ProblemError, exception_handlers
+from bricqs_ingest.publisher import (
+    AlreadyHeld,
+    EnqueueCommand,
+    Enqueued,
+    QueueUnavailable,
+    StreamPublisher,
+)
+from bricqs_ingest.settings import IngestSettings
+
+log = logging.getLogger("bricqs.ingest")
+
+EVENTS = Counter(
+    "bricqs_ingest_events_total",
+    "Events by endpoint and outcome (accepted, rejected, duplicate).",
+    ["endpoint", "outcome"],
+)
+
+# A single event's body may be pretty-printed; its re-encoded form must fit 32 KiB.
+MAX_SINGLE_BODY = 2 * MAX_EVENT_BYTES
+MAX_BATCH_BODY = 1024 * 1024
+_canonical = msgspec.json.Encoder(order="sorted")
+_json = msgspec.json.Encoder()
+
+
+@dataclass
+class IngestContext:
+    """The clients one worker process shares between requests, made in the lifespan."""
+
+    settings: IngestSettings
+    redis: Redis
+    pool: AsyncConnectionPool
+    publisher: StreamPublisher
+    keys: KeyCache
+
+
+# ---------------------------------------------------------------------------------------
+# Request helpers
+
+
+def _json_response(
+    body: dict[str, Any], status: int, headers: dict[str, str] | None = None
+) -> Response[bytes]:
+    return Response(
+        _json.encode(body), status_code=status, media_type="application/json", headers=headers or {}
+    )
+
+
+def _unavailable(ctx: IngestContext, code: str, detail: str) -> ProblemError:
+    return ProblemError(
+        503, code, detail, headers={"Retry-After": str(ctx.settings.retry_after_seconds)}
+    )
+
+
+async def _authenticate(request: Request[Any, Any, Any], ctx: IngestContext) -> KeyOwner:
+    key = request.headers.get("x-api-key")
+    if not key:
+        raise ProblemError(401, "missing_api_key", "Pass your API key in the X-API-Key header.")
+    try:
+        owner = await ctx.keys.owner(key)
+    except AuthUnavailable as exc:
+        raise _unavailable(ctx, "auth_unavailable", "Keys cannot be checked right now.") from exc
+    if owner is None:
+        raise ProblemError(401, "invalid_api_key", "The API key is malformed, unknown or revoked.")
+    return owner
+
+
+async def _decode_body(request: Request[Any, Any, Any]) -> Any:
+    body = await request.body()
+    if not body:
+        raise ProblemError(400, "empty_body", "The request body is empty; send a JSON object.")
+    try:
+        return json_decoder.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ProblemError(400, "malformed_json", f"The body is not valid JSON: {exc}") from exc
+
+
+def _header_idempotency_key(request: Request[Any, Any, Any]) -> str | None:
+    value = request.headers.get("idempotency-key")
+    error = check_header_idempotency_key(value)
+    if error is not None:
+        raise ProblemError(422, "validation_failed", "The request is invalid.", errors=[error])
+    return value
+
+
+def _payload_hash(obj: dict[str, Any]) -> str:
+    """Digest of what the client sent, to tell a retry from another use of the same key."""
+    material = [
+        obj.get("event_name"),
+        obj.get("participant_id"),
+        obj.get("properties") or {},
+        obj.get("timestamp"),
+    ]
+    return hashlib.blake2b(_canonical.encode(material), digest_size=16).hexdigest()
+
+
+def _envelope(
+    event: Event, owner: KeyOwner, received_at: datetime, payload_hash: str | None
+) -> Envelope:
+    return Envelope(
+        event_id=new_event_id(),
+        project_id=owner.project_id,
+        environment=owner.environment,
+        event_name=event.event_name,
+        participant_id=event.participant_id,
+        properties=event.properties,
+        occurred_at=event.timestamp or received_at,
+        received_at=received_at,
+        idempotency_key=event.idempotency_key,
+        payload_hash=payload_hash,
+    )
+
+
+def _command(ctx: IngestContext, envelope: Envelope) -> EnqueueCommand:
+    shard = shard_for(envelope.project_id, envelope.participant_id, ctx.settings.stream_shards)
+    redis_key = None
+    if envelope.idempotency_key is not None:
+        redis_key = idempotency_redis_key(
+            shard, envelope.project_id, envelope.environment, envelope.idempotency_key
+        )
+    return EnqueueCommand(
+        stream=stream_key(shard),
+        envelope=encode_envelope(envelope),
+        event_id=envelope.event_id,
+        idempotency_key=redis_key,
+        payload_hash=envelope.payload_hash or "",
+    )
+
+
+def _conflict() -> ProblemError:
+    return ProblemError(
+        409,
+        "idempotency_conflict",
+        "This idempotency key was already used with a different payload.",
+    )
+
+
+async def _enqueue(
+    ctx: IngestContext, commands: list[EnqueueCommand]
+) -> list[Enqueued | AlreadyHeld]:
+    try:
+        return await ctx.publisher.enqueue(commands)
+    except QueueUnavailable as exc:
+        log.warning("enqueue failed: %s", exc)
+        raise _unavailable(ctx, "queue_unavailable", "The event queue is unavailable.") from exc
+
+
+def _parse_one(obj: Any, body_size: int, header_key: str | None, now: datetime) -> Event:
+    event = parse_event(
+        obj, now=now, check_size=body_size > MAX_EVENT_BYTES, idempotency_key=header_key
+    )
+    if isinstance(event, list):
+        raise ProblemError(422, "validation_failed", "The event is invalid.", errors=event)
+    return event
+
+
+# ---------------------------------------------------------------------------------------
+# Routes
+
+
+@post("/ingest/events", request_max_body_size=MAX_SINGLE_BODY)
+async def ingest_event(
+    request: Request[Any, Any, Any], ctx: NamedDependency[IngestContext]
+) -> Response[bytes]:
+    """Queue one event for processing; answers 202 once it is durably on the stream."""
+    owner = await _authenticate(request, ctx)
+    header_key = _header_idempotency_key(request)
+    obj = await _decode_body(request)
+    now = datetime.now(UTC)
+    try:
+        event = _parse_one(obj, len(await request.body()), header_key, now)
+    except ProblemError:
+        EVENTS.labels("single", "rejected").inc()
+        raise
+    payload_hash = _payload_hash(obj) if event.idempotency_key else None
+    envelope = _envelope(event, owner, now, payload_hash)
+    (result,) = await _enqueue(ctx, [_command(ctx, envelope)])
+    if isinstance(result, AlreadyHeld):
+        if result.payload_hash != payload_hash:
+            EVENTS.labels("single", "rejected").inc()
+            raise _conflict()
+        EVENTS.labels("single", "duplicate").inc()
+        return _json_response(
+            {
+                "accepted": True,
+                "duplicate": True,
+                "message_id": result.message_id,
+                "event_id": result.event_id,
+            },
+            202,
+            {"Idempotent-Replayed": "true"},
+        )
+    EVENTS.labels("single", "accepted").inc()
+    return _json_response(
+        {
+            "accepted": True,
+            "duplicate": False,
+            "message_id": result.message_id,
+            "event_id": envelope.event_id,
+        },
+        202,
+    )
+
+
+@post("/ingest/events/batch", request_max_body_size=MAX_BATCH_BODY)
+async def ingest_batch(
+    request: Request[Any, Any, Any], ctx: NamedDependency[IngestContext]
+) -> Response[bytes]:
+    """Queue 1-100 events, each validated on its own; one Redis round trip for all."""
+    owner = await _authenticate(request, ctx)
+    header_key = _header_idempotency_key(request)
+    obj = await _decode_body(request)
+    events = obj.get("events") if isinstance(obj, dict) else None
+    if not isinstance(events, list):
+        raise ProblemError(
+            400,
+            "invalid_batch",
+            "The body must be an object with an 'events' array.",
+            errors=[FieldError("events", "must be an array", "invalid_type")],
+        )
+    if not 1 <= len(events) <= MAX_BATCH_EVENTS:
+        code = "batch_too_large" if events else "empty_batch"
+        raise ProblemError(
+            400,
+            code,
+            f"A batch holds 1 to {MAX_BATCH_EVENTS} events; this one has {len(events)}.",
+            errors=[FieldError("events", f"must hold 1 to {MAX_BATCH_EVENTS} events", code)],
+        )
+
+    now = datetime.now(UTC)
+    results: list[dict[str, Any]] = [{} for _ in events]
+    pending: list[tuple[int, Envelope]] = []
+    for index, item in enumerate(events):
+        event = parse_event(item, now=now, prefix=f"events[{index}]", check_size=True)
+        if isinstance(event, list):
+            results[index] = _rejected(index, "validation_failed", "The event is invalid.", event)
+            continue
+        if event.idempotency_key is None and header_key is not None:
+            # A batch retried under one Idempotency-Key dedupes event by event.
+            event = msgspec.structs.replace(event, idempotency_key=f"{header_key}:{index}")
+        payload_hash = _payload_hash(item) if event.idempotency_key else None
+        pending.append((index, _envelope(event, owner, now, payload_hash)))
+
+    replies = await _enqueue(ctx, [_command(ctx, env) for _, env in pending]) if pending else []
+    message_ids: list[str] = []
+    for (index, envelope), reply in zip(pending, replies, strict=True):
+        if isinstance(reply, Enqueued):
+            message_ids.append(reply.message_id)
+            results[index] = {
+                "index": index,
+                "status": "accepted",
+                "message_id": reply.message_id,
+                "event_id": envelope.event_id,
+            }
+        elif reply.payload_hash != envelope.payload_hash:
+            results[index] = _rejected(
+                index,
+                "idempotency_conflict",
+                "This idempotency key was already used with a different payload.",
+            )
+        else:
+            results[index] = {
+                "index": index,
+                "status": "duplicate",
+                "message_id": reply.message_id,
+                "event_id": reply.event_id,
+            }
+    counts = {
+        s: sum(1 for r in results if r["status"] == s)
+        for s in ("accepted", "duplicate", "rejected")
+    }
+    for status, count in counts.items():
+        if count:
+            EVENTS.labels("batch", status).inc(count)
+    body = {
+        "accepted": counts["accepted"],
+        "rejected": counts["rejected"],
+        "duplicates": counts["duplicate"],
+        "message_ids": message_ids,
+        "results": results,
+    }
+    return _json_response(body, 422 if counts["rejected"] == len(events) else 202)
+
+
+def _rejected(
+    index: int, code: str, detail: str, errors: list[FieldError] | None = None
+) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "detail": detail}
+    if errors:
+        error["errors"] = [msgspec.structs.asdict(e) for e in errors]
+    return {"index": index, "status": "rejected", "error": error}
+
+
+@post("/ingest/events/sync", request_max_body_size=MAX_SINGLE_BODY, status_code=200)
+async def ingest_sync(
+    request: Request[Any, Any, Any], ctx: NamedDependency[IngestContext]
+) -> Response[bytes]:
+    """Store the event and its fact (and, later, mechanics effects) before answering."""
+    owner = await _authenticate(request, ctx)
+    header_key = _header_idempotency_key(request)
+    obj = await _decode_body(request)
+    now = datetime.now(UTC)
+    try:
+        event = _parse_one(obj, len(await request.body()), header_key, now)
+    except ProblemError:
+        EVENTS.labels("sync", "rejected").inc()
+        raise
+    payload_hash = _payload_hash(obj) if event.idempotency_key else None
+    envelope = _envelope(event, owner, now, payload_hash)
+    fact_type = custom_fact_type(event.event_name)
+
+    redis_key = None
+    if envelope.idempotency_key is not None:
+        shard = shard_for(owner.project_id, event.participant_id, ctx.settings.stream_shards)
+        redis_key = idempotency_redis_key(
+            shard, owner.project_id, owner.environment, envelope.idempotency_key
+        )
+        held = await _redis_held_key(ctx, redis_key)
+        if held is not None:  # taken by the async path (perhaps not processed yet)
+            return await _sync_duplicate(ctx, owner, held[0], held[1], payload_hash, fact_type)
+
+    try:
+        async with (
+            ctx.pool.connection(timeout=ctx.settings.database_timeout_ms / 1000) as conn,
+            conn.transaction(),
+        ):
+            stored = await store_events(
+                conn,
+                [envelope],
+                idempotency_ttl=timedelta(days=ctx.settings.idempotency_retention_days),
+            )
+    except (OperationalError, PoolTimeout) as exc:
+        log.warning("sync ingest: database unavailable: %s", exc)
+        raise _unavailable(ctx, "database_unavailable", "The database is unavailable.") from exc
+
+    if stored.outcomes[envelope.event_id] is Outcome.DUPLICATE:
+        holder = stored.holders[envelope.event_id]
+        return await _sync_duplicate(
+            ctx, owner, holder.payload_hash, holder.event_id, payload_hash, fact_type
+        )
+    processed_at = stored.stored_at[envelope.event_id]
+    if redis_key is not None:
+        await _remember_key(ctx, redis_key, payload_hash or "", envelope.event_id)
+    EVENTS.labels("sync", "accepted").inc()
+    return _json_response(
+        {
+            "event_id": envelope.event_id,
+            "fact_id": fact_id_for_event(envelope.event_id),
+            "fact_type": fact_type,
+            "processed_at": _iso(processed_at),
+            "duplicate": False,
+            "effects": {},
+        },
+        200,
+    )
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+async def _redis_held_key(ctx: IngestContext, redis_key: str) -> tuple[str, str] | None:
+    """(payload hash, event id) holding the key in Redis; None if free or Redis is down.
+
+    PostgreSQL stays the authority for the sync path, so Redis being down is no error.
+    """
+    try:
+        async with asyncio.timeout(ctx.settings.redis_timeout_ms / 1000):
+            value = await ctx.redis.get(redis_key)
+    except (RedisError, OSError, TimeoutError):
+        return None
+    if value is None:
+        return None
+    text = value.decode() if isinstance(value, bytes) else value
+    payload_hash, _, event_id = text.split("|", 2)
+    return payload_hash, event_id
+
+
+async def _remember_key(
+    ctx: IngestContext, redis_key: str, payload_hash: str, event_id: str
+) -> None:
+    """Let the async path see a key the sync path used (best effort)."""
+    try:
+        async with asyncio.timeout(ctx.settings.redis_timeout_ms / 1000):
+            await ctx.redis.set(
+                redis_key,
+                f"{payload_hash}||{event_id}",
+                nx=True,
+                ex=ctx.settings.idempotency_ttl_seconds,
+            )
+    except (RedisError, OSError, TimeoutError):
+        log.warning("could not remember idempotency key in Redis; PostgreSQL still enforces it")
+
+
+async def _sync_duplicate(
+    ctx: IngestContext,
+    owner: KeyOwner,
+    held_hash: str | None,
+    event_id: str,
+    payload_hash: str | None,
+    fact_type: str,
+) -> Response[bytes]:
+    if held_hash != payload_hash:
+        EVENTS.labels("sync", "rejected").inc()
+        raise _conflict()
+    EVENTS.labels("sync", "duplicate").inc()
+    try:
+        async with ctx.pool.connection(timeout=ctx.settings.database_timeout_ms / 1000) as conn:
+            stored_at = await find_stored_event(conn, owner.project_id, owner.environment, event_id)
+    except (OperationalError, PoolTimeout) as exc:
+        raise _unavailable(ctx, "database_unavailable", "The database is unavailable.") from exc
+    return _json_response(
+        {
+            "event_id": event_id,
+            "fact_id": fact_id_for_event(event_id),
+            "fact_type": fact_type,
+            # None while the original, sent to the async endpoint, is still queued.
+            "processed_at": _iso(stored_at) if stored_at else None,
+            "duplicate": True,
+            "effects": {},
+        },
+        200,
+        {"Idempotent-Replayed": "true"},
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# App
+
+
+def create_app(settings: IngestSettings | None = None) -> Litestar:
+    """Build the ingest app; clients are made in the lifespan, one set per worker."""
+    settings = settings or load_or_exit(IngestSettings)
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    holder: dict[str, IngestContext] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        timeout = settings.redis_timeout_ms / 1000
+        redis = Redis.from_url(
+            settings.redis_url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            # No automatic retries: a resent XADD could enqueue an event twice. Clients
+            # retry, with idempotency keys, when we answer 503.
+            retry=Retry(NoBackoff(), 0),
+        )
+        pool = AsyncConnectionPool(
+            settings.database_url,
+            min_size=1,
+            max_size=settings.database_pool_size,
+            kwargs={"options": f"-c statement_timeout={settings.database_timeout_ms}"},
+            open=False,
+        )
+        await pool.open(wait=False)
+
+        async def lookup(key_hash: bytes) -> KeyOwner | None:
+            async with pool.connection(timeout=settings.database_timeout_ms / 1000) as conn:
+                return await find_key_owner(conn, key_hash)
+
+        publisher = StreamPublisher(
+            redis,
+            timeout=timeout,
+            idempotency_ttl=settings.idempotency_ttl_seconds,
+            max_inflight=settings.max_inflight_pipelines,
+        )
+        holder["ctx"] = IngestContext(
+            settings,
+            redis,
+            pool,
+            publisher,
+            KeyCache(
+                lookup,
+                ttl=settings.auth_cache_ttl_seconds,
+                negative_ttl=settings.auth_negative_ttl_seconds,
+            ),
+        )
+        try:
+            yield
+        finally:
+            await publisher.close()
+            await redis.aclose()
+            await pool.close()
+            mark_worker_dead()
+
+    def context() -> IngestContext:
+        return holder["ctx"]
+
+    def checks() -> dict[str, Any]:
+        ctx = holder["ctx"]
+
+        async def postgres() -> None:
+            async with ctx.pool.connection(timeout=2) as conn:
+                await conn.execute("SELECT 1")
+
+        return {"redis": ctx.redis.ping, "postgres": postgres}
+
+    api = Router(path="/api/v1", route_handlers=[ingest_event, ingest_batch, ingest_sync])
+    return Litestar(
+        route_handlers=[api, health_router(checks), metrics_endpoint],
+        dependencies={"ctx": Provide(context, sync_to_thread=False)},
+        exception_handlers=exception_handlers,
+        middleware=[request_metrics("ingest")],
+        lifespan=[lifespan],
+        openapi_config=None,
+        debug=False,
+    )

@@ -1,0 +1,165 @@
+"""Enqueueing envelopes on the event streams, coalescing concurrent requests.
+
+Every request hands its commands to one `StreamPublisher` per process. Commands that
+arrive while the event loop is busy are sent together as one Redis pipeline: one
+round trip for a whole batch request, and for many concurrent single-event requests
+under load. At most `max_inflight` pipelines are in flight; later commands wait and go
+out together in the next one, which is what keeps the round trips per request falling
+as load rises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import Histogram
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from bricqs.schemas import ENVELOPE_FIELD
+from bricqs.stream import ENQUEUE_SCRIPT
+from bricqs.web.metrics import LATENCY_BUCKETS
+
+XADD_LATENCY = Histogram(
+    "bricqs_ingest_xadd_duration_seconds",
+    "Latency of one Redis pipeline of enqueue commands (XADD or the idempotent script).",
+    buckets=LATENCY_BUCKETS,
+)
+PIPELINE_SIZE = Histogram(
+    "bricqs_ingest_pipeline_commands",
+    "Enqueue commands sent per Redis pipeline.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueCommand:
+    """Put one envelope on a stream, checking its idempotency key first if it has one."""
+
+    stream: str
+    envelope: bytes
+    event_id: str
+    idempotency_key: str | None = None
+    payload_hash: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    """The envelope is on the stream as `message_id`."""
+
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlreadyHeld:
+    """The idempotency key was used before, by the event `event_id`."""
+
+    payload_hash: str
+    message_id: str
+    event_id: str
+
+
+class QueueUnavailable(Exception):
+    """Redis did not take the commands in time, or refused them (down, full)."""
+
+
+EnqueueResult = Enqueued | AlreadyHeld
+
+
+class StreamPublisher:
+    """Sends enqueue commands to Redis in coalesced pipelines."""
+
+    def __init__(
+        self, redis: Redis, *, timeout: float, idempotency_ttl: int, max_inflight: int
+    ) -> None:
+        self._redis = redis
+        self._timeout = timeout
+        self._ttl = idempotency_ttl
+        self._waiting: list[tuple[EnqueueCommand, asyncio.Future[EnqueueResult]]] = []
+        self._slots = asyncio.Semaphore(max_inflight)
+        self._flush_scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def enqueue(self, commands: Sequence[EnqueueCommand]) -> list[EnqueueResult]:
+        """Run `commands`; raise QueueUnavailable unless Redis answered all in time."""
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in commands]
+        self._waiting.extend(zip(commands, futures, strict=True))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            task = loop.create_task(self._flush())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        try:
+            async with asyncio.timeout(self._timeout):
+                return list(await asyncio.gather(*futures))
+        except TimeoutError as exc:
+            raise QueueUnavailable("Redis did not answer in time") from exc
+
+    async def _flush(self) -> None:
+        async with self._slots:
+            # Take everything that queued up while we waited for a slot: one pipeline.
+            batch, self._waiting = self._waiting, []
+            self._flush_scheduled = False
+            if not batch:
+                return
+            try:
+                async with asyncio.timeout(self._timeout):
+                    replies = await self._send([command for command, _ in batch])
+            except (RedisError, OSError, TimeoutError) as exc:
+                failure = QueueUnavailable(f"Redis unavailable: {type(exc).__name__}")
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(failure)
+                return
+            for (_, future), reply in zip(batch, replies, strict=True):
+                if not future.done():  # the request may have timed out already
+                    if isinstance(reply, Exception):
+                        future.set_exception(QueueUnavailable(str(reply)))
+                    else:
+                        future.set_result(reply)
+
+    async def _send(self, commands: list[EnqueueCommand]) -> list[EnqueueResult | Exception]:
+        started = time.perf_counter()
+        pipe = self._redis.pipeline(transaction=False)
+        for command in commands:
+            if command.idempotency_key is None:
+                pipe.xadd(command.stream, {ENVELOPE_FIELD: command.envelope})
+            else:
+                # EVAL (not EVALSHA) so a Redis restart, which empties the script cache,
+                # cannot fail a request; Redis caches the compiled script by its digest.
+                pipe.eval(
+                    ENQUEUE_SCRIPT,
+                    2,
+                    command.stream,
+                    command.idempotency_key,
+                    command.envelope,
+                    command.payload_hash,
+                    command.event_id,
+                    self._ttl,
+                )
+        replies = await pipe.execute(raise_on_error=False)
+        XADD_LATENCY.observe(time.perf_counter() - started)
+        PIPELINE_SIZE.observe(len(commands))
+        return [_parse_reply(reply) for reply in replies]
+
+    async def close(self) -> None:
+        """Wait for pipelines in flight (bounded by the timeout)."""
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self._timeout)
+
+
+def _parse_reply(reply: Any) -> EnqueueResult | Exception:
+    if isinstance(reply, ResponseError):
+        return reply
+    if isinstance(reply, bytes):
+        return Enqueued(reply.decode())
+    enqueued, value = reply
+    if enqueued == 1:
+        return Enqueued(value.decode())
+    payload_hash, message_id, event_id = value.decode().split("|", 2)
+    return AlreadyHeld(payload_hash, message_id, event_id)

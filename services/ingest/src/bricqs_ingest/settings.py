@@ -1,0 +1,53 @@
+"""Settings of the ingest service, from environment variables (see bricqs.settings)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+from bricqs.settings import DatabaseUrl, RedisUrl, StreamShards
+
+
+class IngestSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the ingest service can be told; each field is one environment variable."""
+
+    redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
+    database_url: DatabaseUrl = "postgresql://bricqs@127.0.0.1:5432/bricqs"
+    stream_shards: StreamShards = 1
+    redis_timeout_ms: Annotated[
+        int, Meta(gt=0, le=60_000, description="Bound on one Redis round trip; past it: 503.")
+    ] = 500
+    database_timeout_ms: Annotated[
+        int, Meta(gt=0, le=60_000, description="Bound on the sync endpoint's database work.")
+    ] = 5_000
+    retry_after_seconds: Annotated[
+        int, Meta(ge=1, le=3600, description="Retry-After sent with 503 answers.")
+    ] = 1
+    auth_cache_ttl_seconds: Annotated[
+        float,
+        Meta(gt=0, description="How long a key lookup is cached; a revocation takes this long."),
+    ] = 30.0
+    auth_negative_ttl_seconds: Annotated[
+        float, Meta(gt=0, description="How long an unknown key is remembered as unknown.")
+    ] = 5.0
+    idempotency_ttl_seconds: Annotated[
+        int, Meta(ge=60, description="How long Redis remembers an idempotency key (24 h).")
+    ] = 86_400
+    idempotency_retention_days: Annotated[
+        int, Meta(ge=1, description="How long PostgreSQL enforces an idempotency key.")
+    ] = 30
+    database_pool_size: Annotated[
+        int, Meta(ge=1, le=100, description="PostgreSQL connections per worker process.")
+    ] = 10
+    max_inflight_pipelines: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=64,
+            description="Concurrent Redis pipelines per worker; more requests wait"
+            " and are coalesced into the next pipeline.",
+        ),
+    ] = 4
+    log_level: Annotated[str, Meta(description="Python logging level.")] = "INFO"
