@@ -87,8 +87,14 @@ class Server:
     data_dir: Path
     extra: dict[str, str] = field(default_factory=dict)
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
-        """Stop the server and wait for it."""
+    def stop(self, sig: int | None = None, timeout: float = 15.0) -> None:
+        """Stop the server and wait for it.
+
+        PostgreSQL gets SIGINT (fast shutdown: clients are disconnected); SIGTERM would
+        wait for every pooled connection to close on its own.
+        """
+        if sig is None:
+            sig = signal.SIGINT if self.name == "postgres" else signal.SIGTERM
         if self.process.poll() is None:
             self.process.send_signal(sig)
             try:

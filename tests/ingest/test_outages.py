@@ -1,0 +1,103 @@
+"""Redis or PostgreSQL down or frozen: clear 503s with Retry-After, never a hang or a 500,
+and recovery when they return. Each test owns its servers, so it may break them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bricqs.devstack import Server, restart, start_postgres, start_redis
+from bricqs.storage.migrate import migrate
+from tests.conftest import Tenant, make_tenant
+from tests.ingest.helpers import BATCH, EVENTS, SYNC, granian_ingest
+
+pytestmark = pytest.mark.slow
+EVENT = {"event_name": "login", "participant_id": "user_1"}
+# Generous bound: a hang would hit it; a 503 within the 300 ms Redis timeout never does.
+CLIENT_TIMEOUT = 10.0
+
+
+@pytest.fixture
+def own_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Server]]:
+    root = Path(tmp_path_factory.mktemp("outage"))
+    servers = {
+        "redis": start_redis(root / "redis"),
+        "postgres": start_postgres(root / "pg", fsync=False),
+    }
+    migrate(servers["postgres"].url)
+    yield servers
+    for server in servers.values():
+        server.resume()
+        server.stop()
+
+
+def post(base: str, path: str, key: str, body: Any) -> httpx.Response:
+    return httpx.post(base + path, headers={"X-API-Key": key}, json=body, timeout=CLIENT_TIMEOUT)
+
+
+def test_redis_stopped_gives_503_then_recovers(own_servers: dict[str, Server]) -> None:
+    tenant = make_tenant(own_servers["postgres"].url)
+    with granian_ingest(
+        own_servers["redis"].url, own_servers["postgres"].url, REDIS_TIMEOUT_MS="300"
+    ) as base:
+        assert post(base, EVENTS, tenant.live_key, EVENT).status_code == 202
+        own_servers["redis"].stop()
+        for path, body in ((EVENTS, EVENT), (BATCH, {"events": [EVENT]})):
+            response = post(base, path, tenant.live_key, body)
+            assert response.status_code == 503
+            assert response.json()["code"] == "queue_unavailable"
+            assert response.headers["Retry-After"] == "1"
+        ready = httpx.get(base + "/health/ready", timeout=CLIENT_TIMEOUT)
+        assert ready.status_code == 503
+        own_servers["redis"] = restart(own_servers["redis"])
+        assert post(base, EVENTS, tenant.live_key, EVENT).status_code == 202
+        assert httpx.get(base + "/health/ready", timeout=CLIENT_TIMEOUT).status_code == 200
+
+
+def test_frozen_redis_gives_503_within_the_timeout_then_recovers(
+    own_servers: dict[str, Server],
+) -> None:
+    tenant = make_tenant(own_servers["postgres"].url)
+    with granian_ingest(
+        own_servers["redis"].url, own_servers["postgres"].url, REDIS_TIMEOUT_MS="300"
+    ) as base:
+        assert post(base, EVENTS, tenant.live_key, EVENT).status_code == 202
+        own_servers["redis"].pause()
+        try:
+            response = post(base, EVENTS, tenant.live_key, EVENT)
+            assert response.status_code == 503
+            assert response.json()["code"] == "queue_unavailable"
+        finally:
+            own_servers["redis"].resume()
+        assert post(base, EVENTS, tenant.live_key, EVENT).status_code == 202
+
+
+def test_postgres_down_keeps_async_ingest_up_and_sync_says_503(
+    own_servers: dict[str, Server],
+) -> None:
+    tenant: Tenant = make_tenant(own_servers["postgres"].url)
+    with granian_ingest(
+        own_servers["redis"].url, own_servers["postgres"].url, DATABASE_TIMEOUT_MS="1000"
+    ) as base:
+        assert post(base, SYNC, tenant.live_key, EVENT).status_code == 200  # warms the key cache
+        own_servers["postgres"].stop()
+        # The async path never needs PostgreSQL for a cached key.
+        assert post(base, EVENTS, tenant.live_key, EVENT).status_code == 202
+        response = post(base, SYNC, tenant.live_key, EVENT)
+        assert response.status_code == 503
+        assert response.json()["code"] == "database_unavailable"
+        assert response.headers["Retry-After"] == "1"
+        # A key never seen cannot be checked: 503, not a wrong 401.
+        unknown = post(base, EVENTS, "bq_live_" + "z" * 40, EVENT)
+        assert (unknown.status_code, unknown.json()["code"]) == (503, "auth_unavailable")
+        own_servers["postgres"] = restart(own_servers["postgres"])
+        recovered = None
+        for _ in range(50):  # the pool reconnects in the background
+            recovered = post(base, SYNC, tenant.live_key, EVENT)
+            if recovered.status_code == 200:
+                break
+        assert recovered is not None and recovered.status_code == 200

@@ -1,0 +1,65 @@
+"""Ids are prefixed and time-ordered; keys have the documented shape and only hashes are kept."""
+
+from __future__ import annotations
+
+import time
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bricqs.ids import fact_id_for_event, new_event_id, timestamp_ms, ulid
+from bricqs.keys import display_prefix, generate_key, hash_key, key_environment
+
+
+def test_event_ids_are_prefixed_unique_and_sort_by_creation_time() -> None:
+    ids = []
+    for _ in range(3):
+        ids.append(new_event_id())
+        time.sleep(0.002)
+    assert all(i.startswith("evt_") and len(i) == 30 for i in ids)
+    assert ids == sorted(ids)
+    assert len({new_event_id() for _ in range(10_000)}) == 10_000
+
+
+@given(st.integers(min_value=0, max_value=2**48 - 1))
+def test_ulid_encodes_its_millisecond_timestamp(ms: int) -> None:
+    assert timestamp_ms("evt_" + ulid(ms)) == ms
+
+
+@given(st.integers(min_value=0, max_value=2**48 - 2))
+def test_ulids_of_later_milliseconds_sort_later(ms: int) -> None:
+    assert ulid(ms) < ulid(ms + 1)
+
+
+def test_custom_fact_id_is_a_function_of_the_event_id() -> None:
+    event_id = new_event_id()
+    assert fact_id_for_event(event_id) == "fact_" + event_id[4:]
+    assert fact_id_for_event(event_id) == fact_id_for_event(event_id)
+
+
+def test_generated_keys_have_the_documented_shape() -> None:
+    live, test = generate_key("live"), generate_key("test")
+    assert key_environment(live) == "live"
+    assert key_environment(test) == "test"
+    assert len(live) == len("bq_live_") + 40
+    assert display_prefix(live) == live[:12]
+    assert generate_key("live") != live
+
+
+def test_key_hash_is_sha256_and_not_the_key() -> None:
+    key = generate_key("live")
+    assert len(hash_key(key)) == 32
+    assert key.encode() not in hash_key(key)
+
+
+def test_malformed_keys_have_no_environment() -> None:
+    for key in [
+        "",
+        "bq_live_",
+        "bq_live_abc",
+        "bq_prod_" + "a" * 40,
+        "bq_live_" + "a" * 31,
+        "bq_live_" + "é" * 40,
+        "x" + generate_key("live"),
+    ]:
+        assert key_environment(key) is None, key
