@@ -117,6 +117,7 @@ def start_redis(
 ) -> Server:
     """Start redis-server with AOF persistence in `data_dir`."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = data_dir.resolve()
     port = port or free_port()
     args = [
         redis_binary(),
@@ -165,6 +166,7 @@ def start_postgres(data_dir: Path, port: int | None = None, *, fsync: bool = Tru
     user = _unprivileged_user()
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = data_dir.resolve()
     pgdata = data_dir / "pgdata"
     uid, gid = user if user else (None, None)
     extra_groups: list[int] | None = [] if user else None
@@ -275,3 +277,171 @@ def _create_database(bindir: Path, port: int, process: subprocess.Popen[bytes]) 
         time.sleep(0.1)
     if check.stdout.strip() != "1":
         subprocess.run([*psql, "-c", "CREATE DATABASE bricqs"], check=True, capture_output=True)
+
+
+# ---------------------------------------------------------------------------------------
+# `make run`: the whole system in the foreground.
+
+DATA_DIR = Path(os.environ.get("BRICQS_DATA_DIR", ".data"))
+DEV_REDIS_PORT = int(os.environ.get("DEV_REDIS_PORT", "16379"))
+DEV_POSTGRES_PORT = int(os.environ.get("DEV_POSTGRES_PORT", "15432"))
+INGEST_PORT = int(os.environ.get("INGEST_PORT", "8000"))
+API_PORT = int(os.environ.get("API_PORT", "8001"))
+INGEST_WORKERS = int(os.environ.get("INGEST_WORKERS", "1"))
+
+
+def _ensure_demo_project(database_url: str, keys_file: Path) -> dict[str, str]:
+    """Create the demo project and its keys on first start; afterwards read them back."""
+    import asyncio
+    import json
+
+    import psycopg
+
+    from bricqs.storage import tenants
+
+    if keys_file.exists():
+        saved: dict[str, str] = json.loads(keys_file.read_text())
+        with psycopg.connect(database_url) as conn:
+            found = conn.execute(
+                "SELECT 1 FROM projects WHERE project_id = %s", (saved["project_id"],)
+            ).fetchone()
+        if found:
+            return saved
+
+    async def create() -> dict[str, str]:
+        async with (
+            await psycopg.AsyncConnection.connect(database_url) as conn,
+            conn.transaction(),
+        ):
+            project = await tenants.create_project(conn, "demo")
+            _, live = await tenants.create_key(conn, project.project_id, "live")
+            _, test = await tenants.create_key(conn, project.project_id, "test")
+        return {"project_id": project.project_id, "live_key": live, "test_key": test}
+
+    created = asyncio.run(create())
+    keys_file.write_text(json.dumps(created, indent=2) + "\n")
+    keys_file.chmod(0o600)
+    return created
+
+
+def _service_commands(bin_dir: Path) -> list[tuple[str, list[str]]]:
+    granian = [str(bin_dir / "granian"), "--interface", "asgi", "--factory", "--host", "127.0.0.1"]
+    commands = [
+        (
+            "ingest",
+            [
+                *granian,
+                "--port",
+                str(INGEST_PORT),
+                "--workers",
+                str(INGEST_WORKERS),
+                "--no-access-log",
+                "bricqs_ingest.app:create_app",
+            ],
+        ),
+    ]
+    if (bin_dir / "bricqs-processor").exists():
+        commands.append(("processor", [str(bin_dir / "bricqs-processor")]))
+    try:
+        import bricqs_api  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        commands.append(
+            (
+                "api",
+                [
+                    *granian,
+                    "--port",
+                    str(API_PORT),
+                    "--workers",
+                    "1",
+                    "--no-access-log",
+                    "bricqs_api.app:create_app",
+                ],
+            )
+        )
+    return commands
+
+
+def main() -> int:
+    """Run Redis and PostgreSQL (unless given by URL), migrate, seed, serve; Ctrl-C stops."""
+    import sys
+
+    from bricqs.storage.migrate import migrate
+
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    servers: list[Server] = []
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    stopping = False
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        redis_url = os.environ.get("REDIS_URL")
+        if not redis_url:
+            servers.append(start_redis(DATA_DIR / "redis", DEV_REDIS_PORT))
+            redis_url = servers[-1].url
+        database_url = os.environ.get("DATABASE_URL")
+        if not database_url:
+            servers.append(start_postgres(DATA_DIR / "postgres", DEV_POSTGRES_PORT))
+            database_url = servers[-1].url
+        applied = migrate(database_url)
+        keys = _ensure_demo_project(database_url, DATA_DIR / "demo-keys.json")
+
+        metrics_dir = DATA_DIR / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)  # stale files would skew counters
+        metrics_dir.mkdir()
+        env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "DATABASE_URL": database_url,
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir.resolve()),
+        }
+        bin_dir = Path(sys.executable).parent
+        for name, command in _service_commands(bin_dir):
+            child_env = (
+                env
+                if name != "processor"
+                else {k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+            )
+            children.append((name, subprocess.Popen(command, env=child_env)))
+
+        print(
+            f"\nBricqs is running (migrations applied: {len(applied)}).\n"
+            f"  ingest     http://127.0.0.1:{INGEST_PORT}/api/v1/ingest/events\n"
+            f"  services   {', '.join(name for name, _ in children)}\n"
+            f"  redis      {redis_url}\n"
+            f"  postgres   {database_url}\n"
+            f"  project    {keys['project_id']}\n"
+            f"  live key   {keys['live_key']}\n"
+            f"  test key   {keys['test_key']}\n"
+            f"  (keys saved in {DATA_DIR / 'demo-keys.json'})\n"
+            "Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        while not stopping:
+            for name, child in children:
+                if child.poll() is not None:
+                    print(f"{name} exited with code {child.returncode}; stopping", flush=True)
+                    stopping = True
+            time.sleep(0.2)
+        return 0
+    except (DevStackError, subprocess.CalledProcessError) as exc:
+        print(f"could not start: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for _, child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for _, child in children:
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        for server in reversed(servers):
+            server.stop()

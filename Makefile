@@ -1,0 +1,32 @@
+# Every target runs through uv, so people and CI run the same commands.
+# `make help` lists them.
+
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+RUN := $(UV) run --locked
+
+.DEFAULT_GOAL := help
+.PHONY: help deps sync run test lint format
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+deps: ## Install system packages (Redis, PostgreSQL, curl) and uv when missing
+	@bash scripts/install-deps.sh
+
+sync: deps ## Install the Python workspace from uv.lock
+	@$(UV) sync --locked --quiet
+
+run: sync ## Run the whole system locally (own Redis/PostgreSQL unless REDIS_URL/DATABASE_URL)
+	@$(RUN) bricqs-dev
+
+test: sync ## Run every test against throwaway Redis and PostgreSQL servers
+	@$(RUN) pytest $(PYTEST_ARGS)
+
+lint: sync ## ruff (lint + format check) and mypy strict
+	@$(RUN) ruff check .
+	@$(RUN) ruff format --check .
+	@$(RUN) mypy
+
+format: sync ## Apply ruff's formatting and safe fixes
+	@$(RUN) ruff format .
+	@$(RUN) ruff check --fix .
