@@ -3,12 +3,18 @@
 Each shard is one stream with its own hash tag, `bricqs:events:{N}`, so shards can live
 on different Redis Cluster nodes. An event goes to the shard of `(project, participant)`;
 its idempotency key is stored under the same hash tag, which lets one Lua script check
-the key, XADD and remember the key atomically on a single node.
+the key, XADD and remember the key atomically on a single node. Each shard also has a
+dead-letter stream under the same hash tag, holding `DeadLetter` records, so moving an
+entry there and acknowledging it is one MULTI on one node.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from bricqs.schemas import ENVELOPE_FIELD
 
 STREAM_PREFIX = "bricqs:events"
 CONSUMER_GROUP = "processors"
@@ -23,6 +29,52 @@ def stream_key(shard: int) -> str:
 def dead_letter_key(shard: int) -> str:
     """The dead-letter stream of one shard (same hash tag, so moves are atomic)."""
     return f"{STREAM_PREFIX}:{{{shard}}}:dlq"
+
+
+def shard_of(stream: str) -> int:
+    """The shard number of an event stream or dead-letter stream key."""
+    return int(stream[stream.index("{") + 1 : stream.index("}")])
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An entry given up on, as the dead-letter stream holds it.
+
+    The original bytes are kept under the envelope field, untouched, so a replay puts
+    exactly what ingest wrote back on the stream.
+    """
+
+    payload: bytes
+    """The original value of the envelope field (empty if the entry had none)."""
+    reason: str
+    """Why: `decode_error`, `rejected` or `max_deliveries`, then `: ` and details."""
+    stream: str
+    """The stream the entry came from."""
+    message_id: str
+    """Its id on that stream."""
+    deliveries: int
+    """How often it had been delivered to the consumer group."""
+
+    def fields(self) -> dict[bytes, bytes]:
+        """The fields of the dead-letter entry, for XADD."""
+        return {
+            ENVELOPE_FIELD: self.payload,
+            b"reason": self.reason.encode(),
+            b"stream": self.stream.encode(),
+            b"message_id": self.message_id.encode(),
+            b"deliveries": str(self.deliveries).encode(),
+        }
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[bytes, bytes]) -> DeadLetter:
+        """Read a dead-letter entry back (as XRANGE returns it)."""
+        return cls(
+            payload=fields.get(ENVELOPE_FIELD, b""),
+            reason=fields.get(b"reason", b"").decode(errors="replace"),
+            stream=fields.get(b"stream", b"").decode(errors="replace"),
+            message_id=fields.get(b"message_id", b"").decode(errors="replace"),
+            deliveries=int(fields.get(b"deliveries", b"0") or 0),
+        )
 
 
 def idempotency_redis_key(shard: int, project_id: str, environment: str, key: str) -> str:

@@ -1,0 +1,1 @@
+"""The processor service: Redis Streams consumer group -> one PostgreSQL transaction per batch."""

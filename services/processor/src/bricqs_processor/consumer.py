@@ -1,0 +1,376 @@
+"""The stream consumer: read a batch, store it in one transaction, acknowledge it.
+
+One loop per process, one batch in hand at a time:
+
+1. every `RECLAIM_INTERVAL_MS`, reclaim entries other (dead) consumers left pending
+   longer than `CLAIM_MIN_IDLE_MS` (see `recovery`) and process them like a read;
+2. `XREADGROUP >` over every shard, `COUNT` and `BLOCK`;
+3. decode; an undecodable entry goes to the dead-letter stream at once;
+4. store the envelopes with `store_events` in one PostgreSQL transaction; `XACK` after
+   the commit. Redelivery is harmless: storing is keyed by event_id.
+
+Failures are sorted by what they mean:
+- PostgreSQL unreachable (connection lost, pool timeout, statement timeout, server
+  errors that are not about the data): nothing is acknowledged; the batch in hand is
+  retried after a capped exponential backoff, for as long as it takes. Before each retry
+  the consumer re-claims its entries, which resets their idle time without counting a
+  delivery, so no other consumer takes them over and the outage never pushes them
+  towards the dead-letter stream.
+- PostgreSQL refuses the data (DataError, IntegrityError, an envelope our code cannot
+  store): the batch is split in halves and each half retried, down to the single event,
+  which goes to the dead-letter stream; its neighbours are stored.
+- Redis unreachable: back off and retry; an acknowledgement that fails after a commit
+  is retried too, and if it never lands the entry is redelivered and found stored.
+
+SIGTERM (`stop()`) ends intake: a read in flight returns within `BLOCK_MS`, the batch in
+hand is committed and acknowledged, then `run()` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+from functools import partial
+from typing import Any, TypeVar
+
+import msgspec
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from bricqs.storage.events import Outcome, StoreResult, store_events
+from bricqs.stream import CONSUMER_GROUP, stream_key
+from bricqs_processor import metrics
+from bricqs_processor.deadletter import dead_letter
+from bricqs_processor.entries import Entry, by_stream, decode_entries, entries_from_reply
+from bricqs_processor.recovery import reclaim_stuck
+from bricqs_processor.settings import ProcessorSettings
+
+log = logging.getLogger("bricqs.processor")
+
+T = TypeVar("T")
+
+# Errors that say the data of the batch is at fault, not the database: split the batch.
+# Anything not psycopg (an envelope our code cannot encode, say) counts as data too.
+DATA_ERRORS: tuple[type[Exception], ...] = (psycopg.DataError, psycopg.IntegrityError)
+
+# Once stopping, a Redis write (XACK, dead letter) is tried this often before giving up;
+# what is left unacknowledged is redelivered to another consumer and found stored.
+SHUTDOWN_ATTEMPTS = 3
+
+
+class DatabaseUnavailable(Exception):
+    """PostgreSQL could not run the batch for reasons unrelated to its data."""
+
+
+class Rejected(Exception):
+    """PostgreSQL (or our storage code) refused the data of the batch."""
+
+
+class Backoff:
+    """Capped exponential backoff with jitter: initial, 2x, 4x, ... up to the cap."""
+
+    def __init__(self, initial_ms: int, cap_ms: int) -> None:
+        self._initial = initial_ms / 1000
+        self._cap = cap_ms / 1000
+        self._attempt = 0
+
+    def next_delay(self) -> float:
+        """The next wait in seconds (jittered, so replicas do not retry in step)."""
+        delay = min(self._cap, self._initial * 2.0**self._attempt)
+        self._attempt = min(self._attempt + 1, 32)
+        return delay * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not security
+
+    def reset(self) -> None:
+        """Start again from the initial delay after a success."""
+        self._attempt = 0
+
+
+class StreamConsumer:
+    """Consumes every shard's stream through the consumer group; see the module doc."""
+
+    def __init__(
+        self, settings: ProcessorSettings, redis: Redis, pool: AsyncConnectionPool[Any]
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.pool = pool
+        self.name = settings.consumer()
+        self.streams = [stream_key(shard) for shard in range(settings.stream_shards)]
+        self._stopping = asyncio.Event()
+        self._ttl = timedelta(days=settings.idempotency_retention_days)
+        self._database_ok = True
+        self._next_reclaim = 0.0
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop intake; the batch in hand is finished, then `run()` returns."""
+        if not self._stopping.is_set():
+            log.info("stopping: finishing the batch in hand")
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether `stop()` was called."""
+        return self._stopping.is_set()
+
+    async def run(self) -> None:
+        """Consume until `stop()`."""
+        log.info("consumer %s reading %d stream(s)", self.name, len(self.streams))
+        await self._until_done(self.ensure_groups, "redis")
+        backoff = Backoff(self.settings.backoff_initial_ms, self.settings.backoff_max_ms)
+        while not self.stopping:
+            try:
+                if time.monotonic() >= self._next_reclaim:
+                    await self._reclaim()
+                    self._next_reclaim = time.monotonic() + self.settings.reclaim_interval_ms / 1000
+                entries = await self._read()
+            except ResponseError as exc:
+                if str(exc).startswith("NOGROUP"):
+                    # The stream or group vanished (deleted by an operator): recreate.
+                    log.warning("consumer group missing, recreating: %s", exc)
+                    await self._until_done(self.ensure_groups, "redis")
+                    continue
+                await self._redis_failed(backoff, exc)
+                continue
+            except (RedisError, OSError) as exc:
+                await self._redis_failed(backoff, exc)
+                continue
+            backoff.reset()
+            if entries:
+                await self.process(entries)
+        log.info("consumer %s stopped", self.name)
+
+    async def _redis_failed(self, backoff: Backoff, exc: Exception) -> None:
+        metrics.FAILURES.labels("redis").inc()
+        delay = backoff.next_delay()
+        log.warning("redis unavailable (%s); retrying in %.2f s", exc, delay)
+        await self._sleep(delay)
+
+    async def ensure_groups(self) -> None:
+        """Create the consumer group on every stream (and the stream), if missing.
+
+        The group starts at id 0, so entries added before the first processor ran are
+        consumed too.
+        """
+        for stream in self.streams:
+            try:
+                await self.redis.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if not str(exc).startswith("BUSYGROUP"):
+                    raise
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def _read(self) -> list[Entry]:
+        reply: Any = await self.redis.xreadgroup(
+            CONSUMER_GROUP,
+            self.name,
+            dict.fromkeys(self.streams, ">"),
+            count=self.settings.batch_size,
+            block=self.settings.block_ms,
+        )
+        entries: list[Entry] = []
+        for stream, items in reply or []:
+            found, _deleted = entries_from_reply(stream, items)
+            entries.extend(found)
+        return entries
+
+    async def _reclaim(self) -> None:
+        if not self._database_ok and not await self._database_answers():
+            return  # taking over entries we cannot store would only age them
+        for stream in self.streams:
+            async for claimed in reclaim_stuck(
+                self.redis,
+                stream,
+                self.name,
+                min_idle_ms=self.settings.claim_min_idle_ms,
+                count=self.settings.batch_size,
+            ):
+                limit = self.settings.max_deliveries
+                over = [e for e in claimed if (e.deliveries or 0) > limit]
+                rest = [e for e in claimed if (e.deliveries or 0) <= limit]
+                if over:
+                    reasons = [
+                        (e, f"max_deliveries: delivered {e.deliveries} times, more than {limit}")
+                        for e in over
+                    ]
+                    await self._until_done(partial(dead_letter, self.redis, reasons), "redis")
+                if rest:
+                    await self.process(rest)
+                if self.stopping:
+                    return
+
+    async def _database_answers(self) -> bool:
+        try:
+            async with self.pool.connection(timeout=self.settings.database_timeout_ms / 1000) as c:
+                await c.execute("SELECT 1")
+        except psycopg.Error:
+            return False
+        self._database_ok = True
+        return True
+
+    # -- processing --------------------------------------------------------------------
+
+    async def process(self, entries: list[Entry]) -> None:
+        """Store and acknowledge entries in hand (dead-lettering the poison among them)."""
+        started = time.perf_counter()
+        for start in range(0, len(entries), self.settings.batch_size):
+            batch = entries[start : start + self.settings.batch_size]
+            good, bad = decode_entries(batch)
+            if bad:
+                await self._until_done(partial(dead_letter, self.redis, bad), "redis")
+            if good:
+                await self._store_all(good)
+        metrics.BATCH_DURATION.observe(time.perf_counter() - started)
+
+    async def _store_all(self, batch: list[Entry]) -> None:
+        """Store `batch`, splitting parts PostgreSQL refuses, retrying while it is down."""
+        parts: deque[list[Entry]] = deque([batch])
+        backoff = Backoff(self.settings.backoff_initial_ms, self.settings.backoff_max_ms)
+        while parts:
+            part = parts[0]
+            try:
+                result = await self._transaction(part)
+            except Rejected as exc:
+                parts.popleft()
+                if len(part) == 1:
+                    reasons = [(part[0], f"rejected: {exc}")]
+                    await self._until_done(partial(dead_letter, self.redis, reasons), "redis")
+                else:
+                    middle = len(part) // 2
+                    parts.extendleft([part[middle:], part[:middle]])
+                continue
+            except DatabaseUnavailable as exc:
+                self._database_ok = False
+                metrics.FAILURES.labels("database").inc()
+                if self.stopping:
+                    left = sum(len(p) for p in parts)
+                    log.warning(
+                        "database unavailable at shutdown; %d entries stay pending for"
+                        " another consumer: %s",
+                        left,
+                        exc,
+                    )
+                    return
+                delay = backoff.next_delay()
+                log.warning("database unavailable (%s); retrying in %.2f s", exc, delay)
+                await self._sleep(delay)
+                parts = deque(await self._keep_claim(list(parts)))
+                continue
+            self._database_ok = True
+            backoff.reset()
+            parts.popleft()
+            await self._until_done(partial(self._ack, part), "redis")
+            self._observe(part, result)
+
+    async def _transaction(self, part: Sequence[Entry]) -> StoreResult:
+        envelopes = [e.envelope for e in part if e.envelope is not None]
+        try:
+            async with self.pool.connection(timeout=self.settings.database_timeout_ms / 1000) as c:
+                started = time.perf_counter()
+                async with c.transaction():
+                    result = await store_events(c, envelopes, idempotency_ttl=self._ttl)
+                metrics.DATABASE_DURATION.observe(time.perf_counter() - started)
+                return result
+        except DATA_ERRORS as exc:
+            raise Rejected(f"{type(exc).__name__}: {exc}") from exc
+        except psycopg.Error as exc:
+            # Connection errors, timeouts, and server-side errors that are not about the
+            # data (a missing table before migrations ran, say): never the events' fault,
+            # so nothing may be dead-lettered for them.
+            raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        except (msgspec.MsgspecError, ValueError, TypeError, OverflowError) as exc:
+            raise Rejected(f"{type(exc).__name__}: {exc}") from exc
+
+    def _observe(self, part: Sequence[Entry], result: StoreResult) -> None:
+        now = time.time()
+        metrics.BATCHES.inc()
+        metrics.BATCH_SIZE.observe(len(part))
+        for outcome in Outcome:
+            count = result.count(outcome)
+            if count:
+                metrics.EVENTS.labels(outcome.value).inc(count)
+        for entry in part:
+            envelope = entry.envelope
+            if envelope is not None and result.outcomes.get(envelope.event_id) is Outcome.STORED:
+                metrics.END_TO_END_LAG.observe(max(0.0, now - envelope.received_at.timestamp()))
+
+    # -- acknowledging -----------------------------------------------------------------
+
+    async def _ack(self, entries: Sequence[Entry]) -> None:
+        grouped = by_stream(entries)
+        if len(grouped) == 1:
+            ((stream, ids),) = grouped.items()
+            await self.redis.xack(stream, CONSUMER_GROUP, *ids)
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream, ids in grouped.items():
+                pipe.xack(stream, CONSUMER_GROUP, *ids)
+            await pipe.execute()
+
+    async def _keep_claim(self, parts: list[list[Entry]]) -> list[list[Entry]]:
+        """Re-claim the entries in hand (resetting their idle time, counting no delivery);
+        drop any that are no longer pending, because someone else acknowledged them."""
+        entries = [e for part in parts for e in part]
+        still: set[tuple[str, str]] = set()
+        try:
+            for stream, ids in by_stream(entries).items():
+                ids_any: list[Any] = list(ids)
+                claimed: Any = await self.redis.xclaim(
+                    stream, CONSUMER_GROUP, self.name, 0, ids_any, justid=True
+                )
+                still.update((stream, _text(i)) for i in claimed)
+        except (RedisError, OSError) as exc:
+            log.warning("could not refresh the claim on the batch in hand: %s", exc)
+            return parts
+        kept = [[e for e in part if (e.stream, e.message_id) in still] for part in parts]
+        return [part for part in kept if part]
+
+    # -- helpers -----------------------------------------------------------------------
+
+    async def _until_done(self, action: Callable[[], Awaitable[T]], dependency: str) -> T | None:
+        """Run `action` until it succeeds, backing off on Redis errors.
+
+        Gives up (returning None) when the consumer group is gone, since there is then
+        nothing left to acknowledge, or after a few attempts once stopping.
+        """
+        backoff = Backoff(self.settings.backoff_initial_ms, self.settings.backoff_max_ms)
+        attempts = 0
+        while True:
+            try:
+                return await action()
+            except (RedisError, OSError) as exc:
+                if isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP"):
+                    log.warning("consumer group gone; dropping what was in hand: %s", exc)
+                    return None
+                metrics.FAILURES.labels(dependency).inc()
+                attempts += 1
+                if self.stopping and attempts >= SHUTDOWN_ATTEMPTS:
+                    log.warning("giving up at shutdown after %d failures: %s", attempts, exc)
+                    return None
+                delay = backoff.next_delay()
+                log.warning("%s unavailable (%s); retrying in %.2f s", dependency, exc, delay)
+                if self.stopping:
+                    await asyncio.sleep(delay)
+                else:
+                    await self._sleep(delay)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake up early when stopping."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+        except TimeoutError:
+            pass
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,127 @@
+"""`bricqs-processor`: run one consumer of the event streams until SIGTERM or SIGINT.
+
+Settings come from environment variables (see `settings`); a bad value exits with code 2
+and a message naming the variable. On SIGTERM or SIGINT the consumer stops reading,
+finishes and acknowledges the batch in hand, the pools close and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from bricqs.settings import load_or_exit
+from bricqs_processor.consumer import StreamConsumer
+from bricqs_processor.health import HealthServer
+from bricqs_processor.housekeeping import Housekeeping
+from bricqs_processor.settings import ProcessorSettings
+
+log = logging.getLogger("bricqs.processor")
+
+
+class StartupError(Exception):
+    """The process cannot start (the metrics port is taken, say)."""
+
+
+def make_redis(settings: ProcessorSettings) -> Redis:
+    """The Redis client: a blocking read may take BLOCK_MS on top of a round trip."""
+    return Redis.from_url(
+        settings.redis_url,
+        socket_timeout=(settings.block_ms + settings.redis_timeout_ms) / 1000,
+        socket_connect_timeout=settings.redis_timeout_ms / 1000,
+        # The consumer loop retries with its own backoff and knows what is safe to repeat.
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def make_pool(settings: ProcessorSettings) -> AsyncConnectionPool[Any]:
+    """The PostgreSQL pool (opened by the caller); statement_timeout bounds each statement."""
+    return AsyncConnectionPool(
+        settings.database_url,
+        min_size=1,
+        max_size=settings.database_pool_size,
+        kwargs={
+            "options": f"-c statement_timeout={settings.statement_timeout_ms}",
+            "connect_timeout": max(1, settings.database_timeout_ms // 1000),
+            "application_name": "bricqs-processor",
+        },
+        # A connection broken by a server restart is found out before a batch uses it.
+        check=AsyncConnectionPool.check_connection,
+        open=False,
+        name="processor",
+    )
+
+
+async def serve(settings: ProcessorSettings) -> None:
+    """Consume until a stop signal; then finish the batch in hand and close everything."""
+    redis = make_redis(settings)
+    pool = make_pool(settings)
+    # wait=False: PostgreSQL being down at start-up is an outage like any other.
+    await pool.open(wait=False)
+    consumer = StreamConsumer(settings, redis, pool)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, consumer.stop)
+
+    async def redis_check() -> None:
+        await redis.ping()
+
+    async def database_check() -> None:
+        async with pool.connection(timeout=2.0) as conn:
+            await conn.execute("SELECT 1")
+
+    health = None
+    if settings.metrics_port:
+        health = HealthServer(
+            settings.metrics_host,
+            settings.metrics_port,
+            {"redis": redis_check, "postgres": database_check},
+            stopping=lambda: consumer.stopping,
+        )
+        try:
+            await health.start()
+        except OSError as exc:
+            await pool.close()
+            await redis.aclose()
+            raise StartupError(f"cannot listen on {settings.metrics_port}: {exc}") from exc
+        log.info("metrics and health on %s:%d", settings.metrics_host, settings.metrics_port)
+    chores = Housekeeping(settings, redis, pool).tasks()
+    try:
+        await consumer.run()
+    finally:
+        for task in chores:
+            task.cancel()
+        for task in chores:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if health is not None:
+            await health.close()
+        await pool.close()
+        await redis.aclose()
+
+
+def main() -> int:
+    """Entry point of the console script."""
+    settings = load_or_exit(ProcessorSettings)
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        asyncio.run(serve(settings))
+    except StartupError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

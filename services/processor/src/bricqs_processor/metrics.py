@@ -1,0 +1,93 @@
+"""Prometheus metrics of the processor (prefix `bricqs_processor_`).
+
+The processor is one process with one event loop, so the default registry is right;
+run one process per container and scale containers.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import generate_latest as _generate_latest
+
+# Batch and database times: milliseconds for a healthy batch, seconds when struggling.
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# End-to-end lag around the 1 s SLO.
+LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+SIZE_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+BATCHES = Counter(
+    "bricqs_processor_batches_total",
+    "Batches committed to PostgreSQL and acknowledged.",
+)
+EVENTS = Counter(
+    "bricqs_processor_events_total",
+    "Events processed, by outcome (stored, already_stored, duplicate).",
+    ["outcome"],
+)
+DEAD_LETTERED = Counter(
+    "bricqs_processor_dead_lettered_total",
+    "Entries moved to the dead-letter stream, by reason (decode_error, rejected, max_deliveries).",
+    ["reason"],
+)
+RECLAIMED = Counter(
+    "bricqs_processor_reclaimed_total",
+    "Entries reclaimed from other (or dead) consumers with XAUTOCLAIM.",
+)
+FAILURES = Counter(
+    "bricqs_processor_failures_total",
+    "Failed attempts, by dependency (redis, database); each is retried after a backoff.",
+    ["dependency"],
+)
+BATCH_SIZE = Histogram(
+    "bricqs_processor_batch_size",
+    "Entries per committed batch.",
+    buckets=SIZE_BUCKETS,
+)
+BATCH_DURATION = Histogram(
+    "bricqs_processor_batch_duration_seconds",
+    "Time from a batch in hand to its acknowledgement (decode, transaction, XACK).",
+    buckets=DURATION_BUCKETS,
+)
+DATABASE_DURATION = Histogram(
+    "bricqs_processor_database_duration_seconds",
+    "Time of one batch transaction in PostgreSQL, commit included.",
+    buckets=DURATION_BUCKETS,
+)
+END_TO_END_LAG = Histogram(
+    "bricqs_processor_end_to_end_lag_seconds",
+    "From an event's receipt by ingest to the commit of its fact.",
+    buckets=LAG_BUCKETS,
+)
+STREAM_LENGTH = Gauge(
+    "bricqs_processor_stream_length",
+    "Entries in an event stream (acknowledged ones stay until trimmed).",
+    ["stream"],
+)
+PENDING = Gauge(
+    "bricqs_processor_pending_entries",
+    "Entries delivered to the consumer group and not yet acknowledged.",
+    ["stream"],
+)
+GROUP_LAG = Gauge(
+    "bricqs_processor_group_lag",
+    "Entries in the stream not yet delivered to the consumer group.",
+    ["stream"],
+)
+DEAD_LETTER_LENGTH = Gauge(
+    "bricqs_processor_dead_letter_length",
+    "Entries waiting in the dead-letter stream.",
+    ["stream"],
+)
+TRIMMED = Counter(
+    "bricqs_processor_trimmed_total",
+    "Acknowledged entries removed from the event streams.",
+)
+PURGED_KEYS = Counter(
+    "bricqs_processor_purged_idempotency_keys_total",
+    "Expired idempotency keys deleted from PostgreSQL.",
+)
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text and its content type."""
+    return bytes(_generate_latest(REGISTRY)), CONTENT_TYPE_LATEST

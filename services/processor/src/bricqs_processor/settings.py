@@ -1,0 +1,136 @@
+"""Settings of the processor service, from environment variables (see bricqs.settings).
+
+Choosing `CLAIM_MIN_IDLE_MS`: an entry is reclaimed from a consumer once it has been
+pending that long, so it must exceed the longest time a live consumer can hold a batch,
+or two consumers process one entry at the same time (harmless for correctness, since
+every write is idempotent, but wasted work and a spurious delivery count). A batch is at
+most `STATEMENTS_PER_BATCH` statements, each bounded by `STATEMENT_TIMEOUT_MS`, so the
+worst batch takes `STATEMENTS_PER_BATCH * STATEMENT_TIMEOUT_MS`; the minimum idle time
+must exceed that plus one more statement timeout (SPEC §9). Start-up refuses a smaller
+value. The defaults give 60 s against a worst case of 40 s; a normal batch of 500
+events commits in tens of milliseconds. While a batch is retried because PostgreSQL is
+unavailable the consumer re-claims its own entries before every attempt, so a long
+outage does not hand them to another consumer nor push them towards the DLQ.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+from bricqs.settings import DatabaseUrl, RedisUrl, StreamShards
+
+STATEMENTS_PER_BATCH = 7
+"""Upper bound on the SQL statements of one batch transaction (see bricqs.storage.events)."""
+
+Milliseconds = Annotated[int, Meta(gt=0, le=86_400_000)]
+
+
+class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the processor can be told; each field is one environment variable."""
+
+    redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
+    database_url: DatabaseUrl = "postgresql://bricqs@127.0.0.1:5432/bricqs"
+    stream_shards: StreamShards = 1
+    batch_size: Annotated[
+        int,
+        Meta(ge=1, le=10_000, description="Most entries read per shard, and per transaction."),
+    ] = 500
+    block_ms: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=60_000,
+            description="How long one XREADGROUP waits for new entries; also bounds how"
+            " long SIGTERM waits for a read in flight.",
+        ),
+    ] = 1_000
+    claim_min_idle_ms: Annotated[
+        Milliseconds,
+        Meta(
+            description="Idle time after which another consumer's pending entry is"
+            " reclaimed; must exceed the worst batch time plus STATEMENT_TIMEOUT_MS.",
+        ),
+    ] = 60_000
+    reclaim_interval_ms: Annotated[
+        Milliseconds, Meta(description="How often the consumer looks for stuck entries.")
+    ] = 5_000
+    max_deliveries: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=1_000,
+            description="An entry delivered more often than this goes to the dead-letter stream.",
+        ),
+    ] = 5
+    statement_timeout_ms: Annotated[
+        Milliseconds, Meta(description="PostgreSQL statement_timeout of the processor's sessions.")
+    ] = 5_000
+    database_timeout_ms: Annotated[
+        Milliseconds,
+        Meta(description="How long to wait for a pooled PostgreSQL connection before retrying."),
+    ] = 5_000
+    database_pool_size: Annotated[
+        int, Meta(ge=2, le=100, description="PostgreSQL connections of the process.")
+    ] = 4
+    redis_timeout_ms: Annotated[
+        Milliseconds,
+        Meta(description="Bound on one Redis round trip (a blocking read adds BLOCK_MS)."),
+    ] = 5_000
+    backoff_initial_ms: Annotated[
+        Milliseconds, Meta(description="First wait after a failure of Redis or PostgreSQL.")
+    ] = 100
+    backoff_max_ms: Annotated[
+        Milliseconds, Meta(description="Cap of the exponential backoff after failures.")
+    ] = 5_000
+    idempotency_retention_days: Annotated[
+        int, Meta(ge=1, description="How long PostgreSQL enforces an idempotency key.")
+    ] = 30
+    purge_interval_ms: Annotated[
+        Milliseconds, Meta(description="How often expired idempotency keys are deleted.")
+    ] = 3_600_000
+    trim_interval_ms: Annotated[
+        Milliseconds,
+        Meta(description="How often streams are trimmed below what every group acknowledged."),
+    ] = 60_000
+    stats_interval_ms: Annotated[
+        Milliseconds,
+        Meta(description="How often stream length, pending and lag gauges are refreshed."),
+    ] = 5_000
+    metrics_host: Annotated[
+        str, Meta(description="Address of the /metrics and /health server.")
+    ] = "0.0.0.0"  # noqa: S104 - probes and scrapers reach the pod from outside
+    metrics_port: Annotated[
+        int, Meta(ge=0, le=65_535, description="Port of /metrics and /health; 0 disables.")
+    ] = 9100
+    consumer_name: Annotated[
+        str,
+        Meta(
+            max_length=200,
+            description="Consumer name in the group; empty means <hostname>-<pid>, unique"
+            " per process (two live processes must never share a name).",
+        ),
+    ] = ""
+    log_level: Annotated[str, Meta(description="Python logging level.")] = "INFO"
+
+    def __post_init__(self) -> None:
+        worst = (STATEMENTS_PER_BATCH + 1) * self.statement_timeout_ms
+        if self.claim_min_idle_ms <= worst:
+            raise ValueError(
+                f"CLAIM_MIN_IDLE_MS ({self.claim_min_idle_ms}) must exceed the worst batch"
+                f" time plus the statement timeout, {STATEMENTS_PER_BATCH + 1} x"
+                f" STATEMENT_TIMEOUT_MS = {worst}"
+            )
+        if self.backoff_max_ms < self.backoff_initial_ms:
+            raise ValueError("BACKOFF_MAX_MS must be at least BACKOFF_INITIAL_MS")
+        if not isinstance(logging.getLevelName(self.log_level), int):
+            raise ValueError(f"LOG_LEVEL ({self.log_level!r}) is not a logging level")
+
+    def consumer(self) -> str:
+        """This process's consumer name."""
+        return self.consumer_name or f"{socket.gethostname()}-{os.getpid()}"
