@@ -239,7 +239,8 @@ def xadd_envelopes(
 
 
 class Feeder(threading.Thread):
-    """XADDs `total` envelopes in chunks at a steady pace, in the background."""
+    """XADDs `total` envelopes (or until `stop()`) in chunks at a steady pace, in the
+    background."""
 
     def __init__(
         self,
@@ -260,11 +261,15 @@ class Feeder(threading.Thread):
         self.shards = shards
         self.event_ids: list[str] = []
         self.error: BaseException | None = None
+        self._halt = threading.Event()
+
+    def stop(self) -> None:
+        self._halt.set()
 
     def run(self) -> None:
         try:
             sent = 0
-            while sent < self.total:
+            while sent < self.total and not self._halt.is_set():
                 size = min(self.chunk, self.total - sent)
                 batch = [envelope(self.tenant, sent + i) for i in range(size)]
                 xadd_envelopes(self.client, batch, self.shards)

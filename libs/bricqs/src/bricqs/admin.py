@@ -1,7 +1,8 @@
-"""`bricqs-admin`: migrations, projects and keys (and, with the processor, the DLQ).
+"""`bricqs-admin`: migrations, projects, keys and the dead-letter streams.
 
 It is the only way to mint keys. Every command prints a human line, or JSON with
-`--json`. The database comes from `--database-url` or `DATABASE_URL`.
+`--json`. The database comes from `--database-url` or `DATABASE_URL`; Redis (for the
+`dlq` commands) from `--redis-url` or `REDIS_URL`.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ from typing import Any
 
 import msgspec
 import psycopg
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from bricqs.keys import ENVIRONMENTS
+from bricqs.schemas import ENVELOPE_FIELD, decode_envelope
 from bricqs.storage import tenants
 from bricqs.storage.migrate import migrate
+from bricqs.stream import DeadLetter, dead_letter_key, stream_key
 
 Command = Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]
 
@@ -101,6 +106,113 @@ async def cmd_key_list(args: argparse.Namespace) -> dict[str, Any]:
     return {"keys": [asdict(k) for k in keys], "message": lines or "no keys"}
 
 
+# KEYS[1] dead-letter stream, KEYS[2] event stream of the same shard; ARGV[1] entry id,
+# ARGV[2] the envelope field.
+# Moves the entry's original payload back onto the event stream and deletes the dead
+# letter, atomically, so replaying one id twice (even at once) enqueues it once.
+# Returns the new message id, or false when there is no such dead letter.
+REPLAY_SCRIPT = """
+local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #found == 0 then return false end
+local fields = found[1][2]
+local payload = ''
+for i = 1, #fields, 2 do
+  if fields[i] == ARGV[2] then payload = fields[i + 1] end
+end
+redis.call('XDEL', KEYS[1], ARGV[1])
+return redis.call('XADD', KEYS[2], '*', ARGV[2], payload)
+"""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _redis(args: argparse.Namespace) -> Redis:
+    return Redis.from_url(args.redis_url, socket_timeout=10, socket_connect_timeout=5)
+
+
+def _describe(shard: int, entry_id: str, letter: DeadLetter) -> dict[str, Any]:
+    """A dead letter for people and scripts, with the event it holds if it decodes."""
+    event: dict[str, Any] | None = None
+    try:
+        envelope = decode_envelope(letter.payload)
+    except msgspec.DecodeError:
+        pass
+    else:
+        event = {
+            "event_id": envelope.event_id,
+            "project_id": envelope.project_id,
+            "environment": envelope.environment,
+            "event_name": envelope.event_name,
+            "participant_id": envelope.participant_id,
+            "received_at": envelope.received_at,
+        }
+    return {
+        "id": entry_id,
+        "shard": shard,
+        "reason": letter.reason,
+        "stream": letter.stream,
+        "message_id": letter.message_id,
+        "deliveries": letter.deliveries,
+        "payload_bytes": len(letter.payload),
+        "event": event,
+    }
+
+
+async def cmd_dlq_list(args: argparse.Namespace) -> dict[str, Any]:
+    entries = []
+    async with _redis(args) as redis:
+        for shard in range(args.shards):
+            rows: Any = await redis.xrange(dead_letter_key(shard), count=args.limit)
+            for entry_id, fields in rows:
+                letter = DeadLetter.from_fields(fields)
+                entries.append(_describe(shard, _text(entry_id), letter))
+    lines = "\n".join(
+        f"{e['id']}  shard {e['shard']}  deliveries {e['deliveries']}  "
+        + (
+            f"{e['event']['event_id']} {e['event']['event_name']}"
+            if e["event"]
+            else "(undecodable)"
+        )
+        + f"  {e['reason']}"
+        for e in entries
+    )
+    return {"entries": entries, "message": lines or "the dead-letter streams are empty"}
+
+
+async def cmd_dlq_replay(args: argparse.Namespace) -> dict[str, Any]:
+    if not args.all and not args.ids:
+        raise AdminError("name the dead-letter ids to replay, or pass --all")
+    async with _redis(args) as redis:
+        # Which ids live in which shard's dead-letter stream; all must exist before any moves.
+        wanted: list[tuple[int, str]] = []
+        for shard in range(args.shards):
+            key = dead_letter_key(shard)
+            if args.all:
+                everything: Any = await redis.xrange(key)
+                wanted += [(shard, _text(i)) for i, _ in everything]
+                continue
+            for entry_id in args.ids:
+                if await redis.xrange(key, entry_id, entry_id):
+                    wanted.append((shard, entry_id))
+        missing = sorted(set(args.ids) - {entry_id for _, entry_id in wanted})
+        if missing:
+            raise AdminError(f"no dead letter with id {', '.join(missing)}; nothing replayed")
+        script: Any = redis.register_script(REPLAY_SCRIPT)
+        replayed = []
+        for shard, entry_id in wanted:
+            new_id = await script(
+                keys=[dead_letter_key(shard), stream_key(shard)], args=[entry_id, ENVELOPE_FIELD]
+            )
+            if new_id is not None:  # else replayed by someone else meanwhile
+                replayed.append({"id": entry_id, "shard": shard, "message_id": _text(new_id)})
+    return {
+        "replayed": replayed,
+        "message": f"replayed {len(replayed)} dead letter(s) onto the event stream(s)",
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(prog="bricqs-admin", description=__doc__)
@@ -110,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("DATABASE_URL"),
         help="PostgreSQL URL (default: $DATABASE_URL)",
     )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("REDIS_URL"),
+        help="Redis URL, for the dlq commands (default: $REDIS_URL)",
+    )
+    parser.set_defaults(needs="database")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(run=cmd_migrate)
 
@@ -133,6 +251,24 @@ def build_parser() -> argparse.ArgumentParser:
     key_list = key_sub.add_parser("list", help="list a project's keys (never the plaintext)")
     key_list.add_argument("--project", required=True)
     key_list.set_defaults(run=cmd_key_list)
+
+    dlq = sub.add_parser("dlq", help="dead-letter streams (entries the processor gave up on)")
+    dlq.add_argument(
+        "--shards",
+        type=int,
+        default=int(os.environ.get("STREAM_SHARDS") or 1),
+        help="number of event streams (default: $STREAM_SHARDS or 1)",
+    )
+    dlq_sub = dlq.add_subparsers(dest="action", required=True)
+    dlq_list = dlq_sub.add_parser("list", help="list dead letters, oldest first")
+    dlq_list.add_argument("--limit", type=int, default=1000, help="most entries per shard")
+    dlq_list.set_defaults(run=cmd_dlq_list, needs="redis")
+    dlq_replay = dlq_sub.add_parser(
+        "replay", help="move dead letters back onto their event stream, to be processed again"
+    )
+    dlq_replay.add_argument("ids", nargs="*", help="dead-letter entry ids (from dlq list)")
+    dlq_replay.add_argument("--all", action="store_true", help="replay every dead letter")
+    dlq_replay.set_defaults(run=cmd_dlq_replay, needs="redis")
     return parser
 
 
@@ -140,11 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.database_url:
+    if args.needs == "database" and not args.database_url:
         parser.error("set DATABASE_URL or pass --database-url")
+    if args.needs == "redis" and not args.redis_url:
+        parser.error("set REDIS_URL or pass --redis-url")
     try:
         result = asyncio.run(args.run(args))
-    except (AdminError, psycopg.Error) as exc:
+    except (AdminError, psycopg.Error, RedisError) as exc:
         if args.json:
             print(msgspec.json.encode({"error": str(exc)}).decode())
         else:

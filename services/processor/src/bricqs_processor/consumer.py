@@ -155,7 +155,8 @@ class StreamConsumer:
         await self._sleep(delay)
 
     async def ensure_groups(self) -> None:
-        """Create the consumer group on every stream (and the stream), if missing.
+        """Create the consumer group on every stream (and the stream), if missing, and
+        register this consumer in it, so it is listed before its first entry arrives.
 
         The group starts at id 0, so entries added before the first processor ran are
         consumed too.
@@ -166,6 +167,7 @@ class StreamConsumer:
             except ResponseError as exc:
                 if not str(exc).startswith("BUSYGROUP"):
                     raise
+            await self.redis.xgroup_createconsumer(stream, CONSUMER_GROUP, self.name)
 
     # -- reading -----------------------------------------------------------------------
 

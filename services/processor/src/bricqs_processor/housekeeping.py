@@ -18,7 +18,7 @@ from bricqs.storage.events import purge_expired_idempotency_keys
 from bricqs.stream import CONSUMER_GROUP, dead_letter_key, shard_of, stream_key
 from bricqs_processor import metrics
 from bricqs_processor.settings import ProcessorSettings
-from bricqs_processor.trimming import StreamTrimmer
+from bricqs_processor.trimming import ConsumerPruner, StreamTrimmer
 
 log = logging.getLogger("bricqs.processor")
 
@@ -36,6 +36,7 @@ class Housekeeping:
         self.pool = pool
         self.streams = [stream_key(shard) for shard in range(settings.stream_shards)]
         self.trimmer = StreamTrimmer(redis)
+        self.pruner = ConsumerPruner(redis)
 
     def tasks(self) -> list[asyncio.Task[None]]:
         """Start every chore as a background task (cancel them to stop)."""
@@ -47,10 +48,18 @@ class Housekeeping:
         ]
 
     async def trim(self) -> int:
-        """Trim every stream below what every group acknowledged; entries removed."""
+        """Trim every stream below what every group acknowledged, and prune consumers
+        of processes long gone; entries removed."""
         removed = 0
         for stream in self.streams:
             removed += await self.trimmer.trim(stream)
+            pruned = await self.pruner.prune(
+                stream, CONSUMER_GROUP, self.settings.consumer_retention_ms
+            )
+            if pruned:
+                log.info(
+                    "removed %d idle consumers without pending entries from %s", pruned, stream
+                )
         if removed:
             metrics.TRIMMED.inc(removed)
             log.debug("trimmed %d acknowledged entries", removed)

@@ -60,6 +60,15 @@ class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
     reclaim_interval_ms: Annotated[
         Milliseconds, Meta(description="How often the consumer looks for stuck entries.")
     ] = 5_000
+    consumer_retention_ms: Annotated[
+        int,
+        Meta(
+            ge=600_000,
+            le=30 * 86_400_000,
+            description="A consumer with nothing pending and idle this long (a process"
+            " long gone) is removed from the group.",
+        ),
+    ] = 3_600_000
     max_deliveries: Annotated[
         int,
         Meta(

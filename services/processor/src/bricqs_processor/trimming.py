@@ -1,4 +1,5 @@
-"""Trimming an event stream below what every consumer group has acknowledged.
+"""Trimming an event stream below what every consumer group has acknowledged, and
+pruning the consumers of processes that are gone.
 
 `MAXLEN ~` would drop entries whether or not a group acknowledged them (SPEC §9). We
 trim with `MINID` = the smallest, over the groups, of the oldest pending id (or, with
@@ -53,3 +54,33 @@ class StreamTrimmer:
         """Trim `stream` below what every group acknowledged; return entries removed."""
         removed, _floor = await self._script(keys=[stream])
         return int(removed)
+
+
+# KEYS[1] the stream; ARGV[1] the group, ARGV[2] minimum idle ms. Deletes consumers that
+# hold nothing and have been idle longer than that. A consumer with pending entries is
+# never deleted (XGROUP DELCONSUMER would orphan them): reclaiming empties it first.
+PRUNE_SCRIPT = """
+local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+if not ok then return 0 end
+local removed = 0
+for _, consumer in ipairs(consumers) do
+  local info = {}
+  for i = 1, #consumer, 2 do info[consumer[i]] = consumer[i + 1] end
+  if info['pending'] == 0 and info['idle'] > tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+    removed = removed + 1
+  end
+end
+return removed
+"""
+
+
+class ConsumerPruner:
+    """Removes consumers of long-gone processes from the group, once they hold nothing."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._script: Any = redis.register_script(PRUNE_SCRIPT)
+
+    async def prune(self, stream: str, group: str, min_idle_ms: int) -> int:
+        """Delete `group`'s empty consumers idle over `min_idle_ms`; how many."""
+        return int(await self._script(keys=[stream], args=[group, min_idle_ms]))

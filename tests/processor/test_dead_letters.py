@@ -1,0 +1,178 @@
+"""Poison entries go to the dead-letter stream, with their reason and original bytes,
+without holding back their neighbours; the admin tool lists and replays them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+import redis
+
+from bricqs.devstack import Server
+from bricqs.schemas import encode_envelope
+from bricqs.stream import CONSUMER_GROUP, DeadLetter, dead_letter_key, stream_key
+from tests.conftest import Tenant
+from tests.processor.conftest import (
+    ProcessorFactory,
+    envelope,
+    event_count,
+    pending,
+    stored_event_ids,
+    wait_until,
+    xadd_envelopes,
+)
+
+pytestmark = pytest.mark.slow
+
+STREAM = stream_key(0)
+DLQ = dead_letter_key(0)
+
+
+def dead_letters(client: redis.Redis) -> list[tuple[str, DeadLetter]]:
+    return [(i.decode(), DeadLetter.from_fields(f)) for i, f in client.xrange(DLQ)]
+
+
+def test_poison_entries_are_dead_lettered_and_their_neighbours_stored(
+    processors: ProcessorFactory,
+    redis_client: redis.Redis,
+    postgres_server: Server,
+    tenant: Tenant,
+) -> None:
+    redis_client.xgroup_create(STREAM, CONSUMER_GROUP, id="0", mkstream=True)
+    # An entry a (crashing) consumer has had delivered 5 times already.
+    stuck = envelope(tenant, 1000)
+    ((_, stuck_id),) = xadd_envelopes(redis_client, [stuck])
+    assert redis_client.xreadgroup(CONSUMER_GROUP, "crashed", {STREAM: ">"}, count=1)
+    redis_client.xclaim(STREAM, CONSUMER_GROUP, "crashed", 0, [stuck_id], retrycount=5)
+
+    good = [envelope(tenant, i) for i in range(60)]
+    refused = envelope(tenant, 2000, properties={"text": "nul \x00 byte"})
+    xadd_envelopes(redis_client, good[:20])
+    garbage_id = redis_client.xadd(STREAM, {"e": b"\xc1 not msgpack"}).decode()
+    xadd_envelopes(redis_client, good[20:40])
+    no_field_id = redis_client.xadd(STREAM, {"other": b"x"}).decode()
+    ((_, refused_id),) = xadd_envelopes(redis_client, [refused])
+    xadd_envelopes(redis_client, good[40:])
+
+    processor = processors.start(MAX_DELIVERIES="5")
+    wait_until(
+        lambda: len(dead_letters(redis_client)) == 4 and pending(redis_client) == 0,
+        30,
+        "four dead letters and nothing pending",
+        processors.logs,
+    )
+    assert sorted(stored_event_ids(postgres_server.url, tenant.project_id)) == sorted(
+        e.event_id for e in good
+    )
+    letters = {letter.message_id: letter for _, letter in dead_letters(redis_client)}
+    assert set(letters) == {stuck_id, garbage_id, no_field_id, refused_id}
+    assert letters[garbage_id].reason.startswith("decode_error: ")
+    assert letters[garbage_id].payload == b"\xc1 not msgpack"
+    assert letters[no_field_id].reason.startswith("decode_error: ")
+    assert letters[refused_id].reason.startswith("rejected: ")
+    assert letters[refused_id].payload == encode_envelope(refused)
+    assert letters[stuck_id].reason.startswith("max_deliveries: ")
+    assert letters[stuck_id].deliveries == 6
+    assert letters[stuck_id].payload == encode_envelope(stuck)
+    assert all(letter.stream == STREAM for letter in letters.values())
+
+    metrics = processor.metrics()
+    assert metrics['bricqs_processor_dead_lettered_total{reason="decode_error"}'] == 2
+    assert metrics['bricqs_processor_dead_lettered_total{reason="rejected"}'] == 1
+    assert metrics['bricqs_processor_dead_lettered_total{reason="max_deliveries"}'] == 1
+    assert metrics['bricqs_processor_events_total{outcome="stored"}'] == 60
+
+
+def admin(redis_url: str, *args: str) -> tuple[int, Any]:
+    result = subprocess.run(
+        [sys.executable, "-m", "bricqs.admin", "--json", "--redis-url", redis_url, *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_admin_lists_dead_letters_and_replays_them_exactly_once(
+    processors: ProcessorFactory,
+    redis_server: Server,
+    redis_client: redis.Redis,
+    postgres_server: Server,
+    tenant: Tenant,
+) -> None:
+    processor = processors.start()
+    already = envelope(tenant, 1)
+    xadd_envelopes(redis_client, [already])
+    wait_until(lambda: event_count(postgres_server.url, tenant.project_id) == 1, 20, "1 event")
+
+    fresh = envelope(tenant, 2)
+    for payload, reason in [
+        (encode_envelope(fresh), "rejected: OperationalError: (fixed since)"),
+        (encode_envelope(already), "max_deliveries: delivered 6 times, more than 5"),
+        (b"\xc1", "decode_error: invalid"),
+    ]:
+        redis_client.xadd(DLQ, DeadLetter(payload, reason, STREAM, "1-1", 6).fields())  # type: ignore[arg-type]
+
+    code, listed = admin(redis_server.url, "dlq", "list")
+    assert code == 0
+    entries = listed["entries"]
+    assert [e["reason"].split(":")[0] for e in entries] == [
+        "rejected",
+        "max_deliveries",
+        "decode_error",
+    ]
+    assert entries[0]["event"]["event_id"] == fresh.event_id
+    assert entries[0]["event"]["project_id"] == tenant.project_id
+    assert entries[2]["event"] is None
+    assert {e["shard"] for e in entries} == {0} and {e["deliveries"] for e in entries} == {6}
+
+    code, replayed = admin(redis_server.url, "dlq", "replay", entries[0]["id"], entries[1]["id"])
+    assert code == 0
+    assert [r["id"] for r in replayed["replayed"]] == [entries[0]["id"], entries[1]["id"]]
+    # Replaying the same ids again finds nothing: each was moved once.
+    code, again = admin(redis_server.url, "dlq", "replay", entries[0]["id"])
+    assert code == 1 and "no dead letter" in again["error"]
+
+    wait_until(
+        lambda: (
+            event_count(postgres_server.url, tenant.project_id) == 2 and pending(redis_client) == 0
+        ),
+        20,
+        "the replayed event to be stored",
+        processors.logs,
+    )
+    assert sorted(stored_event_ids(postgres_server.url, tenant.project_id)) == sorted(
+        [already.event_id, fresh.event_id]
+    )
+    metrics = processor.metrics()
+    assert metrics['bricqs_processor_events_total{outcome="stored"}'] == 2
+    assert metrics['bricqs_processor_events_total{outcome="already_stored"}'] == 1
+
+    # The undecodable one goes back to the dead-letter stream when replayed.
+    code, replayed = admin(redis_server.url, "dlq", "replay", "--all")
+    assert code == 0 and len(replayed["replayed"]) == 1
+    wait_until(
+        lambda: (
+            [e["message_id"] for e in admin(redis_server.url, "dlq", "list")[1]["entries"]]
+            == [replayed["replayed"][0]["message_id"]]
+        ),
+        20,
+        "the undecodable entry back in the dead-letter stream, from its new message id",
+        processors.logs,
+    )
+    assert event_count(postgres_server.url, tenant.project_id) == 2
+
+
+def test_admin_dlq_needs_redis_url(redis_server: Server) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bricqs.admin", "dlq", "list"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 2
+    assert "REDIS_URL" in result.stderr

@@ -1,0 +1,163 @@
+"""Crashes, replicas and outages: every accepted event is stored exactly once."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from bricqs.devstack import Server, restart, start_postgres
+from bricqs.storage.migrate import migrate
+from bricqs.stream import CONSUMER_GROUP, dead_letter_key, stream_key
+from tests.conftest import Tenant, make_tenant
+from tests.processor.conftest import (
+    Feeder,
+    ProcessorFactory,
+    exactly_once,
+    pending,
+    stored,
+    stored_event_ids,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+
+STREAM = stream_key(0)
+
+
+def all_settled(client: redis.Redis, streams: list[str]) -> bool:
+    """Nothing pending in any stream, nothing dead-lettered."""
+    return all(
+        pending(client, s) == 0 and client.xlen(dead_letter_key(int(s[-2]))) == 0 for s in streams
+    )
+
+
+def test_processor_killed_mid_batch_repeatedly_loses_and_duplicates_nothing(
+    processors: ProcessorFactory,
+    redis_client: redis.Redis,
+    postgres_server: Server,
+    tenant: Tenant,
+) -> None:
+    # Crash-looping victims reclaim and are killed again, so deliveries climb: keep the
+    # dead-letter limit out of the way, this test is about recovery.
+    common = {"MAX_DELIVERIES": "1000"}
+    survivor = processors.start(**common)
+    feeder = Feeder(redis_client, tenant, 200_000, chunk=200, interval=0.03)
+    feeder.start()
+    rng = random.Random(7)
+    orphaned = []
+    for _ in range(4):
+        victim = processors.start(BATCH_SIZE="100", **common)
+        # Kill it while it holds entries it has not acknowledged: as soon as it holds a
+        # full read or, failing that within a few seconds, any.
+        deadline = time.monotonic() + rng.uniform(2, 4)
+        while time.monotonic() < deadline and pending(redis_client, STREAM, victim.name) < 50:
+            time.sleep(0.001)
+        while pending(redis_client, STREAM, victim.name) == 0:
+            time.sleep(0.001)
+        victim.kill()
+        orphaned.append(pending(redis_client, STREAM, victim.name))
+    feeder.stop()
+    event_ids = feeder.finish()
+    assert all(orphaned), f"some kill landed outside a batch: {orphaned}"
+
+    n = len(event_ids)
+    wait_until(
+        lambda: (
+            exactly_once(stored(postgres_server.url, tenant.project_id), n)
+            and all_settled(redis_client, [STREAM])
+        ),
+        60,
+        f"all {n} events stored once and nothing pending",
+        processors.logs,
+    )
+    assert sorted(stored_event_ids(postgres_server.url, tenant.project_id)) == sorted(event_ids)
+    assert survivor.metrics()["bricqs_processor_reclaimed_total"] > 0
+
+
+@pytest.mark.parametrize(("replicas", "shards"), [(2, 1), (3, 4)])
+def test_replicas_share_the_work_and_store_each_event_once(
+    processors: ProcessorFactory,
+    redis_client: redis.Redis,
+    postgres_server: Server,
+    tenant: Tenant,
+    replicas: int,
+    shards: int,
+) -> None:
+    started = [
+        processors.start(wait=False, STREAM_SHARDS=str(shards), BATCH_SIZE="100")
+        for _ in range(replicas)
+    ]
+    for processor in started:
+        processor.wait_ready()
+    streams = [stream_key(s) for s in range(shards)]
+    # Wait until every replica is blocked in its read, so all compete from the start.
+    wait_until(
+        lambda: len(redis_client.xinfo_consumers(streams[0], CONSUMER_GROUP)) == replicas,
+        20,
+        "every replica to join the group",
+    )
+    feeder = Feeder(redis_client, tenant, 6_000, chunk=100, interval=0.01, shards=shards)
+    feeder.start()
+    event_ids = feeder.finish()
+    n = len(event_ids)
+    wait_until(
+        lambda: (
+            exactly_once(stored(postgres_server.url, tenant.project_id), n)
+            and all_settled(redis_client, streams)
+        ),
+        60,
+        f"all {n} events stored once",
+        processors.logs,
+    )
+    per_replica = [p.metrics()['bricqs_processor_events_total{outcome="stored"}'] for p in started]
+    assert sum(per_replica) == n
+    assert all(count > 0 for count in per_replica), per_replica
+
+
+@pytest.fixture
+def own_postgres(tmp_path: Path) -> Server:
+    """A PostgreSQL server of this test alone, so stopping it disturbs no other test."""
+    server = start_postgres(tmp_path / "postgres", fsync=False)
+    migrate(server.url)
+    return server
+
+
+def test_postgres_stopped_and_restarted_mid_run_loses_and_duplicates_nothing(
+    redis_server: Server,
+    redis_client: redis.Redis,
+    own_postgres: Server,
+    tmp_path: Path,
+) -> None:
+    server = own_postgres
+    factory = ProcessorFactory(redis_server.url, server.url, tmp_path)
+    try:
+        tenant = make_tenant(server.url)
+        processor = factory.start(BATCH_SIZE="100")
+        feeder = Feeder(redis_client, tenant, 6_000, chunk=100, interval=0.03)
+        feeder.start()
+        wait_until(lambda: stored(server.url, tenant.project_id).events > 0, 20, "first commits")
+        server.stop()  # fast shutdown: sessions are cut mid-transaction
+        time.sleep(1.5)
+        assert processor.alive()
+        server = restart(server)
+        event_ids = feeder.finish()
+        n = len(event_ids)
+        wait_until(
+            lambda: (
+                exactly_once(stored(server.url, tenant.project_id), n)
+                and all_settled(redis_client, [STREAM])
+            ),
+            60,
+            f"all {n} events stored once after the restart",
+            factory.logs,
+        )
+        assert sorted(stored_event_ids(server.url, tenant.project_id)) == sorted(event_ids)
+        assert processor.metrics()['bricqs_processor_failures_total{dependency="database"}'] > 0
+        assert processor.terminate() == 0
+    finally:
+        factory.stop_all()
+        server.stop()
