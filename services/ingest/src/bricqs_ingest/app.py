@@ -29,9 +29,11 @@ from redis.exceptions import RedisError
 from bricqs.auth import AuthUnavailable, KeyCache
 from bricqs.facts import custom_fact_type
 from bricqs.ids import fact_id_for_event, new_event_id
+from bricqs.mechanics.cache import RuleCache
+from bricqs.pipeline import process_envelopes
 from bricqs.schemas import Envelope, Event, encode_envelope, json_decoder
 from bricqs.settings import load_or_exit
-from bricqs.storage.events import Outcome, find_stored_event, store_events
+from bricqs.storage.events import Outcome, find_stored_event
 from bricqs.storage.tenants import KeyOwner, find_key_owner
 from bricqs.stream import idempotency_redis_key, shard_for, stream_key
 from bricqs.validation import (
@@ -77,6 +79,7 @@ class IngestContext:
     pool: AsyncConnectionPool
     publisher: StreamPublisher
     keys: KeyCache
+    rules: RuleCache
 
 
 # ---------------------------------------------------------------------------------------
@@ -369,14 +372,16 @@ async def ingest_sync(
             ctx.pool.connection(timeout=ctx.settings.database_timeout_ms / 1000) as conn,
             conn.transaction(),
         ):
-            stored = await store_events(
+            processed = await process_envelopes(
                 conn,
                 [envelope],
                 idempotency_ttl=timedelta(days=ctx.settings.idempotency_retention_days),
+                rules_for=ctx.rules,
             )
     except (OperationalError, PoolTimeout) as exc:
         log.warning("sync ingest: database unavailable: %s", exc)
         raise _unavailable(ctx, "database_unavailable", "The database is unavailable.") from exc
+    stored = processed.stored
 
     if stored.outcomes[envelope.event_id] is Outcome.DUPLICATE:
         holder = stored.holders[envelope.event_id]
@@ -384,6 +389,7 @@ async def ingest_sync(
             ctx, owner, holder.payload_hash, holder.event_id, payload_hash, fact_type
         )
     processed_at = stored.stored_at[envelope.event_id]
+    effects = processed.effects.get(envelope.event_id)
     if redis_key is not None:
         await _remember_key(ctx, redis_key, payload_hash or "", envelope.event_id)
     EVENTS.labels("sync", "accepted").inc()
@@ -394,7 +400,7 @@ async def ingest_sync(
             "fact_type": fact_type,
             "processed_at": _iso(processed_at),
             "duplicate": False,
-            "effects": {},
+            "effects": effects.as_dict() if effects else {},
         },
         200,
     )
@@ -521,6 +527,7 @@ def create_app(settings: IngestSettings | None = None) -> Litestar:
                 ttl=settings.auth_cache_ttl_seconds,
                 negative_ttl=settings.auth_negative_ttl_seconds,
             ),
+            RuleCache(settings.rules_refresh_seconds),
         )
         try:
             yield

@@ -50,4 +50,12 @@ class IngestSettings(msgspec.Struct, frozen=True, kw_only=True):
             " and are coalesced into the next pipeline.",
         ),
     ] = 4
+    rules_refresh_seconds: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=300,
+            description="How often the sync endpoint checks for changed mechanics definitions.",
+        ),
+    ] = 2.0
     log_level: Annotated[str, Meta(description="Python logging level.")] = "INFO"

@@ -172,13 +172,14 @@ async def store_events(
         return result
 
     result.facts = [derive_fact(env) for env in inserted]
-    await _insert_facts(conn, result.facts)
+    await insert_facts(conn, result.facts)
     await _upsert_participants(conn, inserted)
     await _upsert_catalog(conn, inserted)
     return result
 
 
-async def _insert_facts(conn: AsyncConnection[Any], facts: Sequence[Fact]) -> None:
+async def insert_facts(conn: AsyncConnection[Any], facts: Sequence[Fact]) -> None:
+    """Insert facts (custom or system); a fact id seen before is left as it is."""
     await conn.execute(
         """
         INSERT INTO facts (project_id, environment, fact_id, fact_type, participant_id,

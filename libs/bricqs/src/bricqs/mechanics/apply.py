@@ -1,0 +1,503 @@
+"""Applying a tenant's mechanics to newly stored facts, inside the storing transaction.
+
+Called by the processor (per batch) and the sync endpoint (per event) right after
+`store_events`, only for facts that transaction inserted, so redeliveries never count
+twice. Work is done in rounds: the facts of a round update criteria, points, streaks,
+badges, challenges and tiers, with a fixed number of statements whatever the number of
+facts; the outcomes become system facts (`points.awarded`, `badge.awarded`,
+`challenge.completed`, `streak.extended`, `tier.changed`) that form the next round,
+up to MAX_CHAIN_DEPTH rounds, so a cycle of rules cannot loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from bricqs.ids import new_fact_id, ulid
+from bricqs.mechanics.evaluation import (
+    EvaluationPoint,
+    criterion_value,
+    current_point,
+    evaluation_points,
+    needed_keys,
+)
+from bricqs.mechanics.ruleset import (
+    CompiledBadge,
+    CompiledChallenge,
+    CompiledCriterion,
+    RuleSet,
+    tier_level,
+)
+from bricqs.mechanics.windows import buckets_for, period_index, period_key
+from bricqs.schemas import Fact
+from bricqs.storage import mechanics as store
+from bricqs.storage.events import insert_facts
+from bricqs.storage.mechanics import Conn, LedgerEntry, ProgressDelta, Tenant
+
+log = logging.getLogger("bricqs.mechanics")
+
+MAX_CHAIN_DEPTH = 5
+RuleSource = Callable[[Conn, Tenant], Awaitable[RuleSet]]
+
+
+@dataclass
+class Effects:
+    """What one event caused, for the sync endpoint's answer."""
+
+    points: list[dict[str, Any]] = field(default_factory=list)
+    badges: list[dict[str, Any]] = field(default_factory=list)
+    challenges: list[dict[str, Any]] = field(default_factory=list)
+    streaks: list[dict[str, Any]] = field(default_factory=list)
+    tiers: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, list[dict[str, Any]]]:
+        """The JSON form; kinds with nothing to say are left out."""
+        return {k: v for k, v in vars(self).items() if v}
+
+
+@dataclass
+class _Round:
+    """The outcomes of one round, per tenant."""
+
+    tenant: Tenant
+    rules: RuleSet
+    effects: dict[str, Effects]
+    system_facts: list[Fact] = field(default_factory=list)
+    ledger: list[tuple[LedgerEntry, Fact]] = field(default_factory=list)
+
+    def effects_of(self, fact: Fact) -> Effects:
+        return self.effects.setdefault(fact.event_id, Effects())
+
+    def emit(self, source: Fact, fact_type: str, properties: dict[str, Any]) -> None:
+        self.system_facts.append(
+            Fact(
+                fact_id=new_fact_id(),
+                fact_type=fact_type,
+                project_id=source.project_id,
+                environment=source.environment,
+                participant_id=source.participant_id,
+                event_id=source.event_id,
+                properties=properties,
+                occurred_at=source.occurred_at,
+            )
+        )
+
+
+async def apply_mechanics(
+    conn: Conn, rules_for: RuleSource, facts: Sequence[Fact]
+) -> dict[str, Effects]:
+    """Run every tenant's mechanics for `facts` (newly inserted); effects by event id.
+
+    The caller holds the participants' locks (`store.lock_participants`) for the whole
+    transaction, taken before the facts were stored.
+    """
+    effects: dict[str, Effects] = {}
+    by_tenant: dict[Tenant, list[Fact]] = defaultdict(list)
+    for fact in facts:
+        by_tenant[Tenant(fact.project_id, fact.environment)].append(fact)
+    for tenant, tenant_facts in by_tenant.items():
+        rules = await rules_for(conn, tenant)
+        current = tenant_facts
+        for depth in range(MAX_CHAIN_DEPTH + 1):
+            current = [f for f in current if not rules.is_empty_for(f.fact_type)]
+            if not current:
+                break
+            if depth == MAX_CHAIN_DEPTH:
+                log.warning("mechanics chain cut at depth %d for %s", depth, tenant)
+                break
+            outcome = _Round(tenant, rules, effects)
+            await _run_round(conn, outcome, current)
+            if outcome.system_facts:
+                await insert_facts(conn, outcome.system_facts)
+            current = outcome.system_facts
+    return effects
+
+
+async def _run_round(conn: Conn, r: _Round, facts: list[Fact]) -> None:
+    touched = await _update_criteria(conn, r, facts)
+    await _update_streaks(conn, r, facts)
+    await _judge_badges_and_challenges(conn, r, touched)
+    _earn_points(r, facts)
+    await _commit_points(conn, r)
+
+
+# ---------------------------------------------------------------------------------------
+# Criteria
+
+
+async def _update_criteria(
+    conn: Conn, r: _Round, facts: list[Fact]
+) -> dict[tuple[str, str], list[Fact]]:
+    """Add facts to criterion buckets; return (participant, criterion id) -> facts."""
+    deltas: dict[tuple[str, str, str], list[Any]] = {}
+    distinct: list[tuple[str, str, str, str, datetime]] = []
+    touched: dict[tuple[str, str], list[Fact]] = defaultdict(list)
+    for fact in facts:
+        for criterion in r.rules.criteria_by_type.get(fact.fact_type, ()):
+            if not criterion.matches(fact.properties):
+                continue
+            bucket = buckets_for(criterion.window, fact.occurred_at)
+            value = criterion.contribution(fact.properties)
+            if bucket is None or value is None:
+                continue
+            touched[(fact.participant_id, criterion.criterion_id)].append(fact)
+            key = (criterion.criterion_id, fact.participant_id, bucket)
+            if criterion.aggregate == "distinct":
+                distinct.append((*key, str(value), fact.occurred_at))
+            row = deltas.setdefault(key, [0, 0.0, None, fact.occurred_at])
+            row[0] += 1
+            if criterion.aggregate in ("sum", "max"):
+                assert isinstance(value, float)
+                row[1] += value if criterion.aggregate == "sum" else 0.0
+                if criterion.aggregate == "max":
+                    if row[2] is None or value > row[2]:
+                        row[2], row[3] = value, fact.occurred_at
+                    elif value == row[2]:
+                        row[3] = min(row[3], fact.occurred_at)
+                    continue
+            row[3] = max(row[3], fact.occurred_at)
+    await store.add_progress(
+        conn,
+        r.tenant,
+        [
+            ProgressDelta(cid, pid, bucket, count, total, maximum, reached)
+            for (cid, pid, bucket), (count, total, maximum, reached) in deltas.items()
+        ],
+    )
+    await store.add_distinct_values(conn, r.tenant, distinct)
+    return touched
+
+
+# ---------------------------------------------------------------------------------------
+# Streaks
+
+
+def runs(periods: list[int]) -> tuple[int, int, int]:
+    """(last index, length of the run ending there, longest run) of sorted indices."""
+    longest = current = 0
+    previous: int | None = None
+    for index in periods:
+        current = current + 1 if previous is not None and index == previous + 1 else 1
+        longest = max(longest, current)
+        previous = index
+    assert previous is not None
+    return previous, current, longest
+
+
+def run_length_at(periods: list[int], index: int) -> int:
+    """Length of the run of consecutive indices that contains `index`."""
+    present = set(periods)
+    low = high = index
+    while low - 1 in present:
+        low -= 1
+    while high + 1 in present:
+        high += 1
+    return high - low + 1
+
+
+async def _update_streaks(conn: Conn, r: _Round, facts: list[Fact]) -> None:
+    matched = [
+        (streak, fact)
+        for fact in facts
+        for streak in r.rules.streaks_by_type.get(fact.fact_type, ())
+        if streak.matches(fact.properties)
+    ]
+    if not matched:
+        return
+    needs_zone = sorted(
+        {f.participant_id for s, f in matched if s.streak.timezone == "participant"}
+    )
+    zones = await store.participant_timezones(conn, r.tenant, needs_zone) if needs_zone else {}
+    periods: dict[tuple[str, str, int], Fact] = {}
+    timezone_of: dict[tuple[str, str], str] = {}
+    for streak, fact in matched:
+        definition = streak.streak
+        tz = definition.timezone
+        if tz == "participant":
+            tz = _valid_zone(zones.get(fact.participant_id))
+        # Grace hours move the period boundary later: activity at 00:30 with 1 h of
+        # grace still counts for the day before. Order-independent by construction.
+        moment = fact.occurred_at - timedelta(hours=definition.grace_hours)
+        key = (definition.code, fact.participant_id, period_index(moment, definition.period, tz))
+        periods.setdefault(key, fact)
+        timezone_of[(definition.code, fact.participant_id)] = tz
+    new = await store.add_streak_periods(conn, r.tenant, list(periods))
+    if not new:
+        return
+    pairs = sorted({(code, pid) for code, pid, _ in new})
+    all_periods = await store.read_streak_periods(conn, r.tenant, pairs)
+    states = []
+    for code, pid in pairs:
+        last, run, longest = runs(all_periods[(code, pid)])
+        states.append((code, pid, last, run, longest, timezone_of[(code, pid)]))
+    await store.save_streak_states(conn, r.tenant, states)
+    for code, pid, index in new:
+        fact = periods[(code, pid, index)]
+        length = run_length_at(all_periods[(code, pid)], index)
+        properties = {
+            "streak": code,
+            "length": length,
+            "longest": runs(all_periods[(code, pid)])[2],
+        }
+        r.emit(fact, "streak.extended", properties)
+        r.effects_of(fact).streaks.append(properties)
+
+
+def _valid_zone(name: str | None) -> str:
+    """The participant's zone when it is a real IANA zone, else UTC."""
+    if not name:
+        return "UTC"
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return "UTC"
+    return name
+
+
+# ---------------------------------------------------------------------------------------
+# Badges and challenges
+
+
+async def _judge_badges_and_challenges(
+    conn: Conn, r: _Round, touched: dict[tuple[str, str], list[Fact]]
+) -> None:
+    badges: dict[tuple[str, str], tuple[CompiledBadge, list[Fact]]] = {}
+    challenges: dict[tuple[str, str], tuple[CompiledChallenge, list[Fact]]] = {}
+    for (pid, cid), facts in touched.items():
+        for badge in r.rules.badges_by_criterion.get(cid, ()):
+            badges.setdefault((pid, badge.badge.code), (badge, []))[1].extend(facts)
+        for challenge in r.rules.challenges_by_criterion.get(cid, ()):
+            challenges.setdefault((pid, challenge.challenge.code), (challenge, []))[1].extend(facts)
+    if not badges and not challenges:
+        return
+
+    # Work out every bucket the judgement needs, then read them in two queries.
+    plan: list[tuple[CompiledCriterion, str, list[EvaluationPoint]]] = []
+    for (pid, _), (badge, facts) in badges.items():
+        times = [f.occurred_at for f in facts]
+        for threshold in badge.thresholds:
+            plan.append(
+                (threshold.criterion, pid, evaluation_points(threshold.criterion.window, times))
+            )
+    for (pid, _), (challenge, facts) in challenges.items():
+        times = [f.occurred_at for f in facts]
+        for objective in challenge.objectives:
+            points = evaluation_points(objective.criterion.window, times)
+            points.append(current_point(objective.criterion.window, max(times)))
+            plan.append((objective.criterion, pid, points))
+    keys = [k for criterion, pid, points in plan for k in needed_keys(criterion, pid, points)]
+    distinct_keys = [
+        k
+        for criterion, pid, points in plan
+        if criterion.aggregate == "distinct"
+        for k in needed_keys(criterion, pid, points)
+    ]
+    progress = await store.read_progress(conn, r.tenant, keys)
+    distinct = await store.read_distinct(conn, r.tenant, distinct_keys)
+
+    def value(criterion: CompiledCriterion, pid: str, point: EvaluationPoint) -> float:
+        return criterion_value(criterion, pid, point, progress, distinct)
+
+    awards: list[tuple[str, str, str, str, str | None]] = []
+    award_facts: dict[tuple[str, str, str], Fact] = {}
+    for (pid, code), (badge, facts) in badges.items():
+        times = [f.occurred_at for f in facts]
+        latest = max(facts, key=lambda f: (f.occurred_at, f.fact_id))
+        met = [
+            any(
+                value(t.criterion, pid, p) >= t.threshold
+                for p in evaluation_points(t.criterion.window, times)
+            )
+            for t in badge.thresholds
+        ]
+        period = badge.period_window
+        if period is None:
+            if all(met) if badge.badge.combine == "all" else any(met):
+                awards.append((code, pid, "once", "criteria", latest.fact_id))
+                award_facts[(code, pid, "once")] = latest
+            continue
+        # Repeatable: once per calendar period in which the criteria are met.
+        for point in evaluation_points(period, times):
+            met_here = [
+                any(
+                    value(t.criterion, pid, p) >= t.threshold
+                    for p in (
+                        [point]
+                        if t.criterion.window == period
+                        else evaluation_points(t.criterion.window, times)
+                    )
+                )
+                for t in badge.thresholds
+            ]
+            if all(met_here) if badge.badge.combine == "all" else any(met_here):
+                awards.append((code, pid, point.label, "criteria", latest.fact_id))
+                award_facts[(code, pid, point.label)] = latest
+
+    completions: list[tuple[str, str, str | None]] = []
+    completion_facts: dict[tuple[str, str], Fact] = {}
+    for (pid, code), (challenge, facts) in challenges.items():
+        times = [f.occurred_at for f in facts]
+        latest = max(facts, key=lambda f: (f.occurred_at, f.fact_id))
+        window = challenge.challenge.window
+        points = evaluation_points(window, times)
+        done = any(
+            all(value(o.criterion, pid, p) >= o.target for o in challenge.objectives)
+            for p in points
+        )
+        now_point = current_point(window, latest.occurred_at)
+        r.effects_of(latest).challenges.append(
+            {
+                "challenge": code,
+                "objectives": [
+                    {
+                        "code": o.code,
+                        "value": value(o.criterion, pid, now_point),
+                        "target": o.target,
+                    }
+                    for o in challenge.objectives
+                ],
+                "completed": done,
+            }
+        )
+        if done:
+            completions.append((code, pid, latest.fact_id))
+            completion_facts[(code, pid)] = latest
+
+    for code, pid in await store.complete_challenges(conn, r.tenant, completions):
+        fact = completion_facts[(code, pid)]
+        r.emit(fact, "challenge.completed", {"challenge": code})
+        reward = r.rules.challenges[code].challenge.reward
+        if reward is None:
+            continue
+        if reward.points:
+            r.ledger.append(
+                (
+                    LedgerEntry(
+                        entry_id="pts_" + ulid(),
+                        participant_id=pid,
+                        amount=reward.points,
+                        kind="reward",
+                        source=f"challenge:{code}",
+                        fact_id=fact.fact_id,
+                        cap_bucket=None,
+                        occurred_at=fact.occurred_at,
+                        reason=f"challenge {code}",
+                    ),
+                    fact,
+                )
+            )
+        if reward.badge:
+            awards.append((reward.badge, pid, "once", f"challenge:{code}", fact.fact_id))
+            award_facts[(reward.badge, pid, "once")] = fact
+
+    for code, pid, award_key in await store.award_badges(conn, r.tenant, awards):
+        fact = award_facts[(code, pid, award_key)]
+        properties = {"badge": code, "award_key": award_key}
+        r.emit(fact, "badge.awarded", properties)
+        r.effects_of(fact).badges.append(properties)
+
+
+# ---------------------------------------------------------------------------------------
+# Points and tiers
+
+
+def _earn_points(r: _Round, facts: list[Fact]) -> None:
+    for fact in sorted(facts, key=lambda f: (f.occurred_at, f.fact_id)):
+        for rule in r.rules.points_by_type.get(fact.fact_type, ()):
+            if not rule.matches(fact.properties):
+                continue
+            amount = rule.amount(fact.properties)
+            if amount <= 0:
+                continue
+            cap = rule.rule.cap
+            r.ledger.append(
+                (
+                    LedgerEntry(
+                        entry_id="pts_" + ulid(),
+                        participant_id=fact.participant_id,
+                        amount=amount,
+                        kind="earn",
+                        source=f"rule:{rule.rule.code}",
+                        fact_id=fact.fact_id,
+                        cap_bucket=period_key(fact.occurred_at, cap.period) if cap else None,
+                        occurred_at=fact.occurred_at,
+                    ),
+                    fact,
+                )
+            )
+
+
+async def _commit_points(conn: Conn, r: _Round) -> None:
+    if not r.ledger:
+        return
+    capped = await _apply_caps(conn, r)
+    inserted = set(await store.write_ledger(conn, r.tenant, [e for e, _ in capped]))
+    entries = [(e, f) for e, f in capped if e.entry_id in inserted]
+    earned: dict[str, int] = defaultdict(int)
+    for entry, _ in entries:
+        earned[entry.participant_id] += entry.amount
+    balances = await store.apply_balance_changes(
+        conn, r.tenant, {pid: (amount, 0) for pid, amount in earned.items()}
+    )
+    for entry, fact in entries:
+        rule = entry.source.removeprefix("rule:") if entry.source.startswith("rule:") else None
+        properties = {
+            "amount": entry.amount,
+            "source": entry.source,
+            "rule": rule,
+            "balance": balances[entry.participant_id][0],
+        }
+        r.emit(fact, "points.awarded", properties)
+        r.effects_of(fact).points.append(properties)
+    last_fact = {entry.participant_id: fact for entry, fact in entries}
+    for pid, (_, total_after) in balances.items():
+        _tier_changes(r, last_fact[pid], total_after - earned[pid], total_after)
+
+
+async def _apply_caps(conn: Conn, r: _Round) -> list[tuple[LedgerEntry, Fact]]:
+    """Trim earn entries so no rule pays more than its cap per participant and period."""
+    caps = {
+        f"rule:{rule.rule.code}": rule.rule.cap
+        for rules in r.rules.points_by_type.values()
+        for rule in rules
+        if rule.rule.cap is not None
+    }
+    keys = [
+        (e.source, e.participant_id, e.cap_bucket)
+        for e, _ in r.ledger
+        if e.source in caps and e.cap_bucket is not None
+    ]
+    used = await store.earned_in_cap_buckets(conn, r.tenant, keys)
+    kept = []
+    for entry, fact in r.ledger:
+        cap = caps.get(entry.source)
+        if cap is not None and entry.cap_bucket is not None:
+            key = (entry.source, entry.participant_id, entry.cap_bucket)
+            room = cap.amount - used.get(key, 0)
+            if room <= 0:
+                continue
+            if entry.amount > room:
+                entry = LedgerEntry(**{**vars(entry), "amount": room})
+            used[key] = used.get(key, 0) + entry.amount
+        kept.append((entry, fact))
+    return kept
+
+
+def _tier_changes(r: _Round, fact: Fact, before: int, after: int) -> None:
+    for tier in r.rules.tiers:
+        old, _ = tier_level(tier, before)
+        new, _ = tier_level(tier, after)
+        if old != new:
+            properties = {
+                "tier": tier.code,
+                "from": tier.levels[old].code,
+                "to": tier.levels[new].code,
+            }
+            r.emit(fact, "tier.changed", properties)
+            r.effects_of(fact).tiers.append(properties)

@@ -1,0 +1,96 @@
+"""Values of criteria from stored buckets, and the points in time they are judged at (pure).
+
+A badge or challenge is judged when new facts touch one of its criteria. Each new fact
+gives evaluation points: the whole history (no window, fixed window), the calendar period
+the fact falls in, or, for a rolling window of N days, every N-day window that contains
+the fact's day. Judging every window that contains the fact, not just the one ending at
+it, is what makes the outcome independent of the order in which facts arrive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from bricqs.mechanics.definitions import Window
+from bricqs.mechanics.ruleset import CompiledCriterion
+from bricqs.mechanics.windows import day_key, period_key
+from bricqs.storage.mechanics import BucketValue
+
+
+@dataclass(frozen=True)
+class EvaluationPoint:
+    """A set of buckets judged together; `label` names it (a period key for calendars)."""
+
+    label: str
+    buckets: tuple[str, ...]
+
+
+def evaluation_points(window: Window | None, times: Iterable[datetime]) -> list[EvaluationPoint]:
+    """The points at which facts at `times` must be judged, without repeats."""
+    if window is None or window.type == "fixed":
+        return [EvaluationPoint("all", ("all",))]
+    points: dict[str, EvaluationPoint] = {}
+    for moment in times:
+        if window.type == "calendar":
+            assert window.period is not None
+            key = period_key(moment, window.period, window.timezone)
+            points[key] = EvaluationPoint(key, (key,))
+        else:
+            assert window.days is not None
+            day = moment.astimezone(UTC).date()
+            for offset in range(window.days):
+                end = day + timedelta(days=offset)
+                buckets = tuple(day_key(end - timedelta(days=n)) for n in range(window.days))
+                points[day_key(end)] = EvaluationPoint(day_key(end), buckets)
+    return list(points.values())
+
+
+def current_point(window: Window | None, at: datetime) -> EvaluationPoint:
+    """The single point that shows progress as of `at` (for reads)."""
+    if window is None or window.type == "fixed":
+        return EvaluationPoint("all", ("all",))
+    if window.type == "calendar":
+        assert window.period is not None
+        key = period_key(at, window.period, window.timezone)
+        return EvaluationPoint(key, (key,))
+    assert window.days is not None
+    day = at.astimezone(UTC).date()
+    return EvaluationPoint(
+        day_key(day), tuple(day_key(day - timedelta(days=n)) for n in range(window.days))
+    )
+
+
+def criterion_value(
+    criterion: CompiledCriterion,
+    participant_id: str,
+    point: EvaluationPoint,
+    progress: Mapping[tuple[str, str, str], BucketValue],
+    distinct: Mapping[tuple[str, str, str], set[str]],
+) -> float:
+    """The criterion's aggregate over the point's buckets (0 when nothing is stored)."""
+    keys = [(criterion.criterion_id, participant_id, bucket) for bucket in point.buckets]
+    if criterion.aggregate == "distinct":
+        values: set[str] = set()
+        for key in keys:
+            values |= distinct.get(key, set())
+        return float(len(values))
+    found = [progress[k] for k in keys if k in progress]
+    if criterion.aggregate == "count":
+        return float(sum(b.count for b in found))
+    if criterion.aggregate == "sum":
+        return float(sum(b.sum for b in found))
+    maxima = [b.max for b in found if b.max is not None]
+    return max(maxima) if maxima else 0.0
+
+
+def needed_keys(
+    criterion: CompiledCriterion, participant_id: str, points: Iterable[EvaluationPoint]
+) -> list[tuple[str, str, str]]:
+    """The (criterion, participant, bucket) rows `criterion_value` will read."""
+    return [
+        (criterion.criterion_id, participant_id, bucket)
+        for point in points
+        for bucket in point.buckets
+    ]

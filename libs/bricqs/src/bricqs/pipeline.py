@@ -1,0 +1,38 @@
+"""The one processing path of accepted events, shared by the processor and the sync endpoint:
+lock the participants, store events and facts, apply mechanics, all in the caller's
+transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from bricqs.mechanics.apply import Effects, RuleSource, apply_mechanics
+from bricqs.schemas import Envelope
+from bricqs.storage.events import StoreResult, store_events
+from bricqs.storage.mechanics import Conn, lock_participants
+
+
+@dataclass(frozen=True)
+class Processed:
+    """What processing a batch did: storage outcomes and mechanics effects by event id."""
+
+    stored: StoreResult
+    effects: dict[str, Effects]
+
+
+async def process_envelopes(
+    conn: Conn,
+    envelopes: Sequence[Envelope],
+    *,
+    idempotency_ttl: timedelta,
+    rules_for: RuleSource,
+) -> Processed:
+    """Store `envelopes` and run mechanics for the facts this call inserted."""
+    await lock_participants(
+        conn, [(e.project_id, e.environment, e.participant_id) for e in envelopes]
+    )
+    stored = await store_events(conn, envelopes, idempotency_ttl=idempotency_ttl)
+    effects = await apply_mechanics(conn, rules_for, stored.facts) if stored.facts else {}
+    return Processed(stored, effects)

@@ -1,0 +1,643 @@
+"""SQL of the mechanics: definitions, progress, ledger, awards, streaks, and their reads.
+
+Every write takes whole batches (arrays through unnest), so applying mechanics to a batch
+of facts costs a fixed number of round trips whatever its size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+
+Conn = AsyncConnection[Any]
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A (project, environment) pair: the scope of every query here."""
+
+    project_id: str
+    environment: str
+
+
+# ---------------------------------------------------------------------------------------
+# Definitions
+
+
+@dataclass(frozen=True)
+class DefinitionRow:
+    """A stored definition."""
+
+    kind: str
+    code: str
+    status: str
+    body: dict[str, Any]
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+async def _bump_version(conn: Conn, tenant: Tenant) -> None:
+    await conn.execute(
+        "INSERT INTO definition_versions (project_id, environment, version) VALUES (%s, %s, 1)"
+        " ON CONFLICT (project_id, environment)"
+        " DO UPDATE SET version = definition_versions.version + 1",
+        (tenant.project_id, tenant.environment),
+    )
+
+
+async def create_definition(
+    conn: Conn, tenant: Tenant, kind: str, code: str, status: str, body: str
+) -> DefinitionRow | None:
+    """Insert a definition; None when the code is taken."""
+    cursor = await conn.execute(
+        "INSERT INTO definitions (project_id, environment, kind, code, status, body)"
+        " VALUES (%s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT DO NOTHING"
+        " RETURNING kind, code, status, body, version, created_at, updated_at",
+        (tenant.project_id, tenant.environment, kind, code, status, body),
+    )
+    row = await cursor.fetchone()
+    if row is None:
+        return None
+    await _bump_version(conn, tenant)
+    return DefinitionRow(*row)
+
+
+async def update_definition(
+    conn: Conn, tenant: Tenant, kind: str, code: str, status: str, body: str
+) -> DefinitionRow | None:
+    """Replace a definition's body; None when it does not exist."""
+    cursor = await conn.execute(
+        "UPDATE definitions SET status = %s, body = %s::jsonb, version = version + 1,"
+        " updated_at = now() WHERE project_id = %s AND environment = %s AND kind = %s"
+        " AND code = %s RETURNING kind, code, status, body, version, created_at, updated_at",
+        (status, body, tenant.project_id, tenant.environment, kind, code),
+    )
+    row = await cursor.fetchone()
+    if row is None:
+        return None
+    await _bump_version(conn, tenant)
+    return DefinitionRow(*row)
+
+
+async def get_definition(conn: Conn, tenant: Tenant, kind: str, code: str) -> DefinitionRow | None:
+    """One definition by code."""
+    cursor = await conn.execute(
+        "SELECT kind, code, status, body, version, created_at, updated_at FROM definitions"
+        " WHERE project_id = %s AND environment = %s AND kind = %s AND code = %s",
+        (tenant.project_id, tenant.environment, kind, code),
+    )
+    row = await cursor.fetchone()
+    return None if row is None else DefinitionRow(*row)
+
+
+async def list_definitions(
+    conn: Conn, tenant: Tenant, kind: str | None = None, *, include_archived: bool = True
+) -> list[DefinitionRow]:
+    """Definitions of a tenant (of one kind, if given), by code."""
+    cursor = await conn.execute(
+        "SELECT kind, code, status, body, version, created_at, updated_at FROM definitions"
+        " WHERE project_id = %s AND environment = %s AND (%s::text IS NULL OR kind = %s)"
+        " AND (%s OR status <> 'archived') ORDER BY kind, code",
+        (tenant.project_id, tenant.environment, kind, kind, include_archived),
+    )
+    return [DefinitionRow(*row) for row in await cursor.fetchall()]
+
+
+async def definitions_version(conn: Conn, tenant: Tenant) -> int:
+    """The tenant's definition version (0 before the first definition)."""
+    cursor = await conn.execute(
+        "SELECT version FROM definition_versions WHERE project_id = %s AND environment = %s",
+        (tenant.project_id, tenant.environment),
+    )
+    row = await cursor.fetchone()
+    return 0 if row is None else int(row[0])
+
+
+# ---------------------------------------------------------------------------------------
+# Serialising work per participant
+
+
+async def lock_participants(conn: Conn, keys: Sequence[tuple[str, str, str]]) -> None:
+    """Take transaction-scoped advisory locks on participants, in sorted order.
+
+    Every writer (processor replicas, the sync endpoint, the api's manual awards) takes
+    these before touching a participant's mechanics state, so read-then-write steps
+    (thresholds, caps, streak runs) never interleave, and sorted order rules out deadlocks.
+    """
+    if not keys:
+        return
+    ordered = sorted(set(keys))
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(p || chr(31) || e || chr(31) || pid, 0))"
+        " FROM unnest(%s::text[], %s::text[], %s::text[]) WITH ORDINALITY AS t(p, e, pid, n)"
+        " ORDER BY n",
+        ([k[0] for k in ordered], [k[1] for k in ordered], [k[2] for k in ordered]),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Criterion progress
+
+
+@dataclass(frozen=True)
+class ProgressDelta:
+    """What a batch adds to one (criterion, participant, bucket)."""
+
+    criterion_id: str
+    participant_id: str
+    bucket: str
+    count: int
+    sum: float
+    max: float | None
+    reached_at: datetime
+
+
+async def add_progress(conn: Conn, tenant: Tenant, deltas: Sequence[ProgressDelta]) -> None:
+    """Add counts and sums, raise maxima: commutative, so arrival order does not matter."""
+    if not deltas:
+        return
+    rows = sorted(deltas, key=lambda d: (d.criterion_id, d.participant_id, d.bucket))
+    await conn.execute(
+        """
+        INSERT INTO criterion_progress AS c (project_id, environment, criterion_id,
+            participant_id, bucket, count, sum, max, reached_at)
+        SELECT %s, %s, * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[],
+                                     %s::float8[], %s::float8[], %s::timestamptz[])
+        ON CONFLICT (project_id, environment, criterion_id, participant_id, bucket) DO UPDATE SET
+            count = c.count + EXCLUDED.count,
+            sum = c.sum + EXCLUDED.sum,
+            max = GREATEST(c.max, EXCLUDED.max),
+            reached_at = CASE
+                WHEN EXCLUDED.max IS NOT NULL AND c.max IS NOT NULL AND EXCLUDED.max < c.max
+                    THEN c.reached_at
+                WHEN EXCLUDED.max IS NOT NULL AND EXCLUDED.max = c.max
+                    THEN LEAST(c.reached_at, EXCLUDED.reached_at)
+                ELSE GREATEST(c.reached_at, EXCLUDED.reached_at) END
+        """,
+        (
+            tenant.project_id,
+            tenant.environment,
+            [d.criterion_id for d in rows],
+            [d.participant_id for d in rows],
+            [d.bucket for d in rows],
+            [d.count for d in rows],
+            [d.sum for d in rows],
+            [d.max for d in rows],
+            [d.reached_at for d in rows],
+        ),
+    )
+
+
+async def add_distinct_values(
+    conn: Conn, tenant: Tenant, values: Sequence[tuple[str, str, str, str, datetime]]
+) -> None:
+    """Record (criterion, participant, bucket, value, at) for distinct-value criteria."""
+    if not values:
+        return
+    rows = sorted(set(values))
+    await conn.execute(
+        """
+        INSERT INTO criterion_distinct AS d (project_id, environment, criterion_id,
+            participant_id, bucket, value, first_at)
+        SELECT %s, %s, * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[],
+                                     %s::timestamptz[])
+        ON CONFLICT (project_id, environment, criterion_id, participant_id, bucket, value)
+            DO UPDATE SET first_at = LEAST(d.first_at, EXCLUDED.first_at)
+        """,
+        (tenant.project_id, tenant.environment, *[[r[i] for r in rows] for i in range(5)]),
+    )
+
+
+@dataclass(frozen=True)
+class BucketValue:
+    """A stored bucket of one criterion for one participant."""
+
+    count: int
+    sum: float
+    max: float | None
+    reached_at: datetime
+
+
+async def read_progress(
+    conn: Conn, tenant: Tenant, keys: Sequence[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], BucketValue]:
+    """Stored buckets for (criterion, participant, bucket) keys; absent ones are omitted."""
+    if not keys:
+        return {}
+    unique = sorted(set(keys))
+    cursor = await conn.execute(
+        """
+        SELECT c.criterion_id, c.participant_id, c.bucket, c.count, c.sum, c.max, c.reached_at
+        FROM criterion_progress c
+        JOIN unnest(%s::text[], %s::text[], %s::text[]) AS t(cid, pid, b)
+          ON c.criterion_id = t.cid AND c.participant_id = t.pid AND c.bucket = t.b
+        WHERE c.project_id = %s AND c.environment = %s
+        """,
+        (
+            [k[0] for k in unique],
+            [k[1] for k in unique],
+            [k[2] for k in unique],
+            tenant.project_id,
+            tenant.environment,
+        ),
+    )
+    return {
+        (r[0], r[1], r[2]): BucketValue(r[3], r[4], r[5], r[6]) for r in await cursor.fetchall()
+    }
+
+
+async def read_distinct(
+    conn: Conn, tenant: Tenant, keys: Sequence[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], set[str]]:
+    """The distinct values stored per (criterion, participant, bucket)."""
+    if not keys:
+        return {}
+    unique = sorted(set(keys))
+    cursor = await conn.execute(
+        """
+        SELECT d.criterion_id, d.participant_id, d.bucket, d.value
+        FROM criterion_distinct d
+        JOIN unnest(%s::text[], %s::text[], %s::text[]) AS t(cid, pid, b)
+          ON d.criterion_id = t.cid AND d.participant_id = t.pid AND d.bucket = t.b
+        WHERE d.project_id = %s AND d.environment = %s
+        """,
+        (
+            [k[0] for k in unique],
+            [k[1] for k in unique],
+            [k[2] for k in unique],
+            tenant.project_id,
+            tenant.environment,
+        ),
+    )
+    found: dict[tuple[str, str, str], set[str]] = {}
+    for row in await cursor.fetchall():
+        found.setdefault((row[0], row[1], row[2]), set()).add(row[3])
+    return found
+
+
+# ---------------------------------------------------------------------------------------
+# Points
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One ledger line to write."""
+
+    entry_id: str
+    participant_id: str
+    amount: int
+    kind: str
+    source: str
+    fact_id: str | None
+    cap_bucket: str | None
+    occurred_at: datetime
+    reason: str = ""
+    idempotency_key: str | None = None
+
+
+async def earned_in_cap_buckets(
+    conn: Conn, tenant: Tenant, keys: Sequence[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], int]:
+    """Points already earned per (source, participant, cap bucket)."""
+    if not keys:
+        return {}
+    unique = sorted(set(keys))
+    cursor = await conn.execute(
+        """
+        SELECT l.source, l.participant_id, l.cap_bucket, sum(l.amount)::bigint
+        FROM points_ledger l
+        JOIN unnest(%s::text[], %s::text[], %s::text[]) AS t(s, pid, b)
+          ON l.source = t.s AND l.participant_id = t.pid AND l.cap_bucket = t.b
+        WHERE l.project_id = %s AND l.environment = %s
+        GROUP BY 1, 2, 3
+        """,
+        (
+            [k[0] for k in unique],
+            [k[1] for k in unique],
+            [k[2] for k in unique],
+            tenant.project_id,
+            tenant.environment,
+        ),
+    )
+    return {(r[0], r[1], r[2]): int(r[3]) for r in await cursor.fetchall()}
+
+
+async def write_ledger(conn: Conn, tenant: Tenant, entries: Sequence[LedgerEntry]) -> list[str]:
+    """Insert entries (once per source and fact); return the ids actually inserted."""
+    if not entries:
+        return []
+    cursor = await conn.execute(
+        """
+        INSERT INTO points_ledger (project_id, environment, entry_id, participant_id, amount,
+            kind, source, fact_id, cap_bucket, occurred_at, reason, idempotency_key)
+        SELECT %s, %s, * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[],
+            %s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::text[], %s::text[])
+        ON CONFLICT DO NOTHING
+        RETURNING entry_id
+        """,
+        (
+            tenant.project_id,
+            tenant.environment,
+            [e.entry_id for e in entries],
+            [e.participant_id for e in entries],
+            [e.amount for e in entries],
+            [e.kind for e in entries],
+            [e.source for e in entries],
+            [e.fact_id for e in entries],
+            [e.cap_bucket for e in entries],
+            [e.occurred_at for e in entries],
+            [e.reason for e in entries],
+            [e.idempotency_key for e in entries],
+        ),
+    )
+    return [row[0] for row in await cursor.fetchall()]
+
+
+async def apply_balance_changes(
+    conn: Conn, tenant: Tenant, changes: dict[str, tuple[int, int]]
+) -> dict[str, tuple[int, int]]:
+    """Add (earned, spent) per participant; return each one's new (balance, total_earned).
+
+    The balance CHECK (>= 0) makes an overdraft fail the statement; callers that spend
+    check first under the participant lock.
+    """
+    if not changes:
+        return {}
+    participants = sorted(changes)
+    cursor = await conn.execute(
+        """
+        INSERT INTO points_balances AS b (project_id, environment, participant_id, balance,
+            total_earned, total_spent)
+        SELECT %s, %s, pid, earned - spent, earned, spent
+        FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS t(pid, earned, spent)
+        ON CONFLICT (project_id, environment, participant_id) DO UPDATE SET
+            balance = b.balance + EXCLUDED.balance,
+            total_earned = b.total_earned + EXCLUDED.total_earned,
+            total_spent = b.total_spent + EXCLUDED.total_spent,
+            updated_at = now()
+        RETURNING participant_id, balance, total_earned
+        """,
+        (
+            tenant.project_id,
+            tenant.environment,
+            participants,
+            [changes[p][0] for p in participants],
+            [changes[p][1] for p in participants],
+        ),
+    )
+    return {r[0]: (int(r[1]), int(r[2])) for r in await cursor.fetchall()}
+
+
+async def read_balance(conn: Conn, tenant: Tenant, participant_id: str) -> tuple[int, int, int]:
+    """(balance, total_earned, total_spent) of a participant (zeros when none)."""
+    cursor = await conn.execute(
+        "SELECT balance, total_earned, total_spent FROM points_balances"
+        " WHERE project_id = %s AND environment = %s AND participant_id = %s",
+        (tenant.project_id, tenant.environment, participant_id),
+    )
+    row = await cursor.fetchone()
+    return (0, 0, 0) if row is None else (int(row[0]), int(row[1]), int(row[2]))
+
+
+async def find_manual_entry(
+    conn: Conn, tenant: Tenant, idempotency_key: str
+) -> tuple[Any, ...] | None:
+    """A manual ledger entry by its idempotency key."""
+    cursor = await conn.execute(
+        "SELECT entry_id, participant_id, amount, kind, reason FROM points_ledger"
+        " WHERE project_id = %s AND environment = %s AND idempotency_key = %s",
+        (tenant.project_id, tenant.environment, idempotency_key),
+    )
+    return await cursor.fetchone()
+
+
+async def list_ledger(
+    conn: Conn, tenant: Tenant, participant_id: str, *, after: str | None, limit: int
+) -> list[tuple[Any, ...]]:
+    """A participant's ledger, newest first, after a cursor (an entry id)."""
+    cursor = await conn.execute(
+        "SELECT entry_id, amount, kind, source, fact_id, reason, occurred_at, created_at"
+        " FROM points_ledger WHERE project_id = %s AND environment = %s AND participant_id = %s"
+        " AND (%s::text IS NULL OR entry_id < %s) ORDER BY entry_id DESC LIMIT %s",
+        (tenant.project_id, tenant.environment, participant_id, after, after, limit),
+    )
+    return list(await cursor.fetchall())
+
+
+# ---------------------------------------------------------------------------------------
+# Badges and challenges
+
+
+async def award_badges(
+    conn: Conn, tenant: Tenant, awards: Sequence[tuple[str, str, str, str, str | None]]
+) -> list[tuple[str, str, str]]:
+    """Insert (badge, participant, award_key, source, fact_id); return those newly awarded."""
+    if not awards:
+        return []
+    rows = sorted(set(awards), key=lambda a: a[:3])
+    cursor = await conn.execute(
+        """
+        INSERT INTO badge_awards (project_id, environment, badge_code, participant_id,
+            award_key, source, fact_id)
+        SELECT %s, %s, * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[])
+        ON CONFLICT DO NOTHING
+        RETURNING badge_code, participant_id, award_key
+        """,
+        (tenant.project_id, tenant.environment, *[[r[i] for r in rows] for i in range(5)]),
+    )
+    return [(r[0], r[1], r[2]) for r in await cursor.fetchall()]
+
+
+async def list_badge_awards(
+    conn: Conn, tenant: Tenant, participant_id: str
+) -> list[tuple[Any, ...]]:
+    """(badge, award_key, source, awarded_at) of a participant."""
+    cursor = await conn.execute(
+        "SELECT badge_code, award_key, source, awarded_at FROM badge_awards"
+        " WHERE project_id = %s AND environment = %s AND participant_id = %s"
+        " ORDER BY awarded_at, badge_code",
+        (tenant.project_id, tenant.environment, participant_id),
+    )
+    return list(await cursor.fetchall())
+
+
+async def complete_challenges(
+    conn: Conn, tenant: Tenant, completions: Sequence[tuple[str, str, str | None]]
+) -> list[tuple[str, str]]:
+    """Insert (challenge, participant, fact_id); return those newly completed."""
+    if not completions:
+        return []
+    rows = sorted(set(completions), key=lambda c: c[:2])
+    cursor = await conn.execute(
+        """
+        INSERT INTO challenge_completions (project_id, environment, challenge_code,
+            participant_id, fact_id)
+        SELECT %s, %s, * FROM unnest(%s::text[], %s::text[], %s::text[])
+        ON CONFLICT DO NOTHING
+        RETURNING challenge_code, participant_id
+        """,
+        (tenant.project_id, tenant.environment, *[[r[i] for r in rows] for i in range(3)]),
+    )
+    return [(r[0], r[1]) for r in await cursor.fetchall()]
+
+
+async def list_completions(conn: Conn, tenant: Tenant, participant_id: str) -> dict[str, datetime]:
+    """Completed challenges of a participant and when."""
+    cursor = await conn.execute(
+        "SELECT challenge_code, completed_at FROM challenge_completions"
+        " WHERE project_id = %s AND environment = %s AND participant_id = %s",
+        (tenant.project_id, tenant.environment, participant_id),
+    )
+    return {r[0]: r[1] for r in await cursor.fetchall()}
+
+
+# ---------------------------------------------------------------------------------------
+# Streaks
+
+
+async def add_streak_periods(
+    conn: Conn, tenant: Tenant, periods: Sequence[tuple[str, str, int]]
+) -> list[tuple[str, str, int]]:
+    """Insert (streak, participant, period index); return those new."""
+    if not periods:
+        return []
+    rows = sorted(set(periods))
+    cursor = await conn.execute(
+        """
+        INSERT INTO streak_periods (project_id, environment, streak_code, participant_id,
+            period_index)
+        SELECT %s, %s, * FROM unnest(%s::text[], %s::text[], %s::int[])
+        ON CONFLICT DO NOTHING
+        RETURNING streak_code, participant_id, period_index
+        """,
+        (tenant.project_id, tenant.environment, *[[r[i] for r in rows] for i in range(3)]),
+    )
+    return [(r[0], r[1], int(r[2])) for r in await cursor.fetchall()]
+
+
+async def read_streak_periods(
+    conn: Conn, tenant: Tenant, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], list[int]]:
+    """All active period indices per (streak, participant), ascending."""
+    if not keys:
+        return {}
+    unique = sorted(set(keys))
+    cursor = await conn.execute(
+        """
+        SELECT s.streak_code, s.participant_id, array_agg(s.period_index ORDER BY s.period_index)
+        FROM streak_periods s
+        JOIN unnest(%s::text[], %s::text[]) AS t(code, pid)
+          ON s.streak_code = t.code AND s.participant_id = t.pid
+        WHERE s.project_id = %s AND s.environment = %s
+        GROUP BY 1, 2
+        """,
+        ([k[0] for k in unique], [k[1] for k in unique], tenant.project_id, tenant.environment),
+    )
+    return {(r[0], r[1]): list(r[2]) for r in await cursor.fetchall()}
+
+
+async def save_streak_states(
+    conn: Conn, tenant: Tenant, states: Sequence[tuple[str, str, int, int, int, str]]
+) -> None:
+    """Upsert (streak, participant, last_index, last_run_length, longest, timezone)."""
+    if not states:
+        return
+    rows = sorted(states)
+    await conn.execute(
+        """
+        INSERT INTO streak_state AS s (project_id, environment, streak_code, participant_id,
+            last_index, last_run_length, longest, timezone)
+        SELECT %s, %s, * FROM unnest(%s::text[], %s::text[], %s::int[], %s::int[], %s::int[],
+                                     %s::text[])
+        ON CONFLICT (project_id, environment, streak_code, participant_id) DO UPDATE SET
+            last_index = EXCLUDED.last_index, last_run_length = EXCLUDED.last_run_length,
+            longest = EXCLUDED.longest, timezone = EXCLUDED.timezone
+        """,
+        (tenant.project_id, tenant.environment, *[[r[i] for r in rows] for i in range(6)]),
+    )
+
+
+async def read_streak_states(
+    conn: Conn, tenant: Tenant, participant_id: str
+) -> dict[str, tuple[int, int, int, str]]:
+    """streak code -> (last_index, last_run_length, longest, timezone) of a participant."""
+    cursor = await conn.execute(
+        "SELECT streak_code, last_index, last_run_length, longest, timezone FROM streak_state"
+        " WHERE project_id = %s AND environment = %s AND participant_id = %s",
+        (tenant.project_id, tenant.environment, participant_id),
+    )
+    return {r[0]: (r[1], r[2], r[3], r[4]) for r in await cursor.fetchall()}
+
+
+async def participant_timezones(
+    conn: Conn, tenant: Tenant, participant_ids: Sequence[str]
+) -> dict[str, str]:
+    """The `timezone` attribute of participants that have one."""
+    cursor = await conn.execute(
+        "SELECT participant_id, attributes->>'timezone' FROM participants"
+        " WHERE project_id = %s AND environment = %s AND participant_id = ANY(%s)"
+        " AND attributes ? 'timezone'",
+        (tenant.project_id, tenant.environment, list(participant_ids)),
+    )
+    return {r[0]: r[1] for r in await cursor.fetchall()}
+
+
+# ---------------------------------------------------------------------------------------
+# Leaderboards
+
+
+async def points_ranking(
+    conn: Conn, tenant: Tenant, since: datetime | None, until: datetime | None
+) -> list[tuple[str, int, datetime]]:
+    """(participant, points earned in [since, until), reached_at), best first.
+
+    Ties go to whoever reached the score earlier, then by participant id.
+    """
+    cursor = await conn.execute(
+        """
+        SELECT participant_id, sum(amount)::bigint AS score, max(occurred_at) AS reached
+        FROM points_ledger
+        WHERE project_id = %s AND environment = %s AND amount > 0
+          AND (%s::timestamptz IS NULL OR occurred_at >= %s)
+          AND (%s::timestamptz IS NULL OR occurred_at < %s)
+        GROUP BY participant_id
+        ORDER BY score DESC, reached ASC, participant_id ASC
+        """,
+        (tenant.project_id, tenant.environment, since, since, until, until),
+    )
+    return [(r[0], int(r[1]), r[2]) for r in await cursor.fetchall()]
+
+
+async def criterion_ranking(
+    conn: Conn, tenant: Tenant, criterion_id: str, bucket: str, aggregate: str
+) -> list[tuple[str, float, datetime]]:
+    """(participant, value, reached_at) for one criterion bucket, best first."""
+    if aggregate == "distinct":
+        cursor = await conn.execute(
+            """
+            SELECT participant_id, count(*)::float8 AS score, max(first_at) AS reached
+            FROM criterion_distinct
+            WHERE project_id = %s AND environment = %s AND criterion_id = %s AND bucket = %s
+            GROUP BY participant_id
+            ORDER BY score DESC, reached ASC, participant_id ASC
+            """,
+            (tenant.project_id, tenant.environment, criterion_id, bucket),
+        )
+    else:
+        column = {"count": "count::float8", "sum": "sum", "max": "max"}[aggregate]
+        cursor = await conn.execute(
+            f"""
+            SELECT participant_id, {column} AS score, reached_at
+            FROM criterion_progress
+            WHERE project_id = %s AND environment = %s AND criterion_id = %s AND bucket = %s
+              AND {column} IS NOT NULL
+            ORDER BY score DESC, reached_at ASC, participant_id ASC
+            """,  # noqa: S608 - the column comes from a fixed mapping, never from input
+            (tenant.project_id, tenant.environment, criterion_id, bucket),
+        )
+    return [(r[0], float(r[1]), r[2]) for r in await cursor.fetchall()]
