@@ -31,10 +31,11 @@ from bricqs.stream import CONSUMER_GROUP, shard_for, stream_key
 from tests.conftest import Tenant, service_env
 
 # Short timings so recovery happens within a test; CLAIM_MIN_IDLE_MS must stay above
-# 8 x STATEMENT_TIMEOUT_MS (the processor refuses to start otherwise).
+# BATCH_TIMEOUT_MS + STATEMENT_TIMEOUT_MS (the processor refuses to start otherwise).
 FAST = {
     "CLAIM_MIN_IDLE_MS": "2000",
-    "STATEMENT_TIMEOUT_MS": "200",
+    "BATCH_TIMEOUT_MS": "1200",
+    "STATEMENT_TIMEOUT_MS": "700",
     "RECLAIM_INTERVAL_MS": "250",
     "BLOCK_MS": "200",
     "BACKOFF_INITIAL_MS": "20",

@@ -6,6 +6,7 @@ import random
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 import redis
 
@@ -16,11 +17,14 @@ from tests.conftest import Tenant, make_tenant
 from tests.processor.conftest import (
     Feeder,
     ProcessorFactory,
+    envelope,
+    event_count,
     exactly_once,
     pending,
     stored,
     stored_event_ids,
     wait_until,
+    xadd_envelopes,
 )
 
 pytestmark = pytest.mark.slow
@@ -126,7 +130,7 @@ def own_postgres(tmp_path: Path) -> Server:
     return server
 
 
-def test_postgres_stopped_and_restarted_mid_run_loses_and_duplicates_nothing(
+def test_postgres_down_longer_than_the_claim_idle_time_loses_duplicates_and_dead_letters_nothing(
     redis_server: Server,
     redis_client: redis.Redis,
     own_postgres: Server,
@@ -134,15 +138,19 @@ def test_postgres_stopped_and_restarted_mid_run_loses_and_duplicates_nothing(
 ) -> None:
     server = own_postgres
     factory = ProcessorFactory(redis_server.url, server.url, tmp_path)
+    # MAX_DELIVERIES=1: a single reclaim of an entry during the outage would dead-letter
+    # it. Replicas keep the claim on what they hold and do not reclaim while they
+    # cannot reach PostgreSQL, so an outage never counts as a delivery.
+    settings = {"BATCH_SIZE": "100", "MAX_DELIVERIES": "1"}
     try:
         tenant = make_tenant(server.url)
-        processor = factory.start(BATCH_SIZE="100")
+        replicas = [factory.start(**settings), factory.start(**settings)]
         feeder = Feeder(redis_client, tenant, 6_000, chunk=100, interval=0.03)
         feeder.start()
         wait_until(lambda: stored(server.url, tenant.project_id).events > 0, 20, "first commits")
         server.stop()  # fast shutdown: sessions are cut mid-transaction
-        time.sleep(1.5)
-        assert processor.alive()
+        time.sleep(4)  # twice CLAIM_MIN_IDLE_MS
+        assert all(p.alive() for p in replicas)
         server = restart(server)
         event_ids = feeder.finish()
         n = len(event_ids)
@@ -156,8 +164,59 @@ def test_postgres_stopped_and_restarted_mid_run_loses_and_duplicates_nothing(
             factory.logs,
         )
         assert sorted(stored_event_ids(server.url, tenant.project_id)) == sorted(event_ids)
-        assert processor.metrics()['bricqs_processor_failures_total{dependency="database"}'] > 0
-        assert processor.terminate() == 0
+        for processor in replicas:
+            metrics = processor.metrics()
+            assert metrics['bricqs_processor_failures_total{dependency="database"}'] > 0
+            assert metrics["bricqs_processor_reclaimed_total"] == 0
+            assert processor.terminate() == 0
     finally:
         factory.stop_all()
         server.stop()
+
+
+def test_a_batch_stuck_on_a_lock_is_split_so_its_neighbours_commit_and_the_stuck_event_waits(
+    processors: ProcessorFactory,
+    redis_client: redis.Redis,
+    postgres_server: Server,
+    tenant: Tenant,
+) -> None:
+    neighbours = [envelope(tenant, i, participants=1000) for i in range(30)]
+    stuck = envelope(tenant, 99, participant_id="locked")
+    with psycopg.connect(postgres_server.url) as holder:
+        holder.execute(
+            "INSERT INTO participants VALUES (%s, 'live', 'locked', now(), now(), 0)",
+            (tenant.project_id,),
+        )
+        holder.commit()
+        # Another transaction holds the participant's row: the batch cannot commit.
+        holder.execute(
+            "SELECT 1 FROM participants WHERE project_id = %s AND participant_id = 'locked'"
+            " FOR UPDATE",
+            (tenant.project_id,),
+        )
+        xadd_envelopes(redis_client, [*neighbours[:15], stuck, *neighbours[15:]])
+        # A second replica would reclaim (and, with MAX_DELIVERIES=1, dead-letter) the
+        # stuck entry if the first one did not keep its claim while it waits.
+        first = processors.start(MAX_DELIVERIES="1")
+        wait_until(
+            lambda: event_count(postgres_server.url, tenant.project_id) == 30,
+            30,
+            "the neighbours to be stored while the lock is held",
+            processors.logs,
+        )
+        second = processors.start(MAX_DELIVERIES="1")
+        time.sleep(2.5)  # past CLAIM_MIN_IDLE_MS since the stuck entry was delivered
+        assert pending(redis_client) == 1
+        assert redis_client.xlen(dead_letter_key(0)) == 0
+        holder.rollback()
+    wait_until(
+        lambda: (
+            event_count(postgres_server.url, tenant.project_id) == 31
+            and all_settled(redis_client, [STREAM])
+        ),
+        20,
+        "the stuck event to be stored once the lock is gone",
+        processors.logs,
+    )
+    assert first.metrics()['bricqs_processor_events_total{outcome="stored"}'] == 31
+    assert second.metrics()["bricqs_processor_reclaimed_total"] == 0

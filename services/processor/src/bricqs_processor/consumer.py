@@ -19,6 +19,9 @@ Failures are sorted by what they mean:
 - PostgreSQL refuses the data (DataError, IntegrityError, an envelope our code cannot
   store): the batch is split in halves and each half retried, down to the single event,
   which goes to the dead-letter stream; its neighbours are stored.
+- The batch runs past `BATCH_TIMEOUT_MS` (or a statement past `STATEMENT_TIMEOUT_MS`):
+  it is cancelled and split the same way, but a single event that is still too slow is
+  retried like an outage, never dead-lettered: slowness is the database's state.
 - Redis unreachable: back off and retry; an acknowledgement that fails after a commit
   is retried too, and if it never lands the entry is redelivered and found stored.
 
@@ -71,6 +74,11 @@ class DatabaseUnavailable(Exception):
 
 class Rejected(Exception):
     """PostgreSQL (or our storage code) refused the data of the batch."""
+
+
+class TooSlow(Exception):
+    """The batch did not commit within BATCH_TIMEOUT_MS (or a statement ran past
+    STATEMENT_TIMEOUT_MS): split it, and retry a single event, never dead-letter it."""
 
 
 class Backoff:
@@ -234,10 +242,18 @@ class StreamConsumer:
         metrics.BATCH_DURATION.observe(time.perf_counter() - started)
 
     async def _store_all(self, batch: list[Entry]) -> None:
-        """Store `batch`, splitting parts PostgreSQL refuses, retrying while it is down."""
+        """Store `batch`: split parts PostgreSQL refuses or that run too long, retry
+        while it is unavailable, and keep the claim on entries held for long."""
         parts: deque[list[Entry]] = deque([batch])
         backoff = Backoff(self.settings.backoff_initial_ms, self.settings.backoff_max_ms)
+        claimed_at = time.monotonic()
+        refresh_after = self.settings.claim_min_idle_ms / 3000
+        slow_streak = 0  # single events found too slow in a row, since the last commit
         while parts:
+            if time.monotonic() - claimed_at > refresh_after:
+                parts = deque(await self._keep_claim(list(parts)))
+                claimed_at = time.monotonic()
+                continue
             part = parts[0]
             try:
                 result = await self._transaction(part)
@@ -247,10 +263,21 @@ class StreamConsumer:
                     reasons = [(part[0], f"rejected: {exc}")]
                     await self._until_done(partial(dead_letter, self.redis, reasons), "redis")
                 else:
-                    middle = len(part) // 2
-                    parts.extendleft([part[middle:], part[:middle]])
+                    parts.extendleft(_halves(part))
                 continue
-            except DatabaseUnavailable as exc:
+            except (TooSlow, DatabaseUnavailable) as exc:
+                if isinstance(exc, TooSlow):
+                    if len(part) > 1:
+                        log.warning("a batch of %d was too slow (%s); splitting", len(part), exc)
+                        parts.popleft()
+                        parts.extendleft(_halves(part))
+                        continue
+                    if slow_streak < len(parts) - 1:
+                        # One slow event (waiting on a lock, say): let the rest through.
+                        parts.rotate(-1)
+                        slow_streak += 1
+                        continue
+                # Never the events' fault, so never a reason to dead-letter them.
                 self._database_ok = False
                 metrics.FAILURES.labels("database").inc()
                 if self.stopping:
@@ -263,31 +290,40 @@ class StreamConsumer:
                     )
                     return
                 delay = backoff.next_delay()
-                log.warning("database unavailable (%s); retrying in %.2f s", exc, delay)
+                log.warning("batch not committed (%s); retrying in %.2f s", exc, delay)
                 await self._sleep(delay)
                 parts = deque(await self._keep_claim(list(parts)))
+                claimed_at = time.monotonic()
+                slow_streak = 0
                 continue
             self._database_ok = True
             backoff.reset()
+            slow_streak = 0
             parts.popleft()
             await self._until_done(partial(self._ack, part), "redis")
             self._observe(part, result)
 
     async def _transaction(self, part: Sequence[Entry]) -> StoreResult:
+        """One batch transaction; raises Rejected, TooSlow or DatabaseUnavailable."""
         envelopes = [e.envelope for e in part if e.envelope is not None]
         try:
             async with self.pool.connection(timeout=self.settings.database_timeout_ms / 1000) as c:
                 started = time.perf_counter()
-                async with c.transaction():
+                # On expiry psycopg cancels the running query in the server, and the
+                # transaction is rolled back.
+                async with asyncio.timeout(self.settings.batch_timeout_ms / 1000), c.transaction():
                     result = await store_events(c, envelopes, idempotency_ttl=self._ttl)
                 metrics.DATABASE_DURATION.observe(time.perf_counter() - started)
                 return result
+        except TimeoutError as exc:
+            raise TooSlow(f"no commit within {self.settings.batch_timeout_ms} ms") from exc
+        except psycopg.errors.QueryCanceled as exc:
+            raise TooSlow(f"{type(exc).__name__}: {exc}") from exc
         except DATA_ERRORS as exc:
             raise Rejected(f"{type(exc).__name__}: {exc}") from exc
         except psycopg.Error as exc:
-            # Connection errors, timeouts, and server-side errors that are not about the
-            # data (a missing table before migrations ran, say): never the events' fault,
-            # so nothing may be dead-lettered for them.
+            # Connection errors, pool timeouts, and server-side errors that are not about
+            # the data (a missing table before migrations ran, say).
             raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
         except (msgspec.MsgspecError, ValueError, TypeError, OverflowError) as exc:
             raise Rejected(f"{type(exc).__name__}: {exc}") from exc
@@ -372,6 +408,12 @@ class StreamConsumer:
                 await self._stopping.wait()
         except TimeoutError:
             pass
+
+
+def _halves(part: list[Entry]) -> list[list[Entry]]:
+    """The two halves of a part, ordered for `deque.extendleft` (first half first)."""
+    middle = len(part) // 2
+    return [part[middle:], part[:middle]]
 
 
 def _text(value: bytes | str) -> str:

@@ -3,14 +3,17 @@
 Choosing `CLAIM_MIN_IDLE_MS`: an entry is reclaimed from a consumer once it has been
 pending that long, so it must exceed the longest time a live consumer can hold a batch,
 or two consumers process one entry at the same time (harmless for correctness, since
-every write is idempotent, but wasted work and a spurious delivery count). A batch is at
-most `STATEMENTS_PER_BATCH` statements, each bounded by `STATEMENT_TIMEOUT_MS`, so the
-worst batch takes `STATEMENTS_PER_BATCH * STATEMENT_TIMEOUT_MS`; the minimum idle time
-must exceed that plus one more statement timeout (SPEC §9). Start-up refuses a smaller
-value. The defaults give 60 s against a worst case of 40 s; a normal batch of 500
-events commits in tens of milliseconds. While a batch is retried because PostgreSQL is
-unavailable the consumer re-claims its own entries before every attempt, so a long
-outage does not hand them to another consumer nor push them towards the DLQ.
+every write is idempotent, but wasted work and a spurious delivery count). That time is
+bounded twice: `BATCH_TIMEOUT_MS` bounds one batch transaction in the processor (on
+expiry the query is cancelled in the server and the transaction rolled back), and
+`STATEMENT_TIMEOUT_MS` bounds how long the server may go on with a statement whose
+client is gone. So the minimum idle time must exceed their sum (SPEC §9); start-up
+refuses a smaller value. The defaults give 30 s against 10 s + 5 s; a normal batch of
+500 events commits in tens of milliseconds. A consumer that holds a batch longer (many
+transactions while bisecting around a poison event, or retries while PostgreSQL is
+down) re-claims its entries every third of the minimum idle time, which resets their
+idle time without counting a delivery, so a long outage neither hands them to another
+consumer nor pushes them towards the dead-letter stream.
 """
 
 from __future__ import annotations
@@ -24,9 +27,6 @@ import msgspec
 from msgspec import Meta
 
 from bricqs.settings import DatabaseUrl, RedisUrl, StreamShards
-
-STATEMENTS_PER_BATCH = 7
-"""Upper bound on the SQL statements of one batch transaction (see bricqs.storage.events)."""
 
 Milliseconds = Annotated[int, Meta(gt=0, le=86_400_000)]
 
@@ -54,9 +54,9 @@ class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
         Milliseconds,
         Meta(
             description="Idle time after which another consumer's pending entry is"
-            " reclaimed; must exceed the worst batch time plus STATEMENT_TIMEOUT_MS.",
+            " reclaimed; must exceed BATCH_TIMEOUT_MS + STATEMENT_TIMEOUT_MS.",
         ),
-    ] = 60_000
+    ] = 30_000
     reclaim_interval_ms: Annotated[
         Milliseconds, Meta(description="How often the consumer looks for stuck entries.")
     ] = 5_000
@@ -77,6 +77,13 @@ class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
             description="An entry delivered more often than this goes to the dead-letter stream.",
         ),
     ] = 5
+    batch_timeout_ms: Annotated[
+        Milliseconds,
+        Meta(
+            description="Bound on one batch transaction; past it the batch is cancelled,"
+            " split in halves and retried (a single event is retried, never dead-lettered).",
+        ),
+    ] = 10_000
     statement_timeout_ms: Annotated[
         Milliseconds, Meta(description="PostgreSQL statement_timeout of the processor's sessions.")
     ] = 5_000
@@ -128,12 +135,12 @@ class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: Annotated[str, Meta(description="Python logging level.")] = "INFO"
 
     def __post_init__(self) -> None:
-        worst = (STATEMENTS_PER_BATCH + 1) * self.statement_timeout_ms
+        worst = self.batch_timeout_ms + self.statement_timeout_ms
         if self.claim_min_idle_ms <= worst:
             raise ValueError(
                 f"CLAIM_MIN_IDLE_MS ({self.claim_min_idle_ms}) must exceed the worst batch"
-                f" time plus the statement timeout, {STATEMENTS_PER_BATCH + 1} x"
-                f" STATEMENT_TIMEOUT_MS = {worst}"
+                f" time plus the statement timeout, BATCH_TIMEOUT_MS + STATEMENT_TIMEOUT_MS"
+                f" = {worst}"
             )
         if self.backoff_max_ms < self.backoff_initial_ms:
             raise ValueError("BACKOFF_MAX_MS must be at least BACKOFF_INITIAL_MS")
