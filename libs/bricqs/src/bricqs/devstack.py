@@ -343,7 +343,7 @@ def _service_commands(bin_dir: Path) -> list[tuple[str, list[str]]]:
     if (bin_dir / "bricqs-processor").exists():
         commands.append(("processor", [str(bin_dir / "bricqs-processor")]))
     try:
-        import bricqs_api  # type: ignore[import-not-found]  # noqa: F401
+        import bricqs_api  # noqa: F401
     except ImportError:
         pass
     else:

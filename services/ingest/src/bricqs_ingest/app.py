@@ -26,7 +26,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from bricqs.auth import AuthUnavailable, KeyCache
+from bricqs.auth import KeyCache
 from bricqs.facts import custom_fact_type
 from bricqs.ids import fact_id_for_event, new_event_id
 from bricqs.mechanics.cache import RuleCache
@@ -43,6 +43,7 @@ from bricqs.validation import (
     check_header_idempotency_key,
     parse_event,
 )
+from bricqs.web.auth import authenticate
 from bricqs.web.health import health_router
 from bricqs.web.metrics import mark_worker_dead, metrics_endpoint, request_metrics
 from bricqs.web.problems import ProblemError, exception_handlers
@@ -101,16 +102,7 @@ def _unavailable(ctx: IngestContext, code: str, detail: str) -> ProblemError:
 
 
 async def _authenticate(request: Request[Any, Any, Any], ctx: IngestContext) -> KeyOwner:
-    key = request.headers.get("x-api-key")
-    if not key:
-        raise ProblemError(401, "missing_api_key", "Pass your API key in the X-API-Key header.")
-    try:
-        owner = await ctx.keys.owner(key)
-    except AuthUnavailable as exc:
-        raise _unavailable(ctx, "auth_unavailable", "Keys cannot be checked right now.") from exc
-    if owner is None:
-        raise ProblemError(401, "invalid_api_key", "The API key is malformed, unknown or revoked.")
-    return owner
+    return await authenticate(request, ctx.keys, ctx.settings.retry_after_seconds)
 
 
 async def _decode_body(request: Request[Any, Any, Any]) -> Any:

@@ -14,8 +14,10 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
+from psycopg import OperationalError
+from psycopg_pool import PoolTimeout
 
 from bricqs.validation import FieldError
 
@@ -113,6 +115,29 @@ def _on_http_exception(_: Request[Any, Any, Any], exc: Exception) -> Response[by
     return problem_response(status, code, detail, headers=exc.headers or {})
 
 
+def _on_database_down(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.warning("database unavailable: %s", exc)
+    return problem_response(
+        503, "database_unavailable", "The database is unavailable.", headers={"Retry-After": "1"}
+    )
+
+
+def _on_validation(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """Litestar's body validation (typed request bodies) as our 422 with field errors."""
+    assert isinstance(exc, ValidationException)
+    errors = [
+        FieldError(str(item.get("key") or "body"), str(item.get("message", "")), "invalid_value")
+        for item in (exc.extra if isinstance(exc.extra, list) else [])
+        if isinstance(item, dict)
+    ]
+    return problem_response(
+        422,
+        "validation_failed",
+        "The request is invalid.",
+        errors=errors or [FieldError("body", str(exc.detail), "invalid_value")],
+    )
+
+
 def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(500, "internal_error", "An unexpected error occurred.")
@@ -120,6 +145,9 @@ def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[
 
 exception_handlers: ExceptionHandlersMap = {
     ProblemError: _on_problem,
+    ValidationException: _on_validation,
+    OperationalError: _on_database_down,
+    PoolTimeout: _on_database_down,
     HTTPException: _on_http_exception,
     Exception: _on_unexpected,
 }

@@ -1,0 +1,159 @@
+"""Manual points award and deduct, and manual badge awards (the api's write actions).
+
+Each runs in the caller's transaction under the participant's lock, records system facts
+like the engine does, and feeds them to the engine so rules chained on them still fire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bricqs.ids import new_fact_id, ulid
+from bricqs.mechanics.apply import RuleSource, apply_mechanics
+from bricqs.mechanics.ruleset import tier_level
+from bricqs.schemas import Fact
+from bricqs.storage import mechanics as store
+from bricqs.storage.events import insert_facts
+from bricqs.storage.mechanics import Conn, LedgerEntry, Tenant
+
+
+class InsufficientBalance(Exception):
+    """A deduct asked for more points than the participant has."""
+
+    def __init__(self, balance: int) -> None:
+        super().__init__(f"balance is {balance}")
+        self.balance = balance
+
+
+@dataclass(frozen=True)
+class PointsChange:
+    """The result of a manual award or deduct."""
+
+    entry_id: str
+    participant_id: str
+    amount: int
+    balance: int
+    duplicate: bool
+
+
+def _system_fact(
+    tenant: Tenant,
+    participant_id: str,
+    origin: str,
+    fact_type: str,
+    properties: dict[str, Any],
+    at: datetime,
+) -> Fact:
+    return Fact(
+        fact_id=new_fact_id(),
+        fact_type=fact_type,
+        project_id=tenant.project_id,
+        environment=tenant.environment,
+        participant_id=participant_id,
+        event_id=origin,
+        properties=properties,
+        occurred_at=at,
+    )
+
+
+async def change_points(
+    conn: Conn,
+    tenant: Tenant,
+    rules_for: RuleSource,
+    participant_id: str,
+    amount: int,
+    *,
+    reason: str,
+    idempotency_key: str | None,
+) -> PointsChange:
+    """Award (amount > 0) or deduct (amount < 0) points atomically.
+
+    A repeat with the same idempotency key returns the first result. A deduct beyond the
+    balance raises InsufficientBalance and changes nothing.
+    """
+    await store.lock_participants(conn, [(tenant.project_id, tenant.environment, participant_id)])
+    if idempotency_key is not None:
+        found = await store.find_manual_entry(conn, tenant, idempotency_key)
+        if found is not None:
+            balance, _, _ = await store.read_balance(conn, tenant, found[1])
+            return PointsChange(found[0], found[1], int(found[2]), balance, duplicate=True)
+    balance, earned_before, _ = await store.read_balance(conn, tenant, participant_id)
+    if amount < 0 and balance < -amount:
+        raise InsufficientBalance(balance)
+    now = datetime.now(UTC)
+    entry = LedgerEntry(
+        entry_id="pts_" + ulid(),
+        participant_id=participant_id,
+        amount=amount,
+        kind="award" if amount > 0 else "deduct",
+        source="manual",
+        fact_id=None,
+        cap_bucket=None,
+        occurred_at=now,
+        reason=reason,
+        idempotency_key=idempotency_key,
+    )
+    await store.write_ledger(conn, tenant, [entry])
+    earned, spent = (amount, 0) if amount > 0 else (0, -amount)
+    new_balance, earned_after = (
+        await store.apply_balance_changes(conn, tenant, {participant_id: (earned, spent)})
+    )[participant_id]
+    if amount > 0:
+        facts = [
+            _system_fact(
+                tenant,
+                participant_id,
+                entry.entry_id,
+                "points.awarded",
+                {"amount": amount, "source": "manual", "rule": None, "balance": new_balance},
+                now,
+            )
+        ]
+        rules = await rules_for(conn, tenant)
+        for tier in rules.tiers:
+            old, _ = tier_level(tier, earned_before)
+            new, _ = tier_level(tier, earned_after)
+            if old != new:
+                facts.append(
+                    _system_fact(
+                        tenant,
+                        participant_id,
+                        entry.entry_id,
+                        "tier.changed",
+                        {
+                            "tier": tier.code,
+                            "from": tier.levels[old].code,
+                            "to": tier.levels[new].code,
+                        },
+                        now,
+                    )
+                )
+        await insert_facts(conn, facts)
+        await apply_mechanics(conn, rules_for, facts)
+    return PointsChange(entry.entry_id, participant_id, amount, new_balance, duplicate=False)
+
+
+async def award_badge(
+    conn: Conn, tenant: Tenant, rules_for: RuleSource, participant_id: str, badge_code: str
+) -> bool:
+    """Award a badge by hand; False when the participant already had it (idempotent)."""
+    await store.lock_participants(conn, [(tenant.project_id, tenant.environment, participant_id)])
+    awarded = await store.award_badges(
+        conn, tenant, [(badge_code, participant_id, "once", "manual", None)]
+    )
+    if not awarded:
+        return False
+    now = datetime.now(UTC)
+    fact = _system_fact(
+        tenant,
+        participant_id,
+        "man_" + ulid(),
+        "badge.awarded",
+        {"badge": badge_code, "award_key": "once"},
+        now,
+    )
+    await insert_facts(conn, [fact])
+    await apply_mechanics(conn, rules_for, [fact])
+    return True

@@ -1,0 +1,151 @@
+"""Reading a participant's mechanics state (points, badges, challenges, streaks, tiers)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from bricqs.mechanics.evaluation import criterion_value, current_point, needed_keys
+from bricqs.mechanics.ruleset import CompiledCriterion, RuleSet, tier_level
+from bricqs.mechanics.windows import period_index
+from bricqs.storage import mechanics as store
+from bricqs.storage.mechanics import Conn, Tenant
+
+
+async def _values(
+    conn: Conn,
+    tenant: Tenant,
+    participant_id: str,
+    criteria: list[CompiledCriterion],
+    at: datetime,
+) -> dict[str, float]:
+    points = {c.criterion_id: current_point(c.window, at) for c in criteria}
+    keys = [k for c in criteria for k in needed_keys(c, participant_id, [points[c.criterion_id]])]
+    distinct_keys = [
+        k
+        for c in criteria
+        if c.aggregate == "distinct"
+        for k in needed_keys(c, participant_id, [points[c.criterion_id]])
+    ]
+    progress = await store.read_progress(conn, tenant, keys)
+    distinct = await store.read_distinct(conn, tenant, distinct_keys)
+    return {
+        c.criterion_id: criterion_value(
+            c, participant_id, points[c.criterion_id], progress, distinct
+        )
+        for c in criteria
+    }
+
+
+async def points_state(conn: Conn, tenant: Tenant, participant_id: str) -> dict[str, Any]:
+    """Balance and lifetime totals."""
+    balance, earned, spent = await store.read_balance(conn, tenant, participant_id)
+    return {"balance": balance, "total_earned": earned, "total_spent": spent}
+
+
+async def badges_state(
+    conn: Conn, tenant: Tenant, rules: RuleSet, participant_id: str, now: datetime
+) -> dict[str, Any]:
+    """Earned badges, and the active ones not yet earned with their progress."""
+    awards = await store.list_badge_awards(conn, tenant, participant_id)
+    earned = [
+        {"badge": code, "award_key": key, "source": source, "awarded_at": at}
+        for code, key, source, at in awards
+    ]
+    earned_once = {code for code, key, _, _ in awards if key == "once"}
+    pending = [b for b in rules.badges.values() if b.badge.code not in earned_once]
+    values = await _values(
+        conn, tenant, participant_id, [t.criterion for b in pending for t in b.thresholds], now
+    )
+    not_earned = [
+        {
+            "badge": badge.badge.code,
+            "name": badge.badge.name,
+            "combine": badge.badge.combine,
+            "progress": [
+                {"value": values[t.criterion.criterion_id], "threshold": t.threshold}
+                for t in badge.thresholds
+            ],
+        }
+        for badge in pending
+    ]
+    return {"earned": earned, "not_earned": not_earned}
+
+
+async def challenges_state(
+    conn: Conn, tenant: Tenant, rules: RuleSet, participant_id: str, now: datetime
+) -> list[dict[str, Any]]:
+    """Every active challenge with per-objective progress."""
+    completed = await store.list_completions(conn, tenant, participant_id)
+    challenges = list(rules.challenges.values())
+    values = await _values(
+        conn, tenant, participant_id, [o.criterion for c in challenges for o in c.objectives], now
+    )
+    return [
+        {
+            "challenge": c.challenge.code,
+            "name": c.challenge.name,
+            "completed": c.challenge.code in completed,
+            "completed_at": completed.get(c.challenge.code),
+            "objectives": [
+                {
+                    "code": o.code,
+                    "value": values[o.criterion.criterion_id],
+                    "target": o.target,
+                    "met": values[o.criterion.criterion_id] >= o.target,
+                }
+                for o in c.objectives
+            ],
+        }
+        for c in challenges
+    ]
+
+
+async def streaks_state(
+    conn: Conn, tenant: Tenant, rules: RuleSet, participant_id: str, now: datetime
+) -> list[dict[str, Any]]:
+    """Current and longest runs, and whether the current run needs activity to survive."""
+    states = await store.read_streak_states(conn, tenant, participant_id)
+    result = []
+    for code, compiled in rules.streaks.items():
+        streak = compiled.streak
+        state = states.get(code)
+        if state is None:
+            result.append({"streak": code, "current": 0, "longest": 0, "at_risk": False})
+            continue
+        last_index, last_run, longest, tz = state
+        today = period_index(now - timedelta(hours=streak.grace_hours), streak.period, tz)
+        alive = last_index >= today - 1
+        result.append(
+            {
+                "streak": code,
+                "current": last_run if alive else 0,
+                "longest": longest,
+                # Active last period but not yet this one: the run ends unless they act now.
+                "at_risk": alive and last_index == today - 1,
+                "timezone": tz,
+            }
+        )
+    return result
+
+
+async def tiers_state(
+    conn: Conn, tenant: Tenant, rules: RuleSet, participant_id: str
+) -> list[dict[str, Any]]:
+    """The level reached on each tier ladder and the points to the next one."""
+    _, earned, _ = await store.read_balance(conn, tenant, participant_id)
+    result = []
+    for tier in rules.tiers:
+        index, to_next = tier_level(tier, earned)
+        following = tier.levels[index + 1] if index + 1 < len(tier.levels) else None
+        result.append(
+            {
+                "tier": tier.code,
+                "lifetime_points": earned,
+                "level": tier.levels[index].code,
+                "level_name": tier.levels[index].name,
+                "next_level": following.code if following else None,
+                "points_to_next": to_next,
+            }
+        )
+    return result

@@ -1,0 +1,32 @@
+"""The X-API-Key check shared by the HTTP services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request
+
+from bricqs.auth import AuthUnavailable, KeyCache
+from bricqs.storage.tenants import KeyOwner
+from bricqs.web.problems import ProblemError
+
+
+async def authenticate(
+    request: Request[Any, Any, Any], keys: KeyCache, retry_after: int
+) -> KeyOwner:
+    """The owner of the request's key; problem errors for missing, bad or uncheckable keys."""
+    key = request.headers.get("x-api-key")
+    if not key:
+        raise ProblemError(401, "missing_api_key", "Pass your API key in the X-API-Key header.")
+    try:
+        owner = await keys.owner(key)
+    except AuthUnavailable as exc:
+        raise ProblemError(
+            503,
+            "auth_unavailable",
+            "Keys cannot be checked right now.",
+            headers={"Retry-After": str(retry_after)},
+        ) from exc
+    if owner is None:
+        raise ProblemError(401, "invalid_api_key", "The API key is malformed, unknown or revoked.")
+    return owner

@@ -1,0 +1,1 @@
+"""API service: mechanics definitions, participant state, leaderboards and the event catalog."""

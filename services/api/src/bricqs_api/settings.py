@@ -1,0 +1,34 @@
+"""Settings of the api service, from environment variables (see bricqs.settings)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+from bricqs.settings import DatabaseUrl, RedisUrl
+
+
+class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the api service can be told; each field is one environment variable."""
+
+    redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
+    database_url: DatabaseUrl = "postgresql://bricqs@127.0.0.1:5432/bricqs"
+    database_timeout_ms: Annotated[
+        int, Meta(gt=0, le=60_000, description="Bound on one request's database work.")
+    ] = 5_000
+    database_pool_size: Annotated[
+        int, Meta(ge=1, le=100, description="PostgreSQL connections per worker process.")
+    ] = 10
+    retry_after_seconds: Annotated[
+        int, Meta(ge=1, le=3600, description="Retry-After sent with 503 answers.")
+    ] = 1
+    auth_cache_ttl_seconds: Annotated[
+        float,
+        Meta(gt=0, description="How long a key lookup is cached; a revocation takes this long."),
+    ] = 30.0
+    rules_refresh_seconds: Annotated[
+        float, Meta(gt=0, le=300, description="How often reads check for changed definitions.")
+    ] = 2.0
+    log_level: Annotated[str, Meta(description="Python logging level.")] = "INFO"
