@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from litestar import Router, get
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromPath, FromQuery, QueryParameter
 
 from bricqs.mechanics.ruleset import LEADERBOARD_PERIODS, CompiledLeaderboard
 from bricqs.mechanics.windows import period_index, period_key, period_start, zone
