@@ -7,6 +7,7 @@ log is in the test's tmp_path (shown when a wait times out).
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
@@ -20,13 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import psycopg
 import pytest
 import redis
 
 from bricqs.devstack import Server, free_port
 from bricqs.ids import new_event_id
+from bricqs.mechanics.definitions import Amount, PointsRule, Trigger
 from bricqs.schemas import Envelope, encode_envelope
+from bricqs.storage.mechanics import Tenant as MechanicsTenant
+from bricqs.storage.mechanics import create_definition
 from bricqs.stream import CONSUMER_GROUP, shard_for, stream_key
 from tests.conftest import Tenant, service_env
 
@@ -294,7 +299,7 @@ class Feeder(threading.Thread):
 
 @dataclass(frozen=True)
 class Stored:
-    """What PostgreSQL holds for one project."""
+    """What PostgreSQL holds for one project (facts: those derived from events)."""
 
     events: int
     distinct_events: int
@@ -310,7 +315,8 @@ def stored(database_url: str, project_id: str) -> Stored:
             SELECT
               (SELECT count(*) FROM events WHERE project_id = %(p)s),
               (SELECT count(DISTINCT event_id) FROM events WHERE project_id = %(p)s),
-              (SELECT count(*) FROM facts WHERE project_id = %(p)s),
+              (SELECT count(*) FROM facts
+                WHERE project_id = %(p)s AND fact_type LIKE 'custom.%%'),
               (SELECT coalesce(sum(event_count), 0) FROM participants WHERE project_id = %(p)s),
               (SELECT coalesce(sum(event_count), 0) FROM event_catalog WHERE project_id = %(p)s)
             """,
@@ -339,6 +345,43 @@ def pending(client: redis.Redis, stream: str = stream_key(0), consumer: str | No
     if consumer is None:
         return int(client.xpending(stream, CONSUMER_GROUP)["pending"])
     return len(client.xpending_range(stream, CONSUMER_GROUP, "-", "+", 100_000, consumer))
+
+
+def add_points_rule(database_url: str, tenant: Tenant, fact_type: str, points: int) -> None:
+    """A live-environment earn rule: `points` for each fact of `fact_type`."""
+    rule = PointsRule(
+        code=f"rule-{uuid.uuid4().hex[:8]}",
+        name="test rule",
+        trigger=Trigger(fact_type=fact_type),
+        amount=Amount(fixed=points),
+    )
+
+    async def create() -> None:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            created = await create_definition(
+                conn,
+                MechanicsTenant(tenant.project_id, "live"),
+                "points_rule",
+                rule.code,
+                rule.status,
+                msgspec.json.encode(rule).decode(),
+            )
+            assert created is not None
+
+    asyncio.run(create())
+
+
+def points(database_url: str, project_id: str) -> tuple[int, int]:
+    """(ledger entries, total earned over all participants) of a project."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM points_ledger WHERE project_id = %(p)s),"
+            " (SELECT coalesce(sum(total_earned), 0) FROM points_balances"
+            "  WHERE project_id = %(p)s)",
+            {"p": project_id},
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
 
 
 def exactly_once(s: Stored, n: int) -> bool:

@@ -1,5 +1,5 @@
-"""Events through the real ingest service become events, facts, participants and catalog
-rows in PostgreSQL, exactly once, through a real processor."""
+"""Events through the real ingest service become events, facts, participants, catalog
+rows and mechanics effects in PostgreSQL, exactly once, through a real processor."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ import pytest
 
 from bricqs.devstack import Server
 from tests.conftest import Tenant
-from tests.processor.conftest import ProcessorFactory, stored, wait_until
+from tests.processor.conftest import (
+    ProcessorFactory,
+    add_points_rule,
+    points,
+    stored,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +45,7 @@ def test_events_from_async_and_batch_endpoints_are_stored_once_with_facts_and_ca
     postgres_server: Server,
     tenant: Tenant,
 ) -> None:
+    add_points_rule(postgres_server.url, tenant, "custom.purchase_completed", 10)
     processor = processors.start()
     headers = {"X-API-Key": tenant.live_key}
     sent: list[dict[str, Any]] = [_event(i) for i in range(240)]
@@ -75,7 +82,11 @@ def test_events_from_async_and_batch_endpoints_are_stored_once_with_facts_and_ca
         facts = db.execute(
             "SELECT fact_type, count(*) FROM facts WHERE project_id = %s GROUP BY 1", (p,)
         ).fetchall()
-        assert dict(facts) == {f"custom.{name}": n // len(NAMES) for name in NAMES}
+        per_name = n // len(NAMES)
+        assert dict(facts) == {
+            **{f"custom.{name}": per_name for name in NAMES},
+            "points.awarded": per_name,  # the rule below, once per purchase
+        }
         fact_ids = db.execute(
             "SELECT count(*) FROM facts f JOIN events e USING (project_id, environment, event_id)"
             " WHERE f.project_id = %s AND f.fact_id = 'fact_' || substr(e.event_id, 5)",
@@ -109,6 +120,9 @@ def test_events_from_async_and_batch_endpoints_are_stored_once_with_facts_and_ca
         first = participants[0]  # user-0: events 0, 7, ..., 238 (the timestamps' seconds)
         assert first[2].isoformat() == "2026-01-01T00:00:00+00:00"
         assert first[3].isoformat() == "2026-01-01T00:03:58+00:00"
+    # Mechanics ran in the same transactions: 10 points per purchase, once each.
+    purchases = n // len(NAMES)
+    assert points(postgres_server.url, tenant.project_id) == (purchases, 10 * purchases)
 
     metrics = processor.metrics()
     assert metrics['bricqs_processor_events_total{outcome="stored"}'] == n

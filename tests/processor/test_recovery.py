@@ -17,10 +17,12 @@ from tests.conftest import Tenant, make_tenant
 from tests.processor.conftest import (
     Feeder,
     ProcessorFactory,
+    add_points_rule,
     envelope,
     event_count,
     exactly_once,
     pending,
+    points,
     stored,
     stored_event_ids,
     wait_until,
@@ -48,6 +50,8 @@ def test_processor_killed_mid_batch_repeatedly_loses_and_duplicates_nothing(
     # Crash-looping victims reclaim and are killed again, so deliveries climb: keep the
     # dead-letter limit out of the way, this test is about recovery.
     common = {"MAX_DELIVERIES": "1000"}
+    # Points are an increment: counting an event twice would show in the total.
+    add_points_rule(postgres_server.url, tenant, "custom.event_0", 3)
     survivor = processors.start(**common)
     feeder = Feeder(redis_client, tenant, 200_000, chunk=200, interval=0.03)
     feeder.start()
@@ -79,6 +83,8 @@ def test_processor_killed_mid_batch_repeatedly_loses_and_duplicates_nothing(
         processors.logs,
     )
     assert sorted(stored_event_ids(postgres_server.url, tenant.project_id)) == sorted(event_ids)
+    earning = len(range(0, n, 3))  # the feeder names event i `event_{i % 3}`
+    assert points(postgres_server.url, tenant.project_id) == (earning, 3 * earning)
     assert survivor.metrics()["bricqs_processor_reclaimed_total"] > 0
 
 

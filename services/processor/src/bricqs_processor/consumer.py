@@ -6,19 +6,22 @@ One loop per process, one batch in hand at a time:
    longer than `CLAIM_MIN_IDLE_MS` (see `recovery`) and process them like a read;
 2. `XREADGROUP >` over every shard, `COUNT` and `BLOCK`;
 3. decode; an undecodable entry goes to the dead-letter stream at once;
-4. store the envelopes with `store_events` in one PostgreSQL transaction; `XACK` after
-   the commit. Redelivery is harmless: storing is keyed by event_id.
+4. store the envelopes, their facts and their mechanics effects with the shared
+   `process_envelopes` in one PostgreSQL transaction; `XACK` after the commit.
+   Redelivery is harmless: storing is keyed by event_id, and mechanics run only for
+   facts that transaction inserted.
 
 Failures are sorted by what they mean:
-- PostgreSQL unreachable (connection lost, pool timeout, statement timeout, server
-  errors that are not about the data): nothing is acknowledged; the batch in hand is
+- PostgreSQL unreachable (connection lost, pool timeout, server errors that are not
+  about the data): nothing is acknowledged; the batch in hand is
   retried after a capped exponential backoff, for as long as it takes. Before each retry
   the consumer re-claims its entries, which resets their idle time without counting a
   delivery, so no other consumer takes them over and the outage never pushes them
   towards the dead-letter stream.
-- PostgreSQL refuses the data (DataError, IntegrityError, an envelope our code cannot
-  store): the batch is split in halves and each half retried, down to the single event,
-  which goes to the dead-letter stream; its neighbours are stored.
+- PostgreSQL refuses the data (DataError, IntegrityError), or our code fails on it (any
+  other exception: a rule that cannot handle a property, say): the batch is split in
+  halves and each half retried, down to the single event, which goes to the dead-letter
+  stream with the error; its neighbours are stored.
 - The batch runs past `BATCH_TIMEOUT_MS` (or a statement past `STATEMENT_TIMEOUT_MS`):
   it is cancelled and split the same way, but a single event that is still too slow is
   retried like an outage, never dead-lettered: slowness is the database's state.
@@ -41,13 +44,14 @@ from datetime import timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-import msgspec
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from bricqs.storage.events import Outcome, StoreResult, store_events
+from bricqs.mechanics.cache import RuleCache
+from bricqs.pipeline import process_envelopes
+from bricqs.storage.events import Outcome, StoreResult
 from bricqs.stream import CONSUMER_GROUP, stream_key
 from bricqs_processor import metrics
 from bricqs_processor.deadletter import dead_letter
@@ -60,7 +64,7 @@ log = logging.getLogger("bricqs.processor")
 T = TypeVar("T")
 
 # Errors that say the data of the batch is at fault, not the database: split the batch.
-# Anything not psycopg (an envelope our code cannot encode, say) counts as data too.
+# An exception that is not psycopg's (our code failing on some event) counts as data too.
 DATA_ERRORS: tuple[type[Exception], ...] = (psycopg.DataError, psycopg.IntegrityError)
 
 # Once stopping, a Redis write (XACK, dead letter) is tried this often before giving up;
@@ -113,6 +117,7 @@ class StreamConsumer:
         self.streams = [stream_key(shard) for shard in range(settings.stream_shards)]
         self._stopping = asyncio.Event()
         self._ttl = timedelta(days=settings.idempotency_retention_days)
+        self.rules = RuleCache(settings.rules_refresh_seconds)
         self._database_ok = True
         self._next_reclaim = 0.0
 
@@ -312,9 +317,11 @@ class StreamConsumer:
                 # On expiry psycopg cancels the running query in the server, and the
                 # transaction is rolled back.
                 async with asyncio.timeout(self.settings.batch_timeout_ms / 1000), c.transaction():
-                    result = await store_events(c, envelopes, idempotency_ttl=self._ttl)
+                    processed = await process_envelopes(
+                        c, envelopes, idempotency_ttl=self._ttl, rules_for=self.rules
+                    )
                 metrics.DATABASE_DURATION.observe(time.perf_counter() - started)
-                return result
+                return processed.stored
         except TimeoutError as exc:
             raise TooSlow(f"no commit within {self.settings.batch_timeout_ms} ms") from exc
         except psycopg.errors.QueryCanceled as exc:
@@ -325,7 +332,8 @@ class StreamConsumer:
             # Connection errors, pool timeouts, and server-side errors that are not about
             # the data (a missing table before migrations ran, say).
             raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        except (msgspec.MsgspecError, ValueError, TypeError, OverflowError) as exc:
+        except Exception as exc:  # our code failed on this data: isolate it like poison
+            log.warning("batch of %d failed in processing code", len(part), exc_info=True)
             raise Rejected(f"{type(exc).__name__}: {exc}") from exc
 
     def _observe(self, part: Sequence[Entry], result: StoreResult) -> None:

@@ -104,6 +104,14 @@ class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
     backoff_max_ms: Annotated[
         Milliseconds, Meta(description="Cap of the exponential backoff after failures.")
     ] = 5_000
+    rules_refresh_seconds: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=300,
+            description="How often changed mechanics definitions are looked for.",
+        ),
+    ] = 2.0
     idempotency_retention_days: Annotated[
         int, Meta(ge=1, description="How long PostgreSQL enforces an idempotency key.")
     ] = 30
