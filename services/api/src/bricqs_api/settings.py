@@ -29,6 +29,11 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
         Meta(gt=0, description="How long a key lookup is cached; a revocation takes this long."),
     ] = 30.0
     rules_refresh_seconds: Annotated[
-        float, Meta(gt=0, le=300, description="How often reads check for changed definitions.")
+        float,
+        Meta(
+            ge=0,
+            le=300,
+            description="How often reads check for changed definitions (0: on every request).",
+        ),
     ] = 2.0
     log_level: Annotated[str, Meta(description="Python logging level.")] = "INFO"

@@ -53,7 +53,7 @@ class IngestSettings(msgspec.Struct, frozen=True, kw_only=True):
     rules_refresh_seconds: Annotated[
         float,
         Meta(
-            gt=0,
+            ge=0,
             le=300,
             description="How often the sync endpoint checks for changed mechanics definitions.",
         ),

@@ -373,10 +373,12 @@ async def apply_balance_changes(
         """
         INSERT INTO points_balances AS b (project_id, environment, participant_id, balance,
             total_earned, total_spent)
-        SELECT %s, %s, pid, earned - spent, earned, spent
+        SELECT %s, %s, pid, GREATEST(earned - spent, 0), earned, spent
         FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS t(pid, earned, spent)
         ON CONFLICT (project_id, environment, participant_id) DO UPDATE SET
-            balance = b.balance + EXCLUDED.balance,
+            -- From the totals, not EXCLUDED.balance: the proposed row is clamped at 0
+            -- because PostgreSQL checks the CHECK on it before it finds the conflict.
+            balance = b.balance + EXCLUDED.total_earned - EXCLUDED.total_spent,
             total_earned = b.total_earned + EXCLUDED.total_earned,
             total_spent = b.total_spent + EXCLUDED.total_spent,
             updated_at = now()
