@@ -199,7 +199,12 @@ async def add_distinct_values(
     """Record (criterion, participant, bucket, value, at) for distinct-value criteria."""
     if not values:
         return
-    rows = sorted(set(values))
+    # One row per key (the earliest time): ON CONFLICT DO UPDATE may not touch a row twice.
+    earliest: dict[tuple[str, str, str, str], datetime] = {}
+    for *key, at in values:
+        k = (key[0], key[1], key[2], key[3])
+        earliest[k] = min(at, earliest.get(k, at))
+    rows = sorted((*k, at) for k, at in earliest.items())
     await conn.execute(
         """
         INSERT INTO criterion_distinct AS d (project_id, environment, criterion_id,
