@@ -203,11 +203,14 @@ def run_concurrently(url: str, batches: list[list[Envelope]], workers: int) -> N
 def snapshot(url: str, tenant: store.Tenant) -> dict[str, Any]:
     """Every mechanics outcome of a tenant, without ids and wall-clock times."""
     queries = {
-        "balances": "SELECT participant_id, balance, total_earned, total_spent FROM points_balances",
-        "ledger": "SELECT participant_id, source, count(*), sum(amount) FROM points_ledger GROUP BY 1, 2",
+        "balances": "SELECT participant_id, balance, total_earned, total_spent"
+        " FROM points_balances",
+        "ledger": "SELECT participant_id, source, count(*), sum(amount) FROM points_ledger"
+        " GROUP BY 1, 2",
         "badges": "SELECT badge_code, participant_id, award_key FROM badge_awards",
         "challenges": "SELECT challenge_code, participant_id FROM challenge_completions",
-        "streaks": "SELECT streak_code, participant_id, last_index, last_run_length, longest FROM streak_state",
+        "streaks": "SELECT streak_code, participant_id, last_index, last_run_length, longest"
+        " FROM streak_state",
         "progress": "SELECT criterion_id, participant_id, bucket, count, round(sum::numeric, 6), max"
         " FROM criterion_progress",
         "facts": "SELECT fact_type, count(*) FROM facts GROUP BY 1",
