@@ -211,8 +211,8 @@ def snapshot(url: str, tenant: store.Tenant) -> dict[str, Any]:
         "challenges": "SELECT challenge_code, participant_id FROM challenge_completions",
         "streaks": "SELECT streak_code, participant_id, last_index, last_run_length, longest"
         " FROM streak_state",
-        "progress": "SELECT criterion_id, participant_id, bucket, count, round(sum::numeric, 6), max"
-        " FROM criterion_progress",
+        "progress": "SELECT criterion_id, participant_id, bucket, count,"
+        " round(sum::numeric, 6), max FROM criterion_progress",
         "facts": "SELECT fact_type, count(*) FROM facts GROUP BY 1",
     }
     result = {}
