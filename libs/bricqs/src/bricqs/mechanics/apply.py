@@ -15,7 +15,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -27,18 +27,21 @@ from bricqs.mechanics.evaluation import (
     evaluation_points,
     needed_keys,
 )
+from bricqs.mechanics.matching import match_facts
 from bricqs.mechanics.ruleset import (
     CompiledBadge,
     CompiledChallenge,
     CompiledCriterion,
+    CompiledPointsRule,
+    CompiledStreak,
     RuleSet,
     tier_level,
 )
-from bricqs.mechanics.windows import buckets_for, period_index, period_key
+from bricqs.mechanics.windows import period_index, period_key
 from bricqs.schemas import Fact
 from bricqs.storage import mechanics as store
 from bricqs.storage.events import insert_facts
-from bricqs.storage.mechanics import Conn, LedgerEntry, ProgressDelta, Tenant
+from bricqs.storage.mechanics import Conn, LedgerEntry, Tenant
 
 log = logging.getLogger("bricqs.mechanics")
 
@@ -120,58 +123,13 @@ async def apply_mechanics(
 
 
 async def _run_round(conn: Conn, r: _Round, facts: list[Fact]) -> None:
-    touched = await _update_criteria(conn, r, facts)
-    await _update_streaks(conn, r, facts)
-    await _judge_badges_and_challenges(conn, r, touched)
-    _earn_points(r, facts)
+    matches = match_facts(r.rules, facts)
+    await store.add_progress(conn, r.tenant, matches.progress)
+    await store.add_distinct_values(conn, r.tenant, matches.distinct)
+    await _update_streaks(conn, r, matches.streak_hits)
+    await _judge_badges_and_challenges(conn, r, matches.touched)
+    _earn_points(r, matches.earned)
     await _commit_points(conn, r)
-
-
-# ---------------------------------------------------------------------------------------
-# Criteria
-
-
-async def _update_criteria(
-    conn: Conn, r: _Round, facts: list[Fact]
-) -> dict[tuple[str, str], list[Fact]]:
-    """Add facts to criterion buckets; return (participant, criterion id) -> facts."""
-    deltas: dict[tuple[str, str, str], list[Any]] = {}
-    distinct: list[tuple[str, str, str, str, datetime]] = []
-    touched: dict[tuple[str, str], list[Fact]] = defaultdict(list)
-    for fact in facts:
-        for criterion in r.rules.criteria_by_type.get(fact.fact_type, ()):
-            if not criterion.matches(fact.properties):
-                continue
-            bucket = buckets_for(criterion.window, fact.occurred_at)
-            value = criterion.contribution(fact.properties)
-            if bucket is None or value is None:
-                continue
-            touched[(fact.participant_id, criterion.criterion_id)].append(fact)
-            key = (criterion.criterion_id, fact.participant_id, bucket)
-            if criterion.aggregate == "distinct":
-                distinct.append((*key, str(value), fact.occurred_at))
-            row = deltas.setdefault(key, [0, 0.0, None, fact.occurred_at])
-            row[0] += 1
-            if criterion.aggregate in ("sum", "max"):
-                assert isinstance(value, float)
-                row[1] += value if criterion.aggregate == "sum" else 0.0
-                if criterion.aggregate == "max":
-                    if row[2] is None or value > row[2]:
-                        row[2], row[3] = value, fact.occurred_at
-                    elif value == row[2]:
-                        row[3] = min(row[3], fact.occurred_at)
-                    continue
-            row[3] = max(row[3], fact.occurred_at)
-    await store.add_progress(
-        conn,
-        r.tenant,
-        [
-            ProgressDelta(cid, pid, bucket, count, total, maximum, reached)
-            for (cid, pid, bucket), (count, total, maximum, reached) in deltas.items()
-        ],
-    )
-    await store.add_distinct_values(conn, r.tenant, distinct)
-    return touched
 
 
 # ---------------------------------------------------------------------------------------
@@ -201,13 +159,9 @@ def run_length_at(periods: list[int], index: int) -> int:
     return high - low + 1
 
 
-async def _update_streaks(conn: Conn, r: _Round, facts: list[Fact]) -> None:
-    matched = [
-        (streak, fact)
-        for fact in facts
-        for streak in r.rules.streaks_by_type.get(fact.fact_type, ())
-        if streak.matches(fact.properties)
-    ]
+async def _update_streaks(
+    conn: Conn, r: _Round, matched: list[tuple[CompiledStreak, Fact]]
+) -> None:
     if not matched:
         return
     needs_zone = sorted(
@@ -407,30 +361,24 @@ async def _judge_badges_and_challenges(
 # Points and tiers
 
 
-def _earn_points(r: _Round, facts: list[Fact]) -> None:
-    for fact in sorted(facts, key=lambda f: (f.occurred_at, f.fact_id)):
-        for rule in r.rules.points_by_type.get(fact.fact_type, ()):
-            if not rule.matches(fact.properties):
-                continue
-            amount = rule.amount(fact.properties)
-            if amount <= 0:
-                continue
-            cap = rule.rule.cap
-            r.ledger.append(
-                (
-                    LedgerEntry(
-                        entry_id="pts_" + ulid(),
-                        participant_id=fact.participant_id,
-                        amount=amount,
-                        kind="earn",
-                        source=f"rule:{rule.rule.code}",
-                        fact_id=fact.fact_id,
-                        cap_bucket=period_key(fact.occurred_at, cap.period) if cap else None,
-                        occurred_at=fact.occurred_at,
-                    ),
-                    fact,
-                )
+def _earn_points(r: _Round, earned: list[tuple[CompiledPointsRule, Fact, int]]) -> None:
+    for rule, fact, amount in earned:
+        cap = rule.rule.cap
+        r.ledger.append(
+            (
+                LedgerEntry(
+                    entry_id="pts_" + ulid(),
+                    participant_id=fact.participant_id,
+                    amount=amount,
+                    kind="earn",
+                    source=f"rule:{rule.rule.code}",
+                    fact_id=fact.fact_id,
+                    cap_bucket=period_key(fact.occurred_at, cap.period) if cap else None,
+                    occurred_at=fact.occurred_at,
+                ),
+                fact,
             )
+        )
 
 
 async def _commit_points(conn: Conn, r: _Round) -> None:

@@ -1,0 +1,90 @@
+"""Which rules a batch of facts triggers, and what each adds (pure, no I/O).
+
+This is the part of the engine that runs per fact and per rule, so it is kept free of
+I/O: it is property-tested and benchmarked alone (`make bench`). `apply` then writes its
+result with a fixed number of statements.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from bricqs.mechanics.ruleset import CompiledPointsRule, CompiledStreak, RuleSet
+from bricqs.mechanics.windows import buckets_for
+from bricqs.schemas import Fact
+from bricqs.storage.mechanics import ProgressDelta
+
+
+@dataclass(slots=True)
+class _Delta:
+    count: int
+    total: float
+    maximum: float | None
+    reached: datetime
+
+
+@dataclass
+class Matches:
+    """What a batch of facts does to criteria, points and streaks, before any I/O."""
+
+    progress: list[ProgressDelta] = field(default_factory=list)
+    distinct: list[tuple[str, str, str, str, datetime]] = field(default_factory=list)
+    touched: dict[tuple[str, str], list[Fact]] = field(default_factory=dict)
+    """(participant, criterion id) -> the facts that moved that criterion."""
+    earned: list[tuple[CompiledPointsRule, Fact, int]] = field(default_factory=list)
+    """Earn rules that fire, with the points before caps, in fact-time order."""
+    streak_hits: list[tuple[CompiledStreak, Fact]] = field(default_factory=list)
+
+
+def match_facts(rules: RuleSet, facts: Iterable[Fact]) -> Matches:
+    """Evaluate every rule indexed under each fact's type."""
+    result = Matches()
+    deltas: dict[tuple[str, str, str], _Delta] = {}
+    touched: dict[tuple[str, str], list[Fact]] = defaultdict(list)
+    ordered = sorted(facts, key=lambda f: (f.occurred_at, f.fact_id))
+    for fact in ordered:
+        properties = fact.properties
+        at = fact.occurred_at
+        for criterion in rules.criteria_by_type.get(fact.fact_type, ()):
+            if not criterion.matches(properties):
+                continue
+            bucket = buckets_for(criterion.window, at)
+            value = criterion.contribution(properties)
+            if bucket is None or value is None:
+                continue
+            touched[(fact.participant_id, criterion.criterion_id)].append(fact)
+            key = (criterion.criterion_id, fact.participant_id, bucket)
+            delta = deltas.get(key)
+            if delta is None:
+                delta = deltas[key] = _Delta(0, 0.0, None, at)
+            delta.count += 1
+            if isinstance(value, str):  # distinct
+                result.distinct.append((*key, value, at))
+                delta.reached = max(delta.reached, at)
+            elif criterion.aggregate == "max":
+                # The reach time of a maximum is when it was first reached.
+                if delta.maximum is None or value > delta.maximum:
+                    delta.maximum, delta.reached = value, at
+                elif value == delta.maximum:
+                    delta.reached = min(delta.reached, at)
+            else:
+                if criterion.aggregate == "sum":
+                    delta.total += value
+                delta.reached = max(delta.reached, at)
+        for rule in rules.points_by_type.get(fact.fact_type, ()):
+            if rule.matches(properties):
+                amount = rule.amount(properties)
+                if amount > 0:
+                    result.earned.append((rule, fact, amount))
+        for streak in rules.streaks_by_type.get(fact.fact_type, ()):
+            if streak.matches(properties):
+                result.streak_hits.append((streak, fact))
+    result.progress = [
+        ProgressDelta(cid, pid, bucket, d.count, d.total, d.maximum, d.reached)
+        for (cid, pid, bucket), d in deltas.items()
+    ]
+    result.touched = dict(touched)
+    return result
