@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from psycopg import AsyncConnection
 
@@ -144,14 +144,17 @@ async def lock_participants(conn: Conn, keys: Sequence[tuple[str, str, str]]) ->
 # Criterion progress
 
 
-@dataclass(frozen=True)
-class ProgressDelta:
-    """What a batch adds to one (criterion, participant, bucket)."""
+class ProgressDelta(NamedTuple):
+    """What a batch adds to one (criterion, participant, bucket).
+
+    A NamedTuple, not a frozen dataclass: thousands are made per batch, and tuples are
+    several times cheaper to build.
+    """
 
     criterion_id: str
     participant_id: str
     bucket: str
-    count: int
+    facts: int  # how many facts it adds (`count` would shadow tuple.count)
     sum: float
     max: float | None
     reached_at: datetime
@@ -185,7 +188,7 @@ async def add_progress(conn: Conn, tenant: Tenant, deltas: Sequence[ProgressDelt
             [d.criterion_id for d in rows],
             [d.participant_id for d in rows],
             [d.bucket for d in rows],
-            [d.count for d in rows],
+            [d.facts for d in rows],
             [d.sum for d in rows],
             [d.max for d in rows],
             [d.reached_at for d in rows],
