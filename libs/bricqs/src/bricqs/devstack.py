@@ -18,6 +18,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 class DevStackError(RuntimeError):
@@ -316,12 +317,102 @@ def _ensure_demo_project(database_url: str, keys_file: Path) -> dict[str, str]:
             project = await tenants.create_project(conn, "demo")
             _, live = await tenants.create_key(conn, project.project_id, "live")
             _, test = await tenants.create_key(conn, project.project_id, "test")
+            for environment in ("live", "test"):
+                await _seed_demo_definitions(conn, project.project_id, environment)
         return {"project_id": project.project_id, "live_key": live, "test_key": test}
 
     created = asyncio.run(create())
     keys_file.write_text(json.dumps(created, indent=2) + "\n")
     keys_file.chmod(0o600)
     return created
+
+
+# Example mechanics for the demo project, driven by the Events API page's own examples.
+DEMO_DEFINITIONS: list[tuple[str, dict[str, object]]] = [
+    (
+        "points-rules",
+        {
+            "code": "purchase-points",
+            "name": "A point per dollar",
+            "trigger": {
+                "fact_type": "custom.purchase_completed",
+                "where": {"path": "currency", "op": "eq", "value": "USD"},
+            },
+            "amount": {"property": "amount", "multiplier": 1, "rounding": "floor"},
+        },
+    ),
+    (
+        "points-rules",
+        {
+            "code": "level-points",
+            "name": "Ten points per level",
+            "trigger": {"fact_type": "custom.level_completed"},
+            "amount": {"property": "level", "multiplier": 10},
+            "cap": {"amount": 500, "period": "day"},
+        },
+    ),
+    (
+        "badges",
+        {
+            "code": "first-purchase",
+            "name": "First purchase",
+            "criteria": [{"criterion": {"fact_type": "custom.purchase_completed"}, "threshold": 1}],
+        },
+    ),
+    (
+        "challenges",
+        {
+            "code": "getting-started",
+            "name": "Getting started",
+            "objectives": [
+                {"code": "browse", "criterion": {"fact_type": "custom.page_view"}, "target": 1},
+                {"code": "cart", "criterion": {"fact_type": "custom.add_to_cart"}, "target": 1},
+                {
+                    "code": "buy",
+                    "criterion": {"fact_type": "custom.purchase_completed"},
+                    "target": 1,
+                },
+            ],
+            "reward": {"points": 25},
+        },
+    ),
+    (
+        "streaks",
+        {
+            "code": "daily-play",
+            "name": "Daily play",
+            "trigger": {"fact_type": "custom.level_completed"},
+        },
+    ),
+    ("leaderboards", {"code": "top-players", "name": "Top players", "period": "weekly"}),
+    (
+        "tiers",
+        {
+            "code": "loyalty",
+            "name": "Loyalty",
+            "levels": [
+                {"code": "bronze", "name": "Bronze", "min_points": 0},
+                {"code": "silver", "name": "Silver", "min_points": 100},
+                {"code": "gold", "name": "Gold", "min_points": 1000},
+            ],
+        },
+    ),
+]
+
+
+async def _seed_demo_definitions(conn: Any, project_id: str, environment: str) -> None:
+    import msgspec
+
+    from bricqs.mechanics.definitions import KINDS, parse_definition
+    from bricqs.storage import mechanics
+
+    tenant = mechanics.Tenant(project_id, environment)
+    for segment, raw in DEMO_DEFINITIONS:
+        kind, schema = KINDS[segment]
+        definition = parse_definition(schema, raw)
+        assert not isinstance(definition, list), definition
+        body = msgspec.json.encode(definition).decode()
+        await mechanics.create_definition(conn, tenant, kind, definition.code, "active", body)
 
 
 def _service_commands(bin_dir: Path) -> list[tuple[str, list[str]]]:
@@ -393,22 +484,15 @@ def main() -> int:
         applied = migrate(database_url)
         keys = _ensure_demo_project(database_url, DATA_DIR / "demo-keys.json")
 
-        metrics_dir = DATA_DIR / "metrics"
-        shutil.rmtree(metrics_dir, ignore_errors=True)  # stale files would skew counters
-        metrics_dir.mkdir()
-        env = {
-            **os.environ,
-            "REDIS_URL": redis_url,
-            "DATABASE_URL": database_url,
-            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir.resolve()),
-        }
+        env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": database_url}
         bin_dir = Path(sys.executable).parent
         for name, command in _service_commands(bin_dir):
-            child_env = (
-                env
-                if name != "processor"
-                else {k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-            )
+            child_env = dict(env)
+            if name != "processor":  # HTTP services may run several workers: share metrics
+                metrics_dir = DATA_DIR / "metrics" / name
+                shutil.rmtree(metrics_dir, ignore_errors=True)  # stale files skew counters
+                metrics_dir.mkdir(parents=True)
+                child_env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
             children.append((name, subprocess.Popen(command, env=child_env)))
 
         print(
