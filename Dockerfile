@@ -1,0 +1,69 @@
+# syntax=docker/dockerfile:1
+#
+# One file, one target per service, all built from the workspace's uv.lock:
+#
+#   docker build --target ingest    -t bricqs-ingest:TAG .
+#   docker build --target processor -t bricqs-processor:TAG .
+#
+# Each service is installed with `uv sync --locked --no-dev --no-editable --package <svc>`
+# into /app/.venv in a build stage; the final stage copies only that virtualenv onto a
+# plain python-slim image (no uv, no compilers, no sources) and runs as an unprivileged
+# numeric user, so Kubernetes can enforce runAsNonRoot. Entrypoints are exec form, so the
+# service itself is PID 1 and receives SIGTERM. The bricqs-admin tool (migrations, keys,
+# DLQ) is in every image; the migration Job runs it from the processor image.
+#
+# Adding a service (the api, say) is one build stage and one target like the two below.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.9
+
+FROM ${UV_IMAGE} AS uv
+
+# --- build: the workspace sources and the lock; uv only lives here ----------------------
+FROM ${PYTHON_IMAGE} AS build
+COPY --from=uv /uv /usr/local/bin/uv
+# Bytecode compiled at build time (the root filesystem is read-only at run time); copies,
+# not hard links, out of the cache mount; the image's Python, never a downloaded one.
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PROJECT_ENVIRONMENT=/app/.venv
+WORKDIR /src
+COPY pyproject.toml uv.lock ./
+COPY libs ./libs
+COPY services ./services
+
+FROM build AS build-ingest
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --locked --no-dev --no-editable --package bricqs-ingest
+
+FROM build AS build-processor
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --locked --no-dev --no-editable --package bricqs-processor
+
+# --- runtime: python-slim, the virtualenv, an unprivileged user ----------------------------
+FROM ${PYTHON_IMAGE} AS runtime
+RUN groupadd --system --gid 10001 bricqs \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home \
+       --home-dir /nonexistent --shell /usr/sbin/nologin bricqs
+ENV PATH=/app/.venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+WORKDIR /app
+USER 10001:10001
+
+# One Granian worker per container (SPEC §9): scale pods, not workers, so each process has
+# its own Prometheus registry and no multiprocess directory is needed. On SIGTERM Granian
+# stops accepting, lets requests in flight finish, and kills a worker that is still busy
+# after --workers-kill-timeout, inside the pod's terminationGracePeriodSeconds.
+FROM runtime AS ingest
+COPY --from=build-ingest /app/.venv /app/.venv
+EXPOSE 8000
+ENTRYPOINT ["/app/.venv/bin/granian", "--interface", "asgi", "--factory", "--host", "0.0.0.0", "--port", "8000", "--workers", "1", "--workers-kill-timeout", "20", "bricqs_ingest.app:create_app"]
+
+# The consumer: SIGTERM stops intake, the batch in hand is committed and acknowledged.
+# /metrics and /health/* are served on METRICS_PORT (9100).
+FROM runtime AS processor
+COPY --from=build-processor /app/.venv /app/.venv
+EXPOSE 9100
+ENTRYPOINT ["/app/.venv/bin/bricqs-processor"]
