@@ -40,18 +40,54 @@ def listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_commands() -> list[str]:
+    """The shell commands of the README's "Try it" block (continued lines kept together)."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Try it", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    commands, current = [], ""
+    for line in block.splitlines():
+        if not current and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        current += line + "\n"
+        if not line.endswith("\\") and current.count("'") % 2 == 0:
+            commands.append(current)
+            current = ""
+    return commands
+
+
 def test_make_run_serves_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in
-             ("DEV_REDIS_PORT", "DEV_POSTGRES_PORT", "INGEST_PORT", "API_PORT", "METRICS_PORT")}
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("REDIS_URL", "DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR")}
-    env.update({k: str(v) for k, v in ports.items()}, BRICQS_DATA_DIR=str(tmp_path / "data"),
-               LOG_LEVEL="WARNING")
+    ports = {
+        name: free_port()
+        for name in (
+            "DEV_REDIS_PORT",
+            "DEV_POSTGRES_PORT",
+            "INGEST_PORT",
+            "API_PORT",
+            "METRICS_PORT",
+        )
+    }
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("REDIS_URL", "DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR")
+    }
+    env.update(
+        {k: str(v) for k, v in ports.items()},
+        BRICQS_DATA_DIR=str(tmp_path / ".data"),
+        LOG_LEVEL="WARNING",
+    )
     log = (tmp_path / "run.log").open("wb")
-    process = subprocess.Popen([str(Path(sys.executable).parent / "bricqs-dev")], env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "bricqs-dev")],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
-        keys_file = tmp_path / "data" / "demo-keys.json"
+        keys_file = tmp_path / ".data" / "demo-keys.json"
         keys = wait_for(lambda: json.loads(keys_file.read_text()), 90, "the demo keys file")
         ingest = f"http://127.0.0.1:{ports['INGEST_PORT']}"
         api = f"http://127.0.0.1:{ports['API_PORT']}"
@@ -65,16 +101,44 @@ def test_make_run_serves_the_whole_system_and_stops_cleanly(tmp_path: Path) -> N
             ' "participant_id": "user_123", "properties": {"amount": 49.99, "currency": "USD",'
             ' "product_id": "prod_abc"}, "timestamp": "2026-04-10T10:30:00Z"}\''
         )
-        answer = json.loads(subprocess.run(["bash", "-c", command], capture_output=True,
-                                           check=True, timeout=30).stdout)
+        answer = json.loads(
+            subprocess.run(
+                ["bash", "-c", command], capture_output=True, check=True, timeout=30
+            ).stdout
+        )
         assert answer["accepted"] is True
         headers = {"X-API-Key": keys["live_key"]}
         state_url = f"{api}/api/v1/gamify/participants/user_123/state"
         # The processor turns it into a fact; the seeded demo rules award 49 points and a badge.
-        state = wait_for(lambda: (s := httpx.get(state_url, headers=headers).json())
-                         ["points"]["balance"] and s, 30, "points from the processor")
+        state = wait_for(
+            lambda: (s := httpx.get(state_url, headers=headers).json())["points"]["balance"] and s,
+            30,
+            "points from the processor",
+        )
         assert state["points"]["balance"] == 49
         assert [b["badge"] for b in state["badges"]["earned"]] == ["first-purchase"]
+
+        # Every command of the README's "Try it" block, as written but for the ports.
+        commands = readme_commands()
+        assert len(commands) == 6 and commands[0].startswith("export KEY=")
+        answers = []
+        for command in commands[1:]:
+            command = command.replace("localhost:8000", f"localhost:{ports['INGEST_PORT']}")
+            command = command.replace("localhost:8001", f"localhost:{ports['API_PORT']}")
+            done = subprocess.run(
+                ["bash", "-c", commands[0] + command.replace("curl ", "curl -sS ", 1)],
+                cwd=tmp_path,
+                capture_output=True,
+                check=True,
+                timeout=30,
+            )
+            answers.append(json.loads(done.stdout))
+        single, batch, sync, user_state, board = answers
+        assert single["accepted"] is True and batch["accepted"] == 3
+        assert sync["fact_type"] == "custom.level_completed"
+        assert sync["effects"]["points"][0]["amount"] == 50  # demo rule: ten points per level
+        assert user_state["participant_id"] == "user_123"
+        assert board["leaderboard"] == "top-players"
     finally:
         process.send_signal(signal.SIGINT)
         try:
