@@ -26,8 +26,11 @@ import msgspec
 import pytest
 import yaml
 
+from tests.conftest import service_env
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
+DASHBOARD = DEPLOY / "observability" / "grafana" / "bricqs-dashboard.json"
 OVERLAYS = ("dev", "prod")
 VENV_BIN = Path(sys.executable).parent
 
@@ -150,6 +153,26 @@ def container_env(overlay: str, container: Obj) -> ContainerEnv:
     return env
 
 
+def alert_rules() -> list[dict[str, Any]]:
+    """Every alerting rule of the prod PrometheusRule objects."""
+    return [
+        rule
+        for pr in objects("prod", "PrometheusRule")
+        for group in pr["spec"]["groups"]
+        for rule in group["rules"]
+    ]
+
+
+def dashboard_expressions() -> list[str]:
+    """Every PromQL expression of the dashboard, Grafana's interval variable filled in."""
+    board = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    return [
+        target["expr"].replace("$__rate_interval", "5m")
+        for panel in board["panels"]
+        for target in panel.get("targets", [])
+    ]
+
+
 # ---------------------------------------------------------------------------------------
 # Dockerfile
 
@@ -240,6 +263,15 @@ def image_argv(service: str, **options: str) -> list[str]:
         flag = "--" + name.replace("_", "-")
         argv[argv.index(flag) + 1] = value
     return argv
+
+
+def env_for(service: str, redis_url: str, database_url: str, **extra: str) -> dict[str, str]:
+    """A service's process environment: the prod manifests' settings, the given servers,
+    then `extra`."""
+    env = service_env(redis_url, database_url)
+    env.update(manifest_env("prod", service))
+    env.update(REDIS_URL=redis_url, DATABASE_URL=database_url, **extra)
+    return env
 
 
 @dataclass

@@ -5,17 +5,24 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
 
 import promql_parser
 import pytest
 
 from bricqs.stream import CONSUMER_GROUP, stream_key
-from tests.deploy.helpers import DEPLOY, container_env, named, objects, pod_spec
+from tests.deploy.helpers import (
+    DASHBOARD,
+    DEPLOY,
+    alert_rules,
+    container_env,
+    dashboard_expressions,
+    named,
+    objects,
+    pod_spec,
+)
 
 DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
 SEVERITIES = {"critical", "warning", "info"}
-DASHBOARD = DEPLOY / "observability" / "grafana" / "bricqs-dashboard.json"
 # Metadata the redis-streams scaler understands (KEDA 2.x), and the auth parameters.
 KEDA_REDIS_STREAMS_METADATA = {
     "address",
@@ -39,16 +46,6 @@ KEDA_REDIS_STREAMS_METADATA = {
 KEDA_REDIS_AUTH_PARAMETERS = {"address", "host", "port", "username", "password", "tls", "ca"}
 
 
-def rules() -> list[dict[str, Any]]:
-    """Every alerting rule of the prod PrometheusRule objects."""
-    return [
-        rule
-        for pr in objects("prod", "PrometheusRule")
-        for group in pr["spec"]["groups"]
-        for rule in group["rules"]
-    ]
-
-
 def readme_anchors() -> set[str]:
     """GitHub's anchors for the headings of deploy/README.md."""
     anchors = set()
@@ -57,16 +54,6 @@ def readme_anchors() -> set[str]:
             title = line.lstrip("#").strip().lower()
             anchors.add(re.sub(r"[^a-z0-9 _-]", "", title).replace(" ", "-"))
     return anchors
-
-
-def dashboard_expressions() -> list[str]:
-    """Every PromQL expression of the dashboard, Grafana's interval variable filled in."""
-    board = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    return [
-        target["expr"].replace("$__rate_interval", "5m")
-        for panel in board["panels"]
-        for target in panel.get("targets", [])
-    ]
 
 
 def processor_shards() -> int:
@@ -139,7 +126,7 @@ def test_service_monitors_select_a_service_port_and_keep_the_services_labels() -
 
 
 def test_alerts_are_complete_and_parse_as_promql() -> None:
-    alerts = rules()
+    alerts = alert_rules()
     names = [rule["alert"] for rule in alerts]
     assert len(names) == len(set(names)), "alert names must be unique"
     anchors = readme_anchors()
@@ -159,7 +146,7 @@ def test_alerts_are_complete_and_parse_as_promql() -> None:
 
 
 def test_alerts_cover_the_service_levels() -> None:
-    text = "\n".join(rule["expr"] for rule in rules())
+    text = "\n".join(rule["expr"] for rule in alert_rules())
     for needed in (
         "bricqs_http_request_duration_seconds_bucket",  # ingest p99
         'status=~"5.."',  # 5xx ratio
@@ -170,7 +157,7 @@ def test_alerts_cover_the_service_levels() -> None:
         "redis_memory_used_bytes",  # Redis memory
     ):
         assert needed in text, needed
-    latency = next(r for r in rules() if r["alert"] == "BricqsIngestLatencyP99High")
+    latency = next(r for r in alert_rules() if r["alert"] == "BricqsIngestLatencyP99High")
     assert ">= 0.05" in latency["expr"]
 
 
@@ -180,7 +167,7 @@ def test_up_alerts_name_jobs_the_service_monitors_create() -> None:
     for monitor in objects("prod", "ServiceMonitor"):
         assert "jobLabel" not in monitor["spec"]
         jobs.add(monitor["metadata"]["name"])
-    exprs = [rule["expr"] for rule in rules()] + dashboard_expressions()
+    exprs = [rule["expr"] for rule in alert_rules()] + dashboard_expressions()
     referenced = {job for expr in exprs for job in re.findall(r'up\{job="([^"]+)"', expr)}
     assert referenced, "no alert watches scrape targets"
     assert referenced <= jobs

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.helpers import ROOT, dockerfile_stages, option, tool, uv_sync_args
+from tests.deploy.helpers import (
+    ROOT,
+    dockerfile_stages,
+    option,
+    pod_spec,
+    tool,
+    uv_sync_args,
+    workloads,
+)
 
 SERVICES = ("ingest", "processor")
 DEV_TOOLS = ("pytest", "ruff", "mypy", "hypothesis")
@@ -97,6 +105,9 @@ def test_final_images_are_non_root_exec_form_and_free_of_build_tools() -> None:
     uid, _, gid = user.partition(":")
     # Numeric, so Kubernetes can verify runAsNonRoot; the same uid the manifests run as.
     assert uid.isdigit() and int(uid) >= 10000 and gid.isdigit()
+    for workload in workloads("prod"):
+        context = pod_spec(workload)["securityContext"]
+        assert (context["runAsUser"], context["runAsGroup"]) == (int(uid), int(gid))
     assert not runtime.all("COPY"), "the runtime base gets no uv and no sources"
     assert "uv" not in " ".join(runtime.all("RUN"))
 

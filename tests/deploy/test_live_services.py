@@ -25,16 +25,17 @@ from tests.conftest import make_tenant, service_env
 from tests.deploy.helpers import (
     DEPLOY,
     VENV_BIN,
+    alert_rules,
     container_env,
+    dashboard_expressions,
+    env_for,
     image_argv,
-    manifest_env,
     named,
     objects,
     pod_spec,
     running,
     wait_for,
 )
-from tests.deploy.test_custom_resources import dashboard_expressions, rules
 
 pytestmark = pytest.mark.slow
 
@@ -77,14 +78,6 @@ def scrape(url: str) -> Series:
         for sample in family.samples:
             series.setdefault(sample.name, []).append(dict(sample.labels))
     return series
-
-
-def env_for(service: str, redis_url: str, database_url: str, **extra: str) -> dict[str, str]:
-    """The process environment: the prod manifests' settings, the test servers, `extra`."""
-    env = service_env(redis_url, database_url)
-    env.update(manifest_env("prod", service))
-    env.update(REDIS_URL=redis_url, DATABASE_URL=database_url, **extra)
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +225,7 @@ def check_expression(expr_text: str, series: Series) -> list[str]:
 def test_every_alert_and_panel_query_matches_series_the_services_serve(live: Live) -> None:
     served = live.everything()
     problems = {}
-    for rule in rules():
+    for rule in alert_rules():
         found = check_expression(rule["expr"], served)
         if found:
             problems[rule["alert"]] = found
@@ -259,7 +252,7 @@ def test_the_check_catches_unknown_names_labels_values_and_groupings(live: Live)
 def test_metrics_from_elsewhere_are_named_with_their_source_in_the_readme(live: Live) -> None:
     used = {
         s.name
-        for text in [r["expr"] for r in rules()] + dashboard_expressions()
+        for text in [r["expr"] for r in alert_rules()] + dashboard_expressions()
         for s in selectors(promql_parser.parse(text))
     }
     served = set(live.everything())

@@ -18,8 +18,7 @@ from bricqs.ids import new_event_id
 from bricqs.schemas import ENVELOPE_FIELD, Envelope, encode_envelope
 from bricqs.stream import CONSUMER_GROUP, stream_key
 from tests.conftest import Tenant
-from tests.deploy.helpers import image_argv, named, pod_spec, running, wait_for
-from tests.deploy.test_live_services import env_for
+from tests.deploy.helpers import env_for, image_argv, named, pod_spec, running, wait_for
 
 pytestmark = pytest.mark.slow
 
