@@ -176,3 +176,33 @@ def test_admin_dlq_needs_redis_url(redis_server: Server) -> None:
     )
     assert result.returncode == 2
     assert "REDIS_URL" in result.stderr
+
+
+def test_reclaimed_entries_that_went_through_crashes_are_processed_one_by_one(
+    processors: ProcessorFactory,
+    redis_client: redis.Redis,
+    postgres_server: Server,
+    tenant: Tenant,
+) -> None:
+    # Five entries a dying consumer held, already delivered three times each: any of them
+    # may be what kills consumers, so each is stored in a transaction of its own.
+    redis_client.xgroup_create(STREAM, CONSUMER_GROUP, id="0", mkstream=True)
+    suspects = [envelope(tenant, i) for i in range(5)]
+    ids = [i for _, i in xadd_envelopes(redis_client, suspects)]
+    redis_client.xreadgroup(CONSUMER_GROUP, "crashed", {STREAM: ">"}, count=5)
+    redis_client.xclaim(STREAM, CONSUMER_GROUP, "crashed", 0, ids, retrycount=3)
+
+    processor = processors.start()
+    wait_until(
+        lambda: (
+            event_count(postgres_server.url, tenant.project_id) == 5 and pending(redis_client) == 0
+        ),
+        20,
+        "the reclaimed entries to be stored",
+        processors.logs,
+    )
+    metrics = processor.metrics()
+    assert metrics["bricqs_processor_reclaimed_total"] == 5
+    assert metrics["bricqs_processor_batches_total"] == 5
+    assert metrics["bricqs_processor_batch_size_count"] == 5
+    assert metrics["bricqs_processor_batch_size_sum"] == 5

@@ -67,6 +67,9 @@ T = TypeVar("T")
 # An exception that is not psycopg's (our code failing on some event) counts as data too.
 DATA_ERRORS: tuple[type[Exception], ...] = (psycopg.DataError, psycopg.IntegrityError)
 
+# Reclaimed entries delivered more often than this are processed one at a time.
+SUSPECT_DELIVERIES = 2
+
 # Once stopping, a Redis write (XACK, dead letter) is tried this often before giving up;
 # what is left unacknowledged is redelivered to another consumer and found stored.
 SHUTDOWN_ATTEMPTS = 3
@@ -218,8 +221,15 @@ class StreamConsumer:
                         for e in over
                     ]
                     await self._until_done(partial(dead_letter, self.redis, reasons), "redis")
-                if rest:
-                    await self.process(rest)
+                # An entry delivered more than twice may be what killed its consumers
+                # (a crash is no exception we can catch): process such entries one by
+                # one, so only that one climbs to the dead-letter stream.
+                fresh = [e for e in rest if (e.deliveries or 0) <= SUSPECT_DELIVERIES]
+                if fresh:
+                    await self.process(fresh)
+                for entry in rest:
+                    if (entry.deliveries or 0) > SUSPECT_DELIVERIES and not self.stopping:
+                        await self.process([entry])
                 if self.stopping:
                     return
 
