@@ -6,6 +6,7 @@ import random
 import time
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 import redis
@@ -157,6 +158,10 @@ def test_postgres_down_longer_than_the_claim_idle_time_loses_duplicates_and_dead
         server.stop()  # fast shutdown: sessions are cut mid-transaction
         time.sleep(4)  # twice CLAIM_MIN_IDLE_MS
         assert all(p.alive() for p in replicas)
+        ready = httpx.get(f"{replicas[0].url}/health/ready", timeout=10)
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["redis"] == "ok"
+        assert ready.json()["checks"]["postgres"].startswith("error")
         server = restart(server)
         event_ids = feeder.finish()
         n = len(event_ids)
