@@ -5,7 +5,7 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --locked
 
 .DEFAULT_GOAL := help
-.PHONY: help deps sync run test lint format
+.PHONY: help deps sync run test lint format k8s-check
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -19,8 +19,11 @@ sync: deps ## Install the Python workspace from uv.lock
 run: sync ## Run the whole system locally (own Redis/PostgreSQL unless REDIS_URL/DATABASE_URL)
 	@$(RUN) bricqs-dev
 
-test: sync ## Run every test against throwaway Redis and PostgreSQL servers
+test: sync k8s-check ## Run every test against throwaway Redis and PostgreSQL servers
 	@$(RUN) pytest $(PYTEST_ARGS)
+
+k8s-check: sync ## Render the kustomize overlays, validate every object, lint the Dockerfile
+	@$(RUN) bash scripts/k8s-check.sh
 
 lint: sync ## ruff (lint + format check) and mypy strict
 	@$(RUN) ruff check .

@@ -93,7 +93,8 @@ def tenant(postgres_server: Server) -> Tenant:
 def service_env(redis_url: str, database_url: str, **extra: str) -> dict[str, str]:
     """Environment for a service subprocess pointed at the test servers."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROMETHEUS_")}
-    env.update(REDIS_URL=redis_url, DATABASE_URL=database_url, LOG_LEVEL="WARNING", **extra)
+    env.update({"REDIS_URL": redis_url, "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"})
+    env.update(extra)
     return env
 
 

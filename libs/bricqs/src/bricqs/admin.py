@@ -72,6 +72,25 @@ async def cmd_project_list(args: argparse.Namespace) -> dict[str, Any]:
     return {"projects": [asdict(p) for p in rows], "message": lines or "no projects"}
 
 
+async def cmd_project_limits(args: argparse.Namespace) -> dict[str, Any]:
+    async with await _connect(args) as conn:
+        project = await tenants.find_project(conn, args.project)
+        if project is None:
+            raise AdminError(f"no project {args.project!r} (give its id, or a unique name)")
+        await tenants.set_rate_limit(conn, project.project_id, args.per_second, args.burst)
+    shown = (
+        "defaults"
+        if args.per_second is None and args.burst is None
+        else (f"{args.per_second}/s, burst {args.burst}")
+    )
+    return {
+        "project_id": project.project_id,
+        "rate_limit_per_second": args.per_second,
+        "rate_limit_burst": args.burst,
+        "message": f"{project.project_id}: rate limit {shown} (applies within the key cache TTL)",
+    }
+
+
 async def cmd_key_create(args: argparse.Namespace) -> dict[str, Any]:
     async with await _connect(args) as conn:
         project = await tenants.find_project(conn, args.project)
@@ -238,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--with-keys", action="store_true", help="also mint a live and a test key")
     create.set_defaults(run=cmd_project_create)
     project_sub.add_parser("list", help="list projects").set_defaults(run=cmd_project_list)
+    limits = project_sub.add_parser(
+        "limits", help="set a project's ingest rate limit per API key (omit both to reset)"
+    )
+    limits.add_argument("project", help="project id or unique name")
+    limits.add_argument("--per-second", type=float, help="events per second per key (0: none)")
+    limits.add_argument("--burst", type=int, help="bucket size (>= 100)")
+    limits.set_defaults(run=cmd_project_limits)
 
     key = sub.add_parser("key", help="API keys")
     key_sub = key.add_subparsers(dest="action", required=True)

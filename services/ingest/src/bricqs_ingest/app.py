@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+import math
+import uuid
+import zlib
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,7 +38,13 @@ from bricqs.schemas import Envelope, Event, encode_envelope, json_decoder
 from bricqs.settings import load_or_exit
 from bricqs.storage.events import Outcome, find_stored_event
 from bricqs.storage.tenants import KeyOwner, find_key_owner
-from bricqs.stream import idempotency_redis_key, shard_for, stream_key
+from bricqs.stream import (
+    idempotency_redis_key,
+    rate_bucket_key,
+    rate_permit_key,
+    shard_for,
+    stream_key,
+)
 from bricqs.validation import (
     MAX_BATCH_EVENTS,
     MAX_EVENT_BYTES,
@@ -47,11 +56,18 @@ from bricqs.web.auth import authenticate
 from bricqs.web.health import health_router
 from bricqs.web.metrics import mark_worker_dead, metrics_endpoint, request_metrics
 from bricqs.web.problems import ProblemError, exception_handlers
+from bricqs_ingest.backlog import BacklogMonitor
 from bricqs_ingest.publisher import (
     AlreadyHeld,
+    Command,
     EnqueueCommand,
     Enqueued,
+    EnqueueResult,
+    NotPermitted,
     QueueUnavailable,
+    RateLimit,
+    RateLimited,
+    ReserveCommand,
     StreamPublisher,
 )
 from bricqs_ingest.settings import IngestSettings
@@ -81,6 +97,7 @@ class IngestContext:
     publisher: StreamPublisher
     keys: KeyCache
     rules: RuleCache
+    backlog: BacklogMonitor
 
 
 # ---------------------------------------------------------------------------------------
@@ -105,14 +122,39 @@ async def _authenticate(request: Request[Any, Any, Any], ctx: IngestContext) -> 
     return await authenticate(request, ctx.keys, ctx.settings.retry_after_seconds)
 
 
-async def _decode_body(request: Request[Any, Any, Any]) -> Any:
+async def _decode_body(request: Request[Any, Any, Any], limit: int) -> Any:
     body = await request.body()
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding == "gzip":
+        body = _gunzip(body, limit)
+    elif encoding != "identity":
+        raise ProblemError(
+            415,
+            "unsupported_content_encoding",
+            "Send the body plain or with Content-Encoding: gzip.",
+        )
     if not body:
         raise ProblemError(400, "empty_body", "The request body is empty; send a JSON object.")
     try:
         return json_decoder.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ProblemError(400, "malformed_json", f"The body is not valid JSON: {exc}") from exc
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """Inflate a gzip body, stopping at `limit` bytes: a zip bomb costs at most that."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise ProblemError(400, "malformed_gzip", f"The gzip body is corrupt: {exc}") from exc
+    if len(data) > limit:
+        raise ProblemError(
+            413, "payload_too_large", f"The decompressed body exceeds {limit} bytes."
+        )
+    if not inflater.eof:
+        raise ProblemError(400, "malformed_gzip", "The gzip body is truncated.")
+    return data
 
 
 def _header_idempotency_key(request: Request[Any, Any, Any]) -> str | None:
@@ -151,7 +193,53 @@ def _envelope(
     )
 
 
-def _command(ctx: IngestContext, envelope: Envelope) -> EnqueueCommand:
+def _limit(ctx: IngestContext, owner: KeyOwner, shard: int, cost: int) -> RateLimit | None:
+    """The token bucket of this key on this shard, or None when the key has no limit.
+
+    Each shard has its own bucket (it must live on the shard's Redis node); the rate is
+    shared out between shards, so the steady rate is the configured one whatever the
+    number of shards, while a burst may reach `burst` on each.
+    """
+    per_second = owner.rate_limit_per_second
+    if per_second is None:
+        per_second = ctx.settings.rate_limit_per_second
+    if per_second <= 0:
+        return None
+    burst = owner.rate_limit_burst or ctx.settings.rate_limit_burst
+    return RateLimit(
+        rate_bucket_key(shard, owner.key_id), per_second / ctx.settings.stream_shards, burst, cost
+    )
+
+
+def _rate_limited(limit: RateLimit, result: RateLimited) -> ProblemError:
+    wait = max(1, math.ceil(result.retry_after_ms / 1000))
+    return ProblemError(
+        429,
+        "rate_limited",
+        f"Too many events for this API key; retry in {wait} s.",
+        headers={"Retry-After": str(wait), **_rate_headers(limit, result.remaining, wait)},
+    )
+
+
+def _rate_headers(limit: RateLimit | None, remaining: int, reset: int = 0) -> dict[str, str]:
+    """RateLimit-* headers (IETF draft): bucket size, tokens left, seconds to wait."""
+    if limit is None or remaining < 0:
+        return {}
+    return {
+        "RateLimit-Limit": str(limit.burst),
+        "RateLimit-Remaining": str(remaining),
+        "RateLimit-Reset": str(reset),
+    }
+
+
+def _command(
+    ctx: IngestContext,
+    envelope: Envelope,
+    owner: KeyOwner | None = None,
+    permits: dict[int, str] | None = None,
+) -> EnqueueCommand:
+    """The enqueue command of an envelope: rate limited by `owner`'s bucket (single events)
+    or by the batch permit of its shard (batches)."""
     shard = shard_for(envelope.project_id, envelope.participant_id, ctx.settings.stream_shards)
     redis_key = None
     if envelope.idempotency_key is not None:
@@ -164,6 +252,8 @@ def _command(ctx: IngestContext, envelope: Envelope) -> EnqueueCommand:
         event_id=envelope.event_id,
         idempotency_key=redis_key,
         payload_hash=envelope.payload_hash or "",
+        limit=_limit(ctx, owner, shard, 1) if owner is not None else None,
+        permit=permits.get(shard) if permits else None,
     )
 
 
@@ -175,14 +265,22 @@ def _conflict() -> ProblemError:
     )
 
 
-async def _enqueue(
-    ctx: IngestContext, commands: list[EnqueueCommand]
-) -> list[Enqueued | AlreadyHeld]:
+async def _enqueue(ctx: IngestContext, commands: Sequence[Command]) -> list[EnqueueResult]:
     try:
         return await ctx.publisher.enqueue(commands)
     except QueueUnavailable as exc:
         log.warning("enqueue failed: %s", exc)
         raise _unavailable(ctx, "queue_unavailable", "The event queue is unavailable.") from exc
+
+
+def _check_backlog(ctx: IngestContext) -> None:
+    if ctx.backlog.over:
+        raise ProblemError(
+            503,
+            "ingest_backpressure",
+            "Events are arriving faster than they are processed; retry shortly.",
+            headers={"Retry-After": str(ctx.settings.retry_after_seconds)},
+        )
 
 
 def _parse_one(obj: Any, body_size: int, header_key: str | None, now: datetime) -> Event:
@@ -204,8 +302,9 @@ async def ingest_event(
 ) -> Response[bytes]:
     """Queue one event for processing; answers 202 once it is durably on the stream."""
     owner = await _authenticate(request, ctx)
+    _check_backlog(ctx)
     header_key = _header_idempotency_key(request)
-    obj = await _decode_body(request)
+    obj = await _decode_body(request, MAX_SINGLE_BODY)
     now = datetime.now(UTC)
     try:
         event = _parse_one(obj, len(await request.body()), header_key, now)
@@ -214,7 +313,12 @@ async def ingest_event(
         raise
     payload_hash = _payload_hash(obj) if event.idempotency_key else None
     envelope = _envelope(event, owner, now, payload_hash)
-    (result,) = await _enqueue(ctx, [_command(ctx, envelope)])
+    command = _command(ctx, envelope, owner)
+    (result,) = await _enqueue(ctx, [command])
+    if isinstance(result, RateLimited):
+        EVENTS.labels("single", "rate_limited").inc()
+        assert command.limit is not None
+        raise _rate_limited(command.limit, result)
     if isinstance(result, AlreadyHeld):
         if result.payload_hash != payload_hash:
             EVENTS.labels("single", "rejected").inc()
@@ -230,6 +334,7 @@ async def ingest_event(
             202,
             {"Idempotent-Replayed": "true"},
         )
+    assert isinstance(result, Enqueued)
     EVENTS.labels("single", "accepted").inc()
     return _json_response(
         {
@@ -239,6 +344,7 @@ async def ingest_event(
             "event_id": envelope.event_id,
         },
         202,
+        _rate_headers(command.limit, result.remaining),
     )
 
 
@@ -248,8 +354,9 @@ async def ingest_batch(
 ) -> Response[bytes]:
     """Queue 1-100 events, each validated on its own; one Redis round trip for all."""
     owner = await _authenticate(request, ctx)
+    _check_backlog(ctx)
     header_key = _header_idempotency_key(request)
-    obj = await _decode_body(request)
+    obj = await _decode_body(request, MAX_BATCH_BODY)
     events = obj.get("events") if isinstance(obj, dict) else None
     if not isinstance(events, list):
         raise ProblemError(
@@ -281,8 +388,29 @@ async def ingest_batch(
         payload_hash = _payload_hash(item) if event.idempotency_key else None
         pending.append((index, _envelope(event, owner, now, payload_hash)))
 
-    replies = await _enqueue(ctx, [_command(ctx, env) for _, env in pending]) if pending else []
+    # One reservation per shard takes the batch's tokens up front; the batch's enqueue
+    # commands, in the same pipeline, run only if their shard's reservation held.
+    reservations: dict[int, ReserveCommand] = {}
+    request_id = uuid.uuid4().hex
+    for _, envelope in pending:
+        shard = shard_for(envelope.project_id, envelope.participant_id, ctx.settings.stream_shards)
+        limit = _limit(ctx, owner, shard, 1)
+        if limit is None:
+            break
+        held = reservations.get(shard)
+        cost = held.limit.cost + 1 if held else 1
+        reservations[shard] = ReserveCommand(
+            RateLimit(limit.bucket, limit.per_second, limit.burst, cost),
+            rate_permit_key(shard, request_id),
+        )
+    permits = {shard: r.permit for shard, r in reservations.items()}
+    commands: list[Command] = [*reservations.values()]
+    commands += [_command(ctx, env, permits=permits) for _, env in pending]
+    replies = await _enqueue(ctx, commands) if pending else []
+    reserved = dict(zip(reservations, replies[: len(reservations)], strict=True))
+    replies = replies[len(reservations) :]
     message_ids: list[str] = []
+    limited: RateLimited | None = None
     for (index, envelope), reply in zip(pending, replies, strict=True):
         if isinstance(reply, Enqueued):
             message_ids.append(reply.message_id)
@@ -292,13 +420,22 @@ async def ingest_batch(
                 "message_id": reply.message_id,
                 "event_id": envelope.event_id,
             }
-        elif reply.payload_hash != envelope.payload_hash:
+        elif isinstance(reply, NotPermitted | RateLimited):
+            shard = shard_for(
+                envelope.project_id, envelope.participant_id, ctx.settings.stream_shards
+            )
+            refusal = reserved.get(shard)
+            limited = refusal if isinstance(refusal, RateLimited) else limited
+            results[index] = _rejected(
+                index, "rate_limited", "Too many events for this API key; retry later."
+            )
+        elif isinstance(reply, AlreadyHeld) and reply.payload_hash != envelope.payload_hash:
             results[index] = _rejected(
                 index,
                 "idempotency_conflict",
                 "This idempotency key was already used with a different payload.",
             )
-        else:
+        elif isinstance(reply, AlreadyHeld):
             results[index] = {
                 "index": index,
                 "status": "duplicate",
@@ -319,6 +456,9 @@ async def ingest_batch(
         "message_ids": message_ids,
         "results": results,
     }
+    if limited is not None and counts["accepted"] + counts["duplicate"] == 0:
+        first = next(iter(reservations.values())).limit
+        raise _rate_limited(first, limited)
     return _json_response(body, 422 if counts["rejected"] == len(events) else 202)
 
 
@@ -338,13 +478,22 @@ async def ingest_sync(
     """Store the event and its fact (and, later, mechanics effects) before answering."""
     owner = await _authenticate(request, ctx)
     header_key = _header_idempotency_key(request)
-    obj = await _decode_body(request)
+    obj = await _decode_body(request, MAX_SINGLE_BODY)
     now = datetime.now(UTC)
     try:
         event = _parse_one(obj, len(await request.body()), header_key, now)
     except ProblemError:
         EVENTS.labels("sync", "rejected").inc()
         raise
+    shard = shard_for(owner.project_id, event.participant_id, ctx.settings.stream_shards)
+    limit = _limit(ctx, owner, shard, 1)
+    if limit is not None:
+        (taken,) = await _enqueue(
+            ctx, [ReserveCommand(limit, rate_permit_key(shard, uuid.uuid4().hex))]
+        )
+        if isinstance(taken, RateLimited):
+            EVENTS.labels("sync", "rate_limited").inc()
+            raise _rate_limited(limit, taken)
     payload_hash = _payload_hash(obj) if event.idempotency_key else None
     envelope = _envelope(event, owner, now, payload_hash)
     fact_type = custom_fact_type(event.event_name)
@@ -520,10 +669,18 @@ def create_app(settings: IngestSettings | None = None) -> Litestar:
                 negative_ttl=settings.auth_negative_ttl_seconds,
             ),
             RuleCache(settings.rules_refresh_seconds),
+            BacklogMonitor(
+                redis,
+                shards=settings.stream_shards,
+                limit=settings.max_backlog,
+                interval=settings.backlog_check_ms / 1000,
+            ),
         )
+        holder["ctx"].backlog.start()
         try:
             yield
         finally:
+            await holder["ctx"].backlog.stop()
             await publisher.close()
             await redis.aclose()
             await pool.close()
@@ -533,13 +690,10 @@ def create_app(settings: IngestSettings | None = None) -> Litestar:
         return holder["ctx"]
 
     def checks() -> dict[str, Any]:
-        ctx = holder["ctx"]
-
-        async def postgres() -> None:
-            async with ctx.pool.connection(timeout=2) as conn:
-                await conn.execute("SELECT 1")
-
-        return {"redis": ctx.redis.ping, "postgres": postgres}
+        # Only Redis: the async endpoints need nothing else (keys are cached), so a
+        # PostgreSQL outage must not take ingest pods out of their Service. The sync
+        # endpoint answers 503 database_unavailable by itself meanwhile.
+        return {"redis": holder["ctx"].redis.ping}
 
     api = Router(path="/api/v1", route_handlers=[ingest_event, ingest_batch, ingest_sync])
     return Litestar(

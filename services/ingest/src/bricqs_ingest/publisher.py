@@ -37,14 +37,35 @@ PIPELINE_SIZE = Histogram(
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    """Take `cost` tokens from a token bucket refilled at `per_second`, holding `burst`."""
+
+    bucket: str
+    per_second: float
+    burst: int
+    cost: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class EnqueueCommand:
-    """Put one envelope on a stream, checking its idempotency key first if it has one."""
+    """Put one envelope on a stream, after the checks it carries (all atomic with the XADD):
+    a batch permit, an idempotency key, a rate limit."""
 
     stream: str
     envelope: bytes
     event_id: str
     idempotency_key: str | None = None
     payload_hash: str = ""
+    limit: RateLimit | None = None
+    permit: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveCommand:
+    """Take a whole batch's tokens at once and leave a permit for its enqueue commands."""
+
+    limit: RateLimit
+    permit: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +73,8 @@ class Enqueued:
     """The envelope is on the stream as `message_id`."""
 
     message_id: str
+    remaining: int = -1
+    """Tokens left in the bucket (-1: no limit applied)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +86,32 @@ class AlreadyHeld:
     event_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class RateLimited:
+    """Not enough tokens: nothing was enqueued."""
+
+    retry_after_ms: int
+    remaining: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    """A batch's tokens were taken."""
+
+    remaining: int
+
+
+@dataclass(frozen=True, slots=True)
+class NotPermitted:
+    """The batch this command belongs to was rate limited: nothing was enqueued."""
+
+
 class QueueUnavailable(Exception):
     """Redis did not take the commands in time, or refused them (down, full)."""
 
 
-EnqueueResult = Enqueued | AlreadyHeld
+Command = EnqueueCommand | ReserveCommand
+EnqueueResult = Enqueued | AlreadyHeld | RateLimited | Reserved | NotPermitted
 
 
 class StreamPublisher:
@@ -79,12 +123,12 @@ class StreamPublisher:
         self._redis = redis
         self._timeout = timeout
         self._ttl = idempotency_ttl
-        self._waiting: list[tuple[EnqueueCommand, asyncio.Future[EnqueueResult]]] = []
+        self._waiting: list[tuple[Command, asyncio.Future[EnqueueResult]]] = []
         self._slots = asyncio.Semaphore(max_inflight)
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def enqueue(self, commands: Sequence[EnqueueCommand]) -> list[EnqueueResult]:
+    async def enqueue(self, commands: Sequence[Command]) -> list[EnqueueResult]:
         """Run `commands`; raise QueueUnavailable unless Redis answered all in time."""
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in commands]
@@ -123,24 +167,53 @@ class StreamPublisher:
                     else:
                         future.set_result(reply)
 
-    async def _send(self, commands: list[EnqueueCommand]) -> list[EnqueueResult | Exception]:
+    async def _send(self, commands: list[Command]) -> list[EnqueueResult | Exception]:
         started = time.perf_counter()
         pipe = self._redis.pipeline(transaction=False)
         for command in commands:
-            if command.idempotency_key is None:
+            if isinstance(command, ReserveCommand):
+                limit = command.limit
+                pipe.eval(
+                    ENQUEUE_SCRIPT,
+                    2,
+                    limit.bucket,
+                    command.permit,
+                    "r",
+                    "",
+                    "",
+                    "",
+                    0,
+                    limit.per_second,
+                    limit.burst,
+                    limit.cost,
+                )
+            elif (
+                command.idempotency_key is None and command.limit is None and command.permit is None
+            ):
                 pipe.xadd(command.stream, {ENVELOPE_FIELD: command.envelope})
             else:
                 # EVAL (not EVALSHA) so a Redis restart, which empties the script cache,
                 # cannot fail a request; Redis caches the compiled script by its digest.
+                layout, keys = "", [command.stream]
+                if command.idempotency_key is not None:
+                    layout, keys = layout + "i", [*keys, command.idempotency_key]
+                if command.limit is not None:
+                    layout, keys = layout + "b", [*keys, command.limit.bucket]
+                if command.permit is not None:
+                    layout, keys = layout + "p", [*keys, command.permit]
+                limit = command.limit or RateLimit("", 1.0, 1, 0)
                 pipe.eval(
                     ENQUEUE_SCRIPT,
-                    2,
-                    command.stream,
-                    command.idempotency_key,
+                    len(keys),
+                    *keys,
+                    layout,
                     command.envelope,
                     command.payload_hash,
                     command.event_id,
                     self._ttl,
+                    limit.per_second,
+                    limit.burst,
+                    limit.cost,
                 )
         replies = await pipe.execute(raise_on_error=False)
         XADD_LATENCY.observe(time.perf_counter() - started)
@@ -158,8 +231,14 @@ def _parse_reply(reply: Any) -> EnqueueResult | Exception:
         return reply
     if isinstance(reply, bytes):
         return Enqueued(reply.decode())
-    enqueued, value = reply
-    if enqueued == 1:
-        return Enqueued(value.decode())
-    payload_hash, message_id, event_id = value.decode().split("|", 2)
-    return AlreadyHeld(payload_hash, message_id, event_id)
+    status = reply[0]
+    if status == 1:
+        return Enqueued(reply[1].decode(), int(reply[2]))
+    if status == 0:
+        payload_hash, message_id, event_id = reply[1].decode().split("|", 2)
+        return AlreadyHeld(payload_hash, message_id, event_id)
+    if status == 2:
+        return RateLimited(int(reply[1]), int(reply[2]))
+    if status == 3:
+        return NotPermitted()
+    return Reserved(int(reply[1]))

@@ -58,4 +58,31 @@ class IngestSettings(msgspec.Struct, frozen=True, kw_only=True):
             description="How often the sync endpoint checks for changed mechanics definitions.",
         ),
     ] = 2.0
+    rate_limit_per_second: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description="Default events per second per API key (0: no limit); a"
+            " project may have its own (bricqs-admin project limits).",
+        ),
+    ] = 0.0
+    rate_limit_burst: Annotated[
+        int,
+        Meta(
+            ge=100,
+            description="Default bucket size per API key: how many events may come"
+            " at once (at least one full batch).",
+        ),
+    ] = 2000
+    max_backlog: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description="Unprocessed events (consumer-group lag plus pending) past"
+            " which ingest answers 503 ingest_backpressure (0: never).",
+        ),
+    ] = 1_000_000
+    backlog_check_ms: Annotated[
+        int, Meta(ge=50, description="How often each worker measures the backlog.")
+    ] = 500
     log_level: Annotated[str, Meta(description="Python logging level.")] = "INFO"

@@ -35,10 +35,13 @@ class ApiKey:
 
 @dataclass(frozen=True)
 class KeyOwner:
-    """Who a presented key belongs to."""
+    """Who a presented key belongs to, and the project's own ingest limits (None: defaults)."""
 
     project_id: str
     environment: Environment
+    key_id: str = ""
+    rate_limit_per_second: float | None = None
+    rate_limit_burst: int | None = None
 
 
 async def create_project(conn: AsyncConnection[Any], name: str) -> Project:
@@ -109,8 +112,22 @@ async def list_keys(conn: AsyncConnection[Any], project_id: str) -> list[ApiKey]
 async def find_key_owner(conn: AsyncConnection[Any], key_hash: bytes) -> KeyOwner | None:
     """The owner of an active key with this hash, or None (unknown or revoked)."""
     cursor = await conn.execute(
-        "SELECT project_id, environment FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL",
+        "SELECT k.project_id, k.environment, k.key_id, p.rate_limit_per_second,"
+        " p.rate_limit_burst FROM api_keys k JOIN projects p USING (project_id)"
+        " WHERE k.key_hash = %s AND k.revoked_at IS NULL",
         (key_hash,),
     )
     row = await cursor.fetchone()
-    return None if row is None else KeyOwner(row[0], row[1])
+    return None if row is None else KeyOwner(*row)
+
+
+async def set_rate_limit(
+    conn: AsyncConnection[Any], project_id: str, per_second: float | None, burst: int | None
+) -> bool:
+    """Set (or, with None, reset to the defaults) a project's ingest rate limit."""
+    cursor = await conn.execute(
+        "UPDATE projects SET rate_limit_per_second = %s, rate_limit_burst = %s"
+        " WHERE project_id = %s",
+        (per_second, burst, project_id),
+    )
+    return cursor.rowcount == 1

@@ -1,0 +1,176 @@
+"""Rate limits (429 with Retry-After and RateLimit-* headers, shared through Redis),
+gzip bodies with limits on the inflated size, and backpressure on a growing backlog."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+from litestar.testing import TestClient
+
+from bricqs.devstack import Server
+from bricqs.storage import tenants
+from bricqs.stream import CONSUMER_GROUP, stream_key
+from bricqs_ingest.app import create_app
+from tests.conftest import Tenant
+from tests.ingest.conftest import ingest_settings
+from tests.ingest.helpers import BATCH, EVENTS, SYNC
+
+EVENT = {"event_name": "tap", "participant_id": "p"}
+
+
+def client(redis_server: Server, postgres_server: Server, **overrides: Any) -> TestClient[Any]:
+    app = create_app(ingest_settings(redis_server.url, postgres_server.url, **overrides))
+    return TestClient(app, base_url="http://127.0.0.1")
+
+
+@pytest.fixture
+def limited(
+    redis_server: Server, postgres_server: Server, redis_client: Any
+) -> Iterator[TestClient[Any]]:
+    # 1 token a second, a bucket of 100: the 101st event in a burst is refused.
+    with client(
+        redis_server, postgres_server, rate_limit_per_second=1.0, rate_limit_burst=100
+    ) as c:
+        yield c
+
+
+def test_single_events_beyond_the_burst_get_429_with_headers(
+    limited: TestClient[Any], tenant: Tenant, redis_client: redis.Redis
+) -> None:
+    headers = {"X-API-Key": tenant.live_key}
+    answers = [limited.post(EVENTS, headers=headers, json=EVENT) for _ in range(101)]
+    assert [a.status_code for a in answers[:100]] == [202] * 100
+    assert answers[99].headers["RateLimit-Remaining"] == "0"
+    refused = answers[100]
+    assert refused.status_code == 429
+    assert refused.json()["code"] == "rate_limited"
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert refused.headers["RateLimit-Limit"] == "100"
+    assert redis_client.xlen(stream_key(0)) == 100  # the refused event was not queued
+    # The other environment's key has its own bucket.
+    assert (
+        limited.post(EVENTS, headers={"X-API-Key": tenant.test_key}, json=EVENT).status_code == 202
+    )
+
+
+def test_a_batch_is_admitted_whole_or_refused_whole(
+    limited: TestClient[Any], tenant: Tenant, redis_client: redis.Redis
+) -> None:
+    headers = {"X-API-Key": tenant.live_key}
+    events = [{**EVENT, "participant_id": f"p{i}"} for i in range(60)]
+    assert limited.post(BATCH, headers=headers, json={"events": events}).status_code == 202
+    refused = limited.post(BATCH, headers=headers, json={"events": events})  # 40 tokens left
+    assert refused.status_code == 429
+    assert refused.json()["code"] == "rate_limited"
+    assert redis_client.xlen(stream_key(0)) == 60
+    assert limited.post(SYNC, headers=headers, json=EVENT).status_code == 200  # 1 of 40 left
+
+
+def test_the_bucket_is_shared_by_every_worker(
+    redis_server: Server, postgres_server: Server, tenant: Tenant, redis_client: Any
+) -> None:
+    # Two apps stand for two workers (or pods): they draw on one bucket in Redis.
+    with (
+        client(redis_server, postgres_server, rate_limit_per_second=1.0, rate_limit_burst=100) as a,
+        client(redis_server, postgres_server, rate_limit_per_second=1.0, rate_limit_burst=100) as b,
+    ):
+        headers = {"X-API-Key": tenant.live_key}
+        codes = [
+            (a if i % 2 else b).post(EVENTS, headers=headers, json=EVENT).status_code
+            for i in range(102)
+        ]
+    assert codes.count(202) == 100 and codes.count(429) == 2
+
+
+def test_a_projects_own_limit_overrides_the_default(
+    redis_server: Server, postgres_server: Server, tenant: Tenant, redis_client: Any
+) -> None:
+    async def set_limit() -> None:
+        async with await psycopg.AsyncConnection.connect(
+            postgres_server.url, autocommit=True
+        ) as conn:
+            await tenants.set_rate_limit(conn, tenant.project_id, 1.0, 100)
+
+    asyncio.run(set_limit())
+    with client(redis_server, postgres_server) as c:  # no default limit
+        headers = {"X-API-Key": tenant.live_key}
+        codes = [c.post(EVENTS, headers=headers, json=EVENT).status_code for _ in range(101)]
+    assert codes[-1] == 429 and codes.count(202) == 100
+
+
+def test_tokens_come_back_over_time(limited: TestClient[Any], tenant: Tenant) -> None:
+    headers = {"X-API-Key": tenant.live_key}
+    for _ in range(100):
+        limited.post(EVENTS, headers=headers, json=EVENT)
+    assert limited.post(EVENTS, headers=headers, json=EVENT).status_code == 429
+    deadline = time.monotonic() + 10
+    while limited.post(EVENTS, headers=headers, json=EVENT).status_code == 429:
+        assert time.monotonic() < deadline, "no token came back within 10 s at 1 token/s"
+        time.sleep(0.25)
+
+
+def test_gzip_bodies_are_accepted(ingest: TestClient[Any], tenant: Tenant) -> None:
+    headers = {"X-API-Key": tenant.live_key, "Content-Encoding": "gzip"}
+    body = gzip.compress(json.dumps({"events": [EVENT, EVENT]}).encode())
+    response = ingest.post(BATCH, headers=headers, content=body)
+    assert (response.status_code, response.json()["accepted"]) == (202, 2)
+    single = ingest.post(EVENTS, headers=headers, content=gzip.compress(json.dumps(EVENT).encode()))
+    assert single.status_code == 202
+
+
+def test_a_zip_bomb_is_413_not_memory_exhaustion(ingest: TestClient[Any], tenant: Tenant) -> None:
+    # 64 MiB of zeros in about 64 KB; only the first limit + 1 bytes are ever inflated.
+    bomb = gzip.compress(b"0" * (64 * 1024 * 1024), compresslevel=9)
+    assert len(bomb) < 1024 * 1024
+    for path in (EVENTS, BATCH, SYNC):
+        response = ingest.post(
+            path, headers={"X-API-Key": tenant.live_key, "Content-Encoding": "gzip"}, content=bomb
+        )
+        assert (response.status_code, response.json()["code"]) == (413, "payload_too_large"), path
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body", "status", "code"),
+    [
+        ("gzip", b"not gzip at all", 400, "malformed_gzip"),
+        ("gzip", gzip.compress(b'{"event_name": "a"}')[:-8], 400, "malformed_gzip"),
+        ("br", b"{}", 415, "unsupported_content_encoding"),
+    ],
+)
+def test_bad_encodings_are_4xx(
+    ingest: TestClient[Any], tenant: Tenant, encoding: str, body: bytes, status: int, code: str
+) -> None:
+    response = ingest.post(
+        EVENTS, headers={"X-API-Key": tenant.live_key, "Content-Encoding": encoding}, content=body
+    )
+    assert (response.status_code, response.json()["code"]) == (status, code)
+
+
+def test_backpressure_when_the_backlog_passes_the_bound(
+    redis_server: Server, postgres_server: Server, tenant: Tenant, redis_client: redis.Redis
+) -> None:
+    with client(redis_server, postgres_server, max_backlog=5, backlog_check_ms=50) as c:
+        headers = {"X-API-Key": tenant.live_key}
+        for _ in range(6):
+            assert c.post(EVENTS, headers=headers, json=EVENT).status_code == 202
+        deadline = time.monotonic() + 10
+        while (answer := c.post(EVENTS, headers=headers, json=EVENT)).status_code == 202:
+            assert time.monotonic() < deadline, "backpressure never engaged"
+            time.sleep(0.05)
+        assert (answer.status_code, answer.json()["code"]) == (503, "ingest_backpressure")
+        assert answer.headers["Retry-After"] == "1"
+        # A processor catches up: the group has read and acknowledged everything.
+        key = stream_key(0)
+        redis_client.xgroup_create(key, CONSUMER_GROUP, id="$")
+        deadline = time.monotonic() + 10
+        while c.post(EVENTS, headers=headers, json=EVENT).status_code == 503:
+            assert time.monotonic() < deadline, "backpressure never released"
+            time.sleep(0.05)
