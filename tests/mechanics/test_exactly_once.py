@@ -19,6 +19,7 @@ from bricqs.pipeline import process_envelopes
 from bricqs.schemas import Envelope
 from bricqs.storage import mechanics as store
 from tests.conftest import make_tenant
+from tests.readback import snapshot
 
 DEFINITIONS: list[tuple[str, dict[str, Any]]] = [
     (
@@ -198,34 +199,6 @@ def run_concurrently(url: str, batches: list[list[Envelope]], workers: int) -> N
         await asyncio.gather(*(worker(queue) for _ in range(workers)))
 
     asyncio.run(go())
-
-
-def snapshot(url: str, tenant: store.Tenant) -> dict[str, Any]:
-    """Every mechanics outcome of a tenant, without ids and wall-clock times."""
-    queries = {
-        "balances": "SELECT participant_id, balance, total_earned, total_spent"
-        " FROM points_balances",
-        "ledger": "SELECT participant_id, source, count(*), sum(amount) FROM points_ledger"
-        " GROUP BY 1, 2",
-        "badges": "SELECT badge_code, participant_id, award_key FROM badge_awards",
-        "challenges": "SELECT challenge_code, participant_id FROM challenge_completions",
-        "streaks": "SELECT streak_code, participant_id, last_index, last_run_length, longest"
-        " FROM streak_state",
-        "progress": "SELECT criterion_id, participant_id, bucket, count,"
-        " round(sum::numeric, 6), max FROM criterion_progress",
-        "facts": "SELECT fact_type, count(*) FROM facts GROUP BY 1",
-    }
-    result = {}
-    with psycopg.connect(url) as conn:
-        for name, sql in queries.items():
-            where = " WHERE project_id = %s AND environment = %s"
-            if " GROUP BY" in sql:
-                sql = sql.replace(" GROUP BY", where + " GROUP BY")
-            else:
-                sql += where
-            rows = conn.execute(sql, (tenant.project_id, tenant.environment)).fetchall()  # type: ignore[call-overload]
-            result[name] = sorted(map(tuple, rows), key=repr)
-    return result
 
 
 def split(envelopes: list[Envelope], rng: random.Random) -> list[list[Envelope]]:

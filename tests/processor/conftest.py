@@ -2,20 +2,20 @@
 and read back what PostgreSQL holds.
 
 Every processor a test starts is killed at the end of the test if still running; its
-log is in the test's tmp_path (shown when a wait times out).
+log is in the test's tmp_path (shown when a wait times out). The processor factory, the
+bounded wait and the read-back helpers live in tests/processes.py and tests/readback.py
+(tests/faults uses them too); they are imported here so the processor tests find them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import signal
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,124 +34,10 @@ from bricqs.storage.mechanics import Tenant as MechanicsTenant
 from bricqs.storage.mechanics import create_definition
 from bricqs.stream import CONSUMER_GROUP, shard_for, stream_key
 from tests.conftest import Tenant, service_env
+from tests.processes import FAST, Processor, ProcessorFactory, wait_until
+from tests.readback import Stored, stored
 
-# Short timings so recovery happens within a test; CLAIM_MIN_IDLE_MS must stay above
-# BATCH_TIMEOUT_MS + STATEMENT_TIMEOUT_MS (the processor refuses to start otherwise).
-FAST = {
-    "CLAIM_MIN_IDLE_MS": "2000",
-    "BATCH_TIMEOUT_MS": "1200",
-    "STATEMENT_TIMEOUT_MS": "700",
-    "RECLAIM_INTERVAL_MS": "250",
-    "BLOCK_MS": "200",
-    "BACKOFF_INITIAL_MS": "20",
-    "BACKOFF_MAX_MS": "300",
-    "DATABASE_TIMEOUT_MS": "1000",
-    "STATS_INTERVAL_MS": "200",
-}
-
-
-def wait_until(
-    predicate: Callable[[], Any], timeout: float, what: str, logs: Callable[[], str] = str
-) -> Any:
-    """Poll `predicate` until truthy; fail naming `what` (and showing logs) on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}\n{logs()}")
-        time.sleep(0.05)
-
-
-@dataclass
-class Processor:
-    """One `bricqs-processor` subprocess."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    metrics_port: int
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def terminate(self, timeout: float = 20) -> int:
-        """SIGTERM and wait; the exit code."""
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
-
-    def metrics(self) -> dict[str, float]:
-        """Samples of /metrics, keyed by name plus labels as written."""
-        text = httpx.get(f"{self.url}/metrics", timeout=5).text
-        samples = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                key, _, value = line.rpartition(" ")
-                samples[key] = float(value)
-        return samples
-
-    def wait_ready(self, timeout: float = 20) -> None:
-        def ready() -> bool:
-            assert self.alive(), f"processor exited with {self.process.returncode}\n{self.log()}"
-            try:
-                return httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(ready, timeout, f"processor {self.name} to be ready", self.log)
-
-
-@dataclass
-class ProcessorFactory:
-    """Starts processors against given servers; kills leftovers at teardown."""
-
-    redis_url: str
-    database_url: str
-    tmp_path: Path
-    started: list[Processor] = field(default_factory=list)
-
-    def start(self, *, wait: bool = True, **env: str) -> Processor:
-        name = env.pop("CONSUMER_NAME", f"test-{uuid.uuid4().hex[:8]}")
-        port = free_port()
-        log_path = self.tmp_path / f"processor-{name}.log"
-        settings = {**FAST, **env, "CONSUMER_NAME": name, "METRICS_PORT": str(port)}
-        level = settings.pop("LOG_LEVEL", "INFO")
-        environ = service_env(self.redis_url, self.database_url, **settings)
-        environ["LOG_LEVEL"] = level  # INFO: the log shows reclaims and retries
-        with open(log_path, "ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "bricqs_processor.main"],
-                env=environ,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        processor = Processor(name, process, port, log_path)
-        self.started.append(processor)
-        if wait:
-            processor.wait_ready()
-        return processor
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.log()}" for p in self.started)
-
-    def stop_all(self) -> None:
-        for processor in self.started:
-            if processor.alive():
-                processor.process.kill()
-                processor.process.wait(10)
+__all__ = ["FAST", "Processor", "ProcessorFactory", "Stored", "stored", "wait_until"]
 
 
 @pytest.fixture
@@ -295,35 +181,6 @@ class Feeder(threading.Thread):
 
 # ---------------------------------------------------------------------------------------
 # Reading back
-
-
-@dataclass(frozen=True)
-class Stored:
-    """What PostgreSQL holds for one project (facts: those derived from events)."""
-
-    events: int
-    distinct_events: int
-    facts: int
-    participant_events: int
-    catalog_events: int
-
-
-def stored(database_url: str, project_id: str) -> Stored:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        row = conn.execute(
-            """
-            SELECT
-              (SELECT count(*) FROM events WHERE project_id = %(p)s),
-              (SELECT count(DISTINCT event_id) FROM events WHERE project_id = %(p)s),
-              (SELECT count(*) FROM facts
-                WHERE project_id = %(p)s AND fact_type LIKE 'custom.%%'),
-              (SELECT coalesce(sum(event_count), 0) FROM participants WHERE project_id = %(p)s),
-              (SELECT coalesce(sum(event_count), 0) FROM event_catalog WHERE project_id = %(p)s)
-            """,
-            {"p": project_id},
-        ).fetchone()
-    assert row is not None
-    return Stored(*(int(v) for v in row))
 
 
 def stored_event_ids(database_url: str, project_id: str) -> list[str]:
