@@ -24,6 +24,17 @@ def granian_ingest(
     redis_url: str, database_url: str, *, workers: int = 1, **env: str
 ) -> Iterator[str]:
     """Run the ingest service under Granian on a free loopback port; yield its base URL."""
+    with granian_app(
+        "bricqs_ingest.app:create_app", redis_url, database_url, workers=workers, **env
+    ) as base:
+        yield base
+
+
+@contextmanager
+def granian_app(
+    target: str, redis_url: str, database_url: str, *, workers: int = 1, **env: str
+) -> Iterator[str]:
+    """Run an app factory under Granian on a free loopback port; yield its base URL."""
     port = free_port()
     process = subprocess.Popen(
         [
@@ -38,7 +49,7 @@ def granian_ingest(
             "--workers",
             str(workers),
             "--no-access-log",
-            "bricqs_ingest.app:create_app",
+            target,
         ],
         env=service_env(redis_url, database_url, **env),
         stdout=subprocess.DEVNULL,

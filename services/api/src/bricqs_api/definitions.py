@@ -12,14 +12,14 @@ from typing import Any
 import msgspec
 from litestar import Router, delete, get, post, put
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.params import FromQuery, JSONBody
 
 from bricqs.mechanics.definitions import KINDS, Challenge, Definition, semantic_errors
 from bricqs.storage import mechanics as store
 from bricqs.storage.mechanics import DefinitionRow, Tenant
 from bricqs.validation import FieldError
 from bricqs.web.problems import ProblemError
-from bricqs_api.context import ApiContext
+from bricqs_api.context import PROBLEMS, ApiContext, CodePath
 
 
 def definition_body(row: DefinitionRow) -> dict[str, Any]:
@@ -56,6 +56,7 @@ def definition_router(segment: str, kind: str, schema: type[Definition]) -> Rout
 
     @post(
         "/",
+        responses=PROBLEMS,
         status_code=201,
         operation_id=f"create{label}",
         summary=f"Create a {segment} definition",
@@ -75,7 +76,9 @@ def definition_router(segment: str, kind: str, schema: type[Definition]) -> Rout
             )
         return definition_body(row)
 
-    @get("/", operation_id=f"list{label}s", summary=f"List {segment} definitions")
+    @get(
+        "/", responses=PROBLEMS, operation_id=f"list{label}s", summary=f"List {segment} definitions"
+    )
     async def list_all(
         ctx: NamedDependency[ApiContext],
         tenant: NamedDependency[Tenant],
@@ -87,9 +90,14 @@ def definition_router(segment: str, kind: str, schema: type[Definition]) -> Rout
             )
         return {"items": [definition_body(row) for row in rows]}
 
-    @get("/{code:str}", operation_id=f"get{label}", summary=f"Get a {segment} definition")
+    @get(
+        "/{code:str}",
+        responses=PROBLEMS,
+        operation_id=f"get{label}",
+        summary=f"Get a {segment} definition",
+    )
     async def get_one(
-        code: FromPath[str], ctx: NamedDependency[ApiContext], tenant: NamedDependency[Tenant]
+        code: CodePath, ctx: NamedDependency[ApiContext], tenant: NamedDependency[Tenant]
     ) -> dict[str, Any]:
         async with ctx.pool.connection() as conn:
             row = await store.get_definition(conn, tenant, kind, code)
@@ -97,9 +105,14 @@ def definition_router(segment: str, kind: str, schema: type[Definition]) -> Rout
             raise _not_found(segment, code)
         return definition_body(row)
 
-    @put("/{code:str}", operation_id=f"update{label}", summary=f"Replace a {segment} definition")
+    @put(
+        "/{code:str}",
+        responses=PROBLEMS,
+        operation_id=f"update{label}",
+        summary=f"Replace a {segment} definition",
+    )
     async def update(
-        code: FromPath[str],
+        code: CodePath,
         data: JSONBody[schema],
         ctx: NamedDependency[ApiContext],
         tenant: NamedDependency[Tenant],
@@ -121,12 +134,13 @@ def definition_router(segment: str, kind: str, schema: type[Definition]) -> Rout
 
     @delete(
         "/{code:str}",
+        responses=PROBLEMS,
         status_code=200,
         operation_id=f"archive{label}",
         summary=f"Archive a {segment} definition (it stops applying; history stays)",
     )
     async def archive(
-        code: FromPath[str], ctx: NamedDependency[ApiContext], tenant: NamedDependency[Tenant]
+        code: CodePath, ctx: NamedDependency[ApiContext], tenant: NamedDependency[Tenant]
     ) -> dict[str, Any]:
         async with ctx.pool.connection() as conn:
             row = await store.get_definition(conn, tenant, kind, code)

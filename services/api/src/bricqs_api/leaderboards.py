@@ -7,14 +7,14 @@ from typing import Annotated, Any, Literal
 
 from litestar import Router, get
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromQuery, QueryParameter
 
 from bricqs.mechanics.ruleset import LEADERBOARD_PERIODS, CompiledLeaderboard
 from bricqs.mechanics.windows import period_index, period_key, period_start, zone
 from bricqs.storage import mechanics as store
 from bricqs.storage.mechanics import Conn, Tenant
 from bricqs.web.problems import ProblemError
-from bricqs_api.context import ApiContext
+from bricqs_api.context import PROBLEMS, ApiContext, CodePath, ParticipantPath
 
 PeriodParam = Literal["all_time", "daily", "weekly", "monthly"]
 
@@ -68,9 +68,9 @@ def _score(value: float) -> float | int:
     return int(value) if value == int(value) else value
 
 
-@get("/leaderboards/{code:str}", tags=["leaderboards"])
+@get("/leaderboards/{code:str}", responses=PROBLEMS, tags=["leaderboards"])
 async def leaderboard(
-    code: FromPath[str],
+    code: CodePath,
     ctx: NamedDependency[ApiContext],
     tenant: NamedDependency[Tenant],
     period: FromQuery[PeriodParam | None] = None,
@@ -93,10 +93,12 @@ async def leaderboard(
     }
 
 
-@get("/leaderboards/{code:str}/rank/{participant_id:str}", tags=["leaderboards"])
+@get(
+    "/leaderboards/{code:str}/rank/{participant_id:str}", responses=PROBLEMS, tags=["leaderboards"]
+)
 async def leaderboard_rank(
-    code: FromPath[str],
-    participant_id: FromPath[str],
+    code: CodePath,
+    participant_id: ParticipantPath,
     ctx: NamedDependency[ApiContext],
     tenant: NamedDependency[Tenant],
     period: FromQuery[PeriodParam | None] = None,
@@ -122,7 +124,7 @@ async def leaderboard_rank(
     raise ProblemError(404, "not_ranked", f"{participant_id!r} has no score on {code!r} yet.")
 
 
-@get("/events/catalog", tags=["catalog"])
+@get("/events/catalog", responses=PROBLEMS, tags=["catalog"])
 async def event_catalog(
     ctx: NamedDependency[ApiContext], tenant: NamedDependency[Tenant]
 ) -> dict[str, Any]:

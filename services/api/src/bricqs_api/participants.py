@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, Router, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 from msgspec import Meta
 
 from bricqs.mechanics import state
@@ -19,7 +19,7 @@ from bricqs.storage import mechanics as store
 from bricqs.storage.mechanics import Tenant
 from bricqs.validation import IDEMPOTENCY_KEY, FieldError
 from bricqs.web.problems import ProblemError
-from bricqs_api.context import ApiContext
+from bricqs_api.context import PROBLEMS, ApiContext, Cursor, FactTypeQuery, ParticipantPath
 
 ParticipantId = Annotated[str, Meta(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Limit = Annotated[int, QueryParameter(ge=1, le=200)]
@@ -51,9 +51,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-@get("/participants/{participant_id:str}/state", tags=["participants"])
+@get("/participants/{participant_id:str}/state", responses=PROBLEMS, tags=["participants"])
 async def participant_state(
-    participant_id: FromPath[str], ctx: NamedDependency[ApiContext], tenant: NamedDependency[Tenant]
+    participant_id: ParticipantPath,
+    ctx: NamedDependency[ApiContext],
+    tenant: NamedDependency[Tenant],
 ) -> dict[str, Any]:
     """Points, badges, challenges, streaks and tiers in one read."""
     now = _now()
@@ -69,9 +71,11 @@ async def participant_state(
         }
 
 
-@get("/participants/{participant_id:str}/points", tags=["participants"])
+@get("/participants/{participant_id:str}/points", responses=PROBLEMS, tags=["participants"])
 async def participant_points(
-    participant_id: FromPath[str], ctx: NamedDependency[ApiContext], tenant: NamedDependency[Tenant]
+    participant_id: ParticipantPath,
+    ctx: NamedDependency[ApiContext],
+    tenant: NamedDependency[Tenant],
 ) -> dict[str, Any]:
     """Balance, total earned and total spent."""
     async with ctx.pool.connection() as conn:
@@ -81,12 +85,16 @@ async def participant_points(
         }
 
 
-@get("/participants/{participant_id:str}/points/transactions", tags=["participants"])
+@get(
+    "/participants/{participant_id:str}/points/transactions",
+    responses=PROBLEMS,
+    tags=["participants"],
+)
 async def participant_transactions(
-    participant_id: FromPath[str],
+    participant_id: ParticipantPath,
     ctx: NamedDependency[ApiContext],
     tenant: NamedDependency[Tenant],
-    cursor: FromQuery[str | None] = None,
+    cursor: Cursor = None,
     limit: Limit = 50,
 ) -> dict[str, Any]:
     """The points ledger, newest first; pass `next_cursor` back as `cursor` for more."""
@@ -108,9 +116,11 @@ async def participant_transactions(
     return {"items": items, "next_cursor": items[-1]["entry_id"] if len(rows) > limit else None}
 
 
-@get("/participants/{participant_id:str}/badges", tags=["participants"])
+@get("/participants/{participant_id:str}/badges", responses=PROBLEMS, tags=["participants"])
 async def participant_badges(
-    participant_id: FromPath[str], ctx: NamedDependency[ApiContext], tenant: NamedDependency[Tenant]
+    participant_id: ParticipantPath,
+    ctx: NamedDependency[ApiContext],
+    tenant: NamedDependency[Tenant],
 ) -> dict[str, Any]:
     """Earned badges, and the not-yet-earned ones with progress."""
     async with ctx.pool.connection() as conn:
@@ -118,9 +128,11 @@ async def participant_badges(
         return await state.badges_state(conn, tenant, rules, participant_id, _now())
 
 
-@get("/participants/{participant_id:str}/challenges", tags=["participants"])
+@get("/participants/{participant_id:str}/challenges", responses=PROBLEMS, tags=["participants"])
 async def participant_challenges(
-    participant_id: FromPath[str], ctx: NamedDependency[ApiContext], tenant: NamedDependency[Tenant]
+    participant_id: ParticipantPath,
+    ctx: NamedDependency[ApiContext],
+    tenant: NamedDependency[Tenant],
 ) -> dict[str, Any]:
     """Progress per objective of every active challenge."""
     async with ctx.pool.connection() as conn:
@@ -128,9 +140,11 @@ async def participant_challenges(
         return {"items": await state.challenges_state(conn, tenant, rules, participant_id, _now())}
 
 
-@get("/participants/{participant_id:str}/streaks", tags=["participants"])
+@get("/participants/{participant_id:str}/streaks", responses=PROBLEMS, tags=["participants"])
 async def participant_streaks(
-    participant_id: FromPath[str], ctx: NamedDependency[ApiContext], tenant: NamedDependency[Tenant]
+    participant_id: ParticipantPath,
+    ctx: NamedDependency[ApiContext],
+    tenant: NamedDependency[Tenant],
 ) -> dict[str, Any]:
     """Current and longest runs, with the at-risk flag."""
     async with ctx.pool.connection() as conn:
@@ -138,9 +152,11 @@ async def participant_streaks(
         return {"items": await state.streaks_state(conn, tenant, rules, participant_id, _now())}
 
 
-@get("/participants/{participant_id:str}/tier", tags=["participants"])
+@get("/participants/{participant_id:str}/tier", responses=PROBLEMS, tags=["participants"])
 async def participant_tier(
-    participant_id: FromPath[str], ctx: NamedDependency[ApiContext], tenant: NamedDependency[Tenant]
+    participant_id: ParticipantPath,
+    ctx: NamedDependency[ApiContext],
+    tenant: NamedDependency[Tenant],
 ) -> dict[str, Any]:
     """Level on each tier ladder and points to the next."""
     async with ctx.pool.connection() as conn:
@@ -148,14 +164,14 @@ async def participant_tier(
         return {"items": await state.tiers_state(conn, tenant, rules, participant_id)}
 
 
-@get("/participants/{participant_id:str}/facts", tags=["participants"])
+@get("/participants/{participant_id:str}/facts", responses=PROBLEMS, tags=["participants"])
 async def participant_facts(
-    participant_id: FromPath[str],
+    participant_id: ParticipantPath,
     ctx: NamedDependency[ApiContext],
     tenant: NamedDependency[Tenant],
-    cursor: FromQuery[str | None] = None,
+    cursor: Cursor = None,
     limit: Limit = 50,
-    fact_type: FromQuery[str | None] = None,
+    fact_type: FactTypeQuery = None,
 ) -> dict[str, Any]:
     """The participant's facts (custom and system), newest first, cursor-paginated."""
     async with ctx.pool.connection() as conn:
@@ -190,9 +206,9 @@ async def participant_facts(
     return {"items": items, "next_cursor": items[-1]["fact_id"] if len(rows) > limit else None}
 
 
-@patch("/participants/{participant_id:str}", tags=["participants"])
+@patch("/participants/{participant_id:str}", responses=PROBLEMS, tags=["participants"])
 async def update_participant(
-    participant_id: FromPath[str],
+    participant_id: ParticipantPath,
     data: JSONBody[ParticipantUpdate],
     ctx: NamedDependency[ApiContext],
     tenant: NamedDependency[Tenant],
@@ -267,7 +283,7 @@ async def _change(
     }
 
 
-@post("/points/award", status_code=200, tags=["actions"])
+@post("/points/award", responses=PROBLEMS, status_code=200, tags=["actions"])
 async def award_points(
     request: Request[Any, Any, Any],
     data: JSONBody[PointsChangeRequest],
@@ -278,7 +294,7 @@ async def award_points(
     return await _change(request, data, ctx, tenant, +1)
 
 
-@post("/points/deduct", status_code=200, tags=["actions"])
+@post("/points/deduct", responses=PROBLEMS, status_code=200, tags=["actions"])
 async def deduct_points(
     request: Request[Any, Any, Any],
     data: JSONBody[PointsChangeRequest],
@@ -289,7 +305,7 @@ async def deduct_points(
     return await _change(request, data, ctx, tenant, -1)
 
 
-@post("/badges/award", status_code=200, tags=["actions"])
+@post("/badges/award", responses=PROBLEMS, status_code=200, tags=["actions"])
 async def award_badge_by_hand(
     data: JSONBody[BadgeAwardRequest],
     ctx: NamedDependency[ApiContext],

@@ -57,6 +57,7 @@ from bricqs.web.health import health_router
 from bricqs.web.metrics import mark_worker_dead, metrics_endpoint, request_metrics
 from bricqs.web.problems import ProblemError, exception_handlers
 from bricqs_ingest.backlog import BacklogMonitor
+from bricqs_ingest.openapi import openapi_document
 from bricqs_ingest.publisher import (
     AlreadyHeld,
     Command,
@@ -697,7 +698,7 @@ def create_app(settings: IngestSettings | None = None) -> Litestar:
 
     api = Router(path="/api/v1", route_handlers=[ingest_event, ingest_batch, ingest_sync])
     return Litestar(
-        route_handlers=[api, health_router(checks), metrics_endpoint],
+        route_handlers=[api, health_router(checks), metrics_endpoint, openapi_document],
         dependencies={"ctx": Provide(context, sync_to_thread=False)},
         exception_handlers=exception_handlers,
         middleware=[request_metrics("ingest")],

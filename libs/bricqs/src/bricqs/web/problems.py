@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 from psycopg import OperationalError
 from psycopg_pool import PoolTimeout
@@ -36,6 +37,38 @@ _CODES_BY_STATUS = {
     429: "rate_limited",
     503: "service_unavailable",
 }
+
+
+class FieldProblem(msgspec.Struct, kw_only=True):
+    """One problem with one field (for the OpenAPI documents)."""
+
+    field: str
+    message: str
+    code: str
+
+
+class ProblemDocument(msgspec.Struct, kw_only=True):
+    """RFC 9457 problem details with a stable machine code (for the OpenAPI documents)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    errors: list[FieldProblem] | None = None
+
+
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI response entries for the problem answers a route may give."""
+    return {
+        status: ResponseSpec(
+            data_container=ProblemDocument,
+            media_type=PROBLEM_MEDIA_TYPE,
+            description=HTTPStatus(status).phrase,
+            generate_examples=False,
+        )
+        for status in statuses
+    }
 
 
 class ProblemError(Exception):
