@@ -97,5 +97,7 @@ def create_app(settings: ApiSettings | None = None) -> Litestar:
         middleware=[request_metrics("api")],
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="Bricqs gamification API", version="1.0.0"),
+        # Definitions and actions are small; nothing legitimate comes near 1 MiB.
+        request_max_body_size=1024 * 1024,
         debug=False,
     )
