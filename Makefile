@@ -5,7 +5,7 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --locked
 
 .DEFAULT_GOAL := help
-.PHONY: help deps sync run test lint format k8s-check
+.PHONY: help deps sync run test lint format k8s-check bench loadtest
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,6 +24,12 @@ test: sync k8s-check ## Run every test against throwaway Redis and PostgreSQL se
 
 k8s-check: sync ## Render the kustomize overlays, validate every object, lint the Dockerfile
 	@$(RUN) bash scripts/k8s-check.sh
+
+bench: sync ## Benchmark ingest, processor and references on loopback; table + .bench/*.json
+	@$(RUN) python -m bench $(BENCH_ARGS)
+
+loadtest: sync ## Locust load test with SLO gates against a local stack (CSV in .bench/loadtest)
+	@$(RUN) python -m loadtests.run $(LOADTEST_ARGS)
 
 lint: sync ## ruff (lint + format check) and mypy strict
 	@$(RUN) ruff check .

@@ -10,6 +10,8 @@ if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 && ! command -v postg
   missing+=(postgresql)
 fi
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# The benchmark's load generator (`make bench`, and its smoke test in `make test`).
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 
 if ((${#missing[@]})); then
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then

@@ -1,0 +1,1 @@
+"""Locust load tests of the ingest service (`make loadtest`; see run.py)."""

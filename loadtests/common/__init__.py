@@ -1,0 +1,1 @@
+"""Helpers shared by the locustfiles: event generation and the SLO gate."""
