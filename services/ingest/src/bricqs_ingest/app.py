@@ -80,6 +80,15 @@ EVENTS = Counter(
     "Events by endpoint and outcome (accepted, rejected, duplicate).",
     ["endpoint", "outcome"],
 )
+# Every series at 0 from the start: rates and alerts see the first event, and a dashboard
+# shows 0 rather than "no data" for an outcome that has not happened yet.
+for _endpoint, _outcomes in (
+    ("single", ("accepted", "rejected", "duplicate", "rate_limited")),
+    ("batch", ("accepted", "rejected", "duplicate")),
+    ("sync", ("accepted", "rejected", "duplicate", "rate_limited")),
+):
+    for _outcome in _outcomes:
+        EVENTS.labels(_endpoint, _outcome)
 
 # A single event's body may be pretty-printed; its re-encoded form must fit 32 KiB.
 MAX_SINGLE_BODY = 2 * MAX_EVENT_BYTES

@@ -56,6 +56,13 @@ FAILURES = Counter(
     "Failed attempts, by dependency (redis, database); each is retried after a backoff.",
     ["dependency"],
 )
+# Labelled counters start at 0 for every label value, so rates and alerts (and the
+# dashboard) see the first dead letter or failure instead of a series appearing from nowhere.
+for _reason in ("decode_error", "rejected", "max_deliveries"):
+    DEAD_LETTERED.labels(_reason)
+for _dependency in ("redis", "database"):
+    FAILURES.labels(_dependency)
+
 BATCH_SIZE = Histogram(
     "bricqs_processor_batch_size",
     "Entries per committed batch.",
