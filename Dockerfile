@@ -4,6 +4,7 @@
 #
 #   docker build --target ingest    -t bricqs-ingest:TAG .
 #   docker build --target processor -t bricqs-processor:TAG .
+#   docker build --target api       -t bricqs-api:TAG .
 #
 # Each service is installed with `uv sync --locked --no-dev --no-editable --package <svc>`
 # into /app/.venv in a build stage; the final stage copies only that virtualenv onto a
@@ -12,7 +13,7 @@
 # service itself is PID 1 and receives SIGTERM. The bricqs-admin tool (migrations, keys,
 # DLQ) is in every image; the migration Job runs it from the processor image.
 #
-# Adding a service (the api, say) is one build stage and one target like the two below.
+# Adding a service is one build stage and one target like the ones below.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.9
@@ -41,6 +42,10 @@ FROM build AS build-processor
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --no-editable --package bricqs-processor
 
+FROM build AS build-api
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --locked --no-dev --no-editable --package bricqs-api
+
 # --- runtime: python-slim, the virtualenv, an unprivileged user ----------------------------
 FROM ${PYTHON_IMAGE} AS runtime
 RUN groupadd --system --gid 10001 bricqs \
@@ -67,3 +72,10 @@ FROM runtime AS processor
 COPY --from=build-processor /app/.venv /app/.venv
 EXPOSE 9100
 ENTRYPOINT ["/app/.venv/bin/bricqs-processor"]
+
+# The api (definitions, participant state, leaderboards, catalog): one Granian worker, like
+# ingest, on port 8001.
+FROM runtime AS api
+COPY --from=build-api /app/.venv /app/.venv
+EXPOSE 8001
+ENTRYPOINT ["/app/.venv/bin/granian", "--interface", "asgi", "--factory", "--host", "0.0.0.0", "--port", "8001", "--workers", "1", "--workers-kill-timeout", "20", "bricqs_api.app:create_app"]

@@ -32,6 +32,15 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 DASHBOARD = DEPLOY / "observability" / "grafana" / "bricqs-dashboard.json"
 OVERLAYS = ("dev", "prod")
+# The services with an HTTP API, each served by Granian, and what their /health/ready
+# checks: ingest only Redis (the async path needs nothing else, so a PostgreSQL outage
+# keeps ingest pods in their Service), the others Redis and PostgreSQL.
+HTTP_SERVICES = ("ingest", "api")
+READY_CHECKS = {
+    "ingest": {"redis"},
+    "api": {"redis", "postgres"},
+    "processor": {"redis", "postgres"},
+}
 VENV_BIN = Path(sys.executable).parent
 
 Obj = dict[str, Any]
@@ -130,6 +139,9 @@ class ContainerEnv:
     """Variables taken from a Secret: name -> (secret, key)."""
     configmaps: list[str] = field(default_factory=list)
     """ConfigMaps loaded whole with envFrom."""
+    configmap_keys: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Variables taken one by one from a ConfigMap: name -> (configmap, key); their values
+    are in `values` too."""
 
     def names(self) -> set[str]:
         """Every variable name the container gets."""
@@ -147,6 +159,10 @@ def container_env(overlay: str, container: Obj) -> ContainerEnv:
     for item in container.get("env", []):
         if "value" in item:
             env.values[item["name"]] = str(item["value"])
+        elif "configMapKeyRef" in item["valueFrom"]:
+            ref = item["valueFrom"]["configMapKeyRef"]
+            env.values[item["name"]] = named(overlay, "ConfigMap", ref["name"])["data"][ref["key"]]
+            env.configmap_keys[item["name"]] = (ref["name"], ref["key"])
         else:
             ref = item["valueFrom"]["secretKeyRef"]
             env.secrets[item["name"]] = (ref["name"], ref["key"])

@@ -13,6 +13,7 @@ from bricqs.stream import CONSUMER_GROUP, stream_key
 from tests.deploy.helpers import (
     DASHBOARD,
     DEPLOY,
+    HTTP_SERVICES,
     alert_rules,
     container_env,
     dashboard_expressions,
@@ -104,7 +105,11 @@ def test_scaled_object_scales_the_processor_on_consumer_group_lag_of_every_shard
 
 def test_service_monitors_select_a_service_port_and_keep_the_services_labels() -> None:
     monitors = objects("prod", "ServiceMonitor")
-    assert {m["metadata"]["name"] for m in monitors} == {"bricqs-ingest", "bricqs-processor"}
+    assert {m["metadata"]["name"] for m in monitors} == {
+        "bricqs-ingest",
+        "bricqs-processor",
+        "bricqs-api",
+    }
     for monitor in monitors:
         assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
         wanted = monitor["spec"]["selector"]["matchLabels"]
@@ -159,6 +164,20 @@ def test_alerts_cover_the_service_levels() -> None:
         assert needed in text, needed
     latency = next(r for r in alert_rules() if r["alert"] == "BricqsIngestLatencyP99High")
     assert ">= 0.05" in latency["expr"]
+    # Every HTTP service: request latency, 5xx ratio, and no target up.
+    for service in HTTP_SERVICES:
+        exprs = [r["expr"] for r in alert_rules() if f'service="{service}"' in r["expr"]]
+        assert any("bricqs_http_request_duration_seconds_bucket" in e for e in exprs), service
+        assert any('status=~"5.."' in e for e in exprs), service
+        assert f'up{{job="bricqs-{service}"}}' in text, service
+
+
+def test_dashboard_shows_latency_and_errors_of_every_http_service() -> None:
+    for service in HTTP_SERVICES:
+        exprs = [e for e in dashboard_expressions() if f'service="{service}"' in e]
+        assert any("histogram_quantile(0.99" in e for e in exprs), service
+        assert any('status=~"5.."' in e for e in exprs), service
+        assert any(f'up{{job="bricqs-{service}"}}' in e for e in dashboard_expressions()), service
 
 
 def test_up_alerts_name_jobs_the_service_monitors_create() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.helpers import (
+    HTTP_SERVICES,
     ROOT,
     dockerfile_stages,
     option,
@@ -23,9 +24,13 @@ from tests.deploy.helpers import (
     workloads,
 )
 
-SERVICES = ("ingest", "processor")
+SERVICES = ("ingest", "processor", "api")
 DEV_TOOLS = ("pytest", "ruff", "mypy", "hypothesis")
-ENTRY_MODULES = {"ingest": "bricqs_ingest.app", "processor": "bricqs_processor.main"}
+ENTRY_MODULES = {
+    "ingest": "bricqs_ingest.app",
+    "processor": "bricqs_processor.main",
+    "api": "bricqs_api.app",
+}
 
 
 def dockerignore_patterns() -> list[tuple[bool, re.Pattern[str]]]:
@@ -112,13 +117,14 @@ def test_final_images_are_non_root_exec_form_and_free_of_build_tools() -> None:
     assert "uv" not in " ".join(runtime.all("RUN"))
 
 
-def test_ingest_runs_one_granian_worker_per_container() -> None:
-    entrypoint = dockerfile_stages()["ingest"].entrypoint()
+@pytest.mark.parametrize("service", HTTP_SERVICES)
+def test_http_services_run_one_granian_worker_per_container(service: str) -> None:
+    entrypoint = dockerfile_stages()[service].entrypoint()
     assert entrypoint[0].endswith("/granian")
     assert option(entrypoint, "--workers") == "1"
     assert option(entrypoint, "--interface") == "asgi"
     assert "--factory" in entrypoint
-    assert entrypoint[-1] == "bricqs_ingest.app:create_app"
+    assert entrypoint[-1] == f"{ENTRY_MODULES[service]}:create_app"
 
 
 def test_build_stages_install_from_the_lock_without_dev_dependencies() -> None:

@@ -1,6 +1,6 @@
 """The services, started as their images start them and configured as the prod manifests
 configure them, serve every metric (with its labels) that the alerts and the dashboard
-query, and answer on the probes' paths."""
+query, labelled counters from the start (at 0), and answer on the probes' paths."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from bricqs.stream import stream_key
 from tests.conftest import make_tenant, service_env
 from tests.deploy.helpers import (
     DEPLOY,
+    READY_CHECKS,
     VENV_BIN,
     alert_rules,
     container_env,
@@ -72,12 +73,25 @@ class Live:
 
 def scrape(url: str) -> Series:
     """The samples of a /metrics page by name, with their label sets."""
-    text = httpx.get(f"{url}/metrics", timeout=5).text
     series: Series = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            series.setdefault(sample.name, []).append(dict(sample.labels))
+    for name, labels, _ in samples(url):
+        series.setdefault(name, []).append(labels)
     return series
+
+
+def samples(url: str) -> list[tuple[str, dict[str, str], float]]:
+    """(name, labels, value) of every sample of a /metrics page."""
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    return [
+        (sample.name, dict(sample.labels), sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    ]
+
+
+def value(url: str, name: str, **labels: str) -> float:
+    """The value of one sample (0 when it is not served)."""
+    return sum(v for n, ls, v in samples(url) if n == name and labels.items() <= ls.items())
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +103,7 @@ def live(
     client.flushdb()
     tenant = make_tenant(postgres_server.url)
     ingest_port, processor_port, failing_port = free_port(), free_port(), free_port()
+    api_port = free_port()
     processor_env = {"METRICS_HOST": "127.0.0.1", "STATS_INTERVAL_MS": "200"}
     dead_redis = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     with (
@@ -124,8 +139,15 @@ def live(
             f"http://127.0.0.1:{failing_port}",
             logs / "failing.log",
         ) as failing,
+        running(
+            image_argv("api", host="127.0.0.1", port=str(api_port)),
+            env_for("api", redis_server.url, postgres_server.url),
+            f"http://127.0.0.1:{api_port}",
+            logs / "api.log",
+        ) as api,
     ):
         send_traffic(ingest.url, tenant.live_key)
+        send_api_traffic(api.url, tenant.live_key)
         # An entry that is no envelope: dead-lettered (decode_error).
         client.xadd(stream_key(0), {b"e": b"\xc1 not msgpack"})
 
@@ -134,14 +156,17 @@ def live(
             outcomes = {s.get("outcome") for s in series.get("bricqs_processor_events_total", [])}
             return (
                 "stored" in outcomes
-                and "bricqs_processor_dead_lettered_total" in series
+                and value(
+                    processor.url, "bricqs_processor_dead_lettered_total", reason="decode_error"
+                )
+                > 0
                 and "bricqs_processor_group_lag" in series
                 and "bricqs_processor_dead_letter_length" in series
             )
 
         wait_for(processor_saw_everything, 30, "the processor to store events and dead-letter one")
         wait_for(
-            lambda: "bricqs_processor_failures_total" in scrape(failing.url),
+            lambda: value(failing.url, "bricqs_processor_failures_total", dependency="redis") > 0,
             30,
             "the failing processor to count a Redis failure",
         )
@@ -149,8 +174,9 @@ def live(
             series={
                 "ingest": scrape(ingest.url),
                 "processor": scrape(processor.url) | scrape(failing.url),
+                "api": scrape(api.url),
             },
-            urls={"ingest": ingest.url, "processor": processor.url},
+            urls={"ingest": ingest.url, "processor": processor.url, "api": api.url},
         )
     client.close()
 
@@ -168,6 +194,24 @@ def send_traffic(base: str, key: str) -> None:
         batch = {"events": [event, {**event, "participant_id": "p2"}, {"event_name": "?"}]}
         assert http.post("/api/v1/ingest/events/batch", json=batch).status_code == 202
         assert http.post("/api/v1/ingest/events/sync", json=event).status_code == 200
+
+
+def send_api_traffic(base: str, key: str) -> None:
+    """Reads and writes on the api, answered 2xx and 4xx."""
+    headers = {"X-API-Key": key}
+    with httpx.Client(base_url=base, headers=headers, timeout=10) as http:
+        rule = {
+            "code": "deploy-check",
+            "name": "Deploy check",
+            "trigger": {"fact_type": "custom.deploy_check"},
+            "amount": {"fixed": 1},
+        }
+        assert http.post("/api/v1/gamify/admin/points-rules", json=rule).status_code == 201
+        assert http.get("/api/v1/gamify/admin/points-rules").status_code == 200
+        assert http.get("/api/v1/gamify/participants/p1/state").status_code == 200
+        assert http.get("/api/v1/events/catalog").status_code == 200
+        assert http.get("/api/v1/gamify/admin/badges/nope").status_code == 404
+        assert http.get("/api/v1/events/catalog", headers={"X-API-Key": ""}).status_code == 401
 
 
 def selectors(expr: Any) -> list[Any]:
@@ -271,7 +315,7 @@ def test_services_labels_that_collide_with_target_labels_are_honoured(live: Live
             assert all(e["honorLabels"] for e in monitor["spec"]["endpoints"]), service
 
 
-@pytest.mark.parametrize("service", ["ingest", "processor"])
+@pytest.mark.parametrize("service", ["ingest", "processor", "api"])
 def test_probe_paths_answer_ok_on_the_running_service(live: Live, service: str) -> None:
     dep = named("prod", "Deployment", f"bricqs-{service}")
     (container,) = pod_spec(dep)["containers"]
@@ -279,6 +323,60 @@ def test_probe_paths_answer_ok_on_the_running_service(live: Live, service: str) 
         path = container[probe]["httpGet"]["path"]
         response = httpx.get(live.urls[service] + path, timeout=5)
         assert response.status_code == 200, f"{service} {probe} {path}: {response.text}"
+    # Readiness checks what the manifests' probe timeouts are sized for (and ingest's
+    # only Redis: a PostgreSQL outage must not take ingest pods out of their Service).
+    ready = httpx.get(live.urls[service] + "/health/ready", timeout=5).json()
+    assert set(ready["checks"]) == READY_CHECKS[service]
+
+
+@pytest.mark.parametrize(
+    ("service", "name", "label", "values"),
+    [
+        (
+            "ingest",
+            "bricqs_ingest_events_total",
+            "outcome",
+            {"accepted", "rejected", "duplicate", "rate_limited"},
+        ),
+        ("ingest", "bricqs_ingest_events_total", "endpoint", {"single", "batch", "sync"}),
+        (
+            "processor",
+            "bricqs_processor_dead_lettered_total",
+            "reason",
+            {"decode_error", "rejected", "max_deliveries"},
+        ),
+        ("processor", "bricqs_processor_failures_total", "dependency", {"redis", "database"}),
+    ],
+)
+def test_labelled_counters_are_served_at_zero_before_their_first_event(
+    redis_server: Server,
+    postgres_server: Server,
+    tmp_path: Path,
+    service: str,
+    name: str,
+    label: str,
+    values: set[str],
+) -> None:
+    # A fresh process that has seen nothing: every series is there, at 0, so rate() and
+    # increase() see the first event (a series born at 1 would hide it).
+    port = free_port()
+    argv = (
+        image_argv("ingest", host="127.0.0.1", port=str(port))
+        if service == "ingest"
+        else image_argv("processor")
+    )
+    # A Redis database of its own: no stream entries left by other tests to process.
+    redis_url = redis_server.url.rsplit("/", 1)[0] + "/7"
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    client.close()
+    env = env_for(service, redis_url, postgres_server.url)
+    if service == "processor":
+        env.update(METRICS_HOST="127.0.0.1", METRICS_PORT=str(port), CONSUMER_NAME="fresh")
+    with running(argv, env, f"http://127.0.0.1:{port}", tmp_path / f"{service}.log") as fresh:
+        served = [(ls, v) for n, ls, v in samples(fresh.url) if n == name]
+    assert {ls[label] for ls, _ in served} == values
+    assert all(v == 0 for _, v in served), served
 
 
 def test_migration_job_command_runs(postgres_server: Server, tmp_path: Path) -> None:

@@ -20,7 +20,9 @@ from bricqs_processor import consumer as processor_consumer
 from bricqs_processor import health as processor_health
 from tests.deploy.helpers import (
     DEPLOY,
+    HTTP_SERVICES,
     OVERLAYS,
+    READY_CHECKS,
     ROOT,
     Obj,
     container_env,
@@ -188,7 +190,7 @@ def test_every_pod_runs_non_root_read_only_without_capabilities(overlay: str) ->
                 assert "emptyDir" in volumes[tmp[0]["name"]], where
 
 
-@pytest.mark.parametrize("service", ["ingest", "processor"])
+@pytest.mark.parametrize("service", [*HTTP_SERVICES, "processor"])
 def test_probes_use_the_health_endpoints_on_a_declared_port(service: str) -> None:
     _, container = deployment("prod", service)
     assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
@@ -197,20 +199,22 @@ def test_probes_use_the_health_endpoints_on_a_declared_port(service: str) -> Non
     assert readiness["httpGet"]["path"] == "/health/ready"
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         container_port(container, container[probe]["httpGet"]["port"])
-    # Readiness checks Redis then PostgreSQL, each bounded: the probe must outwait both.
-    if service == "ingest":
+    # Readiness runs its checks one after the other, each bounded: the probe must outwait
+    # them all (tests/deploy/test_live_services checks which checks each service runs).
+    if service in HTTP_SERVICES:
         per_check = inspect.signature(health_router).parameters["timeout"].default
     else:
         per_check = processor_health.CHECK_TIMEOUT
-    assert readiness["timeoutSeconds"] > 2 * per_check
+    assert readiness["timeoutSeconds"] > len(READY_CHECKS[service]) * per_check
 
 
 def test_ports_are_the_ones_the_services_listen_on() -> None:
     stages = dockerfile_stages()
-    _, ingest = deployment("prod", "ingest")
-    ingest_port = int(option(stages["ingest"].entrypoint(), "--port"))
-    assert container_port(ingest, "http") == ingest_port
-    assert stages["ingest"].all("EXPOSE") == [str(ingest_port)]
+    for service in HTTP_SERVICES:
+        _, container = deployment("prod", service)
+        port = int(option(stages[service].entrypoint(), "--port"))
+        assert container_port(container, "http") == port, service
+        assert stages[service].all("EXPOSE") == [str(port)], service
 
     _, processor = deployment("prod", "processor")
     env = container_env("prod", processor).values
@@ -275,14 +279,24 @@ def test_settings_that_must_agree_come_from_one_shared_configmap(overlay: str) -
     )
     # Event placement (STREAM_SHARDS) and idempotency retention are one decision for all.
     assert {"STREAM_SHARDS", "IDEMPOTENCY_RETENTION_DAYS"} <= set(shared["data"])
+    name = shared["metadata"]["name"]
+    readers = set()
     for workload, container in ours(overlay):
         if "command" in container:
             continue
         env = container_env(overlay, container)
-        assert shared["metadata"]["name"] in env.configmaps, workload["metadata"]["name"]
-        assert set(shared["data"]) <= settings_names(service_of(container))
-        for name in shared["data"]:
-            assert env.values[name] == shared["data"][name], f"{name} overridden"
+        where = workload["metadata"]["name"]
+        reads = set(shared["data"]) & settings_names(service_of(container))
+        if name in env.configmaps:  # loaded whole: the service reads every key
+            assert set(shared["data"]) <= settings_names(service_of(container)), where
+        else:  # the keys it reads, one by one, from the shared ConfigMap
+            taken = {k for k, (cm, _) in env.configmap_keys.items() if cm == name}
+            assert taken == reads, where
+        for key in reads:
+            assert env.values[key] == shared["data"][key], f"{where}: {key} overridden"
+            if key in ("STREAM_SHARDS", "IDEMPOTENCY_RETENTION_DAYS"):
+                readers.add(service_of(container))
+    assert readers == {"ingest", "processor"}
 
 
 def test_dev_secret_points_at_the_dev_servers() -> None:
@@ -339,7 +353,7 @@ def test_images_are_dockerfile_targets_and_deployments_keep_their_entrypoint(
             assert "command" not in container and "args" not in container
     images = {str(c["image"]) for _, c in ours(overlay)}
     if overlay == "dev":
-        assert images == {"bricqs-ingest:dev", "bricqs-processor:dev"}
+        assert images == {"bricqs-ingest:dev", "bricqs-processor:dev", "bricqs-api:dev"}
     else:
         assert all("/" in image for image in images), images
 
@@ -361,11 +375,12 @@ def test_migration_job_runs_the_admin_migrate_command() -> None:
 # Shutdown
 
 
-def test_ingest_grace_period_covers_pre_stop_and_granian_drain() -> None:
-    workload, container = deployment("prod", "ingest")
+@pytest.mark.parametrize("service", HTTP_SERVICES)
+def test_http_service_grace_period_covers_pre_stop_and_granian_drain(service: str) -> None:
+    workload, container = deployment("prod", service)
     grace = pod_spec(workload)["terminationGracePeriodSeconds"]
     pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
-    kill_timeout = int(option(dockerfile_stages()["ingest"].entrypoint(), "--workers-kill-timeout"))
+    kill_timeout = int(option(dockerfile_stages()[service].entrypoint(), "--workers-kill-timeout"))
     assert grace > pre_stop + kill_timeout
 
 
@@ -424,6 +439,7 @@ def test_network_policies_allow_only_the_flows_the_architecture_needs(overlay: s
     allowed_egress = {
         "bricqs-ingest": {53, 6379, 5432},
         "bricqs-processor": {53, 6379, 5432},
+        "bricqs-api": {53, 6379, 5432},
         "bricqs-migrate": {53, 5432},
         "bricqs-redis": set(),
         "bricqs-postgres": set(),
@@ -449,11 +465,11 @@ def test_network_policies_allow_only_the_flows_the_architecture_needs(overlay: s
                     ), f"{name}: ingress on unknown port {port['port']}"
     if overlay == "dev":
         for server, port, clients in (
-            ("bricqs-redis", "redis", {"bricqs-ingest", "bricqs-processor"}),
+            ("bricqs-redis", "redis", {"bricqs-ingest", "bricqs-processor", "bricqs-api"}),
             (
                 "bricqs-postgres",
                 "postgres",
-                {"bricqs-ingest", "bricqs-processor", "bricqs-migrate"},
+                {"bricqs-ingest", "bricqs-processor", "bricqs-api", "bricqs-migrate"},
             ),
         ):
             policy = named("dev", "NetworkPolicy", server)
@@ -483,21 +499,23 @@ def test_dev_runs_single_replica_redis_with_aof_and_postgres() -> None:
 
 
 def test_prod_autoscalers_own_the_replica_counts() -> None:
-    (hpa,) = objects("prod", "HorizontalPodAutoscaler")
-    assert hpa["spec"]["scaleTargetRef"] == {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "name": "bricqs-ingest",
+    hpas = objects("prod", "HorizontalPodAutoscaler")
+    # The HTTP services scale on CPU; the processor on consumer-group lag (KEDA).
+    assert {h["spec"]["scaleTargetRef"]["name"] for h in hpas} == {
+        f"bricqs-{service}" for service in HTTP_SERVICES
     }
-    (metric,) = hpa["spec"]["metrics"]
-    assert metric["resource"]["name"] == "cpu"
-    assert 1 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
-    _, ingest = deployment("prod", "ingest")
-    assert "cpu" in ingest["resources"]["requests"]  # utilisation is relative to it
-    scaled = {hpa["spec"]["scaleTargetRef"]["name"]} | {
+    for hpa in hpas:
+        target = hpa["spec"]["scaleTargetRef"]
+        assert (target["apiVersion"], target["kind"]) == ("apps/v1", "Deployment")
+        (metric,) = hpa["spec"]["metrics"]
+        assert metric["resource"]["name"] == "cpu"
+        assert 1 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
+        _, container = deployment("prod", target["name"].removeprefix("bricqs-"))
+        assert "cpu" in container["resources"]["requests"]  # utilisation is relative to it
+    scaled = {h["spec"]["scaleTargetRef"]["name"] for h in hpas} | {
         s["spec"]["scaleTargetRef"]["name"] for s in objects("prod", "ScaledObject")
     }
-    assert scaled == {"bricqs-ingest", "bricqs-processor"}
+    assert scaled == {"bricqs-ingest", "bricqs-processor", "bricqs-api"}
     for name in scaled:
         assert "replicas" not in named("prod", "Deployment", name)["spec"], name
 

@@ -18,7 +18,15 @@ from bricqs.ids import new_event_id
 from bricqs.schemas import ENVELOPE_FIELD, Envelope, encode_envelope
 from bricqs.stream import CONSUMER_GROUP, stream_key
 from tests.conftest import Tenant
-from tests.deploy.helpers import env_for, image_argv, named, pod_spec, running, wait_for
+from tests.deploy.helpers import (
+    HTTP_SERVICES,
+    env_for,
+    image_argv,
+    named,
+    pod_spec,
+    running,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -35,27 +43,42 @@ def grace_seconds(service: str) -> int:
     )
 
 
-def test_ingest_exits_zero_on_sigterm_within_its_grace_period(
-    redis_server: Server, postgres_server: Server, tenant: Tenant, redis_client: Any, tmp_path: Path
+@pytest.mark.parametrize("service", HTTP_SERVICES)
+def test_http_service_exits_zero_on_sigterm_within_its_grace_period(
+    redis_server: Server,
+    postgres_server: Server,
+    tenant: Tenant,
+    redis_client: Any,
+    tmp_path: Path,
+    service: str,
 ) -> None:
     port = free_port()
     with running(
-        image_argv("ingest", host="127.0.0.1", port=str(port)),
-        env_for("ingest", redis_server.url, postgres_server.url),
+        image_argv(service, host="127.0.0.1", port=str(port)),
+        env_for(service, redis_server.url, postgres_server.url),
         f"http://127.0.0.1:{port}",
-        tmp_path / "ingest.log",
-    ) as ingest:
+        tmp_path / f"{service}.log",
+    ) as running_service:
+        headers = {"X-API-Key": tenant.live_key}
         for i in range(20):
-            response = httpx.post(
-                f"{ingest.url}/api/v1/ingest/events",
-                headers={"X-API-Key": tenant.live_key},
-                json={"event_name": "shutdown_check", "participant_id": f"p{i}"},
-                timeout=10,
-            )
-            assert response.status_code == 202
-        code, seconds = ingest.stop(timeout=grace_seconds("ingest"))
-    assert code == 0, ingest.log()
-    assert seconds < grace_seconds("ingest")
+            if service == "ingest":
+                response = httpx.post(
+                    f"{running_service.url}/api/v1/ingest/events",
+                    headers=headers,
+                    json={"event_name": "shutdown_check", "participant_id": f"p{i}"},
+                    timeout=10,
+                )
+                assert response.status_code == 202
+            else:
+                response = httpx.get(
+                    f"{running_service.url}/api/v1/gamify/participants/p{i}/state",
+                    headers=headers,
+                    timeout=10,
+                )
+                assert response.status_code == 200
+        code, seconds = running_service.stop(timeout=grace_seconds(service))
+    assert code == 0, running_service.log()
+    assert seconds < grace_seconds(service)
 
 
 def test_processor_exits_zero_on_sigterm_with_the_batch_in_hand_acknowledged(
