@@ -62,6 +62,7 @@ class BacklogMonitor:
         self._interval = interval
         self.over = False
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     def start(self) -> None:
         """Begin watching (no-op when the limit is 0: backpressure off)."""
@@ -69,14 +70,21 @@ class BacklogMonitor:
             self._task = asyncio.get_running_loop().create_task(self._watch())
 
     async def stop(self) -> None:
-        """Stop watching."""
-        if self._task is not None:
+        """Stop watching, within a bounded time.
+
+        The loop is asked to stop rather than cancelled: a cancellation that lands inside
+        a redis-py command can be swallowed there, and awaiting the task then never ends.
+        """
+        if self._task is None:
+            return
+        self._stopping.set()
+        done, _ = await asyncio.wait({self._task}, timeout=max(self._interval, 1.0) + 1.0)
+        if not done:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task}, timeout=1.0)
 
     async def _watch(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 async with asyncio.timeout(max(self._interval, 1.0)):
                     backlog = await measure_backlog(self._redis, self._shards)
@@ -91,4 +99,5 @@ class BacklogMonitor:
             except (RedisError, OSError, TimeoutError) as exc:
                 # Redis trouble is answered by the enqueue path itself (503); keep the flag.
                 log.debug("backlog check failed: %s", exc)
-            await asyncio.sleep(self._interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._interval)
