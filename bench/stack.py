@@ -122,7 +122,8 @@ class Stack:
                 "REDIS_URL": self.redis_url,
                 "DATABASE_URL": self.database_url,
                 "LOG_LEVEL": "WARNING",
-                "PYTHONPATH": str(REPO),
+                # The bench's own code path first (an A/B run may point it elsewhere).
+                "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO)])),
             }
         )
         env.update(extra)

@@ -103,10 +103,13 @@ async def _claim_idempotency_keys(
     )
     cursor = await conn.execute(
         """
-        SELECT i.project_id, i.environment, i.idempotency_key, i.event_id, i.payload_hash
-        FROM idempotency_keys i
-        JOIN unnest(%s::text[], %s::text[], %s::text[]) AS t(p, e, k)
-            ON i.project_id = t.p AND i.environment = t.e AND i.idempotency_key = t.k
+        SELECT t.p, t.e, t.k, i.event_id, i.payload_hash
+        FROM unnest(%s::text[], %s::text[], %s::text[]) AS t(p, e, k)
+        CROSS JOIN LATERAL (
+            SELECT event_id, payload_hash FROM idempotency_keys i
+            WHERE i.project_id = t.p AND i.environment = t.e AND i.idempotency_key = t.k
+            OFFSET 0  -- a lookup per key: see storage/mechanics.py on batch reads
+        ) i
         """,
         columns[:3],
     )

@@ -2,6 +2,12 @@
 
 Every write takes whole batches (arrays through unnest), so applying mechanics to a batch
 of facts costs a fixed number of round trips whatever its size.
+
+Batch reads look keys up one by one from the array side (`unnest(...) CROSS JOIN LATERAL`
+on the primary key; `OFFSET 0` keeps the planner from flattening the subquery), never as
+a join the planner may turn around: on a table that grew since it was last analysed,
+psycopg's prepared statements get a generic plan that scans the tenant's rows once per
+key (seconds per batch, past the statement timeout).
 """
 
 from __future__ import annotations
@@ -240,11 +246,14 @@ async def read_progress(
     unique = sorted(set(keys))
     cursor = await conn.execute(
         """
-        SELECT c.criterion_id, c.participant_id, c.bucket, c.count, c.sum, c.max, c.reached_at
-        FROM criterion_progress c
-        JOIN unnest(%s::text[], %s::text[], %s::text[]) AS t(cid, pid, b)
-          ON c.criterion_id = t.cid AND c.participant_id = t.pid AND c.bucket = t.b
-        WHERE c.project_id = %s AND c.environment = %s
+        SELECT t.cid, t.pid, t.b, c.count, c.sum, c.max, c.reached_at
+        FROM unnest(%s::text[], %s::text[], %s::text[]) AS t(cid, pid, b)
+        CROSS JOIN LATERAL (
+            SELECT count, sum, max, reached_at FROM criterion_progress c
+            WHERE c.project_id = %s AND c.environment = %s
+              AND c.criterion_id = t.cid AND c.participant_id = t.pid AND c.bucket = t.b
+            OFFSET 0
+        ) c
         """,
         (
             [k[0] for k in unique],
@@ -268,11 +277,14 @@ async def read_distinct(
     unique = sorted(set(keys))
     cursor = await conn.execute(
         """
-        SELECT d.criterion_id, d.participant_id, d.bucket, d.value
-        FROM criterion_distinct d
-        JOIN unnest(%s::text[], %s::text[], %s::text[]) AS t(cid, pid, b)
-          ON d.criterion_id = t.cid AND d.participant_id = t.pid AND d.bucket = t.b
-        WHERE d.project_id = %s AND d.environment = %s
+        SELECT t.cid, t.pid, t.b, d.value
+        FROM unnest(%s::text[], %s::text[], %s::text[]) AS t(cid, pid, b)
+        CROSS JOIN LATERAL (
+            SELECT value FROM criterion_distinct d
+            WHERE d.project_id = %s AND d.environment = %s
+              AND d.criterion_id = t.cid AND d.participant_id = t.pid AND d.bucket = t.b
+            OFFSET 0
+        ) d
         """,
         (
             [k[0] for k in unique],
@@ -317,12 +329,14 @@ async def earned_in_cap_buckets(
     unique = sorted(set(keys))
     cursor = await conn.execute(
         """
-        SELECT l.source, l.participant_id, l.cap_bucket, sum(l.amount)::bigint
-        FROM points_ledger l
-        JOIN unnest(%s::text[], %s::text[], %s::text[]) AS t(s, pid, b)
-          ON l.source = t.s AND l.participant_id = t.pid AND l.cap_bucket = t.b
-        WHERE l.project_id = %s AND l.environment = %s
-        GROUP BY 1, 2, 3
+        SELECT t.s, t.pid, t.b, l.total
+        FROM unnest(%s::text[], %s::text[], %s::text[]) AS t(s, pid, b)
+        CROSS JOIN LATERAL (
+            SELECT sum(amount)::bigint AS total FROM points_ledger l
+            WHERE l.project_id = %s AND l.environment = %s
+              AND l.source = t.s AND l.participant_id = t.pid AND l.cap_bucket = t.b
+        ) l
+        WHERE l.total IS NOT NULL
         """,
         (
             [k[0] for k in unique],
@@ -539,12 +553,14 @@ async def read_streak_periods(
     unique = sorted(set(keys))
     cursor = await conn.execute(
         """
-        SELECT s.streak_code, s.participant_id, array_agg(s.period_index ORDER BY s.period_index)
-        FROM streak_periods s
-        JOIN unnest(%s::text[], %s::text[]) AS t(code, pid)
-          ON s.streak_code = t.code AND s.participant_id = t.pid
-        WHERE s.project_id = %s AND s.environment = %s
-        GROUP BY 1, 2
+        SELECT t.code, t.pid, s.periods
+        FROM unnest(%s::text[], %s::text[]) AS t(code, pid)
+        CROSS JOIN LATERAL (
+            SELECT array_agg(period_index ORDER BY period_index) AS periods FROM streak_periods s
+            WHERE s.project_id = %s AND s.environment = %s
+              AND s.streak_code = t.code AND s.participant_id = t.pid
+        ) s
+        WHERE s.periods IS NOT NULL
         """,
         ([k[0] for k in unique], [k[1] for k in unique], tenant.project_id, tenant.environment),
     )
