@@ -93,7 +93,7 @@ async def _claim_idempotency_keys(
         INSERT INTO idempotency_keys
             (project_id, environment, idempotency_key, event_id, payload_hash, expires_at)
         SELECT p, e, k, ev, h, now() + %s
-        FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) AS t(p, e, k, ev, h)
+        FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[]) AS t(p, e, k, ev, h)
         ON CONFLICT (project_id, environment, idempotency_key) DO UPDATE
             SET event_id = EXCLUDED.event_id, payload_hash = EXCLUDED.payload_hash,
                 created_at = now(), expires_at = EXCLUDED.expires_at
@@ -104,7 +104,7 @@ async def _claim_idempotency_keys(
     cursor = await conn.execute(
         """
         SELECT t.p, t.e, t.k, i.event_id, i.payload_hash
-        FROM unnest(%s::text[], %s::text[], %s::text[]) AS t(p, e, k)
+        FROM unnest(%b::text[], %b::text[], %b::text[]) AS t(p, e, k)
         CROSS JOIN LATERAL (
             SELECT event_id, payload_hash FROM idempotency_keys i
             WHERE i.project_id = t.p AND i.environment = t.e AND i.idempotency_key = t.k
@@ -146,8 +146,8 @@ async def store_events(
         INSERT INTO events (project_id, environment, event_id, event_name, participant_id,
                             properties, occurred_at, received_at, idempotency_key)
         SELECT p, e, id, n, pid, props::jsonb, oc, rc, k
-        FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-                    %s::text[], %s::timestamptz[], %s::timestamptz[], %s::text[])
+        FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+                    %b::text[], %b::timestamptz[], %b::timestamptz[], %b::text[])
              AS t(p, e, id, n, pid, props, oc, rc, k)
         ON CONFLICT (project_id, environment, event_id) DO NOTHING
         RETURNING event_id, stored_at
@@ -188,8 +188,8 @@ async def insert_facts(conn: AsyncConnection[Any], facts: Sequence[Fact]) -> Non
         INSERT INTO facts (project_id, environment, fact_id, fact_type, participant_id,
                            event_id, properties, occurred_at)
         SELECT p, e, id, t, pid, ev, props::jsonb, oc
-        FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-                    %s::text[], %s::text[], %s::timestamptz[])
+        FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+                    %b::text[], %b::text[], %b::timestamptz[])
              AS x(p, e, id, t, pid, ev, props, oc)
         ON CONFLICT DO NOTHING
         """,
@@ -217,8 +217,8 @@ async def _upsert_participants(conn: AsyncConnection[Any], events: Iterable[Enve
         """
         INSERT INTO participants AS p
             (project_id, environment, participant_id, first_seen_at, last_seen_at, event_count)
-        SELECT * FROM unnest(%s::text[], %s::text[], %s::text[],
-                             %s::timestamptz[], %s::timestamptz[], %s::bigint[])
+        SELECT * FROM unnest(%b::text[], %b::text[], %b::text[],
+                             %b::timestamptz[], %b::timestamptz[], %b::bigint[])
         ON CONFLICT (project_id, environment, participant_id) DO UPDATE SET
             first_seen_at = LEAST(p.first_seen_at, EXCLUDED.first_seen_at),
             last_seen_at = GREATEST(p.last_seen_at, EXCLUDED.last_seen_at),
@@ -249,8 +249,8 @@ async def _upsert_catalog(conn: AsyncConnection[Any], events: Iterable[Envelope]
         """
         INSERT INTO event_catalog AS c
             (project_id, environment, event_name, first_seen_at, last_seen_at, event_count)
-        SELECT * FROM unnest(%s::text[], %s::text[], %s::text[],
-                             %s::timestamptz[], %s::timestamptz[], %s::bigint[])
+        SELECT * FROM unnest(%b::text[], %b::text[], %b::text[],
+                             %b::timestamptz[], %b::timestamptz[], %b::bigint[])
         ON CONFLICT (project_id, environment, event_name) DO UPDATE SET
             first_seen_at = LEAST(c.first_seen_at, EXCLUDED.first_seen_at),
             last_seen_at = GREATEST(c.last_seen_at, EXCLUDED.last_seen_at),
@@ -271,7 +271,7 @@ async def _upsert_catalog(conn: AsyncConnection[Any], events: Iterable[Envelope]
             """
             INSERT INTO event_catalog_properties
                 (project_id, environment, event_name, property_key, json_type)
-            SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[])
+            SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[])
             ON CONFLICT DO NOTHING
             """,
             tuple([r[i] for r in rows] for i in range(5)),
