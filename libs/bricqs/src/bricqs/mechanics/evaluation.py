@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 
 from bricqs.mechanics.definitions import Window
 from bricqs.mechanics.ruleset import CompiledCriterion
@@ -39,12 +40,28 @@ def evaluation_points(window: Window | None, times: Iterable[datetime]) -> list[
             points[key] = EvaluationPoint(key, (key,))
         else:
             assert window.days is not None
-            day = moment.astimezone(UTC).date()
-            for offset in range(window.days):
-                end = day + timedelta(days=offset)
-                buckets = tuple(day_key(end - timedelta(days=n)) for n in range(window.days))
-                points[day_key(end)] = EvaluationPoint(day_key(end), buckets)
+            for point in _rolling_points(moment.astimezone(UTC).date(), window.days):
+                points[point.label] = point
     return list(points.values())
+
+
+@lru_cache(maxsize=4096)
+def _rolling_points(day: date, days: int) -> tuple[EvaluationPoint, ...]:
+    """Every `days`-day window containing `day`, each named by its last day.
+
+    Cached: a batch judges many facts of the same few days, and each day gives `days`
+    windows of `days` buckets (49 bucket names a fact for a 7-day window).
+    """
+    return tuple(
+        EvaluationPoint(day_key(end), _rolling_buckets(end, days))
+        for end in (day + timedelta(days=offset) for offset in range(days))
+    )
+
+
+@lru_cache(maxsize=4096)
+def _rolling_buckets(end: date, days: int) -> tuple[str, ...]:
+    """The day buckets of the `days`-day window ending on `end`, latest first."""
+    return tuple(day_key(end - timedelta(days=n)) for n in range(days))
 
 
 def current_point(window: Window | None, at: datetime) -> EvaluationPoint:
@@ -57,9 +74,7 @@ def current_point(window: Window | None, at: datetime) -> EvaluationPoint:
         return EvaluationPoint(key, (key,))
     assert window.days is not None
     day = at.astimezone(UTC).date()
-    return EvaluationPoint(
-        day_key(day), tuple(day_key(day - timedelta(days=n)) for n in range(window.days))
-    )
+    return EvaluationPoint(day_key(day), _rolling_buckets(day, window.days))
 
 
 def criterion_value(

@@ -56,6 +56,7 @@ def period_key(moment: datetime, period: str, timezone: str = "UTC") -> str:
     return f"m:{day.year}-{day.month:02d}"
 
 
+@lru_cache(maxsize=8192)
 def day_key(day: date) -> str:
     """The bucket name of one UTC day (rolling windows sum these)."""
     return f"d:{day.isoformat()}"
