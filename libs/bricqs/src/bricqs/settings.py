@@ -41,7 +41,7 @@ def load_settings(cls: type[S], environ: Mapping[str, str] | None = None) -> S:
         return msgspec.convert(raw, cls, strict=False)
     except msgspec.ValidationError as exc:
         message = str(exc)
-        bad_field = message.rsplit("$.", 1)[-1] if "$." in message else ""
+        bad_field = message.rsplit("$.", 1)[-1].strip("`") if "$." in message else ""
         name = env_name(bad_field) if bad_field else "settings"
         raise SettingsError(f"{name}: {message.split(' - at ')[0]}") from exc
 
@@ -78,4 +78,25 @@ DatabaseUrl = Annotated[str, Meta(description="PostgreSQL URL (libpq form), the 
 StreamShards = Annotated[
     int,
     Meta(ge=1, le=1024, description="Number of event streams; events are placed by participant."),
+]
+LogLevel = Annotated[
+    str,
+    Meta(
+        pattern=r"^(CRITICAL|ERROR|WARNING|INFO|DEBUG)$",
+        description="Python logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
+    ),
+]
+RetryAfterSeconds = Annotated[
+    int, Meta(ge=1, le=3600, description="Retry-After sent with 503 answers.")
+]
+AuthCacheTtlSeconds = Annotated[
+    float, Meta(gt=0, description="How long a key lookup is cached; a revocation takes this long.")
+]
+RulesRefreshSeconds = Annotated[
+    float,
+    Meta(
+        ge=0,
+        le=300,
+        description="How often changed mechanics definitions are looked for (0: at every use).",
+    ),
 ]

@@ -7,7 +7,14 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from bricqs.settings import DatabaseUrl, RedisUrl
+from bricqs.settings import (
+    AuthCacheTtlSeconds,
+    DatabaseUrl,
+    LogLevel,
+    RedisUrl,
+    RetryAfterSeconds,
+    RulesRefreshSeconds,
+)
 
 
 class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -21,19 +28,7 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     database_pool_size: Annotated[
         int, Meta(ge=1, le=100, description="PostgreSQL connections per worker process.")
     ] = 10
-    retry_after_seconds: Annotated[
-        int, Meta(ge=1, le=3600, description="Retry-After sent with 503 answers.")
-    ] = 1
-    auth_cache_ttl_seconds: Annotated[
-        float,
-        Meta(gt=0, description="How long a key lookup is cached; a revocation takes this long."),
-    ] = 30.0
-    rules_refresh_seconds: Annotated[
-        float,
-        Meta(
-            ge=0,
-            le=300,
-            description="How often reads check for changed definitions (0: on every request).",
-        ),
-    ] = 2.0
-    log_level: Annotated[str, Meta(description="Python logging level.")] = "INFO"
+    retry_after_seconds: RetryAfterSeconds = 1
+    auth_cache_ttl_seconds: AuthCacheTtlSeconds = 30.0
+    rules_refresh_seconds: RulesRefreshSeconds = 2.0
+    log_level: LogLevel = "INFO"

@@ -7,7 +7,15 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from bricqs.settings import DatabaseUrl, RedisUrl, StreamShards
+from bricqs.settings import (
+    AuthCacheTtlSeconds,
+    DatabaseUrl,
+    LogLevel,
+    RedisUrl,
+    RetryAfterSeconds,
+    RulesRefreshSeconds,
+    StreamShards,
+)
 
 
 class IngestSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -22,13 +30,8 @@ class IngestSettings(msgspec.Struct, frozen=True, kw_only=True):
     database_timeout_ms: Annotated[
         int, Meta(gt=0, le=60_000, description="Bound on the sync endpoint's database work.")
     ] = 5_000
-    retry_after_seconds: Annotated[
-        int, Meta(ge=1, le=3600, description="Retry-After sent with 503 answers.")
-    ] = 1
-    auth_cache_ttl_seconds: Annotated[
-        float,
-        Meta(gt=0, description="How long a key lookup is cached; a revocation takes this long."),
-    ] = 30.0
+    retry_after_seconds: RetryAfterSeconds = 1
+    auth_cache_ttl_seconds: AuthCacheTtlSeconds = 30.0
     auth_negative_ttl_seconds: Annotated[
         float, Meta(gt=0, description="How long an unknown key is remembered as unknown.")
     ] = 5.0
@@ -50,14 +53,7 @@ class IngestSettings(msgspec.Struct, frozen=True, kw_only=True):
             " and are coalesced into the next pipeline.",
         ),
     ] = 4
-    rules_refresh_seconds: Annotated[
-        float,
-        Meta(
-            ge=0,
-            le=300,
-            description="How often the sync endpoint checks for changed mechanics definitions.",
-        ),
-    ] = 2.0
+    rules_refresh_seconds: RulesRefreshSeconds = 2.0
     rate_limit_per_second: Annotated[
         float,
         Meta(
@@ -85,4 +81,4 @@ class IngestSettings(msgspec.Struct, frozen=True, kw_only=True):
     backlog_check_ms: Annotated[
         int, Meta(ge=50, description="How often each worker measures the backlog.")
     ] = 500
-    log_level: Annotated[str, Meta(description="Python logging level.")] = "INFO"
+    log_level: LogLevel = "INFO"

@@ -26,7 +26,7 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from bricqs.settings import DatabaseUrl, RedisUrl, StreamShards
+from bricqs.settings import DatabaseUrl, LogLevel, RedisUrl, RulesRefreshSeconds, StreamShards
 
 Milliseconds = Annotated[int, Meta(gt=0, le=86_400_000)]
 
@@ -104,14 +104,7 @@ class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
     backoff_max_ms: Annotated[
         Milliseconds, Meta(description="Cap of the exponential backoff after failures.")
     ] = 5_000
-    rules_refresh_seconds: Annotated[
-        float,
-        Meta(
-            gt=0,
-            le=300,
-            description="How often changed mechanics definitions are looked for.",
-        ),
-    ] = 2.0
+    rules_refresh_seconds: RulesRefreshSeconds = 2.0
     idempotency_retention_days: Annotated[
         int, Meta(ge=1, description="How long PostgreSQL enforces an idempotency key.")
     ] = 30
@@ -140,7 +133,7 @@ class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
             " per process (two live processes must never share a name).",
         ),
     ] = ""
-    log_level: Annotated[str, Meta(description="Python logging level.")] = "INFO"
+    log_level: LogLevel = "INFO"
 
     def __post_init__(self) -> None:
         worst = self.batch_timeout_ms + self.statement_timeout_ms
