@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import shlex
 import shutil
 import signal
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -309,18 +310,30 @@ class Running:
         try:
             code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+            self.kill()
             pytest.fail(f"no exit within {timeout} s of SIGTERM\n{self.log()}")
         return code, time.monotonic() - started
+
+    def kill(self) -> None:
+        """SIGKILL the service and every process it started: Granian's workers are its
+        children, and would outlive a SIGKILL of Granian alone."""
+        with suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
 
 
 @contextmanager
 def running(argv: list[str], env: dict[str, str], url: str, log_path: Path) -> Iterator[Running]:
-    """Start a service, wait (30 s at most) until /health/live answers, kill it at the end."""
+    """Start a service, wait (30 s at most) until /health/live answers, kill it (and its
+    workers) at the end."""
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so its workers die with it
         )
     service = Running(process, url, log_path)
     try:
@@ -336,9 +349,7 @@ def running(argv: list[str], env: dict[str, str], url: str, log_path: Path) -> I
             time.sleep(0.05)
         yield service
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
+        service.kill()  # whatever is left of the group, even after a clean exit
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
