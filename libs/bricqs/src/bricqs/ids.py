@@ -16,15 +16,17 @@ _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _BODY_LENGTH = 26
 
 
+# Every pair of base32 digits, so a ULID is 13 lookups of 10 bits rather than 26 of 5
+# (ids are made on the hot path of every event).
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+_SHIFTS = tuple(range(10 * (_BODY_LENGTH // 2 - 1), -1, -10))
+
+
 def ulid(now_ms: int | None = None) -> str:
     """A new 26-character ULID string."""
     ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(_BODY_LENGTH):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
 def new_event_id() -> str:

@@ -123,49 +123,67 @@ class StreamPublisher:
         self._redis = redis
         self._timeout = timeout
         self._ttl = idempotency_ttl
-        self._waiting: list[tuple[Command, asyncio.Future[EnqueueResult]]] = []
+        # One future per `enqueue` call, resolved with the replies to all its commands.
+        self._waiting: list[tuple[Sequence[Command], asyncio.Future[list[EnqueueResult]]]] = []
         self._slots = asyncio.Semaphore(max_inflight)
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def enqueue(self, commands: Sequence[Command]) -> list[EnqueueResult]:
-        """Run `commands`; raise QueueUnavailable unless Redis answered all in time."""
+        """Run `commands`; raise QueueUnavailable unless Redis answered all in time.
+
+        The bound is the flush's: each flush (waiting for a pipeline slot, then the round
+        trip) is given `timeout` from the moment it was scheduled, which is no later than
+        this call, and fails its callers when it runs out. So no per-call timer is needed.
+        """
         loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in commands]
-        self._waiting.extend(zip(commands, futures, strict=True))
+        future: asyncio.Future[list[EnqueueResult]] = loop.create_future()
+        self._waiting.append((commands, future))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             task = loop.create_task(self._flush())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        try:
-            async with asyncio.timeout(self._timeout):
-                return list(await asyncio.gather(*futures))
-        except TimeoutError as exc:
-            raise QueueUnavailable("Redis did not answer in time") from exc
+        return await future
 
     async def _flush(self) -> None:
-        async with self._slots:
-            # Take everything that queued up while we waited for a slot: one pipeline.
-            batch, self._waiting = self._waiting, []
-            self._flush_scheduled = False
-            if not batch:
-                return
-            try:
-                async with asyncio.timeout(self._timeout):
-                    replies = await self._send([command for command, _ in batch])
-            except (RedisError, OSError, TimeoutError) as exc:
+        batch: list[tuple[Sequence[Command], asyncio.Future[list[EnqueueResult]]]] = []
+        try:
+            async with asyncio.timeout(self._timeout), self._slots:
+                # Take everything that queued up while we waited for a slot: one pipeline.
+                batch, self._waiting = self._waiting, []
+                self._flush_scheduled = False
+                if not batch:
+                    return
+                replies = await self._send([c for commands, _ in batch for c in commands])
+        except BaseException as exc:
+            if not batch:  # timed out waiting for a slot: fail what this flush would send
+                batch, self._waiting = self._waiting, []
+                self._flush_scheduled = False
+            if isinstance(exc, TimeoutError):
+                failure = QueueUnavailable("Redis did not answer in time")
+            elif isinstance(exc, RedisError | OSError):
                 failure = QueueUnavailable(f"Redis unavailable: {type(exc).__name__}")
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(failure)
-                return
-            for (_, future), reply in zip(batch, replies, strict=True):
-                if not future.done():  # the request may have timed out already
-                    if isinstance(reply, Exception):
-                        future.set_exception(QueueUnavailable(str(reply)))
-                    else:
-                        future.set_result(reply)
+            else:
+                failure = QueueUnavailable(f"enqueue failed: {type(exc).__name__}: {exc}")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(failure)
+            if not isinstance(exc, Exception):
+                raise  # cancellation at shutdown: the callers were told above
+            return
+        start = 0
+        for commands, future in batch:
+            end = start + len(commands)
+            mine = replies[start:end]
+            start = end
+            if future.done():  # the request went away meanwhile
+                continue
+            error = next((r for r in mine if isinstance(r, Exception)), None)
+            if error is not None:
+                future.set_exception(QueueUnavailable(str(error)))
+            else:
+                future.set_result(mine)  # type: ignore[arg-type]
 
     async def _send(self, commands: list[Command]) -> list[EnqueueResult | Exception]:
         started = time.perf_counter()

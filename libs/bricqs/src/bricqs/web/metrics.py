@@ -78,6 +78,10 @@ def metrics_endpoint() -> Response[bytes]:
 def request_metrics(service: str) -> Any:
     """ASGI middleware factory observing latency per route template and status."""
 
+    # The labelled child per (route, method, status), so a request does one dict lookup
+    # instead of prometheus-client's locked `labels()` resolution.
+    children: dict[tuple[str, str, int], Any] = {}
+
     def middleware(app: ASGIApp) -> ASGIApp:
         async def observe(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != ScopeType.HTTP:
@@ -95,11 +99,11 @@ def request_metrics(service: str) -> Any:
             try:
                 await app(scope, receive, send_and_capture)
             finally:
-                route = scope.get("path_template") or "unmatched"
-                method = scope.get("method", "")
-                REQUEST_LATENCY.labels(service, route, method, str(status)).observe(
-                    time.perf_counter() - started
-                )
+                key = (scope.get("path_template") or "unmatched", scope.get("method", ""), status)
+                child = children.get(key)
+                if child is None:
+                    child = children[key] = REQUEST_LATENCY.labels(service, *key[:2], str(status))
+                child.observe(time.perf_counter() - started)
 
         return observe
 
