@@ -78,6 +78,16 @@ class KeyCache:
         finally:
             del self._inflight[digest]
 
+    def cached_owner(self, key: str) -> KeyOwner | None:
+        """The owner of `key` if a fresh answer is cached; None otherwise (unknown, expired,
+        malformed, or never looked up: ask `owner`)."""
+        if key_environment(key) is None:
+            return None
+        entry = self._entries.get(hash_key(key))
+        if entry is not None and entry.expires > time.monotonic():
+            return entry.owner
+        return None
+
     async def _resolve(self, digest: bytes, entry: _Entry | None, now: float) -> KeyOwner | None:
         try:
             owner = await self._lookup(digest)

@@ -12,7 +12,7 @@ import logging
 import math
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,6 +21,16 @@ from typing import Any
 import msgspec
 from litestar import Litestar, Request, Response, Router, post
 from litestar.di import NamedDependency, Provide
+from litestar.enums import ScopeType
+from litestar.types import (
+    ASGIApp,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Receive,
+    ReceiveMessage,
+    Scope,
+    Send,
+)
 from prometheus_client import Counter
 from psycopg import OperationalError
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -627,6 +637,124 @@ async def _sync_duplicate(
 
 
 # ---------------------------------------------------------------------------------------
+# Fast path of the hottest request
+
+SINGLE_PATH = "/api/v1/ingest/events"
+
+
+def single_event_fast_path(context: Callable[[], IngestContext]) -> Any:
+    """ASGI middleware answering the plain case of POST /ingest/events without the
+    framework's request and response machinery; everything else goes to the route.
+
+    The plain case: a key whose owner is cached, no rate limit, no backpressure, no
+    Idempotency-Key header, an identity-encoded body within the limit that is a valid
+    event without an idempotency key. For anything else -- every error included -- the
+    request, its body replayed, goes to `ingest_event`, which alone decides what to
+    answer. The answer of the plain case is the one `ingest_event` gives; a queue failure
+    is raised as the same ProblemError, rendered by the same exception handler; the
+    request-latency middleware, outside this one, observes both paths alike.
+    """
+
+    def middleware(app: ASGIApp) -> ASGIApp:
+        async def fast(scope: Scope, receive: Receive, send: Send) -> None:
+            if (
+                scope["type"] != ScopeType.HTTP
+                or scope["path"] != SINGLE_PATH
+                or scope["method"] != "POST"
+            ):
+                await app(scope, receive, send)
+                return
+            messages: list[ReceiveMessage] = []
+            body = b""
+            while True:
+                message = await receive()
+                messages.append(message)
+                if message["type"] != "http.request":
+                    break
+                body += message.get("body", b"")
+                if len(body) > MAX_SINGLE_BODY or not message.get("more_body", False):
+                    break
+            complete = messages[-1]["type"] == "http.request" and not messages[-1].get(
+                "more_body", False
+            )
+            answer = await _plain_single(context(), scope, body) if complete else None
+            if answer is None:
+                await app(scope, _replay(messages, receive), send)
+                return
+            start: HTTPResponseStartEvent = {
+                "type": "http.response.start",
+                "status": 202,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(answer)).encode()),
+                ],
+            }
+            await send(start)
+            done: HTTPResponseBodyEvent = {
+                "type": "http.response.body",
+                "body": answer,
+                "more_body": False,
+            }
+            await send(done)
+
+        return fast
+
+    return middleware
+
+
+def _replay(messages: list[ReceiveMessage], receive: Receive) -> Receive:
+    """`receive` that gives the messages already read again, then the rest."""
+    pending = list(messages)
+
+    async def replay() -> ReceiveMessage:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
+
+
+async def _plain_single(ctx: IngestContext, scope: Scope, body: bytes) -> bytes | None:
+    """The 202 body for a plain single event, after enqueueing it; None when the request
+    is not the plain case (nothing was done)."""
+    key: str | None = None
+    for name, value in scope["headers"]:
+        if name == b"x-api-key":
+            if key is not None:  # sent twice: the route decides
+                return None
+            key = value.decode("latin-1")
+        elif name == b"idempotency-key" or (
+            name == b"content-encoding" and value.strip().lower() != b"identity"
+        ):
+            return None
+    if not key or not body or len(body) > MAX_SINGLE_BODY or ctx.backlog.over:
+        return None
+    owner = ctx.keys.cached_owner(key)
+    if owner is None or _limit(ctx, owner, 0, 1) is not None:
+        return None
+    try:
+        obj = json_decoder.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    now = datetime.now(UTC)
+    event = parse_event(obj, now=now, check_size=len(body) > MAX_EVENT_BYTES)
+    if isinstance(event, list) or event.idempotency_key is not None:
+        return None
+    envelope = _envelope(event, owner, now, None)
+    (result,) = await _enqueue(ctx, [_command(ctx, envelope, owner)])
+    assert isinstance(result, Enqueued)  # no key, no limit: nothing else can come back
+    EVENTS.labels("single", "accepted").inc()
+    return _json.encode(
+        {
+            "accepted": True,
+            "duplicate": False,
+            "message_id": result.message_id,
+            "event_id": envelope.event_id,
+        }
+    )
+
+
+# ---------------------------------------------------------------------------------------
 # App
 
 
@@ -710,7 +838,7 @@ def create_app(settings: IngestSettings | None = None) -> Litestar:
         route_handlers=[api, health_router(checks), metrics_endpoint, openapi_document],
         dependencies={"ctx": Provide(context, sync_to_thread=False)},
         exception_handlers=exception_handlers,
-        middleware=[request_metrics("ingest")],
+        middleware=[request_metrics("ingest"), single_event_fast_path(context)],
         lifespan=[lifespan],
         openapi_config=None,
         debug=False,
