@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from bricqs.mechanics.apply import Effects, RuleSource, apply_mechanics
 from bricqs.schemas import Envelope
-from bricqs.storage.events import StoreResult, store_events
+from bricqs.storage.events import StoreResult, store_events, upsert_catalog
 from bricqs.storage.mechanics import Conn, lock_participants
 
 
@@ -33,6 +33,10 @@ async def process_envelopes(
     await lock_participants(
         conn, [(e.project_id, e.environment, e.participant_id) for e in envelopes]
     )
-    stored = await store_events(conn, envelopes, idempotency_ttl=idempotency_ttl)
+    stored = await store_events(conn, envelopes, idempotency_ttl=idempotency_ttl, catalog=False)
     effects = await apply_mechanics(conn, rules_for, stored.facts) if stored.facts else {}
+    # Last: every writer of the tenant updates the same catalog rows, whose locks are
+    # then held only for the commit, not for the mechanics too.
+    if stored.inserted:
+        await upsert_catalog(conn, stored.inserted)
     return Processed(stored, effects)

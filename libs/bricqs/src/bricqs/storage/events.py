@@ -5,7 +5,8 @@ statement per table whatever the batch size:
 1. claims idempotency keys (a key held by another event makes this one a duplicate);
 2. inserts events keyed by event_id, ON CONFLICT DO NOTHING, so a redelivery is a no-op;
 3. inserts the custom fact of each newly inserted event (and only those);
-4. upserts participants and the event catalog from the newly inserted events.
+4. upserts participants and the event catalog from the newly inserted events (the
+   catalog possibly later, by the caller: see `store_events`).
 Rows that several writers may update at once (participants, catalog) are written in
 sorted key order, so concurrent transactions lock them in the same order and cannot
 deadlock.
@@ -54,6 +55,8 @@ class StoreResult:
     facts: list[Fact] = field(default_factory=list)
     stored_at: dict[str, datetime] = field(default_factory=dict)
     """For newly stored events: event_id -> the stored_at time of its row."""
+    inserted: list[Envelope] = field(default_factory=list)
+    """The envelopes newly stored, in input order."""
 
     @property
     def stored(self) -> int:
@@ -121,8 +124,15 @@ async def store_events(
     envelopes: Sequence[Envelope],
     *,
     idempotency_ttl: timedelta,
+    catalog: bool = True,
 ) -> StoreResult:
-    """Store `envelopes` and their facts idempotently, inside the caller's transaction."""
+    """Store `envelopes` and their facts idempotently, inside the caller's transaction.
+
+    With `catalog=False` the caller records the event catalog itself, with
+    `upsert_catalog(conn, result.inserted)`, as late in the transaction as it can: a
+    catalog row is shared by every writer of the tenant (one per event name), so its
+    row lock, held until commit, serialises them all.
+    """
     result = StoreResult()
     holders = await _claim_idempotency_keys(conn, envelopes, idempotency_ttl)
     candidates: list[Envelope] = []
@@ -174,10 +184,12 @@ async def store_events(
     if not inserted:
         return result
 
+    result.inserted = inserted
     result.facts = [derive_fact(env) for env in inserted]
     await insert_facts(conn, result.facts)
     await _upsert_participants(conn, inserted)
-    await _upsert_catalog(conn, inserted)
+    if catalog:
+        await upsert_catalog(conn, inserted)
     return result
 
 
@@ -235,7 +247,8 @@ async def _upsert_participants(conn: AsyncConnection[Any], events: Iterable[Enve
     )
 
 
-async def _upsert_catalog(conn: AsyncConnection[Any], events: Iterable[Envelope]) -> None:
+async def upsert_catalog(conn: AsyncConnection[Any], events: Iterable[Envelope]) -> None:
+    """Count newly stored events in the event catalog (names, times, property types)."""
     names: dict[tuple[str, str, str], tuple[datetime, datetime, int]] = {}
     properties: set[tuple[str, str, str, str, str]] = set()
     for env in events:
