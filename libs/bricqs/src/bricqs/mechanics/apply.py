@@ -255,8 +255,16 @@ async def _judge_badges_and_challenges(
     progress = await store.read_progress(conn, r.tenant, keys)
     distinct = await store.read_distinct(conn, r.tenant, distinct_keys)
 
+    # The same (criterion, participant, buckets) is judged for several thresholds,
+    # objectives and periods: compute each value once.
+    values: dict[tuple[str, str, tuple[str, ...]], float] = {}
+
     def value(criterion: CompiledCriterion, pid: str, point: EvaluationPoint) -> float:
-        return criterion_value(criterion, pid, point, progress, distinct)
+        key = (criterion.criterion_id, pid, point.buckets)
+        found = values.get(key)
+        if found is None:
+            found = values[key] = criterion_value(criterion, pid, point, progress, distinct)
+        return found
 
     awards: list[tuple[str, str, str, str, str | None]] = []
     award_facts: dict[tuple[str, str, str], Fact] = {}

@@ -103,9 +103,8 @@ def criterion_value(
 def needed_keys(
     criterion: CompiledCriterion, participant_id: str, points: Iterable[EvaluationPoint]
 ) -> list[tuple[str, str, str]]:
-    """The (criterion, participant, bucket) rows `criterion_value` will read."""
-    return [
-        (criterion.criterion_id, participant_id, bucket)
-        for point in points
-        for bucket in point.buckets
-    ]
+    """The (criterion, participant, bucket) rows `criterion_value` will read, each once
+    (the windows of a rolling criterion share most of their buckets)."""
+    buckets = dict.fromkeys(bucket for point in points for bucket in point.buckets)
+    cid = criterion.criterion_id
+    return [(cid, participant_id, bucket) for bucket in buckets]
