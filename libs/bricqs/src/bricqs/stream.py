@@ -152,3 +152,16 @@ if idem then
 end
 return {1, id, remaining}
 """
+
+# Several plain envelopes (no idempotency key, no limit, no permit) that follow each other
+# in one pipeline, for one stream: XADDed in order by one script, one reply for all. The
+# shebang makes Redis (7+) check for OOM before the script runs, so a full Redis refuses
+# the whole run rather than part of it. KEYS[1] the stream; ARGV the envelopes. Replies
+# the message ids, in order.
+XADD_ALL_SCRIPT = """#!lua
+local ids = {}
+for i = 1, #ARGV do
+  ids[i] = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
+end
+return ids
+"""

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from bricqs.schemas import ENVELOPE_FIELD
-from bricqs.stream import ENQUEUE_SCRIPT
+from bricqs.stream import ENQUEUE_SCRIPT, XADD_ALL_SCRIPT
 from bricqs.web.metrics import LATENCY_BUCKETS
 
 XADD_LATENCY = Histogram(
@@ -188,7 +188,36 @@ class StreamPublisher:
     async def _send(self, commands: list[Command]) -> list[EnqueueResult | Exception]:
         started = time.perf_counter()
         pipe = self._redis.pipeline(transaction=False)
+        # How many commands each pipeline entry answers: consecutive plain XADDs to one
+        # stream go as one script call (redis-py parses, and arms a read timer for, every
+        # reply; a batch of 100 plain events is then one reply, not 100).
+        spans: list[int] = []
+        run: list[bytes] = []
+        run_stream = ""
+
+        def close_run() -> None:
+            if len(run) == 1:
+                pipe.xadd(run_stream, {ENVELOPE_FIELD: run[0]})
+            elif run:
+                pipe.eval(XADD_ALL_SCRIPT, 1, run_stream, *run)
+            if run:
+                spans.append(len(run))
+                run.clear()
+
         for command in commands:
+            if (
+                isinstance(command, EnqueueCommand)
+                and command.idempotency_key is None
+                and command.limit is None
+                and command.permit is None
+            ):
+                if run and command.stream != run_stream:
+                    close_run()
+                run_stream = command.stream
+                run.append(command.envelope)
+                continue
+            close_run()
+            spans.append(1)
             if isinstance(command, ReserveCommand):
                 limit = command.limit
                 pipe.eval(
@@ -205,10 +234,6 @@ class StreamPublisher:
                     limit.burst,
                     limit.cost,
                 )
-            elif (
-                command.idempotency_key is None and command.limit is None and command.permit is None
-            ):
-                pipe.xadd(command.stream, {ENVELOPE_FIELD: command.envelope})
             else:
                 # EVAL (not EVALSHA) so a Redis restart, which empties the script cache,
                 # cannot fail a request; Redis caches the compiled script by its digest.
@@ -233,10 +258,21 @@ class StreamPublisher:
                     limit.burst,
                     limit.cost,
                 )
+        close_run()
         replies = await pipe.execute(raise_on_error=False)
         XADD_LATENCY.observe(time.perf_counter() - started)
         PIPELINE_SIZE.observe(len(commands))
-        return [_parse_reply(reply) for reply in replies]
+        results: list[EnqueueResult | Exception] = []
+        for span, reply in zip(spans, replies, strict=True):
+            if span == 1:
+                results.append(_parse_reply(reply))
+            elif isinstance(reply, Exception):
+                results.extend([reply] * span)
+            else:
+                results.extend(Enqueued(message_id.decode()) for message_id in reply)
+        if len(results) != len(commands):
+            raise RedisError(f"{len(results)} replies to {len(commands)} enqueue commands")
+        return results
 
     async def close(self) -> None:
         """Wait for pipelines in flight (bounded by the timeout)."""
