@@ -29,14 +29,20 @@ async def process_envelopes(
     idempotency_ttl: timedelta,
     rules_for: RuleSource,
 ) -> Processed:
-    """Store `envelopes` and run mechanics for the facts this call inserted."""
-    await lock_participants(
-        conn, [(e.project_id, e.environment, e.participant_id) for e in envelopes]
-    )
-    stored = await store_events(conn, envelopes, idempotency_ttl=idempotency_ttl, catalog=False)
-    effects = await apply_mechanics(conn, rules_for, stored.facts) if stored.facts else {}
-    # Last: every writer of the tenant updates the same catalog rows, whose locks are
-    # then held only for the commit, not for the mechanics too.
-    if stored.inserted:
-        await upsert_catalog(conn, stored.inserted)
+    """Store `envelopes` and run mechanics for the facts this call inserted.
+
+    In pipeline mode: statements whose results are not read (the inserts and upserts
+    without RETURNING) are sent without waiting, and PostgreSQL runs them while Python
+    works on what comes next; reading a result waits for everything sent before it.
+    """
+    async with conn.pipeline():
+        await lock_participants(
+            conn, [(e.project_id, e.environment, e.participant_id) for e in envelopes]
+        )
+        stored = await store_events(conn, envelopes, idempotency_ttl=idempotency_ttl, catalog=False)
+        effects = await apply_mechanics(conn, rules_for, stored.facts) if stored.facts else {}
+        # Last: every writer of the tenant updates the same catalog rows, whose locks are
+        # then held only for the commit, not for the mechanics too.
+        if stored.inserted:
+            await upsert_catalog(conn, stored.inserted)
     return Processed(stored, effects)
