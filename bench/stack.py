@@ -122,8 +122,11 @@ class Stack:
                 "REDIS_URL": self.redis_url,
                 "DATABASE_URL": self.database_url,
                 "LOG_LEVEL": "WARNING",
-                # The bench's own code path first (an A/B run may point it elsewhere).
-                "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO)])),
+                # A PYTHONPATH given to the bench comes first (an A/B run points it at
+                # another tree), then the repository, for `bench.bare_asgi`.
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [os.environ.get("PYTHONPATH"), str(REPO)])
+                ),
             }
         )
         env.update(extra)
