@@ -32,7 +32,8 @@ def test_values_are_converted_from_strings() -> None:
         ("REDIS_TIMEOUT_MS", "soon"),
         ("REDIS_TIMEOUT_MS", "0"),
         ("STREAM_SHARDS", "0"),
-        ("RETRY_AFTER_SECONDS", "-1"), ("LOG_LEVEL", "LOUD"),
+        ("RETRY_AFTER_SECONDS", "-1"),
+        ("LOG_LEVEL", "LOUD"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_variable(variable: str, value: str) -> None:
