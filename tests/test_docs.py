@@ -31,6 +31,6 @@ def test_readme_gives_the_two_commands_and_only_existing_make_targets() -> None:
     readme = (ROOT / "README.md").read_text()
     makefile = (ROOT / "Makefile").read_text()
     assert "make run" in readme and "make test" in readme
-    targets = set(re.findall(r"^([a-z-]+):", makefile, re.M))
-    mentioned = set(re.findall(r"\bmake ([a-z][a-z-]*)", readme))
+    targets = set(re.findall(r"^([a-z0-9-]+):", makefile, re.M))
+    mentioned = set(re.findall(r"\bmake ([a-z][a-z0-9-]*)", readme))
     assert {"run", "test"} <= mentioned <= targets
