@@ -19,6 +19,7 @@ from collections import deque
 from typing import Any
 
 import common.slo  # noqa: F401  (registers the SLO gate)
+import gevent
 from common.events import batch, event, invalid_event
 from locust import FastHttpUser, constant_throughput, task
 
@@ -41,6 +42,9 @@ class IngestClient(FastHttpUser):
         }
         # Recently accepted events sent with an idempotency key, for retries.
         self.sent: deque[dict[str, Any]] = deque(maxlen=50)
+        # Start at a random phase: users spawned at a steady rate would otherwise keep
+        # firing in lockstep, in bursts no real population of clients produces.
+        gevent.sleep(self.rng.uniform(0, 1 / REQUESTS_PER_SECOND))
 
     def _post(self, path: str, name: str, body: Any, expect: int) -> dict[str, Any] | None:
         with self.client.post(
