@@ -1,0 +1,54 @@
+"""A large read is stored as two transactions at once, split by participant: every event
+is still stored once and counted once, and a poison event in either lane is isolated."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from bricqs.devstack import Server
+from bricqs.stream import dead_letter_key
+from bricqs_processor.consumer import LANE_MIN
+from tests.conftest import Tenant
+from tests.processor.conftest import (
+    ProcessorFactory,
+    add_points_rule,
+    envelope,
+    pending,
+    points,
+    stored_event_ids,
+    wait_until,
+    xadd_envelopes,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_large_read_in_two_lanes_stores_and_counts_each_event_once(
+    processors: ProcessorFactory,
+    redis_client: redis.Redis,
+    postgres_server: Server,
+    tenant: Tenant,
+) -> None:
+    add_points_rule(postgres_server.url, tenant, "custom.event_0", 5)
+    good = [envelope(tenant, i, participants=40, names=1) for i in range(3 * LANE_MIN)]
+    # Poison in many participants, so that both lanes meet some.
+    refused = [
+        envelope(tenant, i, participants=40, names=1, properties={"text": "nul \x00"})
+        for i in range(8)
+    ]
+    xadd_envelopes(redis_client, good[:100] + refused[:4] + good[100:] + refused[4:])
+
+    processors.start(BATCH_SIZE="500")
+    wait_until(
+        lambda: (
+            redis_client.xlen(dead_letter_key(0)) == len(refused) and pending(redis_client) == 0
+        ),
+        60,
+        "the poison dead-lettered and nothing pending",
+        processors.logs,
+    )
+    assert sorted(stored_event_ids(postgres_server.url, tenant.project_id)) == sorted(
+        e.event_id for e in good
+    )
+    assert points(postgres_server.url, tenant.project_id) == (len(good), 5 * len(good))
