@@ -3,6 +3,7 @@ ingest service and processor, writes its CSV, and its exit code is the SLO verdi
 
 from __future__ import annotations
 
+import ast
 import csv
 import os
 import subprocess
@@ -70,7 +71,12 @@ def test_loadtest_smoke_exit_code_follows_the_slos(
     ):
         assert int(rows[name]["Request Count"]) > 0, name
         assert int(rows[name]["Failure Count"]) == 0, (name, run.stderr)
-    met = failures / requests < 0.001 and float(total["99%"]) < 50
+    assert failures == 0, run.stderr
+    # The verdict is judged on the listener's own summary (what the SLO gate saw), never
+    # on the timings themselves: a noisy machine may miss the SLO, and then the exit
+    # code must say so.
+    summary = ast.literal_eval(run.stderr.split("load test summary: ", 1)[1].splitlines()[0])
+    met = summary["error_ratio"] < 0.001 and summary["p99_ms"] < 50
     assert run.returncode == (0 if met else 1), run.stderr
     assert ("SLOs met" in run.stderr) is met
 
