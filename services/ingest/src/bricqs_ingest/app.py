@@ -44,6 +44,7 @@ from bricqs.facts import custom_fact_type
 from bricqs.ids import fact_id_for_event, new_event_id
 from bricqs.mechanics.cache import RuleCache
 from bricqs.pipeline import process_envelopes
+from bricqs.runtime import tune_garbage_collector
 from bricqs.schemas import Envelope, Event, encode_envelope, json_decoder
 from bricqs.settings import load_or_exit
 from bricqs.storage.events import Outcome, find_stored_event
@@ -815,6 +816,7 @@ def create_app(settings: IngestSettings | None = None) -> Litestar:
             ),
         )
         holder["ctx"].backlog.start()
+        tune_garbage_collector()
         try:
             yield
         finally:

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from bricqs.runtime import tune_garbage_collector
 from bricqs.settings import load_or_exit
 from bricqs_processor.consumer import StreamConsumer
 from bricqs_processor.health import HealthServer
@@ -112,6 +113,7 @@ async def serve(settings: ProcessorSettings) -> None:
 def main() -> int:
     """Entry point of the console script."""
     settings = load_or_exit(ProcessorSettings)
+    tune_garbage_collector()
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
