@@ -10,8 +10,6 @@ bounded wait and the read-back helpers live in tests/processes.py and tests/read
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -20,20 +18,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import msgspec
 import psycopg
 import pytest
 import redis
 
-from bricqs.devstack import Server, free_port
+from bricqs.devstack import Server
 from bricqs.ids import new_event_id
 from bricqs.mechanics.definitions import Amount, PointsRule, Trigger
 from bricqs.schemas import Envelope, encode_envelope
 from bricqs.storage.mechanics import Tenant as MechanicsTenant
 from bricqs.storage.mechanics import create_definition
 from bricqs.stream import CONSUMER_GROUP, shard_for, stream_key
-from tests.conftest import Tenant, service_env
+from tests.conftest import Tenant
+from tests.ingest.helpers import granian_ingest
 from tests.processes import FAST, Processor, ProcessorFactory, wait_until
 from tests.readback import Stored, stored
 
@@ -52,46 +50,8 @@ def processors(
 @pytest.fixture(scope="module")
 def ingest_url(redis_server: Server, postgres_server: Server) -> Iterator[str]:
     """The real ingest service under Granian, on a free loopback port."""
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "granian"),
-            "--interface",
-            "asgi",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--no-access-log",
-            "bricqs_ingest.app:create_app",
-        ],
-        env=service_env(redis_server.url, postgres_server.url),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def live() -> bool:
-        assert process.poll() is None, "ingest exited while starting"
-        try:
-            return httpx.get(f"{base}/health/live", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_until(live, 30, "ingest to start")
+    with granian_ingest(redis_server.url, postgres_server.url) as base:
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # ---------------------------------------------------------------------------------------
