@@ -22,10 +22,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from bricqs.ids import new_fact_id, ulid
 from bricqs.mechanics.evaluation import (
     EvaluationPoint,
+    bucket_ranges,
     criterion_value,
     current_point,
     evaluation_points,
-    needed_keys,
 )
 from bricqs.mechanics.matching import match_facts
 from bricqs.mechanics.ruleset import (
@@ -245,15 +245,9 @@ async def _judge_badges_and_challenges(
             points = evaluation_points(objective.criterion.window, times)
             points.append(current_point(objective.criterion.window, max(times)))
             plan.append((objective.criterion, pid, points))
-    keys = [k for criterion, pid, points in plan for k in needed_keys(criterion, pid, points)]
-    distinct_keys = [
-        k
-        for criterion, pid, points in plan
-        if criterion.aggregate == "distinct"
-        for k in needed_keys(criterion, pid, points)
-    ]
-    progress = await store.read_progress(conn, r.tenant, keys)
-    distinct = await store.read_distinct(conn, r.tenant, distinct_keys)
+    ranges, distinct_ranges = bucket_ranges(plan)
+    progress = await store.read_progress(conn, r.tenant, ranges)
+    distinct = await store.read_distinct(conn, r.tenant, distinct_ranges)
 
     # The same (criterion, participant, buckets) is judged for several thresholds,
     # objectives and periods: compute each value once.

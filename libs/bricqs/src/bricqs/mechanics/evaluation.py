@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from bricqs.mechanics.definitions import Window
 from bricqs.mechanics.ruleset import CompiledCriterion
 from bricqs.mechanics.windows import day_key, period_key
-from bricqs.storage.mechanics import BucketValue
+from bricqs.storage.mechanics import BucketRange, BucketValue
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,11 @@ class EvaluationPoint:
 
     label: str
     buckets: tuple[str, ...]
+
+    @cached_property  # rolling windows' points are cached, and so their spans
+    def span(self) -> tuple[str, str]:
+        """The first and last bucket names (the buckets are consecutive)."""
+        return min(self.buckets), max(self.buckets)
 
 
 def evaluation_points(window: Window | None, times: Iterable[datetime]) -> list[EvaluationPoint]:
@@ -100,11 +105,36 @@ def criterion_value(
     return max(maxima) if maxima else 0.0
 
 
-def needed_keys(
-    criterion: CompiledCriterion, participant_id: str, points: Iterable[EvaluationPoint]
-) -> list[tuple[str, str, str]]:
-    """The (criterion, participant, bucket) rows `criterion_value` will read, each once
-    (the windows of a rolling criterion share most of their buckets)."""
-    buckets = dict.fromkeys(bucket for point in points for bucket in point.buckets)
-    cid = criterion.criterion_id
-    return [(cid, participant_id, bucket) for bucket in buckets]
+def bucket_ranges(
+    wanted: Iterable[tuple[CompiledCriterion, str, Iterable[EvaluationPoint]]],
+) -> tuple[list[BucketRange], list[BucketRange]]:
+    """The stored buckets `criterion_value` will read for each (criterion, participant,
+    points), as ranges: (every criterion's, distinct criteria's).
+
+    A point's buckets are consecutive buckets of its criterion (one bucket, or the days of
+    a rolling window), and bucket names sort by time, so each point is one range of names;
+    the ranges of one (criterion, participant) are merged where they overlap. Rolling
+    windows are what this is for: the 7-day windows around a fact cover 13 day buckets,
+    most of them empty, read with one index range scan instead of 13 lookups.
+    """
+    spans: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    distinct: set[tuple[str, str]] = set()
+    for criterion, participant_id, points in wanted:
+        pair = (criterion.criterion_id, participant_id)
+        if criterion.aggregate == "distinct":
+            distinct.add(pair)
+        found = spans.setdefault(pair, set())
+        for point in points:
+            found.add(point.span)
+    ranges: list[BucketRange] = []
+    for (cid, pid), pair_spans in spans.items():
+        ordered = sorted(pair_spans)
+        first, last = ordered[0]
+        for low, high in ordered[1:]:
+            if low <= last:
+                last = max(last, high)
+            else:
+                ranges.append(BucketRange(cid, pid, first, last))
+                first, last = low, high
+        ranges.append(BucketRange(cid, pid, first, last))
+    return ranges, [r for r in ranges if (r.criterion_id, r.participant_id) in distinct]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from bricqs.mechanics.evaluation import criterion_value, current_point, needed_keys
+from bricqs.mechanics.evaluation import bucket_ranges, criterion_value, current_point
 from bricqs.mechanics.ruleset import CompiledCriterion, RuleSet, tier_level
 from bricqs.mechanics.windows import period_index
 from bricqs.storage import mechanics as store
@@ -20,15 +20,11 @@ async def _values(
     at: datetime,
 ) -> dict[str, float]:
     points = {c.criterion_id: current_point(c.window, at) for c in criteria}
-    keys = [k for c in criteria for k in needed_keys(c, participant_id, [points[c.criterion_id]])]
-    distinct_keys = [
-        k
-        for c in criteria
-        if c.aggregate == "distinct"
-        for k in needed_keys(c, participant_id, [points[c.criterion_id]])
-    ]
-    progress = await store.read_progress(conn, tenant, keys)
-    distinct = await store.read_distinct(conn, tenant, distinct_keys)
+    ranges, distinct_ranges = bucket_ranges(
+        (c, participant_id, [points[c.criterion_id]]) for c in criteria
+    )
+    progress = await store.read_progress(conn, tenant, ranges)
+    distinct = await store.read_distinct(conn, tenant, distinct_ranges)
     return {
         c.criterion_id: criterion_value(
             c, participant_id, points[c.criterion_id], progress, distinct

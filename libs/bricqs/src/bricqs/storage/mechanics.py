@@ -241,31 +241,39 @@ class BucketValue:
     reached_at: datetime
 
 
+class BucketRange(NamedTuple):
+    """The buckets of one criterion and participant named from `first` to `last`, in byte
+    order (the bucket column's collation is "C": migration 0005)."""
+
+    criterion_id: str
+    participant_id: str
+    first: str
+    last: str
+
+
+def _range_arrays(ranges: Sequence[BucketRange]) -> list[list[str]]:
+    return [[r[i] for r in ranges] for i in range(4)]
+
+
 async def read_progress(
-    conn: Conn, tenant: Tenant, keys: Sequence[tuple[str, str, str]]
+    conn: Conn, tenant: Tenant, ranges: Sequence[BucketRange]
 ) -> dict[tuple[str, str, str], BucketValue]:
-    """Stored buckets for (criterion, participant, bucket) keys; absent ones are omitted."""
-    if not keys:
+    """Stored buckets in `ranges`, by (criterion, participant, bucket)."""
+    if not ranges:
         return {}
-    unique = sorted(set(keys))
     cursor = await conn.execute(
         """
-        SELECT t.cid, t.pid, t.b, c.count, c.sum, c.max, c.reached_at
-        FROM unnest(%b::text[], %b::text[], %b::text[]) AS t(cid, pid, b)
+        SELECT t.cid, t.pid, c.bucket, c.count, c.sum, c.max, c.reached_at
+        FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[]) AS t(cid, pid, lo, hi)
         CROSS JOIN LATERAL (
-            SELECT count, sum, max, reached_at FROM criterion_progress c
+            SELECT bucket, count, sum, max, reached_at FROM criterion_progress c
             WHERE c.project_id = %s AND c.environment = %s
-              AND c.criterion_id = t.cid AND c.participant_id = t.pid AND c.bucket = t.b
+              AND c.criterion_id = t.cid AND c.participant_id = t.pid
+              AND c.bucket >= t.lo COLLATE "C" AND c.bucket <= t.hi COLLATE "C"
             OFFSET 0
         ) c
         """,
-        (
-            [k[0] for k in unique],
-            [k[1] for k in unique],
-            [k[2] for k in unique],
-            tenant.project_id,
-            tenant.environment,
-        ),
+        (*_range_arrays(ranges), tenant.project_id, tenant.environment),
     )
     return {
         (r[0], r[1], r[2]): BucketValue(r[3], r[4], r[5], r[6]) for r in await cursor.fetchall()
@@ -273,30 +281,24 @@ async def read_progress(
 
 
 async def read_distinct(
-    conn: Conn, tenant: Tenant, keys: Sequence[tuple[str, str, str]]
+    conn: Conn, tenant: Tenant, ranges: Sequence[BucketRange]
 ) -> dict[tuple[str, str, str], set[str]]:
-    """The distinct values stored per (criterion, participant, bucket)."""
-    if not keys:
+    """The distinct values stored per (criterion, participant, bucket) in `ranges`."""
+    if not ranges:
         return {}
-    unique = sorted(set(keys))
     cursor = await conn.execute(
         """
-        SELECT t.cid, t.pid, t.b, d.value
-        FROM unnest(%b::text[], %b::text[], %b::text[]) AS t(cid, pid, b)
+        SELECT t.cid, t.pid, d.bucket, d.value
+        FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[]) AS t(cid, pid, lo, hi)
         CROSS JOIN LATERAL (
-            SELECT value FROM criterion_distinct d
+            SELECT bucket, value FROM criterion_distinct d
             WHERE d.project_id = %s AND d.environment = %s
-              AND d.criterion_id = t.cid AND d.participant_id = t.pid AND d.bucket = t.b
+              AND d.criterion_id = t.cid AND d.participant_id = t.pid
+              AND d.bucket >= t.lo COLLATE "C" AND d.bucket <= t.hi COLLATE "C"
             OFFSET 0
         ) d
         """,
-        (
-            [k[0] for k in unique],
-            [k[1] for k in unique],
-            [k[2] for k in unique],
-            tenant.project_id,
-            tenant.environment,
-        ),
+        (*_range_arrays(ranges), tenant.project_id, tenant.environment),
     )
     found: dict[tuple[str, str, str], set[str]] = {}
     for row in await cursor.fetchall():
@@ -666,6 +668,7 @@ async def criterion_ranking(
             FROM criterion_progress
             WHERE project_id = %s AND environment = %s AND criterion_id = %s AND bucket = %s
               AND {column} IS NOT NULL
+              AND bucket <> ''  -- always true: it selects the partial ranking index
             ORDER BY score DESC, reached_at ASC, participant_id ASC
             """,  # noqa: S608 - the column comes from a fixed mapping, never from input
             (tenant.project_id, tenant.environment, criterion_id, bucket),

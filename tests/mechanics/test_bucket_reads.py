@@ -1,0 +1,142 @@
+"""Reading criterion buckets for judging: ranges of bucket names, and the index they use."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from bricqs.devstack import Server
+from bricqs.mechanics.definitions import Criterion, Window
+from bricqs.mechanics.evaluation import bucket_ranges, evaluation_points
+from bricqs.mechanics.ruleset import CompiledCriterion
+from bricqs.mechanics.windows import day_key
+from bricqs.storage import mechanics as store
+from bricqs.storage.mechanics import BucketRange, ProgressDelta, Tenant
+from tests import conftest
+
+BUY = "custom.purchase_completed"
+WEEK = CompiledCriterion.build(
+    Criterion(fact_type=BUY, window=Window(type="rolling", days=7)),
+)
+FOREVER = CompiledCriterion.build(Criterion(fact_type=BUY))
+PRODUCTS = CompiledCriterion.build(
+    Criterion(fact_type=BUY, aggregate="distinct", property="product_id")
+)
+
+
+def at(day: int) -> datetime:
+    return datetime(2026, 11, day, 12, tzinfo=UTC)
+
+
+def days(first: date, last: date) -> list[str]:
+    return [day_key(first + timedelta(n)) for n in range((last - first).days + 1)]
+
+
+def covered(ranges: list[BucketRange], names: list[str]) -> set[str]:
+    return {n for n in names if any(r.first <= n <= r.last for r in ranges)}
+
+
+def test_rolling_windows_of_nearby_facts_are_one_range_holding_exactly_their_buckets() -> None:
+    points = evaluation_points(WEEK.window, [at(10), at(13)])
+    ranges, distinct = bucket_ranges([(WEEK, "u1", points)])
+    # Every 7-day window containing the 10th or the 13th: from the 4th to the 19th.
+    assert ranges == [BucketRange(WEEK.criterion_id, "u1", "d:2026-11-04", "d:2026-11-19")]
+    needed = {b for p in points for b in p.buckets}
+    month = days(date(2026, 10, 1), date(2026, 12, 31))
+    assert covered(ranges, month) == needed
+    assert distinct == []
+
+
+def test_facts_far_apart_give_separate_ranges_and_nothing_in_between() -> None:
+    points = evaluation_points(WEEK.window, [at(1), at(28)])
+    ranges, _ = bucket_ranges([(WEEK, "u1", points)])
+    assert [(r.first, r.last) for r in ranges] == [
+        ("d:2026-10-26", "d:2026-11-07"),
+        ("d:2026-11-22", "d:2026-12-04"),
+    ]
+    assert "d:2026-11-15" not in covered(ranges, days(date(2026, 11, 1), date(2026, 11, 30)))
+
+
+def test_ranges_are_per_criterion_and_participant_and_distinct_ones_are_listed_apart() -> None:
+    ranges, distinct = bucket_ranges(
+        [
+            (FOREVER, "u1", evaluation_points(None, [at(3)])),
+            (FOREVER, "u2", evaluation_points(None, [at(3)])),
+            (PRODUCTS, "u1", evaluation_points(None, [at(3)])),
+        ]
+    )
+    assert sorted(ranges) == sorted(
+        [
+            BucketRange(FOREVER.criterion_id, "u1", "all", "all"),
+            BucketRange(FOREVER.criterion_id, "u2", "all", "all"),
+            BucketRange(PRODUCTS.criterion_id, "u1", "all", "all"),
+        ]
+    )
+    assert distinct == [BucketRange(PRODUCTS.criterion_id, "u1", "all", "all")]
+
+
+def _seed(conn: psycopg.AsyncConnection[Any], tenant: Tenant) -> Any:
+    deltas = [
+        ProgressDelta(WEEK.criterion_id, pid, day_key(date(2026, 11, d)), d, 0.0, None, at(d))
+        for pid in ("u1", "u2")
+        for d in (1, 5, 9, 20)
+    ]
+    return store.add_progress(conn, tenant, deltas)
+
+
+def test_a_range_read_returns_the_participants_stored_buckets_in_it(
+    postgres_server: Server, tenant: conftest.Tenant
+) -> None:
+    async def run(url: str) -> dict[tuple[str, str, str], Any]:
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            scope = Tenant(tenant.project_id, "live")
+            await _seed(conn, scope)
+            found = await store.read_progress(
+                conn, scope, [BucketRange(WEEK.criterion_id, "u1", "d:2026-11-05", "d:2026-11-19")]
+            )
+            await conn.rollback()
+            return found
+
+    found = asyncio.run(run(postgres_server.url))
+    assert {(k[1], k[2]): v.count for k, v in found.items()} == {
+        ("u1", "d:2026-11-05"): 5,
+        ("u1", "d:2026-11-09"): 9,
+    }
+
+
+def test_range_reads_cannot_use_the_ranking_index_and_ranking_reads_do(
+    postgres_server: Server, tenant: conftest.Tenant
+) -> None:
+    """The ranking index (criterion, bucket, participant) would serve a range of one
+    participant's buckets by scanning every participant's: the planner picked it when
+    both estimates came to one row. Without the primary key and with sequential scans
+    discouraged, any eligible index would be used, so this shows it is not eligible."""
+
+    async def run(url: str) -> tuple[int, int]:
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            scope = Tenant(tenant.project_id, "live")
+            await _seed(conn, scope)
+            await conn.execute(
+                "ALTER TABLE criterion_progress DROP CONSTRAINT criterion_progress_pkey"
+            )
+            await conn.execute("SET LOCAL enable_seqscan = off")
+            scans = "SELECT pg_stat_get_xact_numscans('criterion_progress_ranking'::regclass)"
+            found = await store.read_progress(
+                conn, scope, [BucketRange(WEEK.criterion_id, "u1", "d:2026-11-01", "d:2026-11-30")]
+            )
+            assert len(found) == 4
+            after_range = (await (await conn.execute(scans)).fetchone() or [0])[0]
+            ranking = await store.criterion_ranking(
+                conn, scope, WEEK.criterion_id, "d:2026-11-09", "count"
+            )
+            assert [r[0] for r in ranking] == ["u1", "u2"]
+            after_ranking = (await (await conn.execute(scans)).fetchone() or [0])[0]
+            await conn.rollback()
+            return after_range, after_ranking
+
+    after_range, after_ranking = asyncio.run(run(postgres_server.url))
+    assert after_range == 0
+    assert after_ranking == 1
