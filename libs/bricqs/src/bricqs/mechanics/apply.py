@@ -15,7 +15,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -23,9 +23,9 @@ from bricqs.ids import new_fact_id, ulid
 from bricqs.mechanics.evaluation import (
     EvaluationPoint,
     bucket_ranges,
-    criterion_value,
     current_point,
     evaluation_points,
+    values_at,
 )
 from bricqs.mechanics.matching import match_facts
 from bricqs.mechanics.ruleset import (
@@ -218,6 +218,10 @@ def _valid_zone(name: str | None) -> str:
 # Badges and challenges
 
 
+def _times(facts: list[Fact]) -> list[datetime]:
+    return [f.occurred_at for f in facts]
+
+
 async def _judge_badges_and_challenges(
     conn: Conn, r: _Round, touched: dict[tuple[str, str], list[Fact]]
 ) -> None:
@@ -231,47 +235,55 @@ async def _judge_badges_and_challenges(
     if not badges and not challenges:
         return
 
-    # Work out every bucket the judgement needs, then read them in two queries.
-    plan: list[tuple[CompiledCriterion, str, list[EvaluationPoint]]] = []
-    for (pid, _), (badge, facts) in badges.items():
-        times = [f.occurred_at for f in facts]
-        for threshold in badge.thresholds:
-            plan.append(
-                (threshold.criterion, pid, evaluation_points(threshold.criterion.window, times))
-            )
-    for (pid, _), (challenge, facts) in challenges.items():
-        times = [f.occurred_at for f in facts]
+    # Every point each (criterion, participant) is judged at, collected first: the
+    # buckets they need are read in two queries, and their values computed together.
+    wanted: dict[tuple[str, str], tuple[CompiledCriterion, dict[str, EvaluationPoint]]] = {}
+
+    def judged_at(
+        criterion: CompiledCriterion, pid: str, points: list[EvaluationPoint]
+    ) -> list[EvaluationPoint]:
+        found = wanted.setdefault((criterion.criterion_id, pid), (criterion, {}))[1]
+        for point in points:
+            found.setdefault(point.label, point)
+        return points
+
+    badge_points = {
+        (pid, code): [
+            judged_at(t.criterion, pid, evaluation_points(t.criterion.window, _times(facts)))
+            for t in badge.thresholds
+        ]
+        for (pid, code), (badge, facts) in badges.items()
+    }
+    challenge_points: dict[tuple[str, str], tuple[list[EvaluationPoint], EvaluationPoint]] = {}
+    for (pid, code), (challenge, facts) in challenges.items():
+        window = challenge.challenge.window
+        points = evaluation_points(window, _times(facts))
+        now_point = current_point(window, max(_times(facts)))
         for objective in challenge.objectives:
-            points = evaluation_points(objective.criterion.window, times)
-            points.append(current_point(objective.criterion.window, max(times)))
-            plan.append((objective.criterion, pid, points))
+            judged_at(objective.criterion, pid, [*points, now_point])
+        challenge_points[(pid, code)] = (points, now_point)
+
+    plan = [(criterion, pid, points.values()) for (_, pid), (criterion, points) in wanted.items()]
     ranges, distinct_ranges = bucket_ranges(plan)
     progress = await store.read_progress(conn, r.tenant, ranges)
     distinct = await store.read_distinct(conn, r.tenant, distinct_ranges)
+    values = {
+        (criterion.criterion_id, pid): values_at(criterion, pid, points, progress, distinct)
+        for criterion, pid, points in plan
+    }
 
-    # The same (criterion, participant, buckets) is judged for several thresholds,
-    # objectives and periods: compute each value once.
-    values: dict[tuple[str, str, tuple[str, ...]], float] = {}
-
-    def value(criterion: CompiledCriterion, pid: str, point: EvaluationPoint) -> float:
-        key = (criterion.criterion_id, pid, point.buckets)
-        found = values.get(key)
-        if found is None:
-            found = values[key] = criterion_value(criterion, pid, point, progress, distinct)
-        return found
+    def reached(
+        criterion: CompiledCriterion, pid: str, points: list[EvaluationPoint], at_least: float
+    ) -> bool:
+        found = values[(criterion.criterion_id, pid)]
+        return any(found[p.label] >= at_least for p in points)
 
     awards: list[tuple[str, str, str, str, str | None]] = []
     award_facts: dict[tuple[str, str, str], Fact] = {}
     for (pid, code), (badge, facts) in badges.items():
-        times = [f.occurred_at for f in facts]
         latest = max(facts, key=lambda f: (f.occurred_at, f.fact_id))
-        met = [
-            any(
-                value(t.criterion, pid, p) >= t.threshold
-                for p in evaluation_points(t.criterion.window, times)
-            )
-            for t in badge.thresholds
-        ]
+        thresholds = list(zip(badge.thresholds, badge_points[(pid, code)], strict=True))
+        met = [reached(t.criterion, pid, points, t.threshold) for t, points in thresholds]
         period = badge.period_window
         if period is None:
             if all(met) if badge.badge.combine == "all" else any(met):
@@ -279,17 +291,15 @@ async def _judge_badges_and_challenges(
                 award_facts[(code, pid, "once")] = latest
             continue
         # Repeatable: once per calendar period in which the criteria are met.
-        for point in evaluation_points(period, times):
+        for point in evaluation_points(period, _times(facts)):
             met_here = [
-                any(
-                    value(t.criterion, pid, p) >= t.threshold
-                    for p in (
-                        [point]
-                        if t.criterion.window == period
-                        else evaluation_points(t.criterion.window, times)
-                    )
+                reached(
+                    t.criterion,
+                    pid,
+                    [point] if t.criterion.window == period else points,
+                    t.threshold,
                 )
-                for t in badge.thresholds
+                for t, points in thresholds
             ]
             if all(met_here) if badge.badge.combine == "all" else any(met_here):
                 awards.append((code, pid, point.label, "criteria", latest.fact_id))
@@ -298,22 +308,19 @@ async def _judge_badges_and_challenges(
     completions: list[tuple[str, str, str | None]] = []
     completion_facts: dict[tuple[str, str], Fact] = {}
     for (pid, code), (challenge, facts) in challenges.items():
-        times = [f.occurred_at for f in facts]
         latest = max(facts, key=lambda f: (f.occurred_at, f.fact_id))
-        window = challenge.challenge.window
-        points = evaluation_points(window, times)
+        points, now_point = challenge_points[(pid, code)]
         done = any(
-            all(value(o.criterion, pid, p) >= o.target for o in challenge.objectives)
+            all(reached(o.criterion, pid, [p], o.target) for o in challenge.objectives)
             for p in points
         )
-        now_point = current_point(window, latest.occurred_at)
         r.effects_of(latest).challenges.append(
             {
                 "challenge": code,
                 "objectives": [
                     {
                         "code": o.code,
-                        "value": value(o.criterion, pid, now_point),
+                        "value": values[(o.criterion.criterion_id, pid)][now_point.label],
                         "target": o.target,
                     }
                     for o in challenge.objectives

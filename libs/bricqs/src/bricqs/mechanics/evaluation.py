@@ -9,7 +9,8 @@ it, is what makes the outcome independent of the order in which facts arrive.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property, lru_cache
@@ -26,6 +27,8 @@ class EvaluationPoint:
 
     label: str
     buckets: tuple[str, ...]
+    end: date | None = None
+    """For a rolling window: its last day (the label names it too)."""
 
     @cached_property  # rolling windows' points are cached, and so their spans
     def span(self) -> tuple[str, str]:
@@ -58,7 +61,7 @@ def _rolling_points(day: date, days: int) -> tuple[EvaluationPoint, ...]:
     windows of `days` buckets (49 bucket names a fact for a 7-day window).
     """
     return tuple(
-        EvaluationPoint(day_key(end), _rolling_buckets(end, days))
+        EvaluationPoint(day_key(end), _rolling_buckets(end, days), end)
         for end in (day + timedelta(days=offset) for offset in range(days))
     )
 
@@ -79,7 +82,7 @@ def current_point(window: Window | None, at: datetime) -> EvaluationPoint:
         return EvaluationPoint(key, (key,))
     assert window.days is not None
     day = at.astimezone(UTC).date()
-    return EvaluationPoint(day_key(day), _rolling_buckets(day, window.days))
+    return EvaluationPoint(day_key(day), _rolling_buckets(day, window.days), day)
 
 
 def criterion_value(
@@ -96,13 +99,54 @@ def criterion_value(
         for key in keys:
             values |= distinct.get(key, set())
         return float(len(values))
-    found = [progress[k] for k in keys if k in progress]
-    if criterion.aggregate == "count":
-        return float(sum(b.count for b in found))
-    if criterion.aggregate == "sum":
-        return float(sum(b.sum for b in found))
-    maxima = [b.max for b in found if b.max is not None]
+    return _aggregate(criterion.aggregate, [progress[k] for k in keys if k in progress])
+
+
+def _aggregate(aggregate: str, buckets: Iterable[BucketValue]) -> float:
+    if aggregate == "count":
+        return float(sum(b.count for b in buckets))
+    if aggregate == "sum":
+        # fsum: exact, so a total does not depend on the order its buckets are added in.
+        return math.fsum(b.sum for b in buckets)
+    maxima = [b.max for b in buckets if b.max is not None]
     return max(maxima) if maxima else 0.0
+
+
+def values_at(
+    criterion: CompiledCriterion,
+    participant_id: str,
+    points: Collection[EvaluationPoint],
+    progress: Mapping[tuple[str, str, str], BucketValue],
+    distinct: Mapping[tuple[str, str, str], set[str]],
+) -> dict[str, float]:
+    """`criterion_value` at each point, by label.
+
+    The rolling windows judged around a fact overlap (the 7 windows of 7 days that
+    contain a day cover 13 days): their days are looked up once, and each window's value
+    is aggregated from that list, not looked up again bucket by bucket.
+    """
+    window = criterion.window
+    if criterion.aggregate == "distinct" or window is None or window.type != "rolling":
+        return {
+            p.label: criterion_value(criterion, participant_id, p, progress, distinct)
+            for p in points
+        }
+    assert window.days is not None
+    span = window.days
+    ends = [p.end.toordinal() for p in points if p.end is not None]
+    first = min(ends) - span + 1
+    cid = criterion.criterion_id
+    days = [
+        progress.get((cid, participant_id, day_key(date.fromordinal(ordinal))))
+        for ordinal in range(first, max(ends) + 1)
+    ]
+    values = {}
+    for point in points:
+        assert point.end is not None
+        last = point.end.toordinal() - first
+        stored = [b for b in days[last - span + 1 : last + 1] if b is not None]
+        values[point.label] = _aggregate(criterion.aggregate, stored)
+    return values
 
 
 def bucket_ranges(
