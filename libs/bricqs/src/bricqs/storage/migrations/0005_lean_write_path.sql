@@ -15,6 +15,11 @@ DROP INDEX facts_type_time;
 DROP INDEX facts_participant;
 CREATE INDEX facts_participant ON facts (project_id, environment, participant_id, fact_id);
 
+-- events: read by id only (the primary key: the sync endpoint's repeat lookup). The
+-- index by participant and time had no reader; a participant's events are reached
+-- through their custom facts, which carry the event id.
+DROP INDEX events_participant;
+
 -- points_ledger: the participant's ledger listing is newest first by entry id
 -- (`list_ledger`); the index on occurred_at made it sort the participant's whole ledger.
 DROP INDEX points_ledger_participant;
