@@ -28,8 +28,12 @@ async def process_envelopes(
     *,
     idempotency_ttl: timedelta,
     rules_for: RuleSource,
+    report: bool = True,
 ) -> Processed:
     """Store `envelopes` and run mechanics for the facts this call inserted.
+
+    `report=False` skips describing challenge progress in the effects (for callers that
+    do not answer with them).
 
     In pipeline mode: statements whose results are not read (the inserts and upserts
     without RETURNING) are sent without waiting, and PostgreSQL runs them while Python
@@ -40,7 +44,11 @@ async def process_envelopes(
             conn, [(e.project_id, e.environment, e.participant_id) for e in envelopes]
         )
         stored = await store_events(conn, envelopes, idempotency_ttl=idempotency_ttl, catalog=False)
-        effects = await apply_mechanics(conn, rules_for, stored.facts) if stored.facts else {}
+        effects = (
+            await apply_mechanics(conn, rules_for, stored.facts, report=report)
+            if stored.facts
+            else {}
+        )
         # Last: every writer of the tenant updates the same catalog rows, whose locks are
         # then held only for the commit, not for the mechanics too.
         if stored.inserted:

@@ -332,7 +332,7 @@ class StreamConsumer:
                 # transaction is rolled back.
                 async with asyncio.timeout(self.settings.batch_timeout_ms / 1000), c.transaction():
                     processed = await process_envelopes(
-                        c, envelopes, idempotency_ttl=self._ttl, rules_for=self.rules
+                        c, envelopes, idempotency_ttl=self._ttl, rules_for=self.rules, report=False
                     )
                 metrics.DATABASE_DURATION.observe(time.perf_counter() - started)
                 return processed.stored

@@ -15,7 +15,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -71,6 +71,9 @@ class _Round:
     tenant: Tenant
     rules: RuleSet
     effects: dict[str, Effects]
+    report: bool
+    """Whether to describe challenge progress in `effects` (only the sync endpoint
+    answers with them; the outcomes themselves are always reported)."""
     system_facts: list[Fact] = field(default_factory=list)
     ledger: list[tuple[LedgerEntry, Fact]] = field(default_factory=list)
 
@@ -93,7 +96,7 @@ class _Round:
 
 
 async def apply_mechanics(
-    conn: Conn, rules_for: RuleSource, facts: Sequence[Fact]
+    conn: Conn, rules_for: RuleSource, facts: Sequence[Fact], *, report: bool = True
 ) -> dict[str, Effects]:
     """Run every tenant's mechanics for `facts` (newly inserted); effects by event id.
 
@@ -114,7 +117,7 @@ async def apply_mechanics(
             if depth == MAX_CHAIN_DEPTH:
                 log.warning("mechanics chain cut at depth %d for %s", depth, tenant)
                 break
-            outcome = _Round(tenant, rules, effects)
+            outcome = _Round(tenant, rules, effects, report)
             await _run_round(conn, outcome, current)
             if outcome.system_facts:
                 await insert_facts(conn, outcome.system_facts)
@@ -218,8 +221,9 @@ def _valid_zone(name: str | None) -> str:
 # Badges and challenges
 
 
-def _times(facts: list[Fact]) -> list[datetime]:
-    return [f.occurred_at for f in facts]
+def _latest(facts: list[Fact]) -> Fact:
+    """The fact an award is credited to: the latest of those that led to it."""
+    return max(facts, key=lambda f: (f.occurred_at, f.fact_id))
 
 
 async def _judge_badges_and_challenges(
@@ -235,35 +239,41 @@ async def _judge_badges_and_challenges(
     if not badges and not challenges:
         return
 
-    # Every point each (criterion, participant) is judged at, collected first: the
-    # buckets they need are read in two queries, and their values computed together.
-    wanted: dict[tuple[str, str], tuple[CompiledCriterion, dict[str, EvaluationPoint]]] = {}
+    # The points each (criterion, participant) is judged at, from every badge and
+    # challenge using it: their buckets are read in two queries, then valued together.
+    wanted: dict[tuple[str, str], tuple[CompiledCriterion, list[list[EvaluationPoint]]]] = {}
 
     def judged_at(
         criterion: CompiledCriterion, pid: str, points: list[EvaluationPoint]
     ) -> list[EvaluationPoint]:
-        found = wanted.setdefault((criterion.criterion_id, pid), (criterion, {}))[1]
-        for point in points:
-            found.setdefault(point.label, point)
+        entry = wanted.get((criterion.criterion_id, pid))
+        if entry is None:
+            wanted[(criterion.criterion_id, pid)] = (criterion, [points])
+        else:
+            entry[1].append(points)
         return points
 
-    badge_points = {
-        (pid, code): [
-            judged_at(t.criterion, pid, evaluation_points(t.criterion.window, _times(facts)))
+    badge_points: dict[tuple[str, str], list[list[EvaluationPoint]]] = {}
+    for (pid, code), (badge, facts) in badges.items():
+        times = [f.occurred_at for f in facts]
+        badge_points[(pid, code)] = [
+            judged_at(t.criterion, pid, evaluation_points(t.criterion.window, times))
             for t in badge.thresholds
         ]
-        for (pid, code), (badge, facts) in badges.items()
-    }
     challenge_points: dict[tuple[str, str], tuple[list[EvaluationPoint], EvaluationPoint]] = {}
     for (pid, code), (challenge, facts) in challenges.items():
+        times = [f.occurred_at for f in facts]
         window = challenge.challenge.window
-        points = evaluation_points(window, _times(facts))
-        now_point = current_point(window, max(_times(facts)))
+        points = evaluation_points(window, times)
+        now_point = current_point(window, max(times))
         for objective in challenge.objectives:
             judged_at(objective.criterion, pid, [*points, now_point])
         challenge_points[(pid, code)] = (points, now_point)
 
-    plan = [(criterion, pid, points.values()) for (_, pid), (criterion, points) in wanted.items()]
+    plan = [
+        (criterion, pid, list({p.label: p for points in lists for p in points}.values()))
+        for (_, pid), (criterion, lists) in wanted.items()
+    ]
     ranges, distinct_ranges = bucket_ranges(plan)
     progress = await store.read_progress(conn, r.tenant, ranges)
     distinct = await store.read_distinct(conn, r.tenant, distinct_ranges)
@@ -281,17 +291,17 @@ async def _judge_badges_and_challenges(
     awards: list[tuple[str, str, str, str, str | None]] = []
     award_facts: dict[tuple[str, str, str], Fact] = {}
     for (pid, code), (badge, facts) in badges.items():
-        latest = max(facts, key=lambda f: (f.occurred_at, f.fact_id))
         thresholds = list(zip(badge.thresholds, badge_points[(pid, code)], strict=True))
         met = [reached(t.criterion, pid, points, t.threshold) for t, points in thresholds]
         period = badge.period_window
         if period is None:
             if all(met) if badge.badge.combine == "all" else any(met):
+                latest = _latest(facts)
                 awards.append((code, pid, "once", "criteria", latest.fact_id))
                 award_facts[(code, pid, "once")] = latest
             continue
         # Repeatable: once per calendar period in which the criteria are met.
-        for point in evaluation_points(period, _times(facts)):
+        for point in evaluation_points(period, [f.occurred_at for f in facts]):
             met_here = [
                 reached(
                     t.criterion,
@@ -302,32 +312,34 @@ async def _judge_badges_and_challenges(
                 for t, points in thresholds
             ]
             if all(met_here) if badge.badge.combine == "all" else any(met_here):
+                latest = _latest(facts)
                 awards.append((code, pid, point.label, "criteria", latest.fact_id))
                 award_facts[(code, pid, point.label)] = latest
 
     completions: list[tuple[str, str, str | None]] = []
     completion_facts: dict[tuple[str, str], Fact] = {}
     for (pid, code), (challenge, facts) in challenges.items():
-        latest = max(facts, key=lambda f: (f.occurred_at, f.fact_id))
         points, now_point = challenge_points[(pid, code)]
         done = any(
             all(reached(o.criterion, pid, [p], o.target) for o in challenge.objectives)
             for p in points
         )
-        r.effects_of(latest).challenges.append(
-            {
-                "challenge": code,
-                "objectives": [
-                    {
-                        "code": o.code,
-                        "value": values[(o.criterion.criterion_id, pid)][now_point.label],
-                        "target": o.target,
-                    }
-                    for o in challenge.objectives
-                ],
-                "completed": done,
-            }
-        )
+        latest = _latest(facts)
+        if r.report:
+            r.effects_of(latest).challenges.append(
+                {
+                    "challenge": code,
+                    "objectives": [
+                        {
+                            "code": o.code,
+                            "value": values[(o.criterion.criterion_id, pid)][now_point.label],
+                            "target": o.target,
+                        }
+                        for o in challenge.objectives
+                    ],
+                    "completed": done,
+                }
+            )
         if done:
             completions.append((code, pid, latest.fact_id))
             completion_facts[(code, pid)] = latest

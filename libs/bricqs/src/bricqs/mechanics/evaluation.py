@@ -10,10 +10,10 @@ it, is what makes the outcome independent of the order in which facts arrive.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
-from functools import cached_property, lru_cache
+from functools import lru_cache
+from typing import NamedTuple
 
 from bricqs.mechanics.definitions import Window
 from bricqs.mechanics.ruleset import CompiledCriterion
@@ -21,31 +21,41 @@ from bricqs.mechanics.windows import day_key, period_key
 from bricqs.storage.mechanics import BucketRange, BucketValue
 
 
-@dataclass(frozen=True)
-class EvaluationPoint:
-    """A set of buckets judged together; `label` names it (a period key for calendars)."""
+class EvaluationPoint(NamedTuple):
+    """Consecutive buckets judged together. `label` names the point: a period key for a
+    calendar window, the last day for a rolling one, 'all' otherwise. A NamedTuple: a
+    batch makes tens of thousands."""
 
     label: str
     buckets: tuple[str, ...]
+    first: str
+    """The lowest bucket name (bucket names sort by time)."""
+    last: str
+    """The highest bucket name."""
     end: date | None = None
-    """For a rolling window: its last day (the label names it too)."""
-
-    @cached_property  # rolling windows' points are cached, and so their spans
-    def span(self) -> tuple[str, str]:
-        """The first and last bucket names (the buckets are consecutive)."""
-        return min(self.buckets), max(self.buckets)
+    """For a rolling window: its last day."""
 
 
-def evaluation_points(window: Window | None, times: Iterable[datetime]) -> list[EvaluationPoint]:
+def _one_bucket(key: str) -> EvaluationPoint:
+    return EvaluationPoint(key, (key,), key, key)
+
+
+WHOLE_HISTORY = _one_bucket("all")
+
+
+def evaluation_points(window: Window | None, times: Sequence[datetime]) -> list[EvaluationPoint]:
     """The points at which facts at `times` must be judged, without repeats."""
     if window is None or window.type == "fixed":
-        return [EvaluationPoint("all", ("all",))]
+        return [WHOLE_HISTORY]
+    if window.type == "rolling" and len(times) == 1:  # one fact: the usual case
+        assert window.days is not None
+        return list(_rolling_points(times[0].astimezone(UTC).date(), window.days))
     points: dict[str, EvaluationPoint] = {}
     for moment in times:
         if window.type == "calendar":
             assert window.period is not None
             key = period_key(moment, window.period, window.timezone)
-            points[key] = EvaluationPoint(key, (key,))
+            points[key] = _one_bucket(key)
         else:
             assert window.days is not None
             for point in _rolling_points(moment.astimezone(UTC).date(), window.days):
@@ -60,10 +70,12 @@ def _rolling_points(day: date, days: int) -> tuple[EvaluationPoint, ...]:
     Cached: a batch judges many facts of the same few days, and each day gives `days`
     windows of `days` buckets (49 bucket names a fact for a 7-day window).
     """
-    return tuple(
-        EvaluationPoint(day_key(end), _rolling_buckets(end, days), end)
-        for end in (day + timedelta(days=offset) for offset in range(days))
-    )
+    return tuple(_rolling_point(day + timedelta(days=offset), days) for offset in range(days))
+
+
+def _rolling_point(end: date, days: int) -> EvaluationPoint:
+    buckets = _rolling_buckets(end, days)
+    return EvaluationPoint(buckets[0], buckets, buckets[-1], buckets[0], end)
 
 
 @lru_cache(maxsize=4096)
@@ -75,14 +87,13 @@ def _rolling_buckets(end: date, days: int) -> tuple[str, ...]:
 def current_point(window: Window | None, at: datetime) -> EvaluationPoint:
     """The single point that shows progress as of `at` (for reads)."""
     if window is None or window.type == "fixed":
-        return EvaluationPoint("all", ("all",))
+        return WHOLE_HISTORY
     if window.type == "calendar":
         assert window.period is not None
-        key = period_key(at, window.period, window.timezone)
-        return EvaluationPoint(key, (key,))
+        return _one_bucket(period_key(at, window.period, window.timezone))
     assert window.days is not None
     day = at.astimezone(UTC).date()
-    return EvaluationPoint(day_key(day), _rolling_buckets(day, window.days), day)
+    return _rolling_point(day, window.days)
 
 
 def criterion_value(
@@ -112,6 +123,16 @@ def _aggregate(aggregate: str, buckets: Iterable[BucketValue]) -> float:
     return max(maxima) if maxima else 0.0
 
 
+def _bucket_value(aggregate: str, bucket: BucketValue | None) -> float:
+    if bucket is None:
+        return 0.0
+    if aggregate == "count":
+        return float(bucket.count)
+    if aggregate == "sum":
+        return bucket.sum
+    return 0.0 if bucket.max is None else bucket.max
+
+
 def values_at(
     criterion: CompiledCriterion,
     participant_id: str,
@@ -126,6 +147,13 @@ def values_at(
     is aggregated from that list, not looked up again bucket by bucket.
     """
     window = criterion.window
+    if criterion.aggregate != "distinct" and all(len(p.buckets) == 1 for p in points):
+        # The common case: the whole history, or calendar periods.
+        cid, aggregate = criterion.criterion_id, criterion.aggregate
+        return {
+            p.label: _bucket_value(aggregate, progress.get((cid, participant_id, p.first)))
+            for p in points
+        }
     if criterion.aggregate == "distinct" or window is None or window.type != "rolling":
         return {
             p.label: criterion_value(criterion, participant_id, p, progress, distinct)
@@ -135,25 +163,41 @@ def values_at(
     span = window.days
     ends = [p.end.toordinal() for p in points if p.end is not None]
     first = min(ends) - span + 1
-    cid = criterion.criterion_id
+    cid, aggregate = criterion.criterion_id, criterion.aggregate
     days = [
-        progress.get((cid, participant_id, day_key(date.fromordinal(ordinal))))
-        for ordinal in range(first, max(ends) + 1)
+        progress.get((cid, participant_id, key)) for key in _day_keys(first, max(ends) - first + 1)
     ]
     values = {}
+    if aggregate == "max":
+        maxima = [None if b is None else b.max for b in days]
+        for point in points:
+            assert point.end is not None
+            last = point.end.toordinal() - first + 1
+            found = [m for m in maxima[last - span : last] if m is not None]
+            values[point.label] = max(found) if found else 0.0
+        return values
+    # fsum for sums: exact, like criterion_value's, so both give the same total.
+    numbers = [0 if b is None else b.count if aggregate == "count" else b.sum for b in days]
+    total = sum if aggregate == "count" else math.fsum
     for point in points:
         assert point.end is not None
-        last = point.end.toordinal() - first
-        stored = [b for b in days[last - span + 1 : last + 1] if b is not None]
-        values[point.label] = _aggregate(criterion.aggregate, stored)
+        last = point.end.toordinal() - first + 1
+        values[point.label] = float(total(numbers[last - span : last]))
     return values
 
 
+@lru_cache(maxsize=1024)
+def _day_keys(first: int, count: int) -> tuple[str, ...]:
+    """The bucket names of `count` days from the day of ordinal `first`."""
+    return tuple(day_key(date.fromordinal(first + n)) for n in range(count))
+
+
 def bucket_ranges(
-    wanted: Iterable[tuple[CompiledCriterion, str, Iterable[EvaluationPoint]]],
+    wanted: Iterable[tuple[CompiledCriterion, str, Sequence[EvaluationPoint]]],
 ) -> tuple[list[BucketRange], list[BucketRange]]:
     """The stored buckets `criterion_value` will read for each (criterion, participant,
-    points), as ranges: (every criterion's, distinct criteria's).
+    points), as ranges: (every criterion's, distinct criteria's). Each (criterion,
+    participant) comes once in `wanted`.
 
     A point's buckets are consecutive buckets of its criterion (one bucket, or the days of
     a rolling window), and bucket names sort by time, so each point is one range of names;
@@ -161,24 +205,22 @@ def bucket_ranges(
     windows are what this is for: the 7-day windows around a fact cover 13 day buckets,
     most of them empty, read with one index range scan instead of 13 lookups.
     """
-    spans: dict[tuple[str, str], set[tuple[str, str]]] = {}
-    distinct: set[tuple[str, str]] = set()
-    for criterion, participant_id, points in wanted:
-        pair = (criterion.criterion_id, participant_id)
-        if criterion.aggregate == "distinct":
-            distinct.add(pair)
-        found = spans.setdefault(pair, set())
-        for point in points:
-            found.add(point.span)
     ranges: list[BucketRange] = []
-    for (cid, pid), pair_spans in spans.items():
-        ordered = sorted(pair_spans)
-        first, last = ordered[0]
-        for low, high in ordered[1:]:
+    distinct: list[BucketRange] = []
+    for criterion, pid, points in wanted:
+        cid = criterion.criterion_id
+        found = ranges if criterion.aggregate != "distinct" else distinct
+        if len(points) == 1:
+            found.append(BucketRange(cid, pid, points[0].first, points[0].last))
+            continue
+        spans = sorted({(p.first, p.last) for p in points})
+        first, last = spans[0]
+        for low, high in spans[1:]:
             if low <= last:
                 last = max(last, high)
             else:
-                ranges.append(BucketRange(cid, pid, first, last))
+                found.append(BucketRange(cid, pid, first, last))
                 first, last = low, high
-        ranges.append(BucketRange(cid, pid, first, last))
-    return ranges, [r for r in ranges if (r.criterion_id, r.participant_id) in distinct]
+        found.append(BucketRange(cid, pid, first, last))
+    # A distinct criterion keeps a count per bucket too (its progress rows).
+    return ranges + distinct, distinct
