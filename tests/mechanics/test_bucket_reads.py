@@ -101,7 +101,7 @@ def test_a_range_read_returns_the_participants_stored_buckets_in_it(
             return found
 
     found = asyncio.run(run(postgres_server.url))
-    assert {(k[1], k[2]): v.count for k, v in found.items()} == {
+    assert {(k[1], k[2]): v.facts for k, v in found.items()} == {
         ("u1", "d:2026-11-05"): 5,
         ("u1", "d:2026-11-09"): 9,
     }

@@ -115,7 +115,7 @@ def criterion_value(
 
 def _aggregate(aggregate: str, buckets: Iterable[BucketValue]) -> float:
     if aggregate == "count":
-        return float(sum(b.count for b in buckets))
+        return float(sum(b.facts for b in buckets))
     if aggregate == "sum":
         # fsum: exact, so a total does not depend on the order its buckets are added in.
         return math.fsum(b.sum for b in buckets)
@@ -127,7 +127,7 @@ def _bucket_value(aggregate: str, bucket: BucketValue | None) -> float:
     if bucket is None:
         return 0.0
     if aggregate == "count":
-        return float(bucket.count)
+        return float(bucket.facts)
     if aggregate == "sum":
         return bucket.sum
     return 0.0 if bucket.max is None else bucket.max
@@ -177,7 +177,7 @@ def values_at(
             values[point.label] = max(found) if found else 0.0
         return values
     # fsum for sums: exact, like criterion_value's, so both give the same total.
-    numbers = [0 if b is None else b.count if aggregate == "count" else b.sum for b in days]
+    numbers = [0 if b is None else b.facts if aggregate == "count" else b.sum for b in days]
     total = sum if aggregate == "count" else math.fsum
     for point in points:
         assert point.end is not None

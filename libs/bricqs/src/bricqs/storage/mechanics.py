@@ -231,14 +231,14 @@ async def add_distinct_values(
     )
 
 
-@dataclass(frozen=True)
-class BucketValue:
-    """A stored bucket of one criterion for one participant."""
+class BucketValue(NamedTuple):
+    """A stored bucket of one criterion for one participant (what judging reads of it).
 
-    count: int
+    A NamedTuple: a batch reads about four per event."""
+
+    facts: int  # how many facts it counts (`count` would shadow tuple.count)
     sum: float
     max: float | None
-    reached_at: datetime
 
 
 class BucketRange(NamedTuple):
@@ -261,12 +261,15 @@ async def read_progress(
     """Stored buckets in `ranges`, by (criterion, participant, bucket)."""
     if not ranges:
         return {}
+    # Rows name their range by its position (not by echoing two strings back), and come
+    # in binary: decoding them is most of this read's cost in Python.
     cursor = await conn.execute(
         """
-        SELECT t.cid, t.pid, c.bucket, c.count, c.sum, c.max, c.reached_at
-        FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[]) AS t(cid, pid, lo, hi)
+        SELECT t.n::int4, c.bucket, c.count, c.sum, c.max
+        FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[])
+            WITH ORDINALITY AS t(cid, pid, lo, hi, n)
         CROSS JOIN LATERAL (
-            SELECT bucket, count, sum, max, reached_at FROM criterion_progress c
+            SELECT bucket, count, sum, max FROM criterion_progress c
             WHERE c.project_id = %s AND c.environment = %s
               AND c.criterion_id = t.cid AND c.participant_id = t.pid
               AND c.bucket >= t.lo COLLATE "C" AND c.bucket <= t.hi COLLATE "C"
@@ -274,10 +277,13 @@ async def read_progress(
         ) c
         """,
         (*_range_arrays(ranges), tenant.project_id, tenant.environment),
+        binary=True,
     )
-    return {
-        (r[0], r[1], r[2]): BucketValue(r[3], r[4], r[5], r[6]) for r in await cursor.fetchall()
-    }
+    found = {}
+    for n, bucket, count, total, maximum in await cursor.fetchall():
+        cid, pid = ranges[n - 1][:2]
+        found[(cid, pid, bucket)] = BucketValue(count, total, maximum)
+    return found
 
 
 async def read_distinct(
