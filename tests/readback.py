@@ -53,6 +53,8 @@ def snapshot(url: str, tenant: store.Tenant) -> dict[str, Any]:
         " FROM streak_state",
         "progress": "SELECT criterion_id, participant_id, bucket, count,"
         " round(sum::numeric, 6), max FROM criterion_progress",
+        "distinct": "SELECT criterion_id, participant_id, bucket, value, first_at"
+        " FROM criterion_distinct",
         "facts": "SELECT fact_type, count(*) FROM facts GROUP BY 1",
     }
     result = {}

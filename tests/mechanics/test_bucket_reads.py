@@ -9,10 +9,12 @@ from typing import Any
 import psycopg
 
 from bricqs.devstack import Server
-from bricqs.mechanics.definitions import Criterion, Window
+from bricqs.mechanics.definitions import KINDS, Criterion, Window, parse_definition
 from bricqs.mechanics.evaluation import bucket_ranges, evaluation_points
-from bricqs.mechanics.ruleset import CompiledCriterion
+from bricqs.mechanics.matching import match_facts
+from bricqs.mechanics.ruleset import CompiledCriterion, RuleSet
 from bricqs.mechanics.windows import day_key
+from bricqs.schemas import Fact
 from bricqs.storage import mechanics as store
 from bricqs.storage.mechanics import BucketRange, ProgressDelta, Tenant
 from tests import conftest
@@ -22,6 +24,9 @@ WEEK = CompiledCriterion.build(
     Criterion(fact_type=BUY, window=Window(type="rolling", days=7)),
 )
 FOREVER = CompiledCriterion.build(Criterion(fact_type=BUY))
+PRODUCTS_SKU = CompiledCriterion.build(
+    Criterion(fact_type=BUY, aggregate="distinct", property="sku")
+)
 PRODUCTS = CompiledCriterion.build(
     Criterion(fact_type=BUY, aggregate="distinct", property="product_id")
 )
@@ -60,7 +65,7 @@ def test_facts_far_apart_give_separate_ranges_and_nothing_in_between() -> None:
     assert "d:2026-11-15" not in covered(ranges, days(date(2026, 11, 1), date(2026, 11, 30)))
 
 
-def test_ranges_are_per_criterion_and_participant_and_distinct_ones_are_listed_apart() -> None:
+def test_ranges_are_per_criterion_and_participant_and_distinct_ones_are_read_apart() -> None:
     ranges, distinct = bucket_ranges(
         [
             (FOREVER, "u1", evaluation_points(None, [at(3)])),
@@ -72,9 +77,9 @@ def test_ranges_are_per_criterion_and_participant_and_distinct_ones_are_listed_a
         [
             BucketRange(FOREVER.criterion_id, "u1", "all", "all"),
             BucketRange(FOREVER.criterion_id, "u2", "all", "all"),
-            BucketRange(PRODUCTS.criterion_id, "u1", "all", "all"),
         ]
     )
+    # A distinct criterion's values are in criterion_distinct; it has no progress rows.
     assert distinct == [BucketRange(PRODUCTS.criterion_id, "u1", "all", "all")]
 
 
@@ -140,3 +145,38 @@ def test_range_reads_cannot_use_the_ranking_index_and_ranking_reads_do(
     after_range, after_ranking = asyncio.run(run(postgres_server.url))
     assert after_range == 0
     assert after_ranking == 1
+
+
+def test_a_distinct_criterion_records_values_and_no_progress_row() -> None:
+    badge = parse_definition(
+        KINDS["badges"][1],
+        {
+            "code": "explorer",
+            "name": "n",
+            "criteria": [
+                {
+                    "criterion": {"fact_type": BUY, "aggregate": "distinct", "property": "sku"},
+                    "threshold": 2,
+                }
+            ],
+        },
+    )
+    assert not isinstance(badge, list)
+    facts = [
+        Fact(
+            fact_id=f"fact_{n}",
+            fact_type=BUY,
+            project_id="p",
+            environment="live",
+            participant_id="u1",
+            event_id=f"evt_{n}",
+            properties={"sku": sku},
+            occurred_at=at(n),
+        )
+        for n, sku in enumerate(["a", "b", "a"], start=1)
+    ]
+    matches = match_facts(RuleSet.compile([badge]), facts)
+    assert matches.progress == []
+    # Values are stored as JSON, so "1" and 1 stay distinct.
+    assert sorted(value for *_, value, _ in matches.distinct) == ['"a"', '"a"', '"b"']
+    assert list(matches.touched) == [("u1", PRODUCTS_SKU.criterion_id)]

@@ -196,7 +196,7 @@ def bucket_ranges(
     wanted: Iterable[tuple[CompiledCriterion, str, Sequence[EvaluationPoint]]],
 ) -> tuple[list[BucketRange], list[BucketRange]]:
     """The stored buckets `criterion_value` will read for each (criterion, participant,
-    points), as ranges: (every criterion's, distinct criteria's). Each (criterion,
+    points), as ranges: (in criterion_progress, in criterion_distinct). Each (criterion,
     participant) comes once in `wanted`.
 
     A point's buckets are consecutive buckets of its criterion (one bucket, or the days of
@@ -222,5 +222,4 @@ def bucket_ranges(
                 found.append(BucketRange(cid, pid, first, last))
                 first, last = low, high
         found.append(BucketRange(cid, pid, first, last))
-    # A distinct criterion keeps a count per bucket too (its progress rows).
-    return ranges + distinct, distinct
+    return ranges, distinct

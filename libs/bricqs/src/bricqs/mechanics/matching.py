@@ -57,14 +57,16 @@ def match_facts(rules: RuleSet, facts: Iterable[Fact]) -> Matches:
                 continue
             touched[(fact.participant_id, criterion.criterion_id)].append(fact)
             key = (criterion.criterion_id, fact.participant_id, bucket)
+            if isinstance(value, str):
+                # Distinct values are their own rows (criterion_distinct): a distinct
+                # criterion has no progress row.
+                result.distinct.append((*key, value, at))
+                continue
             delta = deltas.get(key)
             if delta is None:
                 delta = deltas[key] = _Delta(0, 0.0, None, at)
             delta.count += 1
-            if isinstance(value, str):  # distinct
-                result.distinct.append((*key, value, at))
-                delta.reached = max(delta.reached, at)
-            elif criterion.aggregate == "max":
+            if criterion.aggregate == "max":
                 # The reach time of a maximum is when it was first reached.
                 if delta.maximum is None or value > delta.maximum:
                     delta.maximum, delta.reached = value, at
