@@ -23,10 +23,15 @@ from bench.load import open_loop
 from bench.rule_engine import TWENTY_RULES
 from bench.stack import Project, Stack, fetch
 from bricqs.stream import stream_key
+from bricqs_processor.settings import ProcessorSettings
 
 
-def drain(stack: Stack, *, rules: bool, events: int, batch_size: int = 500) -> dict[str, Any]:
-    """Events per second one processor stores, with 0 or 20 active rules."""
+def drain(
+    stack: Stack, *, rules: bool, events: int, batch_size: int | None = None
+) -> dict[str, Any]:
+    """Events per second one processor stores, with 0 or 20 active rules (at the
+    processor's default BATCH_SIZE unless one is given)."""
+    batch_size = batch_size or ProcessorSettings().batch_size
     project = stack.project(f"drain-{20 if rules else 0}", TWENTY_RULES if rules else [])
     stack.reset_stream()
     client = redis.Redis.from_url(stack.redis_url)

@@ -253,7 +253,7 @@ class StreamConsumer:
             if bad:
                 await self._until_done(partial(dead_letter, self.redis, bad), "redis")
             if good:
-                lanes = _lanes(good)
+                lanes = _lanes(good, self.settings.database_pool_size - 1)
                 if len(lanes) == 1:
                     await self._store_all(lanes[0])
                 else:
@@ -432,25 +432,29 @@ class StreamConsumer:
             pass
 
 
-# A batch of at least LANE_MIN entries is stored as LANES transactions at once, split by
-# participant: while PostgreSQL works on one, Python works on the other (alone, a batch
-# leaves PostgreSQL idle during its Python work and Python idle during its statements).
-# Their participants differ, so their advisory locks never meet; the rows every writer
-# shares (the event catalog) are written last, in sorted order, so they cannot deadlock.
-LANES = 2
-LANE_MIN = 100
+# A batch is stored as several transactions at once, of about LANE_SIZE entries each,
+# split by participant: while PostgreSQL works on one, Python works on another (alone, a
+# batch leaves PostgreSQL idle during its Python work and Python idle during its
+# statements). Their participants differ, so their advisory locks never meet; the rows
+# every writer shares (the event catalog) are written last, in sorted order, so they
+# cannot deadlock. One pooled connection is left for housekeeping and the health check.
+# Measured (20 rules, one replica): 1,000-entry batches in 3-4 lanes store 7-10% more
+# events/s than 500-entry batches in 2; smaller lanes (125) gain nothing.
+LANE_SIZE = 250
 
 
-def _lanes(entries: list[Entry]) -> list[list[Entry]]:
-    """Decoded entries split by participant into LANES groups, stream order kept."""
-    if len(entries) < LANE_MIN:
+def _lanes(entries: list[Entry], most: int) -> list[list[Entry]]:
+    """Decoded entries split by participant into at most `most` groups of about
+    LANE_SIZE, stream order kept within each."""
+    count = min(most, -(-len(entries) // LANE_SIZE))
+    if count <= 1:
         return [entries]
-    lanes: list[list[Entry]] = [[] for _ in range(LANES)]
+    lanes: list[list[Entry]] = [[] for _ in range(count)]
     for entry in entries:
         envelope = entry.envelope
         assert envelope is not None
         participant = (envelope.project_id, envelope.environment, envelope.participant_id)
-        lanes[hash(participant) % LANES].append(entry)
+        lanes[hash(participant) % count].append(entry)
     return [lane for lane in lanes if lane]
 
 

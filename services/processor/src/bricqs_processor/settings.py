@@ -39,8 +39,13 @@ class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
     stream_shards: StreamShards = 1
     batch_size: Annotated[
         int,
-        Meta(ge=1, le=10_000, description="Most entries read per shard, and per transaction."),
-    ] = 500
+        Meta(
+            ge=1,
+            le=10_000,
+            description="Most entries read per shard at once; stored as concurrent"
+            " transactions of about 250 entries (at most DATABASE_POOL_SIZE - 1).",
+        ),
+    ] = 1_000
     block_ms: Annotated[
         int,
         Meta(
@@ -92,7 +97,13 @@ class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
         Meta(description="How long to wait for a pooled PostgreSQL connection before retrying."),
     ] = 5_000
     database_pool_size: Annotated[
-        int, Meta(ge=2, le=100, description="PostgreSQL connections of the process.")
+        int,
+        Meta(
+            ge=2,
+            le=100,
+            description="PostgreSQL connections of the process: up to this less one store a"
+            " batch at once, one is left for housekeeping and health checks.",
+        ),
     ] = 4
     redis_timeout_ms: Annotated[
         Milliseconds,
