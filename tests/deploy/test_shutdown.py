@@ -30,7 +30,9 @@ from tests.deploy.helpers import (
 
 pytestmark = pytest.mark.slow
 
-EVENTS = 5_000
+# Enough that the stream is far from drained when SIGTERM lands: the processor stores
+# tens of thousands of rule-less events a second, in small batches here.
+EVENTS = 20_000
 
 
 def grace_seconds(service: str) -> int:
@@ -116,6 +118,7 @@ def test_processor_exits_zero_on_sigterm_with_the_batch_in_hand_acknowledged(
             METRICS_HOST="127.0.0.1",
             METRICS_PORT=str(port),
             CONSUMER_NAME=consumer,
+            BATCH_SIZE="200",
         ),
         f"http://127.0.0.1:{port}",
         tmp_path / "processor.log",
