@@ -99,7 +99,7 @@ def test_a_range_read_returns_the_participants_stored_buckets_in_it(
         async with await psycopg.AsyncConnection.connect(url) as conn:
             scope = Tenant(tenant.project_id, "live")
             await _seed(conn, scope)
-            found = await store.read_progress(
+            found, _ = await store.read_buckets(
                 conn, scope, [BucketRange(WEEK.criterion_id, "u1", "d:2026-11-05", "d:2026-11-19")]
             )
             await conn.rollback()
@@ -129,7 +129,7 @@ def test_range_reads_cannot_use_the_ranking_index_and_ranking_reads_do(
             )
             await conn.execute("SET LOCAL enable_seqscan = off")
             scans = "SELECT pg_stat_get_xact_numscans('criterion_progress_ranking'::regclass)"
-            found = await store.read_progress(
+            found, _ = await store.read_buckets(
                 conn, scope, [BucketRange(WEEK.criterion_id, "u1", "d:2026-11-01", "d:2026-11-30")]
             )
             assert len(found) == 4

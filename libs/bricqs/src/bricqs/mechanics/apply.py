@@ -275,8 +275,7 @@ async def _judge_badges_and_challenges(
         for (_, pid), (criterion, lists) in wanted.items()
     ]
     ranges, distinct_ranges = bucket_ranges(plan)
-    progress = await store.read_progress(conn, r.tenant, ranges)
-    distinct = await store.read_distinct(conn, r.tenant, distinct_ranges)
+    progress, distinct = await store.read_buckets(conn, r.tenant, ranges, distinct_ranges)
     values = {
         (criterion.criterion_id, pid): values_at(criterion, pid, points, progress, distinct)
         for criterion, pid, points in plan

@@ -23,8 +23,7 @@ async def _values(
     ranges, distinct_ranges = bucket_ranges(
         (c, participant_id, [points[c.criterion_id]]) for c in criteria
     )
-    progress = await store.read_progress(conn, tenant, ranges)
-    distinct = await store.read_distinct(conn, tenant, distinct_ranges)
+    progress, distinct = await store.read_buckets(conn, tenant, ranges, distinct_ranges)
     return {
         c.criterion_id: criterion_value(
             c, participant_id, points[c.criterion_id], progress, distinct

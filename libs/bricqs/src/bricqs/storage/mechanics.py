@@ -255,61 +255,66 @@ def _range_arrays(ranges: Sequence[BucketRange]) -> list[list[str]]:
     return [[r[i] for r in ranges] for i in range(4)]
 
 
-async def read_progress(
-    conn: Conn, tenant: Tenant, ranges: Sequence[BucketRange]
-) -> dict[tuple[str, str, str], BucketValue]:
-    """Stored buckets in `ranges`, by (criterion, participant, bucket)."""
-    if not ranges:
-        return {}
-    # Rows name their range by its position (not by echoing two strings back), and come
-    # in binary: decoding them is most of this read's cost in Python.
-    cursor = await conn.execute(
-        """
-        SELECT t.n::int4, c.bucket, c.count, c.sum, c.max
-        FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[])
-            WITH ORDINALITY AS t(cid, pid, lo, hi, n)
-        CROSS JOIN LATERAL (
-            SELECT bucket, count, sum, max FROM criterion_progress c
-            WHERE c.project_id = %s AND c.environment = %s
-              AND c.criterion_id = t.cid AND c.participant_id = t.pid
-              AND c.bucket >= t.lo COLLATE "C" AND c.bucket <= t.hi COLLATE "C"
-            OFFSET 0
-        ) c
-        """,
-        (*_range_arrays(ranges), tenant.project_id, tenant.environment),
-        binary=True,
-    )
-    found = {}
-    for n, bucket, count, total, maximum in await cursor.fetchall():
-        cid, pid = ranges[n - 1][:2]
-        found[(cid, pid, bucket)] = BucketValue(count, total, maximum)
-    return found
+async def read_buckets(
+    conn: Conn,
+    tenant: Tenant,
+    ranges: Sequence[BucketRange],
+    distinct_ranges: Sequence[BucketRange] = (),
+) -> tuple[dict[tuple[str, str, str], BucketValue], dict[tuple[str, str, str], set[str]]]:
+    """Stored buckets in `ranges` and distinct values in `distinct_ranges`, each by
+    (criterion, participant, bucket).
 
-
-async def read_distinct(
-    conn: Conn, tenant: Tenant, ranges: Sequence[BucketRange]
-) -> dict[tuple[str, str, str], set[str]]:
-    """The distinct values stored per (criterion, participant, bucket) in `ranges`."""
-    if not ranges:
-        return {}
-    cursor = await conn.execute(
-        """
-        SELECT t.cid, t.pid, d.bucket, d.value
-        FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[]) AS t(cid, pid, lo, hi)
-        CROSS JOIN LATERAL (
-            SELECT bucket, value FROM criterion_distinct d
-            WHERE d.project_id = %s AND d.environment = %s
-              AND d.criterion_id = t.cid AND d.participant_id = t.pid
-              AND d.bucket >= t.lo COLLATE "C" AND d.bucket <= t.hi COLLATE "C"
-            OFFSET 0
-        ) d
-        """,
-        (*_range_arrays(ranges), tenant.project_id, tenant.environment),
-    )
-    found: dict[tuple[str, str, str], set[str]] = {}
-    for row in await cursor.fetchall():
-        found.setdefault((row[0], row[1], row[2]), set()).add(row[3])
-    return found
+    Both queries are sent before either result is read: in pipeline mode that is one
+    wait for PostgreSQL instead of two. Rows name their range by its position (instead
+    of echoing two strings back) and come in binary: decoding them is most of the cost
+    of these reads in Python.
+    """
+    progress_rows = distinct_rows = None
+    if ranges:
+        progress_rows = await conn.execute(
+            """
+            SELECT t.n::int4, c.bucket, c.count, c.sum, c.max
+            FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[])
+                WITH ORDINALITY AS t(cid, pid, lo, hi, n)
+            CROSS JOIN LATERAL (
+                SELECT bucket, count, sum, max FROM criterion_progress c
+                WHERE c.project_id = %s AND c.environment = %s
+                  AND c.criterion_id = t.cid AND c.participant_id = t.pid
+                  AND c.bucket >= t.lo COLLATE "C" AND c.bucket <= t.hi COLLATE "C"
+                OFFSET 0
+            ) c
+            """,
+            (*_range_arrays(ranges), tenant.project_id, tenant.environment),
+            binary=True,
+        )
+    if distinct_ranges:
+        distinct_rows = await conn.execute(
+            """
+            SELECT t.n::int4, d.bucket, d.value
+            FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[])
+                WITH ORDINALITY AS t(cid, pid, lo, hi, n)
+            CROSS JOIN LATERAL (
+                SELECT bucket, value FROM criterion_distinct d
+                WHERE d.project_id = %s AND d.environment = %s
+                  AND d.criterion_id = t.cid AND d.participant_id = t.pid
+                  AND d.bucket >= t.lo COLLATE "C" AND d.bucket <= t.hi COLLATE "C"
+                OFFSET 0
+            ) d
+            """,
+            (*_range_arrays(distinct_ranges), tenant.project_id, tenant.environment),
+            binary=True,
+        )
+    progress: dict[tuple[str, str, str], BucketValue] = {}
+    if progress_rows is not None:
+        for n, bucket, count, total, maximum in await progress_rows.fetchall():
+            cid, pid = ranges[n - 1][:2]
+            progress[(cid, pid, bucket)] = BucketValue(count, total, maximum)
+    distinct: dict[tuple[str, str, str], set[str]] = {}
+    if distinct_rows is not None:
+        for n, bucket, value in await distinct_rows.fetchall():
+            cid, pid = distinct_ranges[n - 1][:2]
+            distinct.setdefault((cid, pid, bucket), set()).add(value)
+    return progress, distinct
 
 
 # ---------------------------------------------------------------------------------------

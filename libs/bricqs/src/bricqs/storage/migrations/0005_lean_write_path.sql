@@ -28,7 +28,7 @@ CREATE INDEX points_ledger_participant
 
 -- Bucket names ('all', 'd:2026-04-10', 'w:2026-W15', 'm:2026-04') sort by time in byte
 -- order. Judging a rolling window reads a range of one participant's day buckets
--- (`read_progress`: one index range scan instead of a lookup per day, most of them for
+-- (`read_buckets`: one index range scan instead of a lookup per day, most of them for
 -- buckets that do not exist), and a range condition only uses an index whose collation
 -- is its own: byte order ("C"), whatever the database's default collation.
 --
