@@ -255,6 +255,26 @@ def _range_arrays(ranges: Sequence[BucketRange]) -> list[list[str]]:
     return [[r[i] for r in ranges] for i in range(4)]
 
 
+def _range_read(table: str, columns: str) -> str:
+    """SQL reading `columns` of `table` for each of a list of ranges, named by position."""
+    return f"""
+        SELECT t.n::int4, {columns}
+        FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[])
+            WITH ORDINALITY AS t(cid, pid, lo, hi, n)
+        CROSS JOIN LATERAL (
+            SELECT {columns} FROM {table} x
+            WHERE x.project_id = %s AND x.environment = %s
+              AND x.criterion_id = t.cid AND x.participant_id = t.pid
+              AND x.bucket >= t.lo COLLATE "C" AND x.bucket <= t.hi COLLATE "C"
+            OFFSET 0
+        ) x
+        """  # noqa: S608 - fixed table and column names, never input
+
+
+_READ_PROGRESS = _range_read("criterion_progress", "bucket, count, sum, max")
+_READ_DISTINCT = _range_read("criterion_distinct", "bucket, value")
+
+
 async def read_buckets(
     conn: Conn,
     tenant: Tenant,
@@ -272,35 +292,13 @@ async def read_buckets(
     progress_rows = distinct_rows = None
     if ranges:
         progress_rows = await conn.execute(
-            """
-            SELECT t.n::int4, c.bucket, c.count, c.sum, c.max
-            FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[])
-                WITH ORDINALITY AS t(cid, pid, lo, hi, n)
-            CROSS JOIN LATERAL (
-                SELECT bucket, count, sum, max FROM criterion_progress c
-                WHERE c.project_id = %s AND c.environment = %s
-                  AND c.criterion_id = t.cid AND c.participant_id = t.pid
-                  AND c.bucket >= t.lo COLLATE "C" AND c.bucket <= t.hi COLLATE "C"
-                OFFSET 0
-            ) c
-            """,
+            _READ_PROGRESS,
             (*_range_arrays(ranges), tenant.project_id, tenant.environment),
             binary=True,
         )
     if distinct_ranges:
         distinct_rows = await conn.execute(
-            """
-            SELECT t.n::int4, d.bucket, d.value
-            FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[])
-                WITH ORDINALITY AS t(cid, pid, lo, hi, n)
-            CROSS JOIN LATERAL (
-                SELECT bucket, value FROM criterion_distinct d
-                WHERE d.project_id = %s AND d.environment = %s
-                  AND d.criterion_id = t.cid AND d.participant_id = t.pid
-                  AND d.bucket >= t.lo COLLATE "C" AND d.bucket <= t.hi COLLATE "C"
-                OFFSET 0
-            ) d
-            """,
+            _READ_DISTINCT,
             (*_range_arrays(distinct_ranges), tenant.project_id, tenant.environment),
             binary=True,
         )
