@@ -32,8 +32,7 @@ async def process_envelopes(
 ) -> Processed:
     """Store `envelopes` and run mechanics for the facts this call inserted.
 
-    `report=False` skips describing challenge progress in the effects (for callers that
-    do not answer with them).
+    `report=False` leaves `effects` empty, for callers that do not answer with them.
 
     In pipeline mode: statements whose results are not read (the inserts and upserts
     without RETURNING) are sent without waiting, and PostgreSQL runs them while Python

@@ -64,6 +64,15 @@ class Effects:
         return {k: v for k, v in vars(self).items() if v}
 
 
+# The effects list each system fact appears in (challenge progress is described apart).
+_EFFECT_KINDS = {
+    "points.awarded": "points",
+    "badge.awarded": "badges",
+    "streak.extended": "streaks",
+    "tier.changed": "tiers",
+}
+
+
 @dataclass
 class _Round:
     """The outcomes of one round, per tenant."""
@@ -72,8 +81,7 @@ class _Round:
     rules: RuleSet
     effects: dict[str, Effects]
     report: bool
-    """Whether to describe challenge progress in `effects` (only the sync endpoint
-    answers with them; the outcomes themselves are always reported)."""
+    """Whether to fill `effects` (only the sync endpoint answers with them)."""
     system_facts: list[Fact] = field(default_factory=list)
     ledger: list[tuple[LedgerEntry, Fact]] = field(default_factory=list)
 
@@ -81,6 +89,10 @@ class _Round:
         return self.effects.setdefault(fact.event_id, Effects())
 
     def emit(self, source: Fact, fact_type: str, properties: dict[str, Any]) -> None:
+        """Record an outcome of `source` as a system fact (and as an effect of its event,
+        when reporting)."""
+        if self.report and (kind := _EFFECT_KINDS.get(fact_type)):
+            getattr(self.effects_of(source), kind).append(properties)
         self.system_facts.append(
             Fact(
                 fact_id=new_fact_id(),
@@ -203,7 +215,6 @@ async def _update_streaks(
             "longest": runs(all_periods[(code, pid)])[2],
         }
         r.emit(fact, "streak.extended", properties)
-        r.effects_of(fact).streaks.append(properties)
 
 
 def _valid_zone(name: str | None) -> str:
@@ -374,7 +385,6 @@ async def _judge_badges_and_challenges(
         fact = award_facts[(code, pid, award_key)]
         properties = {"badge": code, "award_key": award_key}
         r.emit(fact, "badge.awarded", properties)
-        r.effects_of(fact).badges.append(properties)
 
 
 # ---------------------------------------------------------------------------------------
@@ -422,7 +432,6 @@ async def _commit_points(conn: Conn, r: _Round) -> None:
             "balance": balances[entry.participant_id][0],
         }
         r.emit(fact, "points.awarded", properties)
-        r.effects_of(fact).points.append(properties)
     last_fact = {entry.participant_id: fact for entry, fact in entries}
     for pid, (_, total_after) in balances.items():
         _tier_changes(r, last_fact[pid], total_after - earned[pid], total_after)
@@ -451,7 +460,7 @@ async def _apply_caps(conn: Conn, r: _Round) -> list[tuple[LedgerEntry, Fact]]:
             if room <= 0:
                 continue
             if entry.amount > room:
-                entry = LedgerEntry(**{**vars(entry), "amount": room})
+                entry = entry._replace(amount=room)
             used[key] = used.get(key, 0) + entry.amount
         kept.append((entry, fact))
     return kept
@@ -468,4 +477,3 @@ def _tier_changes(r: _Round, fact: Fact, before: int, after: int) -> None:
                 "to": tier.levels[new].code,
             }
             r.emit(fact, "tier.changed", properties)
-            r.effects_of(fact).tiers.append(properties)

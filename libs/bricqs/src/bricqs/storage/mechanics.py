@@ -319,9 +319,8 @@ async def read_buckets(
 # Points
 
 
-@dataclass(frozen=True)
-class LedgerEntry:
-    """One ledger line to write."""
+class LedgerEntry(NamedTuple):
+    """One ledger line to write (a NamedTuple: most events earn one)."""
 
     entry_id: str
     participant_id: str
