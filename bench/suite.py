@@ -33,7 +33,7 @@ from urllib.parse import urlparse
 from bench import workload
 from bench.load import LoadResult, open_loop, redis_xadd, wrk
 from bench.processor import drain, end_to_end
-from bench.rule_engine import TWENTY_RULES
+from bench.rule_engine import TWENTY_RULES, make_facts, matching_rate
 from bench.stack import REPO, Stack
 
 SINGLE = "/api/v1/ingest/events"
@@ -117,25 +117,9 @@ def _ingest(stack: Stack, plan: dict[str, Any], results: dict[str, Any]) -> None
         stack.stop(child)
 
 
-def _rule_matching(facts: int) -> dict[str, Any]:
-    """Pure matching with the 20 rules (bench/rule_engine.py), the processor's CPU floor."""
-    from bench.rule_engine import make_facts, twenty_rules
-    from bricqs.mechanics.matching import match_facts
-
-    rules, pool = twenty_rules(), make_facts(facts)
-    match_facts(rules, pool[:500])
-    started = time.perf_counter()
-    for i in range(0, len(pool), 500):
-        match_facts(rules, pool[i : i + 500])
-    return {
-        "rules": 20,
-        "facts": facts,
-        "events_per_second": facts / (time.perf_counter() - started),
-    }
-
-
 def _processor(stack: Stack, plan: dict[str, Any], results: dict[str, Any]) -> None:
-    results["processor"]["matching_only"] = _rule_matching(plan["matching_facts"])
+    # Pure matching with the 20 rules, the processor's CPU floor.
+    results["processor"]["matching_only"] = matching_rate(make_facts(plan["matching_facts"]))
     for rules, events in plan["drain_events"].items():
         result = drain(stack, rules=rules > 0, events=events)
         results["processor"][f"rules_{rules}"] = result
