@@ -15,6 +15,7 @@ from litestar import Response, get
 from msgspec import Meta
 
 from bricqs.validation import MAX_BATCH_EVENTS
+from bricqs.web.problems import PROBLEM_MEDIA_TYPE, FieldProblem, ProblemDocument
 
 EventName = Annotated[
     str,
@@ -65,14 +66,6 @@ class Accepted(msgspec.Struct, kw_only=True):
     event_id: str
 
 
-class FieldProblem(msgspec.Struct, kw_only=True):
-    """One problem with one field."""
-
-    field: str
-    message: str
-    code: str
-
-
 class EventError(msgspec.Struct, kw_only=True):
     """Why one event of a batch was rejected."""
 
@@ -112,23 +105,14 @@ class Processed(msgspec.Struct, kw_only=True):
     effects: dict[str, Any]
 
 
-class Problem(msgspec.Struct, kw_only=True):
-    """RFC 9457 problem details with a stable machine code."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    code: str
-    errors: list[FieldProblem] | None = None
+# The problem answers are the shared ones, named as in the api service's document.
+_PROBLEM = "#/components/schemas/ProblemDocument"
 
 
 def _problem(description: str) -> dict[str, Any]:
     return {
         "description": description,
-        "content": {
-            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
-        },
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": _PROBLEM}}},
     }
 
 
@@ -179,13 +163,13 @@ def _operation(summary: str, body: str, responses: dict[str, Any], op_id: str) -
 def build_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of the Events API."""
     _, components = msgspec.json.schema_components(
-        [Event, Batch, Accepted, BatchAccepted, Processed, Problem],
+        [Event, Batch, Accepted, BatchAccepted, Processed, ProblemDocument],
         ref_template="#/components/schemas/{name}",
     )
     batch_422 = {
         **_COMMON["422"],
         "content": {
-            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}},
+            PROBLEM_MEDIA_TYPE: {"schema": {"$ref": _PROBLEM}},
             "application/json": {"schema": {"$ref": "#/components/schemas/BatchAccepted"}},
         },
     }
