@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,23 @@ def postgres_server(data_root: Path) -> Iterator[Server]:
     migrate(server.url)
     yield server
     server.stop()
+
+
+@contextmanager
+def private_servers(root: Path) -> Iterator[dict[str, Server]]:
+    """A Redis (AOF, everysec) and a migrated PostgreSQL of the caller's own, for tests
+    that stop, freeze or restart them; resumed if frozen, then stopped."""
+    servers = {
+        "redis": start_redis(root / "redis"),
+        "postgres": start_postgres(root / "pg", fsync=False),
+    }
+    try:
+        migrate(servers["postgres"].url)
+        yield servers
+    finally:
+        for server in servers.values():
+            server.resume()
+            server.stop()
 
 
 @pytest.fixture

@@ -38,16 +38,15 @@ import psycopg
 import pytest
 import redis
 
-from bricqs.devstack import Server, restart, start_postgres, start_redis
+from bricqs.devstack import Server, restart
 from bricqs.ids import new_event_id
 from bricqs.mechanics.cache import RuleCache
 from bricqs.mechanics.definitions import KINDS, parse_definition
 from bricqs.pipeline import process_envelopes
 from bricqs.schemas import ENVELOPE_FIELD, Envelope, decode_envelope
 from bricqs.storage import mechanics as store
-from bricqs.storage.migrate import migrate
 from bricqs.stream import CONSUMER_GROUP, dead_letter_key, stream_key
-from tests.conftest import Tenant, make_tenant
+from tests.conftest import Tenant, make_tenant, private_servers
 from tests.faults.conftest import SUMMARIES
 from tests.ingest.helpers import BATCH, EVENTS, SYNC, granian_ingest
 from tests.processes import ProcessorFactory, wait_until
@@ -527,16 +526,8 @@ def replay(database_url: str, tenant: store.Tenant, events: list[Sent]) -> None:
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Server]]:
-    root = Path(tmp_path_factory.mktemp("faults"))
-    owned = {
-        "redis": start_redis(root / "redis", appendfsync="everysec"),
-        "postgres": start_postgres(root / "pg", fsync=False),
-    }
-    migrate(owned["postgres"].url)
-    yield owned
-    for server in owned.values():
-        server.resume()
-        server.stop()
+    with private_servers(Path(tmp_path_factory.mktemp("faults"))) as owned:
+        yield owned
 
 
 @pytest.fixture(scope="module")

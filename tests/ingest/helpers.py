@@ -32,10 +32,21 @@ def granian_ingest(
 
 @contextmanager
 def granian_app(
-    target: str, redis_url: str, database_url: str, *, workers: int = 1, **env: str
+    target: str,
+    redis_url: str,
+    database_url: str,
+    *,
+    workers: int = 1,
+    access_log: bool = False,
+    log_path: Path | None = None,
+    **env: str,
 ) -> Iterator[str]:
-    """Run an app factory under Granian on a free loopback port; yield its base URL."""
+    """Run an app factory under Granian on a free loopback port; yield its base URL.
+
+    With `access_log`, Granian logs every request at debug level. With `log_path`, the
+    process's output goes to that file (else it is kept to explain a failed start)."""
     port = free_port()
+    log = log_path.open("wb") if log_path else None
     process = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "granian"),
@@ -48,12 +59,12 @@ def granian_app(
             str(port),
             "--workers",
             str(workers),
-            "--no-access-log",
+            *(["--access-log", "--log-level", "debug"] if access_log else ["--no-access-log"]),
             target,
         ],
         env=service_env(redis_url, database_url, **env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=log or subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if log else subprocess.PIPE,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -65,7 +76,8 @@ def granian_app(
             except httpx.TransportError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ingest did not start: {process.stderr.read()!r}")  # type: ignore[union-attr]
+                output = log_path.read_bytes() if log_path else process.stderr.read()  # type: ignore[union-attr]
+                raise RuntimeError(f"{target} did not start: {output!r}")
             time.sleep(0.1)
         yield base
     finally:
@@ -75,5 +87,7 @@ def granian_app(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        assert process.stderr is not None
-        process.stderr.close()
+        if process.stderr is not None:
+            process.stderr.close()
+        if log is not None:
+            log.close()

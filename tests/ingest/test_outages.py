@@ -10,9 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bricqs.devstack import Server, restart, start_postgres, start_redis
-from bricqs.storage.migrate import migrate
-from tests.conftest import Tenant, make_tenant
+from bricqs.devstack import Server, restart
+from tests.conftest import Tenant, make_tenant, private_servers
 from tests.ingest.helpers import BATCH, EVENTS, SYNC, granian_ingest
 
 pytestmark = pytest.mark.slow
@@ -23,16 +22,8 @@ CLIENT_TIMEOUT = 10.0
 
 @pytest.fixture
 def own_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Server]]:
-    root = Path(tmp_path_factory.mktemp("outage"))
-    servers = {
-        "redis": start_redis(root / "redis"),
-        "postgres": start_postgres(root / "pg", fsync=False),
-    }
-    migrate(servers["postgres"].url)
-    yield servers
-    for server in servers.values():
-        server.resume()
-        server.stop()
+    with private_servers(Path(tmp_path_factory.mktemp("outage"))) as servers:
+        yield servers
 
 
 def post(base: str, path: str, key: str, body: Any) -> httpx.Response:

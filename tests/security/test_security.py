@@ -4,8 +4,6 @@ never reach the logs, bodies are bounded everywhere, and no HTTP route mints key
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +11,9 @@ import httpx
 import pytest
 from litestar.testing import TestClient
 
-from bricqs.devstack import Server, free_port
-from tests.conftest import Story, Tenant, make_tenant, service_env
+from bricqs.devstack import Server
+from tests.conftest import Story, Tenant, make_tenant
+from tests.ingest.helpers import granian_app
 
 pytestmark = pytest.mark.slow
 SECRET = "zz-secret-marker"
@@ -114,40 +113,16 @@ def test_keys_never_appear_in_the_logs(
     """Both HTTP services at DEBUG, with access logs on, fed good, bad and revoked keys."""
     bad_key = "bq_live_" + "Q" * 40
     logs: list[Path] = []
-    bin_dir = Path(sys.executable).parent
     for target in ("bricqs_ingest.app:create_app", "bricqs_api.app:create_app"):
-        port = free_port()
-        log_path = tmp_path / f"{target.split('.')[0]}.log"
-        logs.append(log_path)
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [
-                    str(bin_dir / "granian"),
-                    "--interface",
-                    "asgi",
-                    "--factory",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--access-log",
-                    "--log-level",
-                    "debug",
-                    target,
-                ],
-                env=service_env(redis_server.url, postgres_server.url, LOG_LEVEL="DEBUG"),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(200):
-                try:
-                    if httpx.get(f"{base}/health/live", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                subprocess.run(["sleep", "0.1"], check=True)
+        logs.append(tmp_path / f"{target.split('.')[0]}.log")
+        with granian_app(
+            target,
+            redis_server.url,
+            postgres_server.url,
+            access_log=True,
+            log_path=logs[-1],
+            LOG_LEVEL="DEBUG",
+        ) as base:
             for key in (tenant.live_key, bad_key, tenant.test_key + "x"):
                 headers = {"X-API-Key": key, "Idempotency-Key": "k1"}
                 httpx.post(
@@ -165,9 +140,6 @@ def test_keys_never_appear_in_the_logs(
                     headers=headers,
                     timeout=10,
                 )
-        finally:
-            process.terminate()
-            process.wait(20)
     text = "".join(p.read_text(errors="replace") for p in logs)
     assert "api/v1" in text  # the access logs did record the requests
     for key in (tenant.live_key, bad_key, tenant.test_key):
