@@ -276,9 +276,11 @@ async def _judge_badges_and_challenges(
         times = [f.occurred_at for f in facts]
         window = challenge.challenge.window
         points = evaluation_points(window, times)
+        # Progress as of the latest fact is read only to be reported in the effects.
         now_point = current_point(window, max(times))
+        read = [*points, now_point] if r.report else points
         for objective in challenge.objectives:
-            judged_at(objective.criterion, pid, [*points, now_point])
+            judged_at(objective.criterion, pid, read)
         challenge_points[(pid, code)] = (points, now_point)
 
     plan = [

@@ -146,24 +146,22 @@ def values_at(
     contain a day cover 13 days): their days are looked up once, and each window's value
     is aggregated from that list, not looked up again bucket by bucket.
     """
-    window = criterion.window
-    if criterion.aggregate != "distinct" and all(len(p.buckets) == 1 for p in points):
-        # The common case: the whole history, or calendar periods.
-        cid, aggregate = criterion.criterion_id, criterion.aggregate
-        return {
-            p.label: _bucket_value(aggregate, progress.get((cid, participant_id, p.first)))
-            for p in points
-        }
-    if criterion.aggregate == "distinct" or window is None or window.type != "rolling":
+    cid, aggregate, window = criterion.criterion_id, criterion.aggregate, criterion.window
+    if aggregate == "distinct":
         return {
             p.label: criterion_value(criterion, participant_id, p, progress, distinct)
+            for p in points
+        }
+    if window is None or window.type != "rolling":
+        # One bucket per point: the whole history, or a calendar period.
+        return {
+            p.label: _bucket_value(aggregate, progress.get((cid, participant_id, p.first)))
             for p in points
         }
     assert window.days is not None
     span = window.days
     ends = [p.end.toordinal() for p in points if p.end is not None]
     first = min(ends) - span + 1
-    cid, aggregate = criterion.criterion_id, criterion.aggregate
     days = [
         progress.get((cid, participant_id, key)) for key in _day_keys(first, max(ends) - first + 1)
     ]
