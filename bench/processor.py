@@ -22,6 +22,7 @@ from bench import workload
 from bench.load import open_loop
 from bench.rule_engine import TWENTY_RULES
 from bench.stack import Project, Stack, fetch
+from bricqs.schemas import ENVELOPE_FIELD
 from bricqs.stream import stream_key
 from bricqs_processor.settings import ProcessorSettings
 
@@ -35,18 +36,15 @@ def drain(
     project = stack.project(f"drain-{20 if rules else 0}", TWENTY_RULES if rules else [])
     stack.reset_stream()
     client = redis.Redis.from_url(stack.redis_url)
+    child = None
     try:
         payloads = workload.envelopes(project.project_id, events)
         for start in range(0, len(payloads), 5_000):
             pipe = client.pipeline(transaction=False)
             for payload in payloads[start : start + 5_000]:
-                pipe.xadd(stream_key(0), {"e": payload})
+                pipe.xadd(stream_key(0), {ENVELOPE_FIELD: payload})
             pipe.execute()
-    finally:
-        client.close()
-    _, child = stack.processor(BATCH_SIZE=str(batch_size))
-    client = redis.Redis.from_url(stack.redis_url)
-    try:
+        _, child = stack.processor(BATCH_SIZE=str(batch_size))
         deadline = time.monotonic() + 300
         # Done when the group has read every entry and has none pending: the processor
         # acknowledges an entry only after its batch committed. Watched in Redis, not by
@@ -66,7 +64,8 @@ def drain(
             assert first is not None
     finally:
         client.close()
-        stack.stop(child)
+        if child is not None:
+            stack.stop(child)
     # From the start of the first batch transaction (PostgreSQL's clock, the same host's)
     # to the poll that saw the last ack: start-up excluded, the last poll interval (5 ms)
     # included.
