@@ -133,6 +133,16 @@ def _json_response(
     )
 
 
+def _accepted(message_id: str, event_id: str, *, duplicate: bool) -> dict[str, Any]:
+    """The 202 body of POST /ingest/events (the route's and the fast path's)."""
+    return {
+        "accepted": True,
+        "duplicate": duplicate,
+        "message_id": message_id,
+        "event_id": event_id,
+    }
+
+
 def _unavailable(ctx: IngestContext, code: str, detail: str) -> ProblemError:
     return ProblemError(
         503, code, detail, headers={"Retry-After": str(ctx.settings.retry_after_seconds)}
@@ -346,24 +356,14 @@ async def ingest_event(
             raise _conflict()
         EVENTS.labels("single", "duplicate").inc()
         return _json_response(
-            {
-                "accepted": True,
-                "duplicate": True,
-                "message_id": result.message_id,
-                "event_id": result.event_id,
-            },
+            _accepted(result.message_id, result.event_id, duplicate=True),
             202,
             {"Idempotent-Replayed": "true"},
         )
     assert isinstance(result, Enqueued)
     EVENTS.labels("single", "accepted").inc()
     return _json_response(
-        {
-            "accepted": True,
-            "duplicate": False,
-            "message_id": result.message_id,
-            "event_id": envelope.event_id,
-        },
+        _accepted(result.message_id, envelope.event_id, duplicate=False),
         202,
         _rate_headers(command.limit, result.remaining),
     )
@@ -745,14 +745,7 @@ async def _plain_single(ctx: IngestContext, scope: Scope, body: bytes) -> bytes 
     (result,) = await _enqueue(ctx, [_command(ctx, envelope, owner)])
     assert isinstance(result, Enqueued)  # no key, no limit: nothing else can come back
     EVENTS.labels("single", "accepted").inc()
-    return _json.encode(
-        {
-            "accepted": True,
-            "duplicate": False,
-            "message_id": result.message_id,
-            "event_id": envelope.event_id,
-        }
-    )
+    return _json.encode(_accepted(result.message_id, envelope.event_id, duplicate=False))
 
 
 # ---------------------------------------------------------------------------------------
