@@ -5,7 +5,7 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --locked
 
 .DEFAULT_GOAL := help
-.PHONY: help deps sync run test lint format k8s-check bench loadtest
+.PHONY: help deps sync run test lint format k8s-check bench loadtest soak
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ k8s-check: sync ## Render the kustomize overlays, validate every object, lint th
 
 bench: sync ## Benchmark ingest, processor and references on loopback; table + .bench/*.json
 	@$(RUN) python -m bench $(BENCH_ARGS)
+
+soak: sync ## The fault suite's long form: SOAK_SECONDS (default 300) of load under faults
+	@BRICQS_FAULT_LOAD_SECONDS=$(or $(SOAK_SECONDS),300) $(RUN) pytest tests/faults $(PYTEST_ARGS)
 
 loadtest: sync ## Locust load test with SLO gates against a local stack (CSV in .bench/loadtest)
 	@$(RUN) python -m loadtests.run $(LOADTEST_ARGS)
