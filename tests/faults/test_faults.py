@@ -38,7 +38,6 @@ import psycopg
 import pytest
 import redis
 
-from bricqs.devstack import Server, restart
 from bricqs.ids import new_event_id
 from bricqs.mechanics.cache import RuleCache
 from bricqs.mechanics.definitions import KINDS, parse_definition
@@ -46,6 +45,7 @@ from bricqs.pipeline import process_envelopes
 from bricqs.schemas import ENVELOPE_FIELD, Envelope, decode_envelope
 from bricqs.storage import mechanics as store
 from bricqs.stream import CONSUMER_GROUP, dead_letter_key, stream_key
+from bricqs_devstack.servers import Server, restart
 from tests.conftest import Tenant, make_tenant, private_servers
 from tests.faults.conftest import SUMMARIES
 from tests.ingest.helpers import BATCH, EVENTS, SYNC, granian_ingest

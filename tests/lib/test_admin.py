@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from bricqs.devstack import Server
 from bricqs.local_stack import LocalStack, write_local_stack
+from bricqs_devstack.servers import Server
 
 ADMIN = str(Path(sys.executable).parent / "bricqs-admin")
 

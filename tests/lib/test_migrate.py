@@ -14,8 +14,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from bricqs.devstack import Server
 from bricqs.storage.migrate import MigrationError, available_migrations, migrate
+from bricqs_devstack.servers import Server
 
 FAST = {"lock_timeout_ms": 50, "retry_pause_s": 0.05}
 
