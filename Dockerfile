@@ -33,6 +33,8 @@ WORKDIR /src
 COPY pyproject.toml uv.lock ./
 COPY libs ./libs
 COPY services ./services
+# The dev tools' member is only read, so the workspace matches uv.lock; no image installs it.
+COPY tools ./tools
 
 FROM build AS build-ingest
 RUN --mount=type=cache,target=/root/.cache/uv \

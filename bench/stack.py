@@ -26,12 +26,12 @@ import msgspec
 import psycopg
 import redis
 
-from bricqs.devstack import Server, free_port, start_postgres, start_redis
 from bricqs.mechanics.definitions import KINDS, parse_definition
 from bricqs.storage import tenants
 from bricqs.storage.mechanics import Tenant, create_definition
 from bricqs.storage.migrate import migrate
 from bricqs.stream import stream_key
+from bricqs_devstack.servers import Server, free_port, start_postgres, start_redis
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -22,9 +22,9 @@ import pytest
 import redis
 from litestar.testing import TestClient
 
-from bricqs.devstack import Server, start_postgres, start_redis
 from bricqs.storage import tenants
 from bricqs.storage.migrate import migrate
+from bricqs_devstack.servers import Server, start_postgres, start_redis
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bricqs.devstack import free_port
+from bricqs_devstack.servers import free_port
 from tests.conftest import service_env
 
 # Short timings so recovery happens within a test; CLAIM_MIN_IDLE_MS must stay above

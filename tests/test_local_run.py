@@ -1,6 +1,7 @@
 """`make run` (the `bricqs-dev` command) runs the whole system: its own Redis and
 PostgreSQL, ingest, processor and api; the README's first curl example becomes a fact
-with points; Ctrl-C stops everything and leaves nothing listening."""
+with points; `bricqs-admin` finds its database; Ctrl-C stops everything and leaves nothing
+listening."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bricqs.devstack import free_port
+from bricqs_devstack.servers import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -139,6 +140,21 @@ def test_make_run_serves_the_whole_system_and_stops_cleanly(tmp_path: Path) -> N
         assert sync["effects"]["points"][0]["amount"] == 50  # demo rule: ten points per level
         assert user_state["participant_id"] == "user_123"
         assert board["leaderboard"] == "top-players"
+
+        # The admin tool, in a second terminal in the same folder, finds make run's database.
+        admin_env = {k: v for k, v in env.items() if k != "BRICQS_DATA_DIR"}
+        listed = subprocess.run(
+            [str(Path(sys.executable).parent / "bricqs-admin"), "project", "list", "--json"],
+            cwd=tmp_path,
+            env=admin_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert listed.returncode == 0, listed.stderr
+        projects = json.loads(listed.stdout)["projects"]
+        assert [p["project_id"] for p in projects] == [keys["project_id"]]
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -149,3 +165,4 @@ def test_make_run_serves_the_whole_system_and_stops_cleanly(tmp_path: Path) -> N
         log.close()
     assert code == 0, (tmp_path / "run.log").read_text()[-3000:]
     assert not any(listening(port) for port in ports.values())
+    assert not (tmp_path / ".data" / "local-stack.json").exists()  # nothing left to find

@@ -12,7 +12,7 @@ import schemathesis
 from schemathesis.checks import positive_data_acceptance
 from schemathesis.config import SchemathesisConfig
 
-from bricqs.devstack import Server
+from bricqs_devstack.servers import Server
 from tests.conftest import Tenant, make_tenant
 from tests.ingest.helpers import granian_app
 

@@ -25,7 +25,7 @@ from tests.deploy.helpers import (
 )
 
 SERVICES = ("ingest", "processor", "api")
-DEV_TOOLS = ("pytest", "ruff", "mypy", "hypothesis")
+DEV_TOOLS = ("pytest", "ruff", "mypy", "hypothesis", "bricqs-dev")
 ENTRY_MODULES = {
     "ingest": "bricqs_ingest.app",
     "processor": "bricqs_processor.main",
@@ -199,3 +199,12 @@ def test_build_steps_install_the_service_and_its_entrypoint_without_dev_tools(
     )
     assert probe.returncode == 0, probe.stderr
     assert Path(probe.stdout.strip()).is_relative_to(venv)
+    # The local runner and its test servers are a workspace member of their own, for
+    # development only: no service image carries them.
+    absent = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import bricqs_devstack"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert absent.returncode != 0, f"bricqs_devstack in the {service} image"

@@ -19,8 +19,8 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from bricqs.devstack import Server, free_port
 from bricqs.stream import stream_key
+from bricqs_devstack.servers import Server, free_port
 from tests.conftest import make_tenant, service_env
 from tests.deploy.helpers import (
     DEPLOY,

@@ -13,10 +13,10 @@ import psycopg
 import pytest
 import redis
 
-from bricqs.devstack import Server, free_port
 from bricqs.ids import new_event_id
 from bricqs.schemas import ENVELOPE_FIELD, Envelope, encode_envelope
 from bricqs.stream import CONSUMER_GROUP, stream_key
+from bricqs_devstack.servers import Server, free_port
 from tests.conftest import Tenant
 from tests.deploy.helpers import (
     HTTP_SERVICES,

@@ -14,7 +14,7 @@ import threading
 import time
 from collections import Counter
 
-from bricqs.devstack import Server, restart
+from bricqs_devstack.servers import Server, restart
 from tests.faults.traffic import Traffic
 from tests.processes import ProcessorFactory
 

@@ -27,10 +27,10 @@ import psycopg
 import pytest
 import redis
 
-from bricqs.devstack import Server
 from bricqs.mechanics.definitions import KINDS, parse_definition
 from bricqs.storage import mechanics as store
 from bricqs.stream import CONSUMER_GROUP, dead_letter_key, stream_key
+from bricqs_devstack.servers import Server
 from tests.conftest import make_tenant, private_servers
 from tests.faults.conftest import SUMMARIES
 from tests.faults.harness import (

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from bricqs.devstack import Server
+from bricqs_devstack.servers import Server
 from bricqs_ingest.app import create_app
 from bricqs_ingest.settings import IngestSettings
 

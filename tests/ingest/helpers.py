@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from bricqs.devstack import free_port
+from bricqs_devstack.servers import free_port
 from tests.conftest import service_env
 
 EVENTS = "/api/v1/ingest/events"

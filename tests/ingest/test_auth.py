@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from litestar.testing import TestClient
 
-from bricqs.devstack import Server
 from bricqs.storage import tenants
+from bricqs_devstack.servers import Server
 from bricqs_ingest.app import create_app
 from tests.conftest import Tenant
 from tests.ingest.conftest import ingest_settings

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from litestar.testing import TestClient
 
-from bricqs.devstack import Server
+from bricqs_devstack.servers import Server
 from bricqs_ingest.app import create_app
 from tests.conftest import Tenant, make_tenant
 from tests.ingest.conftest import ingest_settings

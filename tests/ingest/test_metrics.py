@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bricqs.devstack import Server
+from bricqs_devstack.servers import Server
 from tests.conftest import Tenant
 from tests.ingest.helpers import EVENTS, granian_ingest
 

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bricqs.devstack import Server, restart
+from bricqs_devstack.servers import Server, restart
 from tests.conftest import Tenant, make_tenant, private_servers
 from tests.ingest.helpers import BATCH, EVENTS, SYNC, granian_ingest
 

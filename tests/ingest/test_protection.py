@@ -15,9 +15,9 @@ import pytest
 import redis
 from litestar.testing import TestClient
 
-from bricqs.devstack import Server
 from bricqs.storage import tenants
 from bricqs.stream import CONSUMER_GROUP, stream_key
+from bricqs_devstack.servers import Server
 from bricqs_ingest.app import create_app
 from tests.conftest import Tenant
 from tests.ingest.conftest import ingest_settings

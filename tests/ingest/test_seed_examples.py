@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bricqs.devstack import Server
+from bricqs_devstack.servers import Server
 from tests.conftest import Tenant
 from tests.ingest.helpers import granian_ingest
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import psycopg
 
-from bricqs.devstack import Server
 from bricqs.ids import new_event_id
 from bricqs.schemas import Envelope
 from bricqs.storage.events import Outcome, purge_expired_idempotency_keys, store_events
 from bricqs.storage.migrate import available_migrations, migrate
+from bricqs_devstack.servers import Server
 from tests.conftest import Tenant
 
 

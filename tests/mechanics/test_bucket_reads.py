@@ -8,7 +8,6 @@ from typing import Any
 
 import psycopg
 
-from bricqs.devstack import Server
 from bricqs.mechanics.definitions import KINDS, Criterion, Window, parse_definition
 from bricqs.mechanics.evaluation import bucket_ranges, evaluation_points
 from bricqs.mechanics.matching import match_facts
@@ -17,6 +16,7 @@ from bricqs.mechanics.windows import day_key
 from bricqs.schemas import Fact
 from bricqs.storage import mechanics as store
 from bricqs.storage.mechanics import BucketRange, ProgressDelta, Tenant
+from bricqs_devstack.servers import Server
 from tests import conftest
 
 BUY = "custom.purchase_completed"

@@ -12,9 +12,9 @@ import psycopg
 import pytest
 import redis
 
-from bricqs.devstack import Server
 from bricqs.schemas import Envelope
 from bricqs.storage import tenants
+from bricqs_devstack.servers import Server
 from tests.ingest.helpers import SYNC, granian_ingest
 from tests.mechanics.test_exactly_once import make_envelopes, run, setup_tenant, snapshot
 from tests.processes import FAST, ProcessorFactory, wait_until

@@ -11,13 +11,13 @@ from typing import Any
 import msgspec
 import psycopg
 
-from bricqs.devstack import Server
 from bricqs.ids import new_event_id
 from bricqs.mechanics.cache import RuleCache
 from bricqs.mechanics.definitions import KINDS, parse_definition
 from bricqs.pipeline import process_envelopes
 from bricqs.schemas import Envelope
 from bricqs.storage import mechanics as store
+from bricqs_devstack.servers import Server
 from tests.conftest import make_tenant
 from tests.readback import snapshot
 

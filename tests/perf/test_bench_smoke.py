@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bricqs.devstack import Server
+from bricqs_devstack.servers import Server
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

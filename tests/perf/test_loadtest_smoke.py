@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench.stack import Project, Stack
-from bricqs.devstack import Server
+from bricqs_devstack.servers import Server
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

@@ -23,13 +23,13 @@ import psycopg
 import pytest
 import redis
 
-from bricqs.devstack import Server
 from bricqs.ids import new_event_id
 from bricqs.mechanics.definitions import Amount, PointsRule, Trigger
 from bricqs.schemas import Envelope, encode_envelope
 from bricqs.storage.mechanics import Tenant as MechanicsTenant
 from bricqs.storage.mechanics import create_definition
 from bricqs.stream import CONSUMER_GROUP, shard_for, stream_key
+from bricqs_devstack.servers import Server
 from tests.conftest import Tenant
 from tests.ingest.helpers import granian_ingest
 from tests.processes import FAST, Processor, ProcessorFactory, wait_until

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import redis
 
-from bricqs.devstack import Server
 from bricqs.schemas import encode_envelope
 from bricqs.stream import CONSUMER_GROUP, DeadLetter, dead_letter_key, stream_key
+from bricqs_devstack.servers import Server
 from tests.conftest import Tenant
 from tests.processor.conftest import (
     ProcessorFactory,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import redis
 
-from bricqs.devstack import Server
 from bricqs.stream import dead_letter_key
+from bricqs_devstack.servers import Server
 from bricqs_processor.consumer import LANE_SIZE, _lanes
 from bricqs_processor.entries import Entry
 from tests.conftest import Tenant

@@ -9,7 +9,7 @@ import httpx
 import psycopg
 import pytest
 
-from bricqs.devstack import Server
+from bricqs_devstack.servers import Server
 from tests.conftest import Tenant
 from tests.processor.conftest import (
     ProcessorFactory,

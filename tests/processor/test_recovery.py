@@ -11,9 +11,9 @@ import psycopg
 import pytest
 import redis
 
-from bricqs.devstack import Server, restart, start_postgres
 from bricqs.storage.migrate import migrate
 from bricqs.stream import CONSUMER_GROUP, dead_letter_key, stream_key
+from bricqs_devstack.servers import Server, restart, start_postgres
 from tests.conftest import Tenant, make_tenant
 from tests.processor.conftest import (
     Feeder,

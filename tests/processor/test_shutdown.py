@@ -9,8 +9,8 @@ import sys
 import pytest
 import redis
 
-from bricqs.devstack import Server
 from bricqs.stream import CONSUMER_GROUP, stream_key
+from bricqs_devstack.servers import Server
 from tests.conftest import Tenant, service_env
 from tests.processor.conftest import (
     ProcessorFactory,

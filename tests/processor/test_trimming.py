@@ -7,8 +7,8 @@ import time
 import pytest
 import redis
 
-from bricqs.devstack import Server
 from bricqs.stream import CONSUMER_GROUP, stream_key
+from bricqs_devstack.servers import Server
 from tests.conftest import Tenant
 from tests.processor.conftest import (
     ProcessorFactory,

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from litestar.testing import TestClient
 
-from bricqs.devstack import Server
+from bricqs_devstack.servers import Server
 from tests.conftest import Story, Tenant, make_tenant
 from tests.ingest.helpers import granian_app
 

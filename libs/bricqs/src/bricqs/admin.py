@@ -2,7 +2,8 @@
 
 It is the only way to mint keys. Every command prints a human line, or JSON with
 `--json`. The database comes from `--database-url` or `DATABASE_URL`; Redis (for the
-`dlq` commands) from `--redis-url` or `REDIS_URL`.
+`dlq` commands) from `--redis-url` or `REDIS_URL`; with neither, from a running
+`make run` (its `.data/local-stack.json`). Options go before or after the command.
 """
 
 from __future__ import annotations
@@ -22,9 +23,15 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bricqs.keys import ENVIRONMENTS
+from bricqs.local_stack import read_local_stack
 from bricqs.schemas import ENVELOPE_FIELD, decode_envelope
 from bricqs.storage import tenants
-from bricqs.storage.migrate import migrate
+from bricqs.storage.migrate import (
+    DEFAULT_ATTEMPTS,
+    DEFAULT_LOCK_TIMEOUT_MS,
+    MigrationError,
+    migrate,
+)
 from bricqs.stream import DeadLetter, dead_letter_key, stream_key
 
 Command = Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]
@@ -45,7 +52,12 @@ async def _connect(args: argparse.Namespace) -> psycopg.AsyncConnection[Any]:
 
 
 async def cmd_migrate(args: argparse.Namespace) -> dict[str, Any]:
-    applied = await asyncio.to_thread(migrate, args.database_url)
+    applied = await asyncio.to_thread(
+        migrate,
+        args.database_url,
+        lock_timeout_ms=args.lock_timeout_ms,
+        attempts=args.attempts,
+    )
     return {"applied": applied, "message": f"applied {len(applied)} migration(s)"}
 
 
@@ -232,53 +244,81 @@ async def cmd_dlq_replay(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line."""
-    parser = argparse.ArgumentParser(prog="bricqs-admin", description=__doc__)
-    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """Options every command takes; `default` is SUPPRESS on the commands' own parsers, so
+    an option given before the command is not overwritten by its absence after it."""
+    parser.add_argument("--json", action="store_true", default=default, help="print JSON")
     parser.add_argument(
         "--database-url",
-        default=os.environ.get("DATABASE_URL"),
-        help="PostgreSQL URL (default: $DATABASE_URL)",
+        default=default,
+        help="PostgreSQL URL (default: $DATABASE_URL, else the running `make run`'s)",
     )
     parser.add_argument(
         "--redis-url",
-        default=os.environ.get("REDIS_URL"),
-        help="Redis URL, for the dlq commands (default: $REDIS_URL)",
+        default=default,
+        help="Redis URL, for the dlq commands (default: $REDIS_URL, else `make run`'s)",
     )
-    parser.set_defaults(needs="database")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("migrate", help="apply database migrations").set_defaults(run=cmd_migrate)
 
-    project = sub.add_parser("project", help="projects (tenants)")
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="bricqs-admin", description=__doc__)
+    _global_options(parser, None)
+    parser.set_defaults(json=False, needs="database")
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, argparse.SUPPRESS)
+
+    def add(subparsers: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        command: argparse.ArgumentParser = subparsers.add_parser(name, parents=[common], **kwargs)
+        return command
+
+    sub = parser.add_subparsers(dest="command", required=True)
+    migrate_cmd = add(sub, "migrate", help="apply database migrations")
+    migrate_cmd.add_argument(
+        "--lock-timeout-ms",
+        type=int,
+        default=DEFAULT_LOCK_TIMEOUT_MS,
+        help="longest wait for a table lock before the file is tried again",
+    )
+    migrate_cmd.add_argument(
+        "--attempts",
+        type=int,
+        default=DEFAULT_ATTEMPTS,
+        help="tries per file before giving up on a lock",
+    )
+    migrate_cmd.set_defaults(run=cmd_migrate)
+
+    project = add(sub, "project", help="projects (tenants)")
     project_sub = project.add_subparsers(dest="action", required=True)
-    create = project_sub.add_parser("create", help="create a project")
+    create = add(project_sub, "create", help="create a project")
     create.add_argument("name")
     create.add_argument("--with-keys", action="store_true", help="also mint a live and a test key")
     create.set_defaults(run=cmd_project_create)
-    project_sub.add_parser("list", help="list projects").set_defaults(run=cmd_project_list)
-    limits = project_sub.add_parser(
-        "limits", help="set a project's ingest rate limit per API key (omit both to reset)"
+    add(project_sub, "list", help="list projects").set_defaults(run=cmd_project_list)
+    limits = add(
+        project_sub,
+        "limits",
+        help="set a project's ingest rate limit per API key (omit both to reset)",
     )
     limits.add_argument("project", help="project id or unique name")
     limits.add_argument("--per-second", type=float, help="events per second per key (0: none)")
     limits.add_argument("--burst", type=int, help="bucket size (>= 100)")
     limits.set_defaults(run=cmd_project_limits)
 
-    key = sub.add_parser("key", help="API keys")
+    key = add(sub, "key", help="API keys")
     key_sub = key.add_subparsers(dest="action", required=True)
-    key_create = key_sub.add_parser("create", help="mint a key (printed once)")
+    key_create = add(key_sub, "create", help="mint a key (printed once)")
     key_create.add_argument("--project", required=True, help="project id or unique name")
     key_create.add_argument("--env", required=True, choices=ENVIRONMENTS)
     key_create.set_defaults(run=cmd_key_create)
-    key_revoke = key_sub.add_parser("revoke", help="revoke a key by id")
+    key_revoke = add(key_sub, "revoke", help="revoke a key by id")
     key_revoke.add_argument("key_id")
     key_revoke.set_defaults(run=cmd_key_revoke)
-    key_list = key_sub.add_parser("list", help="list a project's keys (never the plaintext)")
+    key_list = add(key_sub, "list", help="list a project's keys (never the plaintext)")
     key_list.add_argument("--project", required=True)
     key_list.set_defaults(run=cmd_key_list)
 
-    dlq = sub.add_parser("dlq", help="dead-letter streams (entries the processor gave up on)")
+    dlq = add(sub, "dlq", help="dead-letter streams (entries the processor gave up on)")
     dlq.add_argument(
         "--shards",
         type=int,
@@ -286,11 +326,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="number of event streams (default: $STREAM_SHARDS or 1)",
     )
     dlq_sub = dlq.add_subparsers(dest="action", required=True)
-    dlq_list = dlq_sub.add_parser("list", help="list dead letters, oldest first")
+    dlq_list = add(dlq_sub, "list", help="list dead letters, oldest first")
     dlq_list.add_argument("--limit", type=int, default=1000, help="most entries per shard")
     dlq_list.set_defaults(run=cmd_dlq_list, needs="redis")
-    dlq_replay = dlq_sub.add_parser(
-        "replay", help="move dead letters back onto their event stream, to be processed again"
+    dlq_replay = add(
+        dlq_sub,
+        "replay",
+        help="move dead letters back onto their event stream, to be processed again",
     )
     dlq_replay.add_argument("ids", nargs="*", help="dead-letter entry ids (from dlq list)")
     dlq_replay.add_argument("--all", action="store_true", help="replay every dead letter")
@@ -298,17 +340,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _find_servers(args: argparse.Namespace) -> None:
+    """Fill the URLs not given: from the environment, else from a running `make run`."""
+    args.database_url = args.database_url or os.environ.get("DATABASE_URL")
+    args.redis_url = args.redis_url or os.environ.get("REDIS_URL")
+    wanted = args.database_url if args.needs == "database" else args.redis_url
+    found = None if wanted else read_local_stack()
+    if found is None:
+        return
+    stack, path = found
+    args.database_url = args.database_url or stack.database_url
+    args.redis_url = args.redis_url or stack.redis_url
+    # On stderr, so `--json` output stays one document.
+    print(f"bricqs-admin: using the servers of `make run` (from {path})", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _find_servers(args)
     if args.needs == "database" and not args.database_url:
-        parser.error("set DATABASE_URL or pass --database-url")
+        parser.error(
+            "set DATABASE_URL or pass --database-url (for the database of `make run`, run"
+            " this from the folder `make run` runs in, or pass"
+            " --database-url postgresql://bricqs@127.0.0.1:15432/bricqs)"
+        )
     if args.needs == "redis" and not args.redis_url:
-        parser.error("set REDIS_URL or pass --redis-url")
+        parser.error(
+            "set REDIS_URL or pass --redis-url (for `make run`'s: redis://127.0.0.1:16379/0)"
+        )
     try:
         result = asyncio.run(args.run(args))
-    except (AdminError, psycopg.Error, RedisError) as exc:
+    except (AdminError, MigrationError, psycopg.Error, RedisError) as exc:
         if args.json:
             print(msgspec.json.encode({"error": str(exc)}).decode())
         else:

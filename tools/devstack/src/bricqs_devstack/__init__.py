@@ -1,0 +1,1 @@
+"""Local development tooling: throwaway servers (`servers`) and `make run` (`run`)."""
