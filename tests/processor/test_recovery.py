@@ -11,8 +11,7 @@ import psycopg
 import pytest
 import redis
 
-from bricqs.devstack import Server, restart, start_postgres
-from bricqs.storage.migrate import migrate
+from bricqs.devstack import Server, restart
 from bricqs.stream import CONSUMER_GROUP, dead_letter_key, stream_key
 from tests.conftest import Tenant, make_tenant
 from tests.processor.conftest import (
@@ -127,14 +126,6 @@ def test_replicas_share_the_work_and_store_each_event_once(
     per_replica = [p.metrics()['bricqs_processor_events_total{outcome="stored"}'] for p in started]
     assert sum(per_replica) == n
     assert all(count > 0 for count in per_replica), per_replica
-
-
-@pytest.fixture
-def own_postgres(tmp_path: Path) -> Server:
-    """A PostgreSQL server of this test alone, so stopping it disturbs no other test."""
-    server = start_postgres(tmp_path / "postgres", fsync=False)
-    migrate(server.url)
-    return server
 
 
 def test_postgres_down_longer_than_the_claim_idle_time_loses_duplicates_and_dead_letters_nothing(
