@@ -16,15 +16,16 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import psycopg
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from bricqs.devstack import Server, start_postgres
 from bricqs.ids import new_event_id
@@ -40,6 +41,8 @@ from tests.processes import FAST, Processor, ProcessorFactory, wait_until
 from tests.readback import Stored, stored
 
 __all__ = ["FAST", "Processor", "ProcessorFactory", "Stored", "stored", "wait_until"]
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -194,6 +197,19 @@ class Feeder(threading.Thread):
 
 # ---------------------------------------------------------------------------------------
 # Reading back
+
+
+def with_async_redis(url: str, use: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+    """Run `use` with an asyncio Redis client of `url` (what the services hold)."""
+
+    async def run() -> T:
+        client = aioredis.Redis.from_url(url)
+        try:
+            return await use(client)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(run())
 
 
 def stored_event_ids(database_url: str, project_id: str) -> list[str]:

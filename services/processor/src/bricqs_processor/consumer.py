@@ -226,7 +226,9 @@ class StreamConsumer:
                         (e, f"max_deliveries: delivered {e.deliveries} times, more than {limit}")
                         for e in over
                     ]
-                    await self._until_done(partial(dead_letter, self.redis, reasons), "redis")
+                    await self._until_done(
+                        partial(dead_letter, self.redis, self.name, reasons), "redis"
+                    )
                 # An entry delivered more than twice may be what killed its consumers
                 # (a crash is no exception we can catch): process such entries one by
                 # one, so only that one climbs to the dead-letter stream.
@@ -257,7 +259,7 @@ class StreamConsumer:
             batch = entries[start : start + self.settings.batch_size]
             good, bad = decode_entries(batch)
             if bad:
-                await self._until_done(partial(dead_letter, self.redis, bad), "redis")
+                await self._until_done(partial(dead_letter, self.redis, self.name, bad), "redis")
             if good:
                 lanes = _lanes(good, self.settings.database_pool_size - 1)
                 if len(lanes) == 1:
@@ -287,7 +289,9 @@ class StreamConsumer:
                 parts.popleft()
                 if len(part) == 1:
                     reasons = [(part[0], f"rejected: {exc}")]
-                    await self._until_done(partial(dead_letter, self.redis, reasons), "redis")
+                    await self._until_done(
+                        partial(dead_letter, self.redis, self.name, reasons), "redis"
+                    )
                 else:
                     parts.extendleft(_halves(part))
                 continue
