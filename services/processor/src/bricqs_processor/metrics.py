@@ -107,6 +107,10 @@ TRIMMED = Counter(
     "bricqs_processor_trimmed_total",
     "Acknowledged entries removed from the event streams.",
 )
+TRIM_ROUNDS = Counter(
+    "bricqs_processor_trim_rounds_total",
+    "Trimming rounds completed (every stream trimmed as far as it could be).",
+)
 PURGED_KEYS = Counter(
     "bricqs_processor_purged_idempotency_keys_total",
     "Expired idempotency keys deleted from PostgreSQL.",
