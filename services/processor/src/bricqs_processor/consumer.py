@@ -240,6 +240,7 @@ class StreamConsumer:
                         await self.process([entry])
                 if self.stopping:
                     return
+        metrics.RECLAIM_ROUNDS.inc()
 
     async def _database_answers(self) -> bool:
         try:
