@@ -36,7 +36,8 @@ def test_live_fails_while_a_frozen_database_wedges_the_loop_and_passes_once_it_m
 ) -> None:
     tenant = make_tenant(own_postgres.url)
     processor = own_processors.start(REDIS_TIMEOUT_MS="1000")
-    feeder = Feeder(redis_client, tenant, 2_000, chunk=50, interval=0.02)
+    # Events keep coming, so the loop always has a batch to store soon after the freeze.
+    feeder = Feeder(redis_client, tenant, 100_000, chunk=20, interval=0.05)
     feeder.start()
     wait_until(lambda: stored(own_postgres.url, tenant.project_id).events > 0, 20, "commits")
     assert live(processor.url).status_code == 200
@@ -59,6 +60,7 @@ def test_live_fails_while_a_frozen_database_wedges_the_loop_and_passes_once_it_m
         "live to pass once the loop moves again",
         own_processors.logs,
     )
+    feeder.stop()
     event_ids = feeder.finish()
     wait_until(
         lambda: exactly_once(stored(own_postgres.url, tenant.project_id), len(event_ids)),
