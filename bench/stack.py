@@ -1,6 +1,6 @@
 """The system on loopback for a benchmark: servers, tenants, services as subprocesses.
 
-Redis and PostgreSQL come from `bricqs.devstack` (durable settings: AOF with fsync every
+Redis and PostgreSQL come from `bricqs_devstack.servers` (durable settings: AOF with fsync every
 second, PostgreSQL with fsync on), unless URLs are given; the services run exactly as
 `make run` runs them (Granian, one worker; the `bricqs-processor` script).
 """

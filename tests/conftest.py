@@ -1,7 +1,7 @@
 """Fixtures: throwaway Redis and PostgreSQL servers for the whole session, fresh tenants
 per test, and in-process clients of the services.
 
-Servers come from `bricqs.devstack`, the same code `make run` uses. Set
+Servers come from `bricqs_devstack.servers`, the same code `make run` uses. Set
 `BRICQS_TEST_KEEP=1` to leave their data folder behind for a post-mortem.
 """
 

@@ -10,32 +10,39 @@ bounded wait and the read-back helpers live in tests/processes.py and tests/read
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import psycopg
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from bricqs.ids import new_event_id
 from bricqs.mechanics.definitions import Amount, PointsRule, Trigger
 from bricqs.schemas import Envelope, encode_envelope
 from bricqs.storage.mechanics import Tenant as MechanicsTenant
 from bricqs.storage.mechanics import create_definition
+from bricqs.storage.migrate import migrate
 from bricqs.stream import CONSUMER_GROUP, shard_for, stream_key
-from bricqs_devstack.servers import Server
+from bricqs_devstack.servers import Server, start_postgres
 from tests.conftest import Tenant
 from tests.ingest.helpers import granian_ingest
 from tests.processes import FAST, Processor, ProcessorFactory, wait_until
 from tests.readback import Stored, stored
 
 __all__ = ["FAST", "Processor", "ProcessorFactory", "Stored", "stored", "wait_until"]
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -45,6 +52,55 @@ def processors(
     factory = ProcessorFactory(redis_server.url, postgres_server.url, tmp_path)
     yield factory
     factory.stop_all()
+
+
+@pytest.fixture
+def own_postgres(tmp_path: Path) -> Iterator[Server]:
+    """A PostgreSQL server of this test alone, so stopping it disturbs no other test."""
+    server = start_postgres(tmp_path / "postgres", fsync=False)
+    migrate(server.url)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_processors(
+    redis_server: Server, own_postgres: Server, tmp_path: Path
+) -> Iterator[ProcessorFactory]:
+    """Processors against the test's own PostgreSQL server."""
+    factory = ProcessorFactory(redis_server.url, own_postgres.url, tmp_path)
+    yield factory
+    factory.stop_all()
+
+
+@contextlib.contextmanager
+def frozen(server: Server) -> Iterator[None]:
+    """Freeze a server and every process it started (SIGSTOP), thaw them on exit.
+
+    PostgreSQL serves each session from a child process: stopping only the postmaster
+    would leave open sessions answering.
+    """
+    pids = [server.process.pid, *children(server.process.pid)]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+def children(parent: int) -> list[int]:
+    """The processes whose parent is `parent` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # The command name (field 2) is in parentheses and may hold spaces.
+            fields = stat.read_text().rpartition(")")[2].split()
+            if int(fields[1]) == parent:
+                found.append(int(stat.parent.name))
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +197,19 @@ class Feeder(threading.Thread):
 
 # ---------------------------------------------------------------------------------------
 # Reading back
+
+
+def with_async_redis(url: str, use: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+    """Run `use` with an asyncio Redis client of `url` (what the services hold)."""
+
+    async def run() -> T:
+        client = aioredis.Redis.from_url(url)
+        try:
+            return await use(client)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(run())
 
 
 def stored_event_ids(database_url: str, project_id: str) -> list[str]:

@@ -10,10 +10,14 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from bricqs.schemas import encode_envelope
 from bricqs.stream import CONSUMER_GROUP, DeadLetter, dead_letter_key, stream_key
 from bricqs_devstack.servers import Server
+from bricqs_processor.deadletter import delivery_counts
+from bricqs_processor.entries import Entry
+from bricqs_processor.recovery import reclaim_stuck
 from tests.conftest import Tenant
 from tests.processor.conftest import (
     ProcessorFactory,
@@ -22,6 +26,7 @@ from tests.processor.conftest import (
     pending,
     stored_event_ids,
     wait_until,
+    with_async_redis,
     xadd_envelopes,
 )
 
@@ -206,3 +211,56 @@ def test_reclaimed_entries_that_went_through_crashes_are_processed_one_by_one(
     assert metrics["bricqs_processor_batches_total"] == 5
     assert metrics["bricqs_processor_batch_size_count"] == 5
     assert metrics["bricqs_processor_batch_size_sum"] == 5
+
+
+def xpending_calls(client: redis.Redis) -> int:
+    """How many XPENDING commands this Redis has run (INFO commandstats)."""
+    return int(client.info("commandstats").get("cmdstat_xpending", {}).get("calls", 0))
+
+
+def held_by(client: redis.Redis, tenant: Tenant, consumer: str, count: int) -> list[str]:
+    """`count` new entries, delivered to `consumer` and not acknowledged; their ids."""
+    client.xgroup_create(STREAM, CONSUMER_GROUP, id="0", mkstream=True)
+    ids = [i for _, i in xadd_envelopes(client, [envelope(tenant, i) for i in range(count)])]
+    assert client.xreadgroup(CONSUMER_GROUP, consumer, {STREAM: ">"}, count=count)
+    return ids
+
+
+def test_delivery_counts_of_a_reclaimed_page_take_one_round_trip_whatever_others_hold(
+    redis_server: Server, redis_client: redis.Redis, tenant: Tenant
+) -> None:
+    ids = held_by(redis_client, tenant, "busy", 200)
+    # Every other entry belongs to a consumer that crashed long ago, after three
+    # deliveries; the ones in between to a live one, busy with them right now.
+    stuck = ids[::2]
+    redis_client.xclaim(
+        STREAM, CONSUMER_GROUP, "crashed", 0, stuck, idle=3_600_000, retrycount=3, justid=True
+    )
+
+    async def reclaim(client: aioredis.Redis) -> list[list[Entry]]:
+        pages = reclaim_stuck(client, STREAM, "rescuer", min_idle_ms=600_000, count=100)
+        return [page async for page in pages]
+
+    before = xpending_calls(redis_client)
+    pages = with_async_redis(redis_server.url, reclaim)
+    calls = xpending_calls(redis_client) - before
+
+    assert [len(page) for page in pages] == [100]
+    assert sorted(e.message_id for e in pages[0]) == sorted(stuck)
+    assert {e.deliveries for e in pages[0]} == {4}
+    # One XPENDING for the page, restricted to the rescuer's entries: the busy
+    # consumer's entries in between no longer push the page's own ones out.
+    assert calls == 1
+
+
+def test_delivery_counts_read_past_other_entries_the_consumer_holds_in_the_range(
+    redis_server: Server, redis_client: redis.Redis, tenant: Tenant
+) -> None:
+    ids = held_by(redis_client, tenant, "rescuer", 10)
+    redis_client.xclaim(STREAM, CONSUMER_GROUP, "rescuer", 0, [ids[0], ids[9]], retrycount=6)
+    asked = [ids[0], ids[5], ids[9], "1-1"]  # the last one was never pending
+
+    counts = with_async_redis(
+        redis_server.url, lambda client: delivery_counts(client, STREAM, "rescuer", asked)
+    )
+    assert counts == {ids[0]: 6, ids[5]: 1, ids[9]: 6}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -11,12 +12,13 @@ import psycopg
 import pytest
 import redis
 
-from bricqs.storage.migrate import migrate
 from bricqs.stream import CONSUMER_GROUP, dead_letter_key, stream_key
-from bricqs_devstack.servers import Server, restart, start_postgres
+from bricqs_devstack.servers import Server, restart
 from tests.conftest import Tenant, make_tenant
 from tests.processor.conftest import (
+    FAST,
     Feeder,
+    Processor,
     ProcessorFactory,
     add_points_rule,
     envelope,
@@ -33,6 +35,25 @@ from tests.processor.conftest import (
 pytestmark = pytest.mark.slow
 
 STREAM = stream_key(0)
+CLAIM_MIN_IDLE = int(FAST["CLAIM_MIN_IDLE_MS"]) / 1000
+
+
+def redis_clock_moves(client: redis.Redis, seconds: float) -> None:
+    """Wait until Redis's clock, the one that measures how long entries are idle, has
+    moved on by `seconds`."""
+    start = redis_now(client)
+    wait_until(lambda: redis_now(client) >= start + seconds, seconds + 10, "Redis's clock")
+
+
+def redis_now(client: redis.Redis) -> float:
+    seconds, microseconds = client.time()
+    return seconds + microseconds / 1e6
+
+
+def advances(processor: Processor, sample: str, by: int = 1) -> Callable[[], bool]:
+    """A predicate: `sample` of the processor's metrics rose by `by` since now."""
+    start = processor.metrics()[sample]
+    return lambda: processor.metrics()[sample] >= start + by
 
 
 def all_settled(client: redis.Redis, streams: list[str]) -> bool:
@@ -129,14 +150,6 @@ def test_replicas_share_the_work_and_store_each_event_once(
     assert all(count > 0 for count in per_replica), per_replica
 
 
-@pytest.fixture
-def own_postgres(tmp_path: Path) -> Server:
-    """A PostgreSQL server of this test alone, so stopping it disturbs no other test."""
-    server = start_postgres(tmp_path / "postgres", fsync=False)
-    migrate(server.url)
-    return server
-
-
 def test_postgres_down_longer_than_the_claim_idle_time_loses_duplicates_and_dead_letters_nothing(
     redis_server: Server,
     redis_client: redis.Redis,
@@ -156,22 +169,33 @@ def test_postgres_down_longer_than_the_claim_idle_time_loses_duplicates_and_dead
         feeder.start()
         wait_until(lambda: stored(server.url, tenant.project_id).events > 0, 20, "first commits")
         server.stop()  # fast shutdown: sessions are cut mid-transaction
-        time.sleep(4)  # twice CLAIM_MIN_IDLE_MS
+        redis_clock_moves(redis_client, 2 * CLAIM_MIN_IDLE)
+        # Each replica still retries the batch it holds, past the claim idle time.
+        for processor in replicas:
+            wait_until(
+                advances(processor, 'bricqs_processor_failures_total{dependency="database"}'),
+                10,
+                f"{processor.name} to retry its batch",
+                factory.logs,
+            )
         assert all(p.alive() for p in replicas)
         ready = httpx.get(f"{replicas[0].url}/health/ready", timeout=10)
         assert ready.status_code == 503
         assert ready.json()["checks"]["redis"] == "ok"
         assert ready.json()["checks"]["postgres"].startswith("error")
         server = restart(server)
+        # The rounds that would have reclaimed entries idle through the outage.
+        rounds = [advances(p, "bricqs_processor_reclaim_rounds_total", by=2) for p in replicas]
         event_ids = feeder.finish()
         n = len(event_ids)
         wait_until(
             lambda: (
                 exactly_once(stored(server.url, tenant.project_id), n)
                 and all_settled(redis_client, [STREAM])
+                and all(advanced() for advanced in rounds)
             ),
             60,
-            f"all {n} events stored once after the restart",
+            f"all {n} events stored once after the restart, two reclaim rounds each",
             factory.logs,
         )
         assert sorted(stored_event_ids(server.url, tenant.project_id)) == sorted(event_ids)
@@ -216,7 +240,15 @@ def test_a_batch_stuck_on_a_lock_is_split_so_its_neighbours_commit_and_the_stuck
             processors.logs,
         )
         second = processors.start(MAX_DELIVERIES="1")
-        time.sleep(2.5)  # past CLAIM_MIN_IDLE_MS since the stuck entry was delivered
+        # The stuck entry was delivered before its neighbours were stored: once the claim
+        # idle time has passed, the second replica's next rounds would have reclaimed it.
+        redis_clock_moves(redis_client, CLAIM_MIN_IDLE)
+        wait_until(
+            advances(second, "bricqs_processor_reclaim_rounds_total", by=2),
+            10,
+            "two reclaim rounds of the second replica",
+            processors.logs,
+        )
         assert pending(redis_client) == 1
         assert redis_client.xlen(dead_letter_key(0)) == 0
         holder.rollback()

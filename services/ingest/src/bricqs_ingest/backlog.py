@@ -4,6 +4,10 @@ When the events not yet processed (consumer-group lag plus entries delivered but
 acknowledged, summed over the shards) pass `max_backlog`, ingest answers 503
 `ingest_backpressure` instead of letting Redis run out of memory. The check runs every
 `interval` seconds off the request path, so requests only read a flag: no round trip.
+
+Each stream counts for its slowest consumer group, the processors' or any other (a
+webhook dispatcher, say): the processor trims a stream only below what every group
+acknowledged, so the slowest group is what holds the entries in memory.
 """
 
 from __future__ import annotations
@@ -23,13 +27,14 @@ log = logging.getLogger("bricqs.ingest.backlog")
 
 BACKLOG = Gauge(
     "bricqs_ingest_backlog_events",
-    "Unprocessed events (group lag plus pending) as last measured by this worker.",
+    "Unprocessed events (lag plus pending of each stream's slowest group) as last measured"
+    " by this worker.",
     multiprocess_mode="max",
 )
 
 
 async def measure_backlog(redis: Redis, shards: int) -> int:
-    """Events on the streams that the processors have not acknowledged yet."""
+    """Events on the streams that their slowest consumer group has not acknowledged yet."""
     total = 0
     for shard in range(shards):
         key = stream_key(shard)
@@ -37,15 +42,20 @@ async def measure_backlog(redis: Redis, shards: int) -> int:
             groups: list[dict[Any, Any]] = await redis.xinfo_groups(key)
         except ResponseError:  # no such stream yet
             continue
-        group = next((g for g in groups if _text(g.get("name")) == CONSUMER_GROUP), None)
-        if group is None:  # no processor has ever read it: everything is backlog
-            total += int(await redis.xlen(key))
-            continue
-        lag = group.get("lag")
-        if lag is None:  # Redis cannot tell after some deletions: count the stream
-            lag = await redis.xlen(key)
-        total += int(lag) + int(group.get("pending", 0))
+        unprocessed = [await _unacknowledged(redis, key, group) for group in groups]
+        if not any(_text(g.get("name")) == CONSUMER_GROUP for g in groups):
+            # No processor has ever read it: everything is backlog.
+            unprocessed.append(int(await redis.xlen(key)))
+        total += max(unprocessed)
     return total
+
+
+async def _unacknowledged(redis: Redis, stream: str, group: dict[Any, Any]) -> int:
+    """Entries of `stream` the group has not read yet, plus those read and not acknowledged."""
+    lag = group.get("lag")
+    if lag is None:  # Redis cannot tell after some deletions: count the stream
+        lag = await redis.xlen(stream)
+    return int(lag) + int(group.get("pending", 0))
 
 
 def _text(value: Any) -> str:

@@ -56,6 +56,7 @@ from bricqs.stream import CONSUMER_GROUP, stream_key
 from bricqs_processor import metrics
 from bricqs_processor.deadletter import dead_letter
 from bricqs_processor.entries import Entry, by_stream, decode_entries, entries_from_reply
+from bricqs_processor.liveness import Heartbeat
 from bricqs_processor.recovery import reclaim_stuck
 from bricqs_processor.settings import ProcessorSettings
 
@@ -121,6 +122,7 @@ class StreamConsumer:
         self._stopping = asyncio.Event()
         self._ttl = timedelta(days=settings.idempotency_retention_days)
         self.rules = RuleCache(settings.rules_refresh_seconds)
+        self.heartbeat = Heartbeat(settings.heartbeat_bound_seconds())
         self._database_ok = True
         self._next_reclaim = 0.0
 
@@ -143,10 +145,12 @@ class StreamConsumer:
         await self._until_done(self.ensure_groups, "redis")
         backoff = Backoff(self.settings.backoff_initial_ms, self.settings.backoff_max_ms)
         while not self.stopping:
+            self.heartbeat.beat()
             try:
                 if time.monotonic() >= self._next_reclaim:
                     await self._reclaim()
                     self._next_reclaim = time.monotonic() + self.settings.reclaim_interval_ms / 1000
+                    self.heartbeat.beat()
                 entries = await self._read()
             except ResponseError as exc:
                 if str(exc).startswith("NOGROUP"):
@@ -205,6 +209,7 @@ class StreamConsumer:
         if not self._database_ok and not await self._database_answers():
             return  # taking over entries we cannot store would only age them
         for stream in self.streams:
+            self.heartbeat.beat()
             async for claimed in reclaim_stuck(
                 self.redis,
                 stream,
@@ -212,6 +217,7 @@ class StreamConsumer:
                 min_idle_ms=self.settings.claim_min_idle_ms,
                 count=self.settings.batch_size,
             ):
+                self.heartbeat.beat()
                 limit = self.settings.max_deliveries
                 over = [e for e in claimed if (e.deliveries or 0) > limit]
                 rest = [e for e in claimed if (e.deliveries or 0) <= limit]
@@ -220,7 +226,9 @@ class StreamConsumer:
                         (e, f"max_deliveries: delivered {e.deliveries} times, more than {limit}")
                         for e in over
                     ]
-                    await self._until_done(partial(dead_letter, self.redis, reasons), "redis")
+                    await self._until_done(
+                        partial(dead_letter, self.redis, self.name, reasons), "redis"
+                    )
                 # An entry delivered more than twice may be what killed its consumers
                 # (a crash is no exception we can catch): process such entries one by
                 # one, so only that one climbs to the dead-letter stream.
@@ -232,6 +240,7 @@ class StreamConsumer:
                         await self.process([entry])
                 if self.stopping:
                     return
+        metrics.RECLAIM_ROUNDS.inc()
 
     async def _database_answers(self) -> bool:
         try:
@@ -251,7 +260,7 @@ class StreamConsumer:
             batch = entries[start : start + self.settings.batch_size]
             good, bad = decode_entries(batch)
             if bad:
-                await self._until_done(partial(dead_letter, self.redis, bad), "redis")
+                await self._until_done(partial(dead_letter, self.redis, self.name, bad), "redis")
             if good:
                 lanes = _lanes(good, self.settings.database_pool_size - 1)
                 if len(lanes) == 1:
@@ -269,6 +278,7 @@ class StreamConsumer:
         refresh_after = self.settings.claim_min_idle_ms / 3000
         slow_streak = 0  # single events found too slow in a row, since the last commit
         while parts:
+            self.heartbeat.beat()
             if time.monotonic() - claimed_at > refresh_after:
                 parts = deque(await self._keep_claim(list(parts)))
                 claimed_at = time.monotonic()
@@ -280,7 +290,9 @@ class StreamConsumer:
                 parts.popleft()
                 if len(part) == 1:
                     reasons = [(part[0], f"rejected: {exc}")]
-                    await self._until_done(partial(dead_letter, self.redis, reasons), "redis")
+                    await self._until_done(
+                        partial(dead_letter, self.redis, self.name, reasons), "redis"
+                    )
                 else:
                     parts.extendleft(_halves(part))
                 continue
@@ -405,6 +417,7 @@ class StreamConsumer:
         backoff = Backoff(self.settings.backoff_initial_ms, self.settings.backoff_max_ms)
         attempts = 0
         while True:
+            self.heartbeat.beat()
             try:
                 return await action()
             except (RedisError, OSError) as exc:

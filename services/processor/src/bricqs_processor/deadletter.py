@@ -22,31 +22,38 @@ log = logging.getLogger("bricqs.processor")
 MAX_REASON_CHARS = 1_000
 
 
-async def delivery_counts(redis: Redis, stream: str, message_ids: Sequence[str]) -> dict[str, int]:
-    """How often each pending entry was delivered (the XPENDING counter)."""
+async def delivery_counts(
+    redis: Redis, stream: str, consumer: str, message_ids: Sequence[str]
+) -> dict[str, int]:
+    """How often each of `consumer`'s pending entries was delivered (the XPENDING counter).
+
+    XPENDING is asked for the consumer's own entries over the ids' range: those in hand
+    are all it normally holds, so one page finds them, however many entries other
+    consumers hold in between. Entries no longer pending are left out.
+    """
     if not message_ids:
         return {}
     wanted = set(message_ids)
-    rows = await redis.xpending_range(
-        stream,
-        CONSUMER_GROUP,
-        min=min(message_ids, key=_id_key),
-        max=max(message_ids, key=_id_key),
-        count=len(message_ids),
-    )
-    counts = {_text(r["message_id"]): int(r["times_delivered"]) for r in rows}
-    for message_id in wanted - counts.keys():
-        # Others' pending entries in between pushed it out of the first page.
+    counts: dict[str, int] = {}
+    low, high = min(message_ids, key=_id_key), max(message_ids, key=_id_key)
+    while True:
         rows = await redis.xpending_range(
-            stream, CONSUMER_GROUP, min=message_id, max=message_id, count=1
+            stream, CONSUMER_GROUP, min=low, max=high, count=len(wanted), consumername=consumer
         )
-        if rows:
-            counts[message_id] = int(rows[0]["times_delivered"])
-    return {k: v for k, v in counts.items() if k in wanted}
+        for row in rows:
+            message_id = _text(row["message_id"])
+            if message_id in wanted:
+                counts[message_id] = int(row["times_delivered"])
+        if len(rows) < len(wanted) or counts.keys() == wanted:
+            return counts
+        # The consumer holds more in this range than the ids asked about (an
+        # acknowledgement given up at shutdown, say): read on past the page.
+        low = "(" + _text(rows[-1]["message_id"])
 
 
-async def dead_letter(redis: Redis, failed: Sequence[tuple[Entry, str]]) -> None:
-    """Move entries to their shard's dead-letter stream with a reason, and ack them.
+async def dead_letter(redis: Redis, consumer: str, failed: Sequence[tuple[Entry, str]]) -> None:
+    """Move entries `consumer` holds to their shard's dead-letter stream with a reason,
+    and ack them.
 
     Raises RedisError when Redis does not answer; nothing is half done per shard then.
     """
@@ -60,7 +67,7 @@ async def dead_letter(redis: Redis, failed: Sequence[tuple[Entry, str]]) -> None
                 unknown.setdefault(entry.stream, []).append(entry.message_id)
         counts: dict[str, int] = {}
         for stream, ids in unknown.items():
-            counts.update(await delivery_counts(redis, stream, ids))
+            counts.update(await delivery_counts(redis, stream, consumer, ids))
         async with redis.pipeline(transaction=True) as pipe:
             for entry, reason in items:
                 deliveries = entry.deliveries or counts.get(entry.message_id, 1)

@@ -1,5 +1,8 @@
 """A tiny HTTP server for probes and scrapes: `/metrics`, `/health/live`, `/health/ready`.
 
+Live answers 503 when the consume loop's heartbeat is stale (see `liveness`); ready
+when a dependency does not answer or the process is stopping.
+
 The processor has no other HTTP surface, so a few lines on asyncio's streams do instead
 of a web framework. Each request gets one response and the connection is closed.
 """
@@ -15,6 +18,7 @@ from typing import Any
 import msgspec
 
 from bricqs_processor import metrics
+from bricqs_processor.liveness import Heartbeat
 
 log = logging.getLogger("bricqs.processor")
 
@@ -32,11 +36,13 @@ class HealthServer:
         host: str,
         port: int,
         checks: Mapping[str, Check],
+        heartbeat: Heartbeat | None = None,
         stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.host = host
         self.port = port
         self._checks = checks
+        self._heartbeat = heartbeat
         self._stopping = stopping
         self._server: asyncio.Server | None = None
 
@@ -50,6 +56,17 @@ class HealthServer:
             self._server.close()
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
+
+    def live(self) -> tuple[int, dict[str, Any]]:
+        """Liveness: the consume loop beat recently enough."""
+        if self._heartbeat is None:
+            return 200, {"status": "ok"}
+        alive = self._heartbeat.alive()
+        return (200 if alive else 503), {
+            "status": "ok" if alive else "stalled",
+            "heartbeat_age_seconds": round(self._heartbeat.age(), 3),
+            "bound_seconds": self._heartbeat.bound_seconds,
+        }
 
     async def ready(self) -> tuple[int, dict[str, Any]]:
         """Readiness: every dependency answers (and we are not shutting down)."""
@@ -72,7 +89,8 @@ class HealthServer:
             body, content_type = metrics.render()
             return 200, body, content_type
         if path == "/health/live":
-            return 200, b'{"status":"ok"}', "application/json"
+            status, document = self.live()
+            return status, _json.encode(document), "application/json"
         if path == "/health/ready":
             status, document = await self.ready()
             return status, _json.encode(document), "application/json"

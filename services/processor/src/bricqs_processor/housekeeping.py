@@ -48,11 +48,14 @@ class Housekeeping:
         ]
 
     async def trim(self) -> int:
-        """Trim every stream below what every group acknowledged, and prune consumers
-        of processes long gone; entries removed."""
+        """Trim every stream below what every group acknowledged, one bounded call after
+        another until a call removes nothing, and prune consumers of processes long gone;
+        entries removed."""
         removed = 0
         for stream in self.streams:
-            removed += await self.trimmer.trim(stream)
+            while trimmed := await self.trimmer.trim(stream):
+                metrics.TRIMMED.inc(trimmed)
+                removed += trimmed
             pruned = await self.pruner.prune(
                 stream, CONSUMER_GROUP, self.settings.consumer_retention_ms
             )
@@ -60,8 +63,8 @@ class Housekeeping:
                 log.info(
                     "removed %d idle consumers without pending entries from %s", pruned, stream
                 )
+        metrics.TRIM_ROUNDS.inc()
         if removed:
-            metrics.TRIMMED.inc(removed)
             log.debug("trimmed %d acknowledged entries", removed)
         return removed
 

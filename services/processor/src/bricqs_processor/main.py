@@ -86,6 +86,7 @@ async def serve(settings: ProcessorSettings) -> None:
             settings.metrics_host,
             settings.metrics_port,
             {"redis": redis_check, "postgres": database_check},
+            heartbeat=consumer.heartbeat,
             stopping=lambda: consumer.stopping,
         )
         try:

@@ -51,6 +51,11 @@ RECLAIMED = Counter(
     "bricqs_processor_reclaimed_total",
     "Entries reclaimed from other (or dead) consumers with XAUTOCLAIM.",
 )
+RECLAIM_ROUNDS = Counter(
+    "bricqs_processor_reclaim_rounds_total",
+    "Rounds that looked for stuck entries on every stream (not those skipped while"
+    " PostgreSQL does not answer).",
+)
 FAILURES = Counter(
     "bricqs_processor_failures_total",
     "Failed attempts, by dependency (redis, database); each is retried after a backoff.",
@@ -106,6 +111,10 @@ DEAD_LETTER_LENGTH = Gauge(
 TRIMMED = Counter(
     "bricqs_processor_trimmed_total",
     "Acknowledged entries removed from the event streams.",
+)
+TRIM_ROUNDS = Counter(
+    "bricqs_processor_trim_rounds_total",
+    "Trimming rounds completed (every stream trimmed as far as it could be).",
 )
 PURGED_KEYS = Counter(
     "bricqs_processor_purged_idempotency_keys_total",

@@ -53,7 +53,7 @@ async def reclaim_stuck(
             )
         if entries:
             RECLAIMED.inc(len(entries))
-            counts = await delivery_counts(redis, stream, [e.message_id for e in entries])
+            counts = await delivery_counts(redis, stream, consumer, [e.message_id for e in entries])
             for entry in entries:
                 # A missing count means it left the pending list just now (acknowledged
                 # by its old owner after all); storing it again is harmless.

@@ -159,6 +159,25 @@ class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
         if not isinstance(logging.getLevelName(self.log_level), int):
             raise ValueError(f"LOG_LEVEL ({self.log_level!r}) is not a logging level")
 
+    def heartbeat_bound_seconds(self) -> float:
+        """How long the consume loop may go without a heartbeat before it counts as stuck.
+
+        Between two beats the loop waits at most about once on each bounded thing: a Redis
+        round trip (a blocking read is the longest, BLOCK_MS + REDIS_TIMEOUT_MS, the
+        client's socket timeout), a pooled connection then one batch transaction
+        (DATABASE_TIMEOUT_MS + BATCH_TIMEOUT_MS), and one backoff (BACKOFF_MAX_MS). Twice
+        their sum leaves room for the odd extra round trip (an acknowledgement, a
+        re-claim), so a slow loop is never called stuck.
+        """
+        one_of_each = (
+            self.block_ms
+            + self.redis_timeout_ms
+            + self.database_timeout_ms
+            + self.batch_timeout_ms
+            + self.backoff_max_ms
+        )
+        return 2 * one_of_each / 1000
+
     def consumer(self) -> str:
         """This process's consumer name."""
         return self.consumer_name or f"{socket.gethostname()}-{os.getpid()}"

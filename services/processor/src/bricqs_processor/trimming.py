@@ -2,11 +2,17 @@
 pruning the consumers of processes that are gone.
 
 `MAXLEN ~` would drop entries whether or not a group acknowledged them (SPEC §9). We
-trim with `MINID` = the smallest, over the groups, of the oldest pending id (or, with
-nothing pending, the last-delivered id): every entry below it was delivered to every
-group and acknowledged. A stream without groups is not trimmed at all, since nobody has
-read it yet. The bound is computed and applied in one script, so no delivery or group
-change can slip between the two.
+trim with `MINID` = the smallest, over all the groups on the stream (ours and any other,
+a webhook dispatcher say), of the oldest pending id (or, with nothing pending, the
+last-delivered id): every entry below it was delivered to every group and acknowledged.
+A stream without groups is not trimmed at all, since nobody has read it yet. The bound
+is computed and applied in one script, so no delivery or group change can slip between
+the two.
+
+The trim is approximate (`MINID ~`, whole macro nodes only, so a few entries below the
+bound may stay until the next round) and capped (`LIMIT`): one call is a bounded amount
+of work for Redis however far behind trimming is, and a round calls again until a call
+removes nothing, letting other clients' commands in between.
 """
 
 from __future__ import annotations
@@ -15,7 +21,12 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-# KEYS[1] the stream. Returns {entries trimmed, the MINID used} or {0, false}.
+# Most entries one trim call removes: Redis's own default for `~` (100 macro nodes of
+# the default 100 entries). It must exceed a node's entries, or nothing is ever removed.
+TRIM_LIMIT = 10_000
+
+# KEYS[1] the stream; ARGV[1] the most entries to remove. Returns {entries trimmed, the
+# MINID used} or {0, false}.
 TRIM_SCRIPT = """
 local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
 if not ok or #groups == 0 then return {0, false} end
@@ -40,19 +51,21 @@ for _, group in ipairs(groups) do
   end
   if floor == nil or less(bound, floor) then floor = bound end
 end
-return {redis.call('XTRIM', KEYS[1], 'MINID', floor), floor}
+return {redis.call('XTRIM', KEYS[1], 'MINID', '~', floor, 'LIMIT', ARGV[1]), floor}
 """
 
 
 class StreamTrimmer:
     """Trims event streams safely; one instance per Redis client."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, limit: int = TRIM_LIMIT) -> None:
         self._script: Any = redis.register_script(TRIM_SCRIPT)
+        self._limit = limit
 
     async def trim(self, stream: str) -> int:
-        """Trim `stream` below what every group acknowledged; return entries removed."""
-        removed, _floor = await self._script(keys=[stream])
+        """Trim `stream` below what every group acknowledged, at most `limit` entries
+        (fewer when they do not fill whole nodes); return entries removed."""
+        removed, _floor = await self._script(keys=[stream], args=[self._limit])
         return int(removed)
 
 
