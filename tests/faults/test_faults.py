@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import psycopg
@@ -34,13 +34,14 @@ from bricqs_devstack.servers import Server
 from tests.conftest import make_tenant, private_servers
 from tests.faults.conftest import SUMMARIES
 from tests.faults.harness import (
+    Drain,
     Phases,
     Run,
     chosen_plan,
-    drained,
     progress,
     read_rows,
     replay,
+    stored_elsewhere,
     stream_state,
     summarise,
 )
@@ -136,6 +137,17 @@ def define_mechanics(database_url: str, tenant: store.Tenant) -> None:
     asyncio.run(define())
 
 
+class Drained(NamedTuple):
+    """What the stream and PostgreSQL hold once the stream drained."""
+
+    dead_letters: int
+    lag_misreports: int
+    rows: dict[str, list[tuple[str, int]]]
+    stream_state: dict[str, str]
+    elsewhere: dict[str, str]
+    foreign_consumers: list[str]
+
+
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Server]]:
     with private_servers(Path(tmp_path_factory.mktemp("faults"))) as owned:
@@ -184,26 +196,26 @@ def run(
         for client in clients:
             assert client.failure is None, client.failure
 
-    def drain() -> tuple[int, dict[str, list[tuple[str, int]]], dict[str, str], list[str]]:
+    def drain() -> Drained:
         """Every processor up again, then wait for the stream to drain; what it holds."""
         for processor in [p for p in processors.started if p.alive()]:
             processor.wait_ready()
         client = redis.Redis.from_url(redis_url, socket_timeout=5)
         try:
-            wait_until(lambda: drained(client), PLAN.drain, "the stream to drain", processors.logs)
+            drained = Drain(client)
+            wait_until(drained, PLAN.drain, "the stream to drain", processors.logs)
             dead_letters = int(client.xlen(dead_letter_key(0)))
             rows = read_rows(database_url, tenant.project_id)
-            state = stream_state(
-                client,
-                [s.message_id for s in traffic.sent if s.message_id and not rows.get(s.seq)],
-            )
+            missing = [s for s in traffic.sent if s.message_id and not rows.get(s.seq)]
+            state = stream_state(client, [s.message_id for s in missing if s.message_id])
+            elsewhere = stored_elsewhere(database_url, [s.event_id for s in missing if s.event_id])
             ours = {p.name for p in processors.started}
             consumers = client.xinfo_consumers(stream_key(0), CONSUMER_GROUP)
             foreign = sorted({c["name"].decode() for c in consumers} - ours)
         finally:
             client.close()
         processors.stop_all()
-        return dead_letters, rows, state, foreign
+        return Drained(dead_letters, drained.lag_misreports, rows, state, elsewhere, foreign)
 
     try:
         phases.run("setup", PLAN.setup, setup)
@@ -219,7 +231,7 @@ def run(
             clients += [Client(n, base, tenant.live_key, traffic) for n in range(CLIENTS)]
             phases.run("load", PLAN.load_bound(), lambda: load(clients))
             phases.run("wind-down", PLAN.wind_down, lambda: wind_down(clients))
-        dead_letters, rows, state, foreign = phases.run("drain", PLAN.drain_deadline(), drain)
+        after = phases.run("drain", PLAN.drain_deadline(), drain)
 
         replayed = make_tenant(database_url, "faults replay")
         replay_tenant = store.Tenant(replayed.project_id, "live")
@@ -230,13 +242,15 @@ def run(
             tenant=tenant,
             replay=replay_tenant,
             database_url=database_url,
-            rows=rows,
-            dead_letters=dead_letters,
+            rows=after.rows,
+            dead_letters=after.dead_letters,
+            lag_misreports=after.lag_misreports,
             timeline=faults.timeline,
             phases=phases,
             plan=PLAN,
-            stream_state=state,
-            foreign_consumers=foreign,
+            stream_state=after.stream_state,
+            elsewhere=after.elsewhere,
+            foreign_consumers=after.foreign_consumers,
         )
         events = [*result.accepted(), *result.stored_after_503()]
         phases.run(

@@ -31,15 +31,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float, name: str) -> None:
+def _wait_for_port(
+    port: int, process: subprocess.Popen[bytes], timeout: float, name: str, log: Path
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise DevStackError(f"{name} exited with code {process.returncode} while starting")
+            raise DevStackError(
+                f"{name} exited with code {process.returncode} while starting:\n{_tail(log)}"
+            )
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
         time.sleep(0.05)
-    raise DevStackError(f"{name} did not listen on port {port} within {timeout} s")
+    raise DevStackError(f"{name} did not listen on port {port} within {timeout} s:\n{_tail(log)}")
+
+
+def _tail(log: Path, lines: int = 10) -> str:
+    """The end of a server's log: why it did not start (a port taken, say)."""
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"(no log: {exc})"
 
 
 def redis_binary() -> str:
@@ -141,7 +153,7 @@ def start_redis(
     process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
     server = Server("redis", f"redis://127.0.0.1:{port}/0", port, process, data_dir)
     try:
-        _wait_for_port(port, process, 15, "redis-server")
+        _wait_for_port(port, process, 15, "redis-server", data_dir / "redis.log")
     except DevStackError:
         server.stop(signal.SIGKILL)
         raise
@@ -240,7 +252,7 @@ def start_postgres(data_dir: Path, port: int | None = None, *, fsync: bool = Tru
         {"fsync": "on" if fsync else "off"},
     )
     try:
-        _wait_for_port(port, process, 60, "postgres")
+        _wait_for_port(port, process, 60, "postgres", data_dir / "postgres.log")
         _create_database(bindir, port, process)
     except (DevStackError, subprocess.CalledProcessError):
         server.stop(signal.SIGKILL)
