@@ -14,7 +14,12 @@ from msgspec import Meta
 
 from bricqs.mechanics import state
 from bricqs.mechanics.definitions import _timezone_errors
-from bricqs.mechanics.manual import InsufficientBalance, award_badge, change_points
+from bricqs.mechanics.manual import (
+    IdempotencyConflict,
+    InsufficientBalance,
+    award_badge,
+    change_points,
+)
 from bricqs.storage import mechanics as store
 from bricqs.storage.mechanics import Tenant
 from bricqs.validation import IDEMPOTENCY_KEY, FieldError
@@ -273,6 +278,12 @@ async def _change(
             "insufficient_balance",
             f"The balance is {exc.balance}; cannot deduct {data.amount}.",
             extra={"balance": exc.balance},
+        ) from exc
+    except IdempotencyConflict as exc:
+        raise ProblemError(
+            409,
+            "idempotency_conflict",
+            "This idempotency key was already used with a different change.",
         ) from exc
     return {
         "entry_id": change.entry_id,

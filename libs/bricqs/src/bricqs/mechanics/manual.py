@@ -27,6 +27,10 @@ class InsufficientBalance(Exception):
         self.balance = balance
 
 
+class IdempotencyConflict(Exception):
+    """The idempotency key already names another change (participant, amount or reason)."""
+
+
 @dataclass(frozen=True)
 class PointsChange:
     """The result of a manual award or deduct."""
@@ -70,15 +74,15 @@ async def change_points(
 ) -> PointsChange:
     """Award (amount > 0) or deduct (amount < 0) points atomically.
 
-    A repeat with the same idempotency key returns the first result. A deduct beyond the
-    balance raises InsufficientBalance and changes nothing.
+    A repeat of the same change with the same idempotency key returns the first result;
+    the key with another participant, amount or reason raises IdempotencyConflict. A
+    deduct beyond the balance raises InsufficientBalance. Neither changes anything.
     """
     await store.lock_participants(conn, [(tenant.project_id, tenant.environment, participant_id)])
     if idempotency_key is not None:
         found = await store.find_manual_entry(conn, tenant, idempotency_key)
         if found is not None:
-            balance, _, _ = await store.read_balance(conn, tenant, found[1])
-            return PointsChange(found[0], found[1], int(found[2]), balance, duplicate=True)
+            return await _replay(conn, tenant, found, participant_id, amount, reason)
     balance, earned_before, _ = await store.read_balance(conn, tenant, participant_id)
     if amount < 0 and balance < -amount:
         raise InsufficientBalance(balance)
@@ -95,7 +99,13 @@ async def change_points(
         reason=reason,
         idempotency_key=idempotency_key,
     )
-    await store.write_ledger(conn, tenant, [entry])
+    if not await store.write_ledger(conn, tenant, [entry]):
+        # The participant lock does not cover the key: a change for another participant
+        # took it after our look-up, and our insert waited for that one to commit.
+        assert idempotency_key is not None  # a fresh entry id conflicts with nothing else
+        taken = await store.find_manual_entry(conn, tenant, idempotency_key)
+        assert taken is not None
+        return await _replay(conn, tenant, taken, participant_id, amount, reason)
     earned, spent = (amount, 0) if amount > 0 else (0, -amount)
     new_balance, earned_after = (
         await store.apply_balance_changes(conn, tenant, {participant_id: (earned, spent)})
@@ -133,6 +143,21 @@ async def change_points(
         await insert_facts(conn, facts)
         await apply_mechanics(conn, rules_for, facts)
     return PointsChange(entry.entry_id, participant_id, amount, new_balance, duplicate=False)
+
+
+async def _replay(
+    conn: Conn,
+    tenant: Tenant,
+    found: store.ManualEntry,
+    participant_id: str,
+    amount: int,
+    reason: str,
+) -> PointsChange:
+    """The first result of a key's change, if this is the same change."""
+    if (found.participant_id, found.amount, found.reason) != (participant_id, amount, reason):
+        raise IdempotencyConflict
+    balance, _, _ = await store.read_balance(conn, tenant, participant_id)
+    return PointsChange(found.entry_id, participant_id, amount, balance, duplicate=True)
 
 
 async def award_badge(

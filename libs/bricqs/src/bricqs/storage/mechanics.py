@@ -442,16 +442,24 @@ async def read_balance(conn: Conn, tenant: Tenant, participant_id: str) -> tuple
     return (0, 0, 0) if row is None else (int(row[0]), int(row[1]), int(row[2]))
 
 
-async def find_manual_entry(
-    conn: Conn, tenant: Tenant, idempotency_key: str
-) -> tuple[Any, ...] | None:
+class ManualEntry(NamedTuple):
+    """A manual ledger entry, as an idempotency key finds it."""
+
+    entry_id: str
+    participant_id: str
+    amount: int
+    reason: str
+
+
+async def find_manual_entry(conn: Conn, tenant: Tenant, idempotency_key: str) -> ManualEntry | None:
     """A manual ledger entry by its idempotency key."""
     cursor = await conn.execute(
-        "SELECT entry_id, participant_id, amount, kind, reason FROM points_ledger"
+        "SELECT entry_id, participant_id, amount, reason FROM points_ledger"
         " WHERE project_id = %s AND environment = %s AND idempotency_key = %s",
         (tenant.project_id, tenant.environment, idempotency_key),
     )
-    return await cursor.fetchone()
+    row = await cursor.fetchone()
+    return None if row is None else ManualEntry(row[0], row[1], int(row[2]), row[3])
 
 
 async def list_ledger(
