@@ -29,8 +29,9 @@ import redis
 from bricqs.devstack import Server, free_port, start_postgres, start_redis
 from bricqs.mechanics.definitions import KINDS, parse_definition
 from bricqs.storage import tenants
-from bricqs.storage.mechanics import Tenant, create_definition
+from bricqs.storage.definitions import create_definition
 from bricqs.storage.migrate import migrate
+from bricqs.storage.tenants import Tenant
 from bricqs.stream import stream_key
 
 REPO = Path(__file__).resolve().parent.parent

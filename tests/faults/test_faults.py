@@ -44,7 +44,8 @@ from bricqs.mechanics.cache import RuleCache
 from bricqs.mechanics.definitions import KINDS, parse_definition
 from bricqs.pipeline import process_envelopes
 from bricqs.schemas import ENVELOPE_FIELD, Envelope, decode_envelope
-from bricqs.storage import mechanics as store
+from bricqs.storage.definitions import create_definition
+from bricqs.storage.tenants import Tenant as MechanicsTenant
 from bricqs.stream import CONSUMER_GROUP, dead_letter_key, stream_key
 from tests.conftest import Tenant, make_tenant, private_servers
 from tests.faults.conftest import SUMMARIES
@@ -393,7 +394,7 @@ class Run:
     traffic: Traffic
     faults: Counter[str]
     tenant: Tenant
-    replay: store.Tenant
+    replay: MechanicsTenant
     database_url: str
     rows: dict[str, list[tuple[str, int]]]
     """seq -> [(event_id, facts derived from it)] for every stored event of the tenant."""
@@ -438,7 +439,7 @@ class Run:
         return "\n".join(lines)
 
 
-def define_mechanics(database_url: str, tenant: store.Tenant) -> None:
+def define_mechanics(database_url: str, tenant: MechanicsTenant) -> None:
     async def define() -> None:
         async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
             for segment, raw in DEFINITIONS:
@@ -446,7 +447,7 @@ def define_mechanics(database_url: str, tenant: store.Tenant) -> None:
                 definition = parse_definition(schema, raw)
                 assert not isinstance(definition, list), definition
                 body = msgspec.json.encode(definition).decode()
-                await store.create_definition(conn, tenant, kind, raw["code"], "active", body)
+                await create_definition(conn, tenant, kind, raw["code"], "active", body)
 
     asyncio.run(define())
 
@@ -495,7 +496,7 @@ def read_rows(database_url: str, project_id: str) -> dict[str, list[tuple[str, i
     return rows
 
 
-def replay(database_url: str, tenant: store.Tenant, events: list[Sent]) -> None:
+def replay(database_url: str, tenant: MechanicsTenant, events: list[Sent]) -> None:
     """Process `events` on `tenant` one at a time, in occurrence order, as a clean run."""
 
     def occurred(sent: Sent) -> datetime:
@@ -539,7 +540,7 @@ def run(
     started = time.monotonic()
     redis_url, database_url = servers["redis"].url, servers["postgres"].url  # ports are kept
     tenant = make_tenant(database_url, "faults")
-    define_mechanics(database_url, store.Tenant(tenant.project_id, "live"))
+    define_mechanics(database_url, MechanicsTenant(tenant.project_id, "live"))
     logs = Path(tmp_path_factory.mktemp("fault-logs"))
     processors = ProcessorFactory(redis_url, database_url, logs)
     traffic = Traffic()
@@ -591,7 +592,7 @@ def run(
         processors.stop_all()
 
         replayed = make_tenant(database_url, "faults replay")
-        replay_tenant = store.Tenant(replayed.project_id, "live")
+        replay_tenant = MechanicsTenant(replayed.project_id, "live")
         define_mechanics(database_url, replay_tenant)
         result = Run(
             traffic=traffic,
@@ -707,7 +708,7 @@ def test_keyed_events_were_all_accepted_in_the_end(run: Run) -> None:
 
 
 def test_mechanics_equal_a_clean_sequential_replay(run: Run) -> None:
-    faulted = snapshot(run.database_url, store.Tenant(run.tenant.project_id, "live"))
+    faulted = snapshot(run.database_url, MechanicsTenant(run.tenant.project_id, "live"))
     clean = snapshot(run.database_url, run.replay)
     assert faulted["badges"] and faulted["challenges"] and faulted["streaks"]  # rules fired
     for part in ("balances", "ledger", "badges", "challenges", "streaks", "progress", "facts"):

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from bricqs.auth import KeyCache
 from bricqs.mechanics.cache import RuleCache
-from bricqs.storage.mechanics import Tenant
+from bricqs.storage.tenants import Tenant
 from bricqs.web.auth import authenticate
 from bricqs.web.problems import problem_responses
 from bricqs_api.settings import ApiSettings

@@ -15,8 +15,14 @@ from litestar.di import NamedDependency
 from litestar.params import FromQuery, JSONBody
 
 from bricqs.mechanics.definitions import KINDS, Challenge, Definition, semantic_errors
-from bricqs.storage import mechanics as store
-from bricqs.storage.mechanics import DefinitionRow, Tenant
+from bricqs.storage.definitions import (
+    DefinitionRow,
+    create_definition,
+    get_definition,
+    list_definitions,
+    update_definition,
+)
+from bricqs.storage.tenants import Tenant
 from bricqs.validation import FieldError
 from bricqs.web.problems import ProblemError
 from bricqs_api.context import PROBLEMS, ApiContext, CodePath
@@ -41,7 +47,7 @@ async def _check(ctx: ApiContext, tenant: Tenant, definition: Definition) -> Non
     errors = semantic_errors(definition)
     if isinstance(definition, Challenge) and definition.reward and definition.reward.badge:
         async with ctx.pool.connection() as conn:
-            badge = await store.get_definition(conn, tenant, "badge", definition.reward.badge)
+            badge = await get_definition(conn, tenant, "badge", definition.reward.badge)
         if badge is None:
             errors.append(
                 FieldError("reward.badge", "no badge with this code", "unknown_reference")
@@ -69,7 +75,7 @@ def definition_router(segment: str, kind: str, schema: type[Definition]) -> Rout
         await _check(ctx, tenant, data)
         body = msgspec.json.encode(data).decode()
         async with ctx.pool.connection() as conn:
-            row = await store.create_definition(conn, tenant, kind, data.code, data.status, body)
+            row = await create_definition(conn, tenant, kind, data.code, data.status, body)
         if row is None:
             raise ProblemError(
                 409, "definition_exists", f"A {segment} definition {data.code!r} exists."
@@ -85,9 +91,7 @@ def definition_router(segment: str, kind: str, schema: type[Definition]) -> Rout
         include_archived: FromQuery[bool] = False,
     ) -> dict[str, Any]:
         async with ctx.pool.connection() as conn:
-            rows = await store.list_definitions(
-                conn, tenant, kind, include_archived=include_archived
-            )
+            rows = await list_definitions(conn, tenant, kind, include_archived=include_archived)
         return {"items": [definition_body(row) for row in rows]}
 
     @get(
@@ -100,7 +104,7 @@ def definition_router(segment: str, kind: str, schema: type[Definition]) -> Rout
         code: CodePath, ctx: NamedDependency[ApiContext], tenant: NamedDependency[Tenant]
     ) -> dict[str, Any]:
         async with ctx.pool.connection() as conn:
-            row = await store.get_definition(conn, tenant, kind, code)
+            row = await get_definition(conn, tenant, kind, code)
         if row is None:
             raise _not_found(segment, code)
         return definition_body(row)
@@ -127,7 +131,7 @@ def definition_router(segment: str, kind: str, schema: type[Definition]) -> Rout
         await _check(ctx, tenant, data)
         body = msgspec.json.encode(data).decode()
         async with ctx.pool.connection() as conn:
-            row = await store.update_definition(conn, tenant, kind, code, data.status, body)
+            row = await update_definition(conn, tenant, kind, code, data.status, body)
         if row is None:
             raise _not_found(segment, code)
         return definition_body(row)
@@ -143,11 +147,11 @@ def definition_router(segment: str, kind: str, schema: type[Definition]) -> Rout
         code: CodePath, ctx: NamedDependency[ApiContext], tenant: NamedDependency[Tenant]
     ) -> dict[str, Any]:
         async with ctx.pool.connection() as conn:
-            row = await store.get_definition(conn, tenant, kind, code)
+            row = await get_definition(conn, tenant, kind, code)
             if row is None:
                 raise _not_found(segment, code)
             body = msgspec.json.encode({**row.body, "status": "archived"}).decode()
-            updated = await store.update_definition(conn, tenant, kind, code, "archived", body)
+            updated = await update_definition(conn, tenant, kind, code, "archived", body)
         assert updated is not None
         return definition_body(updated)
 

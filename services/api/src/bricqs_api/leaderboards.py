@@ -11,8 +11,8 @@ from litestar.params import FromQuery, QueryParameter
 
 from bricqs.mechanics.ruleset import LEADERBOARD_PERIODS, CompiledLeaderboard
 from bricqs.mechanics.windows import period_index, period_key, period_start, zone
-from bricqs.storage import mechanics as store
-from bricqs.storage.mechanics import Conn, Tenant
+from bricqs.storage.rankings import criterion_ranking, points_ranking
+from bricqs.storage.tenants import Conn, Tenant
 from bricqs.web.problems import ProblemError
 from bricqs_api.context import PROBLEMS, ApiContext, CodePath, ParticipantPath
 
@@ -39,9 +39,7 @@ async def _ranking(
     definition = board.leaderboard
     if definition.metric == "points":
         since, until = period_bounds(period, definition.timezone, now)
-        return [
-            (p, float(s), r) for p, s, r in await store.points_ranking(conn, tenant, since, until)
-        ]
+        return [(p, float(s), r) for p, s, r in await points_ranking(conn, tenant, since, until)]
     if period != definition.period:
         raise ProblemError(
             422,
@@ -51,7 +49,7 @@ async def _ranking(
     assert board.criterion is not None
     unit = LEADERBOARD_PERIODS.get(period)
     bucket = period_key(now, unit, definition.timezone) if unit else "all"
-    return await store.criterion_ranking(
+    return await criterion_ranking(
         conn, tenant, board.criterion.criterion_id, bucket, board.criterion.aggregate
     )
 

@@ -20,8 +20,9 @@ from bricqs.mechanics.manual import (
     award_badge,
     change_points,
 )
-from bricqs.storage import mechanics as store
-from bricqs.storage.mechanics import Tenant
+from bricqs.storage.definitions import get_definition
+from bricqs.storage.ledger import list_ledger
+from bricqs.storage.tenants import Tenant
 from bricqs.validation import IDEMPOTENCY_KEY, FieldError
 from bricqs.web.problems import ProblemError
 from bricqs_api.context import PROBLEMS, ApiContext, Cursor, FactTypeQuery, ParticipantPath
@@ -104,7 +105,7 @@ async def participant_transactions(
 ) -> dict[str, Any]:
     """The points ledger, newest first; pass `next_cursor` back as `cursor` for more."""
     async with ctx.pool.connection() as conn:
-        rows = await store.list_ledger(conn, tenant, participant_id, after=cursor, limit=limit + 1)
+        rows = await list_ledger(conn, tenant, participant_id, after=cursor, limit=limit + 1)
     items = [
         {
             "entry_id": r[0],
@@ -324,7 +325,7 @@ async def award_badge_by_hand(
 ) -> dict[str, Any]:
     """Award a badge by hand; awarding it again changes nothing (`awarded: false`)."""
     async with ctx.pool.connection() as conn, conn.transaction():
-        if await store.get_definition(conn, tenant, "badge", data.badge_code) is None:
+        if await get_definition(conn, tenant, "badge", data.badge_code) is None:
             raise ProblemError(404, "definition_not_found", f"No badge {data.badge_code!r}.")
         awarded = await award_badge(conn, tenant, ctx.rules, data.participant_id, data.badge_code)
     return {"participant_id": data.participant_id, "badge": data.badge_code, "awarded": awarded}
