@@ -3,10 +3,10 @@ lifespan, kept on `app.state`), a pooled connection, the caller's tenant and its
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from litestar import Request
 from litestar.datastructures import State
@@ -37,6 +37,7 @@ ParticipantPath = Annotated[
 ]
 CodePath = Annotated[str, PathParameter(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")]
 Cursor = Annotated[str | None, QueryParameter(pattern=r"^[A-Za-z0-9_]{1,64}$")]
+Limit = Annotated[int, QueryParameter(ge=1, le=200)]
 FactTypeQuery = Annotated[
     str | None, QueryParameter(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,119}$")
 ]
@@ -140,6 +141,27 @@ async def provide_participant(
     return ParticipantView(conn, tenant, rules, participant_id, datetime.now(UTC))
 
 
+@dataclass(frozen=True)
+class PageRequest:
+    """Which page of a newest-first history the request asks for."""
+
+    after: str | None
+    """The cursor: the id of the last item of the previous page."""
+    limit: int
+
+    def answer(self, rows: Sequence[NamedTuple], cursor_field: str) -> dict[str, Any]:
+        """The page of `rows` (read with `limit + 1`, to know whether more follow), with
+        the cursor of the next page when there is one."""
+        items = [row._asdict() for row in rows[: self.limit]]
+        more = len(rows) > self.limit
+        return {"items": items, "next_cursor": items[-1][cursor_field] if more else None}
+
+
+def provide_page(cursor: Cursor = None, limit: Limit = 50) -> PageRequest:
+    """The page asked for by `cursor` and `limit`."""
+    return PageRequest(cursor, limit)
+
+
 def provide_rule_cache(clients: NamedDependency[ApiClients]) -> RuleCache:
     """The worker's rule cache, for actions that load rules only when they need them."""
     return clients.rules
@@ -152,6 +174,7 @@ DEPENDENCIES = {
     "rules": Provide(provide_rules),
     "rule_cache": Provide(provide_rule_cache, sync_to_thread=False),
     "participant": Provide(provide_participant),
+    "page": Provide(provide_page, sync_to_thread=False),
 }
 
 # What handlers declare to receive the dependencies above.
@@ -159,3 +182,4 @@ Connection = NamedDependency[Conn]
 CallerTenant = NamedDependency[Tenant]
 TenantRules = NamedDependency[RuleSet]
 Participant = NamedDependency[ParticipantView]
+Page = NamedDependency[PageRequest]

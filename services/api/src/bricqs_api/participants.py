@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from litestar import Controller, get, patch
-from litestar.params import JSONBody, QueryParameter
+from litestar.params import JSONBody
 
 from bricqs.mechanics import state
 from bricqs.mechanics.definitions import timezone_errors
@@ -18,24 +18,17 @@ from bricqs_api.context import (
     PROBLEMS,
     CallerTenant,
     Connection,
-    Cursor,
     FactTypeQuery,
+    Page,
     Participant,
     ParticipantPath,
 )
-
-Limit = Annotated[int, QueryParameter(ge=1, le=200)]
 
 
 class ParticipantUpdate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Attributes of a participant the mechanics use."""
 
     timezone: str | None = None
-
-
-def _page(items: list[dict[str, Any]], more: bool, cursor_field: str) -> dict[str, Any]:
-    """A page of `items`, with the cursor of the next page when there is one."""
-    return {"items": items, "next_cursor": items[-1][cursor_field] if more else None}
 
 
 class ParticipantController(Controller):
@@ -66,16 +59,13 @@ class ParticipantController(Controller):
 
     @get("/points/transactions", responses=PROBLEMS)
     async def participant_transactions(
-        self,
-        participant_id: ParticipantPath,
-        conn: Connection,
-        tenant: CallerTenant,
-        cursor: Cursor = None,
-        limit: Limit = 50,
+        self, participant_id: ParticipantPath, conn: Connection, tenant: CallerTenant, page: Page
     ) -> dict[str, Any]:
         """The points ledger, newest first; pass `next_cursor` back as `cursor` for more."""
-        rows = await list_ledger(conn, tenant, participant_id, after=cursor, limit=limit + 1)
-        return _page([row._asdict() for row in rows[:limit]], len(rows) > limit, "entry_id")
+        rows = await list_ledger(
+            conn, tenant, participant_id, after=page.after, limit=page.limit + 1
+        )
+        return page.answer(rows, "entry_id")
 
     @get("/badges", responses=PROBLEMS)
     async def participant_badges(self, participant: Participant) -> dict[str, Any]:
@@ -103,15 +93,19 @@ class ParticipantController(Controller):
         participant_id: ParticipantPath,
         conn: Connection,
         tenant: CallerTenant,
-        cursor: Cursor = None,
-        limit: Limit = 50,
+        page: Page,
         fact_type: FactTypeQuery = None,
     ) -> dict[str, Any]:
         """The participant's facts (custom and system), newest first, cursor-paginated."""
         rows = await list_facts(
-            conn, tenant, participant_id, after=cursor, fact_type=fact_type, limit=limit + 1
+            conn,
+            tenant,
+            participant_id,
+            after=page.after,
+            fact_type=fact_type,
+            limit=page.limit + 1,
         )
-        return _page([row._asdict() for row in rows[:limit]], len(rows) > limit, "fact_id")
+        return page.answer(rows, "fact_id")
 
     @patch("/", responses=PROBLEMS)
     async def update_participant(
