@@ -28,8 +28,9 @@ import redis
 
 from bricqs.mechanics.definitions import KINDS, parse_definition
 from bricqs.storage import tenants
-from bricqs.storage.mechanics import Tenant, create_definition
+from bricqs.storage.definitions import create_definition
 from bricqs.storage.migrate import migrate
+from bricqs.storage.tenants import Tenant
 from bricqs.stream import stream_key
 from bricqs_devstack.servers import Server, free_port, start_postgres, start_redis
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from bricqs.storage import mechanics as store
+from bricqs.storage.tenants import Tenant
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def stored(database_url: str, project_id: str) -> Stored:
     return Stored(*(int(v) for v in row))
 
 
-def snapshot(url: str, tenant: store.Tenant) -> dict[str, Any]:
+def snapshot(url: str, tenant: Tenant) -> dict[str, Any]:
     """Every mechanics outcome of a tenant, without ids and wall-clock times."""
     queries = {
         "balances": "SELECT participant_id, balance, total_earned, total_spent"

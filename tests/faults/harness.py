@@ -26,7 +26,7 @@ from bricqs.ids import new_event_id
 from bricqs.mechanics.cache import RuleCache
 from bricqs.pipeline import process_envelopes
 from bricqs.schemas import ENVELOPE_FIELD, Envelope, decode_envelope
-from bricqs.storage import mechanics as store
+from bricqs.storage.tenants import Tenant as MechanicsTenant
 from bricqs.stream import CONSUMER_GROUP, stream_key
 from tests.conftest import Tenant
 from tests.faults.traffic import CLIENT_TIMEOUT, STOP_BOUND, Sent, Traffic
@@ -226,7 +226,7 @@ def stored_elsewhere(database_url: str, event_ids: list[str]) -> dict[str, str]:
     return dict(found)
 
 
-def replay(database_url: str, tenant: store.Tenant, events: list[Sent]) -> None:
+def replay(database_url: str, tenant: MechanicsTenant, events: list[Sent]) -> None:
     """Process `events` on `tenant` as a clean run: in occurrence order, REPLAY_CHUNK to a
     transaction, with no fault anywhere."""
 
@@ -274,7 +274,7 @@ class Run:
     traffic: Traffic
     faults: Counter[str]
     tenant: Tenant
-    replay: store.Tenant
+    replay: MechanicsTenant
     database_url: str
     rows: dict[str, list[tuple[str, int]]]
     """seq -> [(event_id, facts derived from it)] for every stored event of the tenant."""

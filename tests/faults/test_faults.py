@@ -28,7 +28,8 @@ import pytest
 import redis
 
 from bricqs.mechanics.definitions import KINDS, parse_definition
-from bricqs.storage import mechanics as store
+from bricqs.storage.definitions import create_definition
+from bricqs.storage.tenants import Tenant as MechanicsTenant
 from bricqs.stream import CONSUMER_GROUP, dead_letter_key, stream_key
 from bricqs_devstack.servers import Server
 from tests.conftest import make_tenant, private_servers
@@ -124,7 +125,7 @@ DEFINITIONS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-def define_mechanics(database_url: str, tenant: store.Tenant) -> None:
+def define_mechanics(database_url: str, tenant: MechanicsTenant) -> None:
     async def define() -> None:
         async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
             for segment, raw in DEFINITIONS:
@@ -132,7 +133,7 @@ def define_mechanics(database_url: str, tenant: store.Tenant) -> None:
                 definition = parse_definition(schema, raw)
                 assert not isinstance(definition, list), definition
                 body = msgspec.json.encode(definition).decode()
-                await store.create_definition(conn, tenant, kind, raw["code"], "active", body)
+                await create_definition(conn, tenant, kind, raw["code"], "active", body)
 
     asyncio.run(define())
 
@@ -170,7 +171,7 @@ def run(
     clients: list[Client] = []
 
     def setup() -> None:
-        define_mechanics(database_url, store.Tenant(tenant.project_id, "live"))
+        define_mechanics(database_url, MechanicsTenant(tenant.project_id, "live"))
         for _ in range(PROCESSORS):
             processors.start(**PROCESSOR_ENV)
 
@@ -234,7 +235,7 @@ def run(
         after = phases.run("drain", PLAN.drain_deadline(), drain)
 
         replayed = make_tenant(database_url, "faults replay")
-        replay_tenant = store.Tenant(replayed.project_id, "live")
+        replay_tenant = MechanicsTenant(replayed.project_id, "live")
         define_mechanics(database_url, replay_tenant)
         result = Run(
             traffic=traffic,
@@ -319,7 +320,7 @@ def test_keyed_events_were_all_accepted_in_the_end(run: Run) -> None:
 
 
 def test_mechanics_equal_a_clean_replay(run: Run) -> None:
-    faulted = snapshot(run.database_url, store.Tenant(run.tenant.project_id, "live"))
+    faulted = snapshot(run.database_url, MechanicsTenant(run.tenant.project_id, "live"))
     clean = snapshot(run.database_url, run.replay)
     assert faulted["badges"] and faulted["challenges"] and faulted["streaks"]  # rules fired
     for part in ("balances", "ledger", "badges", "challenges", "streaks", "progress", "facts"):

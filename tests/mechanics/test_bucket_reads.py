@@ -14,8 +14,9 @@ from bricqs.mechanics.matching import match_facts
 from bricqs.mechanics.ruleset import CompiledCriterion, RuleSet
 from bricqs.mechanics.windows import day_key
 from bricqs.schemas import Fact
-from bricqs.storage import mechanics as store
-from bricqs.storage.mechanics import BucketRange, ProgressDelta, Tenant
+from bricqs.storage.progress import BucketRange, ProgressDelta, add_progress, read_buckets
+from bricqs.storage.rankings import criterion_ranking
+from bricqs.storage.tenants import Tenant
 from bricqs_devstack.servers import Server
 from tests import conftest
 
@@ -89,7 +90,7 @@ def _seed(conn: psycopg.AsyncConnection[Any], tenant: Tenant) -> Any:
         for pid in ("u1", "u2")
         for d in (1, 5, 9, 20)
     ]
-    return store.add_progress(conn, tenant, deltas)
+    return add_progress(conn, tenant, deltas)
 
 
 def test_a_range_read_returns_the_participants_stored_buckets_in_it(
@@ -99,7 +100,7 @@ def test_a_range_read_returns_the_participants_stored_buckets_in_it(
         async with await psycopg.AsyncConnection.connect(url) as conn:
             scope = Tenant(tenant.project_id, "live")
             await _seed(conn, scope)
-            found, _ = await store.read_buckets(
+            found, _ = await read_buckets(
                 conn, scope, [BucketRange(WEEK.criterion_id, "u1", "d:2026-11-05", "d:2026-11-19")]
             )
             await conn.rollback()
@@ -129,12 +130,12 @@ def test_range_reads_cannot_use_the_ranking_index_and_ranking_reads_do(
             )
             await conn.execute("SET LOCAL enable_seqscan = off")
             scans = "SELECT pg_stat_get_xact_numscans('criterion_progress_ranking'::regclass)"
-            found, _ = await store.read_buckets(
+            found, _ = await read_buckets(
                 conn, scope, [BucketRange(WEEK.criterion_id, "u1", "d:2026-11-01", "d:2026-11-30")]
             )
             assert len(found) == 4
             after_range = (await (await conn.execute(scans)).fetchone() or [0])[0]
-            ranking = await store.criterion_ranking(
+            ranking = await criterion_ranking(
                 conn, scope, WEEK.criterion_id, "d:2026-11-09", "count"
             )
             assert [r[0] for r in ranking] == ["u1", "u2"]

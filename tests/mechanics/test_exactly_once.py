@@ -16,7 +16,8 @@ from bricqs.mechanics.cache import RuleCache
 from bricqs.mechanics.definitions import KINDS, parse_definition
 from bricqs.pipeline import process_envelopes
 from bricqs.schemas import Envelope
-from bricqs.storage import mechanics as store
+from bricqs.storage.definitions import create_definition
+from bricqs.storage.tenants import Tenant
 from bricqs_devstack.servers import Server
 from tests.conftest import make_tenant
 from tests.readback import snapshot
@@ -122,9 +123,9 @@ DEFINITIONS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-def setup_tenant(url: str) -> store.Tenant:
+def setup_tenant(url: str) -> Tenant:
     tenant = make_tenant(url)
-    mech = store.Tenant(tenant.project_id, "live")
+    mech = Tenant(tenant.project_id, "live")
 
     async def define() -> None:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
@@ -132,7 +133,7 @@ def setup_tenant(url: str) -> store.Tenant:
                 kind, schema = KINDS[segment]
                 definition = parse_definition(schema, raw)
                 assert not isinstance(definition, list), definition
-                await store.create_definition(
+                await create_definition(
                     conn,
                     mech,
                     kind,
@@ -145,7 +146,7 @@ def setup_tenant(url: str) -> store.Tenant:
     return mech
 
 
-def make_envelopes(tenant: store.Tenant, n: int, seed: int) -> list[Envelope]:
+def make_envelopes(tenant: Tenant, n: int, seed: int) -> list[Envelope]:
     rng = random.Random(seed)
     start = datetime(2026, 5, 1, tzinfo=UTC)
     envelopes = []

@@ -30,9 +30,9 @@ import redis.asyncio as aioredis
 from bricqs.ids import new_event_id
 from bricqs.mechanics.definitions import Amount, PointsRule, Trigger
 from bricqs.schemas import Envelope, encode_envelope
-from bricqs.storage.mechanics import Tenant as MechanicsTenant
-from bricqs.storage.mechanics import create_definition
+from bricqs.storage.definitions import create_definition
 from bricqs.storage.migrate import migrate
+from bricqs.storage.tenants import Tenant as MechanicsTenant
 from bricqs.stream import CONSUMER_GROUP, shard_for, stream_key
 from bricqs_devstack.servers import Server, start_postgres
 from tests.conftest import Tenant

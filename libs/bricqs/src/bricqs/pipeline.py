@@ -11,7 +11,8 @@ from datetime import timedelta
 from bricqs.mechanics.apply import Effects, RuleSource, apply_mechanics
 from bricqs.schemas import Envelope
 from bricqs.storage.events import StoreResult, store_events, upsert_catalog
-from bricqs.storage.mechanics import Conn, lock_participants
+from bricqs.storage.locks import lock_participants
+from bricqs.storage.tenants import Conn
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from litestar import Litestar, Router
-from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
@@ -16,15 +14,50 @@ from redis.asyncio import Redis
 from bricqs.auth import KeyCache
 from bricqs.mechanics.cache import RuleCache
 from bricqs.settings import load_or_exit
+from bricqs.storage.health import ping
 from bricqs.storage.tenants import KeyOwner, find_key_owner
-from bricqs.web.health import health_router
+from bricqs.web.health import Check, health_router
 from bricqs.web.metrics import mark_worker_dead, metrics_endpoint, request_metrics
 from bricqs.web.problems import exception_handlers
-from bricqs_api.context import ApiContext, provide_tenant
-from bricqs_api.definitions import definition_routers
-from bricqs_api.leaderboards import catalog_router, gamify_router
-from bricqs_api.participants import participant_router
+from bricqs_api.actions import ManualActionController
+from bricqs_api.catalog import CatalogController
+from bricqs_api.context import DEPENDENCIES, ApiClients
+from bricqs_api.definitions import definition_controllers
+from bricqs_api.leaderboards import LeaderboardController
+from bricqs_api.participants import ParticipantController
 from bricqs_api.settings import ApiSettings
+
+
+def _clients(settings: ApiSettings) -> ApiClients:
+    pool = AsyncConnectionPool(
+        settings.database_url,
+        min_size=1,
+        max_size=settings.database_pool_size,
+        kwargs={"options": f"-c statement_timeout={settings.database_timeout_ms}"},
+        timeout=settings.database_timeout_ms / 1000,
+        open=False,
+    )
+    redis = Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+
+    async def lookup(key_hash: bytes) -> KeyOwner | None:
+        async with pool.connection() as conn:
+            return await find_key_owner(conn, key_hash)
+
+    return ApiClients(
+        settings,
+        pool,
+        redis,
+        KeyCache(lookup, ttl=settings.auth_cache_ttl_seconds),
+        RuleCache(settings.rules_refresh_seconds),
+    )
+
+
+def _readiness(clients: ApiClients) -> dict[str, Check]:
+    async def postgres() -> None:
+        async with clients.pool.connection(timeout=2) as conn:
+            await ping(conn)
+
+    return {"postgres": postgres, "redis": clients.redis.ping}
 
 
 def create_app(settings: ApiSettings | None = None) -> Litestar:
@@ -33,66 +66,42 @@ def create_app(settings: ApiSettings | None = None) -> Litestar:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    holder: dict[str, ApiContext] = {}
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        pool = AsyncConnectionPool(
-            settings.database_url,
-            min_size=1,
-            max_size=settings.database_pool_size,
-            kwargs={"options": f"-c statement_timeout={settings.database_timeout_ms}"},
-            timeout=settings.database_timeout_ms / 1000,
-            open=False,
-        )
-        await pool.open(wait=False)
-        redis = Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
-
-        async def lookup(key_hash: bytes) -> KeyOwner | None:
-            async with pool.connection() as conn:
-                return await find_key_owner(conn, key_hash)
-
-        holder["ctx"] = ApiContext(
-            settings,
-            pool,
-            redis,
-            KeyCache(lookup, ttl=settings.auth_cache_ttl_seconds),
-            RuleCache(settings.rules_refresh_seconds),
-        )
+        clients = _clients(settings)
+        await clients.pool.open(wait=False)
+        app.state.clients = clients
         try:
             yield
         finally:
-            await redis.aclose()
-            await pool.close()
+            await clients.redis.aclose()
+            await clients.pool.close()
             mark_worker_dead()
 
-    def context() -> ApiContext:
-        return holder["ctx"]
-
-    def checks() -> dict[str, Any]:
-        ctx = holder["ctx"]
-
-        async def postgres() -> None:
-            async with ctx.pool.connection(timeout=2) as conn:
-                await conn.execute("SELECT 1")
-
-        return {"postgres": postgres, "redis": ctx.redis.ping}
-
-    authenticated = {"tenant": Provide(provide_tenant)}
     api = Router(
         path="/api/v1",
         route_handlers=[
             Router(
                 path="/gamify",
-                route_handlers=[*definition_routers, participant_router, gamify_router],
+                route_handlers=[
+                    *definition_controllers,
+                    ParticipantController,
+                    ManualActionController,
+                    LeaderboardController,
+                ],
             ),
-            catalog_router,
+            CatalogController,
         ],
-        dependencies=authenticated,
     )
-    return Litestar(
-        route_handlers=[api, health_router(checks), metrics_endpoint],
-        dependencies={"ctx": Provide(context, sync_to_thread=False)},
+    app = Litestar(
+        # The health router asks for its checks per request, once the lifespan has run.
+        route_handlers=[
+            api,
+            health_router(lambda: _readiness(app.state.clients)),
+            metrics_endpoint,
+        ],
+        dependencies=DEPENDENCIES,
         exception_handlers=exception_handlers,
         middleware=[request_metrics("api")],
         lifespan=[lifespan],
@@ -101,3 +110,4 @@ def create_app(settings: ApiSettings | None = None) -> Litestar:
         request_max_body_size=1024 * 1024,
         debug=False,
     )
+    return app

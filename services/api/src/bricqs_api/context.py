@@ -1,19 +1,31 @@
-"""What every api request can reach: clients made in the lifespan, and the caller's tenant."""
+"""What api handlers take by dependency injection: the worker's clients (made in the
+lifespan, kept on `app.state`), a pooled connection, the caller's tenant and its rules."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, NamedTuple
 
 from litestar import Request
-from litestar.di import NamedDependency
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
 from litestar.params import PathParameter, QueryParameter
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from bricqs.auth import KeyCache
 from bricqs.mechanics.cache import RuleCache
-from bricqs.storage.mechanics import Tenant
+from bricqs.mechanics.ruleset import RuleSet
+from bricqs.mechanics.state import (
+    badges_state,
+    challenges_state,
+    points_state,
+    streaks_state,
+    tiers_state,
+)
+from bricqs.storage.tenants import Conn, Tenant
 from bricqs.web.auth import authenticate
 from bricqs.web.problems import problem_responses
 from bricqs_api.settings import ApiSettings
@@ -25,6 +37,7 @@ ParticipantPath = Annotated[
 ]
 CodePath = Annotated[str, PathParameter(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")]
 Cursor = Annotated[str | None, QueryParameter(pattern=r"^[A-Za-z0-9_]{1,64}$")]
+Limit = Annotated[int, QueryParameter(ge=1, le=200)]
 FactTypeQuery = Annotated[
     str | None, QueryParameter(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,119}$")
 ]
@@ -34,8 +47,8 @@ PROBLEMS = problem_responses(400, 401, 404, 405, 409, 413, 422, 503)
 
 
 @dataclass
-class ApiContext:
-    """Clients shared by the requests of one worker process."""
+class ApiClients:
+    """Clients shared by the requests of one worker process, at `app.state.clients`."""
 
     settings: ApiSettings
     pool: AsyncConnectionPool
@@ -44,9 +57,129 @@ class ApiContext:
     rules: RuleCache
 
 
+def provide_clients(state: State) -> ApiClients:
+    """The worker's clients, made in the lifespan."""
+    clients: ApiClients = state.clients
+    return clients
+
+
 async def provide_tenant(
-    request: Request[Any, Any, Any], ctx: NamedDependency[ApiContext]
+    request: Request[Any, Any, Any], clients: NamedDependency[ApiClients]
 ) -> Tenant:
     """The (project, environment) of the request's API key."""
-    owner = await authenticate(request, ctx.keys, ctx.settings.retry_after_seconds)
+    owner = await authenticate(request, clients.keys, clients.settings.retry_after_seconds)
     return Tenant(owner.project_id, owner.environment)
+
+
+async def provide_connection(
+    clients: NamedDependency[ApiClients], tenant: NamedDependency[Tenant]
+) -> AsyncIterator[Conn]:
+    """A pooled connection for the request: committed after the handler returns, rolled
+    back when it raises.
+
+    It takes the tenant so the key is checked first: a key lookup may need a pooled
+    connection of its own, and requests holding one while waiting for another could
+    drain the pool; nor does a request with a bad key hold one.
+    """
+    del tenant
+    async with clients.pool.connection() as conn:
+        yield conn
+
+
+async def provide_rules(
+    clients: NamedDependency[ApiClients],
+    conn: NamedDependency[Conn],
+    tenant: NamedDependency[Tenant],
+) -> RuleSet:
+    """The tenant's compiled rules, from the worker's cache."""
+    return await clients.rules(conn, tenant)
+
+
+@dataclass(frozen=True)
+class ParticipantView:
+    """One participant of the caller's tenant as the request reads it: in the request's
+    connection, with the tenant's rules, as of the request's start."""
+
+    conn: Conn
+    tenant: Tenant
+    rules: RuleSet
+    participant_id: str
+    now: datetime
+
+    async def points(self) -> dict[str, Any]:
+        """Balance and lifetime totals."""
+        return await points_state(self.conn, self.tenant, self.participant_id)
+
+    async def badges(self) -> dict[str, Any]:
+        """Earned badges, and the active ones not yet earned with their progress."""
+        return await badges_state(*self._scope())
+
+    async def challenges(self) -> list[dict[str, Any]]:
+        """Every active challenge with per-objective progress."""
+        return await challenges_state(*self._scope())
+
+    async def streaks(self) -> list[dict[str, Any]]:
+        """Every active streak with its runs."""
+        return await streaks_state(*self._scope())
+
+    async def tiers(self) -> list[dict[str, Any]]:
+        """The level on each tier ladder."""
+        return await tiers_state(self.conn, self.tenant, self.rules, self.participant_id)
+
+    def _scope(self) -> tuple[Conn, Tenant, RuleSet, str, datetime]:
+        """What the reads that judge criteria take, in their order."""
+        return self.conn, self.tenant, self.rules, self.participant_id, self.now
+
+
+async def provide_participant(
+    participant_id: ParticipantPath,
+    conn: NamedDependency[Conn],
+    tenant: NamedDependency[Tenant],
+    rules: NamedDependency[RuleSet],
+) -> ParticipantView:
+    """The participant named in the path."""
+    return ParticipantView(conn, tenant, rules, participant_id, datetime.now(UTC))
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """Which page of a newest-first history the request asks for."""
+
+    after: str | None
+    """The cursor: the id of the last item of the previous page."""
+    limit: int
+
+    def answer(self, rows: Sequence[NamedTuple], cursor_field: str) -> dict[str, Any]:
+        """The page of `rows` (read with `limit + 1`, to know whether more follow), with
+        the cursor of the next page when there is one."""
+        items = [row._asdict() for row in rows[: self.limit]]
+        more = len(rows) > self.limit
+        return {"items": items, "next_cursor": items[-1][cursor_field] if more else None}
+
+
+def provide_page(cursor: Cursor = None, limit: Limit = 50) -> PageRequest:
+    """The page asked for by `cursor` and `limit`."""
+    return PageRequest(cursor, limit)
+
+
+def provide_rule_cache(clients: NamedDependency[ApiClients]) -> RuleCache:
+    """The worker's rule cache, for actions that load rules only when they need them."""
+    return clients.rules
+
+
+DEPENDENCIES = {
+    "clients": Provide(provide_clients, sync_to_thread=False),
+    "conn": Provide(provide_connection),
+    "tenant": Provide(provide_tenant),
+    "rules": Provide(provide_rules),
+    "rule_cache": Provide(provide_rule_cache, sync_to_thread=False),
+    "participant": Provide(provide_participant),
+    "page": Provide(provide_page, sync_to_thread=False),
+}
+
+# What handlers declare to receive the dependencies above.
+Connection = NamedDependency[Conn]
+CallerTenant = NamedDependency[Tenant]
+TenantRules = NamedDependency[RuleSet]
+Participant = NamedDependency[ParticipantView]
+Page = NamedDependency[PageRequest]

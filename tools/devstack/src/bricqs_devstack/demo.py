@@ -11,7 +11,8 @@ import msgspec
 import psycopg
 
 from bricqs.mechanics.definitions import KINDS, parse_definition
-from bricqs.storage import mechanics, tenants
+from bricqs.storage import tenants
+from bricqs.storage.definitions import create_definition
 
 
 def ensure_demo_project(database_url: str, keys_file: Path) -> dict[str, str]:
@@ -119,10 +120,10 @@ DEMO_DEFINITIONS: list[tuple[str, dict[str, object]]] = [
 
 
 async def _seed_definitions(conn: Any, project_id: str, environment: str) -> None:
-    tenant = mechanics.Tenant(project_id, environment)
+    tenant = tenants.Tenant(project_id, environment)
     for segment, raw in DEMO_DEFINITIONS:
         kind, schema = KINDS[segment]
         definition = parse_definition(schema, raw)
         assert not isinstance(definition, list), definition
         body = msgspec.json.encode(definition).decode()
-        await mechanics.create_definition(conn, tenant, kind, definition.code, "active", body)
+        await create_definition(conn, tenant, kind, definition.code, "active", body)

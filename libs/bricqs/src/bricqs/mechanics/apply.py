@@ -39,9 +39,14 @@ from bricqs.mechanics.ruleset import (
 )
 from bricqs.mechanics.windows import period_index, period_key
 from bricqs.schemas import Fact
-from bricqs.storage import mechanics as store
+from bricqs.storage.awards import award_badges, complete_challenges
+from bricqs.storage.balances import apply_balance_changes
 from bricqs.storage.events import insert_facts
-from bricqs.storage.mechanics import Conn, LedgerEntry, Tenant
+from bricqs.storage.ledger import LedgerEntry, earned_in_cap_buckets, write_ledger
+from bricqs.storage.participants import participant_timezones
+from bricqs.storage.progress import add_distinct_values, add_progress, read_buckets
+from bricqs.storage.streaks import add_streak_periods, read_streak_periods, save_streak_states
+from bricqs.storage.tenants import Conn, Tenant
 
 log = logging.getLogger("bricqs.mechanics")
 
@@ -112,7 +117,7 @@ async def apply_mechanics(
 ) -> dict[str, Effects]:
     """Run every tenant's mechanics for `facts` (newly inserted); effects by event id.
 
-    The caller holds the participants' locks (`store.lock_participants`) for the whole
+    The caller holds the participants' locks (`storage.locks.lock_participants`) for the whole
     transaction, taken before the facts were stored.
     """
     effects: dict[str, Effects] = {}
@@ -139,8 +144,8 @@ async def apply_mechanics(
 
 async def _run_round(conn: Conn, r: _Round, facts: list[Fact]) -> None:
     matches = match_facts(r.rules, facts)
-    await store.add_progress(conn, r.tenant, matches.progress)
-    await store.add_distinct_values(conn, r.tenant, matches.distinct)
+    await add_progress(conn, r.tenant, matches.progress)
+    await add_distinct_values(conn, r.tenant, matches.distinct)
     await _update_streaks(conn, r, matches.streak_hits)
     await _judge_badges_and_challenges(conn, r, matches.touched)
     _earn_points(r, matches.earned)
@@ -182,7 +187,7 @@ async def _update_streaks(
     needs_zone = sorted(
         {f.participant_id for s, f in matched if s.streak.timezone == "participant"}
     )
-    zones = await store.participant_timezones(conn, r.tenant, needs_zone) if needs_zone else {}
+    zones = await participant_timezones(conn, r.tenant, needs_zone) if needs_zone else {}
     periods: dict[tuple[str, str, int], Fact] = {}
     timezone_of: dict[tuple[str, str], str] = {}
     for streak, fact in matched:
@@ -196,16 +201,16 @@ async def _update_streaks(
         key = (definition.code, fact.participant_id, period_index(moment, definition.period, tz))
         periods.setdefault(key, fact)
         timezone_of[(definition.code, fact.participant_id)] = tz
-    new = await store.add_streak_periods(conn, r.tenant, list(periods))
+    new = await add_streak_periods(conn, r.tenant, list(periods))
     if not new:
         return
     pairs = sorted({(code, pid) for code, pid, _ in new})
-    all_periods = await store.read_streak_periods(conn, r.tenant, pairs)
+    all_periods = await read_streak_periods(conn, r.tenant, pairs)
     states = []
     for code, pid in pairs:
         last, run, longest = runs(all_periods[(code, pid)])
         states.append((code, pid, last, run, longest, timezone_of[(code, pid)]))
-    await store.save_streak_states(conn, r.tenant, states)
+    await save_streak_states(conn, r.tenant, states)
     for code, pid, index in new:
         fact = periods[(code, pid, index)]
         length = run_length_at(all_periods[(code, pid)], index)
@@ -288,7 +293,7 @@ async def _judge_badges_and_challenges(
         for (_, pid), (criterion, lists) in wanted.items()
     ]
     ranges, distinct_ranges = bucket_ranges(plan)
-    progress, distinct = await store.read_buckets(conn, r.tenant, ranges, distinct_ranges)
+    progress, distinct = await read_buckets(conn, r.tenant, ranges, distinct_ranges)
     values = {
         (criterion.criterion_id, pid): values_at(criterion, pid, points, progress, distinct)
         for criterion, pid, points in plan
@@ -356,7 +361,7 @@ async def _judge_badges_and_challenges(
             completions.append((code, pid, latest.fact_id))
             completion_facts[(code, pid)] = latest
 
-    for code, pid in await store.complete_challenges(conn, r.tenant, completions):
+    for code, pid in await complete_challenges(conn, r.tenant, completions):
         fact = completion_facts[(code, pid)]
         r.emit(fact, "challenge.completed", {"challenge": code})
         reward = r.rules.challenges[code].challenge.reward
@@ -383,7 +388,7 @@ async def _judge_badges_and_challenges(
             awards.append((reward.badge, pid, "once", f"challenge:{code}", fact.fact_id))
             award_facts[(reward.badge, pid, "once")] = fact
 
-    for code, pid, award_key in await store.award_badges(conn, r.tenant, awards):
+    for code, pid, award_key in await award_badges(conn, r.tenant, awards):
         fact = award_facts[(code, pid, award_key)]
         properties = {"badge": code, "award_key": award_key}
         r.emit(fact, "badge.awarded", properties)
@@ -417,12 +422,12 @@ async def _commit_points(conn: Conn, r: _Round) -> None:
     if not r.ledger:
         return
     capped = await _apply_caps(conn, r)
-    inserted = set(await store.write_ledger(conn, r.tenant, [e for e, _ in capped]))
+    inserted = set(await write_ledger(conn, r.tenant, [e for e, _ in capped]))
     entries = [(e, f) for e, f in capped if e.entry_id in inserted]
     earned: dict[str, int] = defaultdict(int)
     for entry, _ in entries:
         earned[entry.participant_id] += entry.amount
-    balances = await store.apply_balance_changes(
+    balances = await apply_balance_changes(
         conn, r.tenant, {pid: (amount, 0) for pid, amount in earned.items()}
     )
     for entry, fact in entries:
@@ -452,7 +457,7 @@ async def _apply_caps(conn: Conn, r: _Round) -> list[tuple[LedgerEntry, Fact]]:
         for e, _ in r.ledger
         if e.source in caps and e.cap_bucket is not None
     ]
-    used = await store.earned_in_cap_buckets(conn, r.tenant, keys)
+    used = await earned_in_cap_buckets(conn, r.tenant, keys)
     kept = []
     for entry, fact in r.ledger:
         cap = caps.get(entry.source)

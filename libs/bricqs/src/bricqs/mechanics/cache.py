@@ -15,13 +15,8 @@ import msgspec
 
 from bricqs.mechanics.definitions import SCHEMA_BY_KIND, Definition
 from bricqs.mechanics.ruleset import RuleSet
-from bricqs.storage.mechanics import (
-    Conn,
-    DefinitionRow,
-    Tenant,
-    definitions_version,
-    list_definitions,
-)
+from bricqs.storage.definitions import DefinitionRow, definitions_version, list_definitions
+from bricqs.storage.tenants import Conn, Tenant
 
 
 def decode_definition(row: DefinitionRow) -> Definition:

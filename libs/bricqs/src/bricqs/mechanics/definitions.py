@@ -242,7 +242,9 @@ def condition_errors(where: Any, path: str, depth: int = 1) -> list[FieldError]:
     return errors
 
 
-def _timezone_errors(name: str, path: str, *, allow_participant: bool = False) -> list[FieldError]:
+def timezone_errors(name: str, path: str, *, allow_participant: bool = False) -> list[FieldError]:
+    """The error of field `path` if `name` is no IANA time zone (nor "participant", when
+    the participant's own zone may be asked for)."""
     if allow_participant and name == "participant":
         return []
     try:
@@ -273,7 +275,7 @@ def _window_errors(window: Window | None, path: str) -> list[FieldError]:
                 errors.append(
                     FieldError(f"{path}.{name}", "must carry a UTC offset", "invalid_format")
                 )
-    errors += _timezone_errors(window.timezone, f"{path}.timezone")
+    errors += timezone_errors(window.timezone, f"{path}.timezone")
     return errors
 
 
@@ -342,7 +344,7 @@ def semantic_errors(definition: Definition) -> list[FieldError]:
                 )
             )
     elif isinstance(definition, Streak):
-        errors += _timezone_errors(definition.timezone, "timezone", allow_participant=True)
+        errors += timezone_errors(definition.timezone, "timezone", allow_participant=True)
     elif isinstance(definition, Leaderboard):
         if definition.metric == "criterion":
             if definition.criterion is None:
@@ -363,7 +365,7 @@ def semantic_errors(definition: Definition) -> list[FieldError]:
             errors.append(
                 FieldError("criterion", "only for metric 'criterion'", "invalid_combination")
             )
-        errors += _timezone_errors(definition.timezone, "timezone")
+        errors += timezone_errors(definition.timezone, "timezone")
     elif isinstance(definition, Tier):
         levels = [level.min_points for level in definition.levels]
         if levels != sorted(levels) or len(set(levels)) != len(levels):

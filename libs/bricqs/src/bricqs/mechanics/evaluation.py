@@ -18,7 +18,7 @@ from typing import NamedTuple
 from bricqs.mechanics.definitions import Window
 from bricqs.mechanics.ruleset import CompiledCriterion
 from bricqs.mechanics.windows import day_key, period_key
-from bricqs.storage.mechanics import BucketRange, BucketValue
+from bricqs.storage.progress import BucketRange, BucketValue
 
 
 class EvaluationPoint(NamedTuple):

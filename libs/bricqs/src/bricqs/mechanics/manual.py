@@ -14,9 +14,12 @@ from bricqs.ids import new_fact_id, ulid
 from bricqs.mechanics.apply import RuleSource, apply_mechanics
 from bricqs.mechanics.ruleset import tier_level
 from bricqs.schemas import Fact
-from bricqs.storage import mechanics as store
+from bricqs.storage.awards import award_badges
+from bricqs.storage.balances import apply_balance_changes, read_balance
 from bricqs.storage.events import insert_facts
-from bricqs.storage.mechanics import Conn, LedgerEntry, Tenant
+from bricqs.storage.ledger import LedgerEntry, ManualEntry, find_manual_entry, write_ledger
+from bricqs.storage.locks import lock_participants
+from bricqs.storage.tenants import Conn, Tenant
 
 
 class InsufficientBalance(Exception):
@@ -25,6 +28,10 @@ class InsufficientBalance(Exception):
     def __init__(self, balance: int) -> None:
         super().__init__(f"balance is {balance}")
         self.balance = balance
+
+
+class IdempotencyConflict(Exception):
+    """The idempotency key already names another change (participant, amount or reason)."""
 
 
 @dataclass(frozen=True)
@@ -70,16 +77,16 @@ async def change_points(
 ) -> PointsChange:
     """Award (amount > 0) or deduct (amount < 0) points atomically.
 
-    A repeat with the same idempotency key returns the first result. A deduct beyond the
-    balance raises InsufficientBalance and changes nothing.
+    A repeat of the same change with the same idempotency key returns the first result;
+    the key with another participant, amount or reason raises IdempotencyConflict. A
+    deduct beyond the balance raises InsufficientBalance. Neither changes anything.
     """
-    await store.lock_participants(conn, [(tenant.project_id, tenant.environment, participant_id)])
+    await lock_participants(conn, [(tenant.project_id, tenant.environment, participant_id)])
     if idempotency_key is not None:
-        found = await store.find_manual_entry(conn, tenant, idempotency_key)
+        found = await find_manual_entry(conn, tenant, idempotency_key)
         if found is not None:
-            balance, _, _ = await store.read_balance(conn, tenant, found[1])
-            return PointsChange(found[0], found[1], int(found[2]), balance, duplicate=True)
-    balance, earned_before, _ = await store.read_balance(conn, tenant, participant_id)
+            return await _replay(conn, tenant, found, participant_id, amount, reason)
+    balance, earned_before, _ = await read_balance(conn, tenant, participant_id)
     if amount < 0 and balance < -amount:
         raise InsufficientBalance(balance)
     now = datetime.now(UTC)
@@ -95,10 +102,16 @@ async def change_points(
         reason=reason,
         idempotency_key=idempotency_key,
     )
-    await store.write_ledger(conn, tenant, [entry])
+    if not await write_ledger(conn, tenant, [entry]):
+        # The participant lock does not cover the key: a change for another participant
+        # took it after our look-up, and our insert waited for that one to commit.
+        assert idempotency_key is not None  # a fresh entry id conflicts with nothing else
+        taken = await find_manual_entry(conn, tenant, idempotency_key)
+        assert taken is not None
+        return await _replay(conn, tenant, taken, participant_id, amount, reason)
     earned, spent = (amount, 0) if amount > 0 else (0, -amount)
     new_balance, earned_after = (
-        await store.apply_balance_changes(conn, tenant, {participant_id: (earned, spent)})
+        await apply_balance_changes(conn, tenant, {participant_id: (earned, spent)})
     )[participant_id]
     if amount > 0:
         facts = [
@@ -135,12 +148,27 @@ async def change_points(
     return PointsChange(entry.entry_id, participant_id, amount, new_balance, duplicate=False)
 
 
+async def _replay(
+    conn: Conn,
+    tenant: Tenant,
+    found: ManualEntry,
+    participant_id: str,
+    amount: int,
+    reason: str,
+) -> PointsChange:
+    """The first result of a key's change, if this is the same change."""
+    if (found.participant_id, found.amount, found.reason) != (participant_id, amount, reason):
+        raise IdempotencyConflict
+    balance, _, _ = await read_balance(conn, tenant, participant_id)
+    return PointsChange(found.entry_id, participant_id, amount, balance, duplicate=True)
+
+
 async def award_badge(
     conn: Conn, tenant: Tenant, rules_for: RuleSource, participant_id: str, badge_code: str
 ) -> bool:
     """Award a badge by hand; False when the participant already had it (idempotent)."""
-    await store.lock_participants(conn, [(tenant.project_id, tenant.environment, participant_id)])
-    awarded = await store.award_badges(
+    await lock_participants(conn, [(tenant.project_id, tenant.environment, participant_id)])
+    awarded = await award_badges(
         conn, tenant, [(badge_code, participant_id, "once", "manual", None)]
     )
     if not awarded:

@@ -15,7 +15,7 @@ from datetime import datetime
 from bricqs.mechanics.ruleset import CompiledPointsRule, CompiledStreak, RuleSet
 from bricqs.mechanics.windows import buckets_for
 from bricqs.schemas import Fact
-from bricqs.storage.mechanics import ProgressDelta
+from bricqs.storage.progress import ProgressDelta
 
 
 @dataclass(slots=True)

@@ -8,8 +8,11 @@ from typing import Any
 from bricqs.mechanics.evaluation import bucket_ranges, criterion_value, current_point
 from bricqs.mechanics.ruleset import CompiledCriterion, RuleSet, tier_level
 from bricqs.mechanics.windows import period_index
-from bricqs.storage import mechanics as store
-from bricqs.storage.mechanics import Conn, Tenant
+from bricqs.storage.awards import list_badge_awards, list_completions
+from bricqs.storage.balances import read_balance
+from bricqs.storage.progress import read_buckets
+from bricqs.storage.streaks import read_streak_states
+from bricqs.storage.tenants import Conn, Tenant
 
 
 async def _values(
@@ -23,7 +26,7 @@ async def _values(
     ranges, distinct_ranges = bucket_ranges(
         (c, participant_id, [points[c.criterion_id]]) for c in criteria
     )
-    progress, distinct = await store.read_buckets(conn, tenant, ranges, distinct_ranges)
+    progress, distinct = await read_buckets(conn, tenant, ranges, distinct_ranges)
     return {
         c.criterion_id: criterion_value(
             c, participant_id, points[c.criterion_id], progress, distinct
@@ -34,7 +37,7 @@ async def _values(
 
 async def points_state(conn: Conn, tenant: Tenant, participant_id: str) -> dict[str, Any]:
     """Balance and lifetime totals."""
-    balance, earned, spent = await store.read_balance(conn, tenant, participant_id)
+    balance, earned, spent = await read_balance(conn, tenant, participant_id)
     return {"balance": balance, "total_earned": earned, "total_spent": spent}
 
 
@@ -42,7 +45,7 @@ async def badges_state(
     conn: Conn, tenant: Tenant, rules: RuleSet, participant_id: str, now: datetime
 ) -> dict[str, Any]:
     """Earned badges, and the active ones not yet earned with their progress."""
-    awards = await store.list_badge_awards(conn, tenant, participant_id)
+    awards = await list_badge_awards(conn, tenant, participant_id)
     earned = [
         {"badge": code, "award_key": key, "source": source, "awarded_at": at}
         for code, key, source, at in awards
@@ -71,7 +74,7 @@ async def challenges_state(
     conn: Conn, tenant: Tenant, rules: RuleSet, participant_id: str, now: datetime
 ) -> list[dict[str, Any]]:
     """Every active challenge with per-objective progress."""
-    completed = await store.list_completions(conn, tenant, participant_id)
+    completed = await list_completions(conn, tenant, participant_id)
     challenges = list(rules.challenges.values())
     values = await _values(
         conn, tenant, participant_id, [o.criterion for c in challenges for o in c.objectives], now
@@ -100,7 +103,7 @@ async def streaks_state(
     conn: Conn, tenant: Tenant, rules: RuleSet, participant_id: str, now: datetime
 ) -> list[dict[str, Any]]:
     """Current and longest runs, and whether the current run needs activity to survive."""
-    states = await store.read_streak_states(conn, tenant, participant_id)
+    states = await read_streak_states(conn, tenant, participant_id)
     result = []
     for code, compiled in rules.streaks.items():
         streak = compiled.streak
@@ -128,7 +131,7 @@ async def tiers_state(
     conn: Conn, tenant: Tenant, rules: RuleSet, participant_id: str
 ) -> list[dict[str, Any]]:
     """The level reached on each tier ladder and the points to the next one."""
-    _, earned, _ = await store.read_balance(conn, tenant, participant_id)
+    _, earned, _ = await read_balance(conn, tenant, participant_id)
     result = []
     for tier in rules.tiers:
         index, to_next = tier_level(tier, earned)

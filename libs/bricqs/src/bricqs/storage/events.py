@@ -111,7 +111,7 @@ async def _claim_idempotency_keys(
         CROSS JOIN LATERAL (
             SELECT event_id, payload_hash FROM idempotency_keys i
             WHERE i.project_id = t.p AND i.environment = t.e AND i.idempotency_key = t.k
-            OFFSET 0  -- a lookup per key: see storage/mechanics.py on batch reads
+            OFFSET 0  -- a lookup per key: see the storage package on batch reads
         ) i
         """,
         columns[:3],

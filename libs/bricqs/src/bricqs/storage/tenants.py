@@ -1,4 +1,4 @@
-"""Projects and API keys."""
+"""Projects and API keys, and the tenant: the (project, environment) that scopes mechanics."""
 
 from __future__ import annotations
 
@@ -10,6 +10,16 @@ from psycopg import AsyncConnection
 
 from bricqs.ids import ulid
 from bricqs.keys import Environment, display_prefix, generate_key, hash_key
+
+Conn = AsyncConnection[Any]
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A (project, environment) pair: the scope of every query of the mechanics."""
+
+    project_id: str
+    environment: str
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,130 @@
+"""The points ledger: one row per award or deduct, and the sums that caps read."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import NamedTuple
+
+from bricqs.storage.tenants import Conn, Tenant
+
+
+class LedgerEntry(NamedTuple):
+    """One ledger line to write (a NamedTuple: most events earn one)."""
+
+    entry_id: str
+    participant_id: str
+    amount: int
+    kind: str
+    source: str
+    fact_id: str | None
+    cap_bucket: str | None
+    occurred_at: datetime
+    reason: str = ""
+    idempotency_key: str | None = None
+
+
+async def earned_in_cap_buckets(
+    conn: Conn, tenant: Tenant, keys: Sequence[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], int]:
+    """Points already earned per (source, participant, cap bucket)."""
+    if not keys:
+        return {}
+    unique = sorted(set(keys))
+    cursor = await conn.execute(
+        """
+        SELECT t.s, t.pid, t.b, l.total
+        FROM unnest(%b::text[], %b::text[], %b::text[]) AS t(s, pid, b)
+        CROSS JOIN LATERAL (
+            SELECT sum(amount)::bigint AS total FROM points_ledger l
+            WHERE l.project_id = %s AND l.environment = %s
+              AND l.source = t.s AND l.participant_id = t.pid AND l.cap_bucket = t.b
+        ) l
+        WHERE l.total IS NOT NULL
+        """,
+        (
+            [k[0] for k in unique],
+            [k[1] for k in unique],
+            [k[2] for k in unique],
+            tenant.project_id,
+            tenant.environment,
+        ),
+    )
+    return {(r[0], r[1], r[2]): int(r[3]) for r in await cursor.fetchall()}
+
+
+async def write_ledger(conn: Conn, tenant: Tenant, entries: Sequence[LedgerEntry]) -> list[str]:
+    """Insert entries (once per source and fact); return the ids actually inserted."""
+    if not entries:
+        return []
+    cursor = await conn.execute(
+        """
+        INSERT INTO points_ledger (project_id, environment, entry_id, participant_id, amount,
+            kind, source, fact_id, cap_bucket, occurred_at, reason, idempotency_key)
+        SELECT %s, %s, * FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::text[],
+            %b::text[], %b::text[], %b::text[], %b::timestamptz[], %b::text[], %b::text[])
+        ON CONFLICT DO NOTHING
+        RETURNING entry_id
+        """,
+        (
+            tenant.project_id,
+            tenant.environment,
+            [e.entry_id for e in entries],
+            [e.participant_id for e in entries],
+            [e.amount for e in entries],
+            [e.kind for e in entries],
+            [e.source for e in entries],
+            [e.fact_id for e in entries],
+            [e.cap_bucket for e in entries],
+            [e.occurred_at for e in entries],
+            [e.reason for e in entries],
+            [e.idempotency_key for e in entries],
+        ),
+    )
+    return [row[0] for row in await cursor.fetchall()]
+
+
+class ManualEntry(NamedTuple):
+    """A manual ledger entry, as an idempotency key finds it."""
+
+    entry_id: str
+    participant_id: str
+    amount: int
+    reason: str
+
+
+async def find_manual_entry(conn: Conn, tenant: Tenant, idempotency_key: str) -> ManualEntry | None:
+    """A manual ledger entry by its idempotency key."""
+    cursor = await conn.execute(
+        "SELECT entry_id, participant_id, amount, reason FROM points_ledger"
+        " WHERE project_id = %s AND environment = %s AND idempotency_key = %s",
+        (tenant.project_id, tenant.environment, idempotency_key),
+    )
+    row = await cursor.fetchone()
+    return None if row is None else ManualEntry(row[0], row[1], int(row[2]), row[3])
+
+
+class LedgerLine(NamedTuple):
+    """A written ledger entry, as a participant's history shows it."""
+
+    entry_id: str
+    amount: int
+    kind: str
+    source: str
+    fact_id: str | None
+    reason: str
+    occurred_at: datetime
+    created_at: datetime
+
+
+async def list_ledger(
+    conn: Conn, tenant: Tenant, participant_id: str, *, after: str | None, limit: int
+) -> list[LedgerLine]:
+    """A participant's ledger, newest first, after a cursor (an entry id)."""
+    cursor = await conn.execute(
+        "SELECT entry_id, amount, kind, source, fact_id, reason, occurred_at, created_at"
+        " FROM points_ledger WHERE project_id = %s AND environment = %s AND participant_id = %s"
+        " AND (%s::text IS NULL OR entry_id < %s) ORDER BY entry_id DESC LIMIT %s",
+        (tenant.project_id, tenant.environment, participant_id, after, after, limit),
+    )
+    return [LedgerLine(*row) for row in await cursor.fetchall()]
