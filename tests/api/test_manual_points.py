@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from litestar.testing import TestClient
 
-from bricqs.devstack import Server
+from bricqs_devstack.servers import Server
 from tests.conftest import Tenant
 from tests.processes import wait_until
 
