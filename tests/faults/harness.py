@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
@@ -226,6 +227,13 @@ def stored_elsewhere(database_url: str, event_ids: list[str]) -> dict[str, str]:
     return dict(found)
 
 
+def unclean_starts(log: Path) -> int:
+    """How often a server's log says it started after an unclean stop (a PostgreSQL crash
+    recovery): a restart meant to be clean that was not can lose acknowledged writes."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return text.count("automatic recovery in progress")
+
+
 def replay(database_url: str, tenant: MechanicsTenant, events: list[Sent]) -> None:
     """Process `events` on `tenant` as a clean run: in occurrence order, REPLAY_CHUNK to a
     transaction, with no fault anywhere."""
@@ -281,6 +289,8 @@ class Run:
     dead_letters: int
     lag_misreports: int
     """Drain polls where Redis said lag 0 with entries still to deliver."""
+    postgres_recoveries: int
+    """PostgreSQL starts that began with a crash recovery."""
     timeline: list[tuple[float, float, str]]
     phases: Phases
     plan: Plan
@@ -381,6 +391,7 @@ def summarise(run: Run) -> str:
         ("duplicated (stored twice)", str(len(run.duplicated()))),
         ("dead-lettered", str(run.dead_letters)),
         ("drain polls where Redis misreported lag 0", str(run.lag_misreports)),
+        ("PostgreSQL starts with crash recovery", str(run.postgres_recoveries)),
         ("consumers not started by the suite", str(len(run.foreign_consumers))),
         ("phases (s)", run.phases.line()),
         ("load planned", f"{run.plan.load_seconds:.0f} s, every fault kind >= {run.plan.min_each}"),
