@@ -76,10 +76,7 @@ async def cmd_project_create(args: argparse.Namespace) -> dict[str, Any]:
 
 async def cmd_project_list(args: argparse.Namespace) -> dict[str, Any]:
     async with await _connect(args) as conn:
-        cursor = await conn.execute(
-            "SELECT project_id, name, created_at FROM projects ORDER BY created_at"
-        )
-        rows = [tenants.Project(*row) for row in await cursor.fetchall()]
+        rows = await tenants.list_projects(conn)
     lines = "\n".join(f"{p.project_id}  {p.name}" for p in rows)
     return {"projects": [asdict(p) for p in rows], "message": lines or "no projects"}
 

@@ -52,6 +52,7 @@ from redis.exceptions import RedisError, ResponseError
 from bricqs.mechanics.cache import RuleCache
 from bricqs.pipeline import process_envelopes
 from bricqs.storage.events import Outcome, StoreResult
+from bricqs.storage.health import ping
 from bricqs.stream import CONSUMER_GROUP, stream_key
 from bricqs_processor import metrics
 from bricqs_processor.deadletter import dead_letter
@@ -245,7 +246,7 @@ class StreamConsumer:
     async def _database_answers(self) -> bool:
         try:
             async with self.pool.connection(timeout=self.settings.database_timeout_ms / 1000) as c:
-                await c.execute("SELECT 1")
+                await ping(c)
         except psycopg.Error:
             return False
         self._database_ok = True

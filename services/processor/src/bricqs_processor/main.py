@@ -21,6 +21,7 @@ from redis.backoff import NoBackoff
 
 from bricqs.runtime import tune_garbage_collector
 from bricqs.settings import load_or_exit
+from bricqs.storage.health import ping
 from bricqs_processor.consumer import StreamConsumer
 from bricqs_processor.health import HealthServer
 from bricqs_processor.housekeeping import Housekeeping
@@ -78,7 +79,7 @@ async def serve(settings: ProcessorSettings) -> None:
 
     async def database_check() -> None:
         async with pool.connection(timeout=2.0) as conn:
-            await conn.execute("SELECT 1")
+            await ping(conn)
 
     health = None
     if settings.metrics_port:

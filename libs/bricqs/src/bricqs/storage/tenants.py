@@ -65,6 +65,14 @@ async def create_project(conn: AsyncConnection[Any], name: str) -> Project:
     return Project(project_id, name, row[0])
 
 
+async def list_projects(conn: AsyncConnection[Any]) -> list[Project]:
+    """Every project, oldest first."""
+    cursor = await conn.execute(
+        "SELECT project_id, name, created_at FROM projects ORDER BY created_at"
+    )
+    return [Project(*row) for row in await cursor.fetchall()]
+
+
 async def find_project(conn: AsyncConnection[Any], project: str) -> Project | None:
     """A project by id, or by name when the name is unique."""
     cursor = await conn.execute(
