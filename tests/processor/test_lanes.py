@@ -8,7 +8,7 @@ import redis
 
 from bricqs.stream import dead_letter_key
 from bricqs_devstack.servers import Server
-from bricqs_processor.consumer import LANE_SIZE, _lanes
+from bricqs_processor.consumer import LANE_SIZE, split_into_lanes
 from bricqs_processor.entries import Entry
 from tests.conftest import Tenant
 from tests.processor.conftest import (
@@ -31,11 +31,11 @@ def test_lanes_hold_about_lane_size_entries_and_each_participant_in_one_lane(
     def entries(n: int) -> list[Entry]:
         return [Entry("s", f"{i}-0", b"", envelope(tenant, i, participants=97)) for i in range(n)]
 
-    assert len(_lanes(entries(LANE_SIZE), most=3)) == 1
-    assert len(_lanes(entries(LANE_SIZE + 1), most=3)) == 2
-    assert len(_lanes(entries(4 * LANE_SIZE), most=3)) == 3
-    assert len(_lanes(entries(4 * LANE_SIZE), most=1)) == 1
-    lanes = _lanes(entries(1000), most=3)
+    assert len(split_into_lanes(entries(LANE_SIZE), most=3)) == 1
+    assert len(split_into_lanes(entries(LANE_SIZE + 1), most=3)) == 2
+    assert len(split_into_lanes(entries(4 * LANE_SIZE), most=3)) == 3
+    assert len(split_into_lanes(entries(4 * LANE_SIZE), most=1)) == 1
+    lanes = split_into_lanes(entries(1000), most=3)
     owners: dict[str, int] = {}
     for index, lane in enumerate(lanes):
         ids = [int(e.message_id.split("-")[0]) for e in lane]

@@ -263,7 +263,7 @@ class StreamConsumer:
             if bad:
                 await self._until_done(partial(dead_letter, self.redis, self.name, bad), "redis")
             if good:
-                lanes = _lanes(good, self.settings.database_pool_size - 1)
+                lanes = split_into_lanes(good, self.settings.database_pool_size - 1)
                 if len(lanes) == 1:
                     await self._store_all(lanes[0])
                 else:
@@ -457,7 +457,7 @@ class StreamConsumer:
 LANE_SIZE = 250
 
 
-def _lanes(entries: list[Entry], most: int) -> list[list[Entry]]:
+def split_into_lanes(entries: list[Entry], most: int) -> list[list[Entry]]:
     """Decoded entries split by participant into at most `most` groups of about
     LANE_SIZE, stream order kept within each."""
     count = min(most, -(-len(entries) // LANE_SIZE))
