@@ -34,7 +34,11 @@ class _Entry:
 
 
 class KeyCache:
-    """Resolves presented keys to their owner, remembering answers for a while."""
+    """Resolves presented keys to their owner, remembering answers for a while.
+
+    At most `max_entries` answers are kept; past that the least recently read goes, so
+    keys in steady use stay cached while a flood of random keys churns only itself.
+    """
 
     def __init__(
         self,
@@ -61,6 +65,7 @@ class KeyCache:
         now = time.monotonic()
         entry = self._entries.get(digest)
         if entry is not None and entry.expires > now:
+            self._entries.move_to_end(digest)
             return entry.owner
         pending = self._inflight.get(digest)
         if pending is not None:  # one lookup per key at a time, however many requests wait
@@ -83,8 +88,10 @@ class KeyCache:
         malformed, or never looked up: ask `owner`)."""
         if key_environment(key) is None:
             return None
-        entry = self._entries.get(hash_key(key))
+        digest = hash_key(key)
+        entry = self._entries.get(digest)
         if entry is not None and entry.expires > time.monotonic():
+            self._entries.move_to_end(digest)
             return entry.owner
         return None
 
