@@ -174,3 +174,19 @@ def test_backpressure_when_the_backlog_passes_the_bound(
         while c.post(EVENTS, headers=headers, json=EVENT).status_code == 503:
             assert time.monotonic() < deadline, "backpressure never released"
             time.sleep(0.05)
+
+
+@pytest.mark.parametrize("path", [EVENTS, SYNC])
+def test_a_gzip_body_is_held_to_the_event_size_limit_once_inflated(
+    ingest: TestClient[Any], tenant: Tenant, redis_client: redis.Redis, path: str
+) -> None:
+    # 60 KiB of properties compress to a few hundred bytes: the inflated event is too large.
+    event = {**EVENT, "properties": {"text": "a" * (60 * 1024)}}
+    body = gzip.compress(json.dumps(event).encode())
+    assert len(body) < 32 * 1024
+    response = ingest.post(
+        path, headers={"X-API-Key": tenant.live_key, "Content-Encoding": "gzip"}, content=body
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["code"] == "too_large"
+    assert redis_client.xlen(stream_key(0)) == 0

@@ -153,7 +153,9 @@ async def _authenticate(request: Request[Any, Any, Any], ctx: IngestContext) -> 
     return await authenticate(request, ctx.keys, ctx.settings.retry_after_seconds)
 
 
-async def _decode_body(request: Request[Any, Any, Any], limit: int) -> Any:
+async def _decode_body(request: Request[Any, Any, Any], limit: int) -> tuple[Any, int]:
+    """The decoded JSON body and its size once inflated: size limits apply to the event
+    as sent, not to its compressed form."""
     body = await request.body()
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding == "gzip":
@@ -167,7 +169,7 @@ async def _decode_body(request: Request[Any, Any, Any], limit: int) -> Any:
     if not body:
         raise ProblemError(400, "empty_body", "The request body is empty; send a JSON object.")
     try:
-        return json_decoder.decode(body)
+        return json_decoder.decode(body), len(body)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ProblemError(400, "malformed_json", f"The body is not valid JSON: {exc}") from exc
 
@@ -335,10 +337,10 @@ async def ingest_event(
     owner = await _authenticate(request, ctx)
     _check_backlog(ctx)
     header_key = _header_idempotency_key(request)
-    obj = await _decode_body(request, MAX_SINGLE_BODY)
+    obj, body_size = await _decode_body(request, MAX_SINGLE_BODY)
     now = datetime.now(UTC)
     try:
-        event = _parse_one(obj, len(await request.body()), header_key, now)
+        event = _parse_one(obj, body_size, header_key, now)
     except ProblemError:
         EVENTS.labels("single", "rejected").inc()
         raise
@@ -377,7 +379,7 @@ async def ingest_batch(
     owner = await _authenticate(request, ctx)
     _check_backlog(ctx)
     header_key = _header_idempotency_key(request)
-    obj = await _decode_body(request, MAX_BATCH_BODY)
+    obj, _ = await _decode_body(request, MAX_BATCH_BODY)
     events = obj.get("events") if isinstance(obj, dict) else None
     if not isinstance(events, list):
         raise ProblemError(
@@ -499,10 +501,10 @@ async def ingest_sync(
     """Store the event and its fact (and, later, mechanics effects) before answering."""
     owner = await _authenticate(request, ctx)
     header_key = _header_idempotency_key(request)
-    obj = await _decode_body(request, MAX_SINGLE_BODY)
+    obj, body_size = await _decode_body(request, MAX_SINGLE_BODY)
     now = datetime.now(UTC)
     try:
-        event = _parse_one(obj, len(await request.body()), header_key, now)
+        event = _parse_one(obj, body_size, header_key, now)
     except ProblemError:
         EVENTS.labels("sync", "rejected").inc()
         raise
