@@ -147,3 +147,22 @@ def test_sync_then_async_with_one_key_is_one_event(
     assert queued["duplicate"] is True
     assert queued["event_id"] == synced["event_id"]
     assert redis_client.xlen(stream_key(0)) == 0
+
+
+def test_async_repeat_of_a_sync_event_has_a_null_message_id(
+    ingest: TestClient[Any], tenant: Tenant, redis_client: redis.Redis
+) -> None:
+    # The original never went through a stream: there is no message id to give back.
+    headers = {"X-API-Key": tenant.live_key, "Idempotency-Key": "mixed-3"}
+    synced = ingest.post(SYNC, headers=headers, json=EVENT).json()
+    queued = ingest.post(EVENTS, headers=headers, json=EVENT).json()
+    assert (queued["duplicate"], queued["message_id"]) == (True, None)
+    keyed = {**EVENT, "idempotency_key": "mixed-3"}
+    batch = ingest.post(BATCH, headers={"X-API-Key": tenant.live_key}, json={"events": [keyed]})
+    (result,) = batch.json()["results"]
+    assert (result["status"], result["message_id"], result["event_id"]) == (
+        "duplicate",
+        None,
+        synced["event_id"],
+    )
+    assert redis_client.xlen(stream_key(0)) == 0

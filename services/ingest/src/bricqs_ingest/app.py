@@ -133,7 +133,7 @@ def _json_response(
     )
 
 
-def _accepted(message_id: str, event_id: str, *, duplicate: bool) -> dict[str, Any]:
+def _accepted(message_id: str | None, event_id: str, *, duplicate: bool) -> dict[str, Any]:
     """The 202 body of POST /ingest/events (the route's and the fast path's)."""
     return {
         "accepted": True,
@@ -594,7 +594,11 @@ async def _redis_held_key(ctx: IngestContext, redis_key: str) -> tuple[str, str]
 async def _remember_key(
     ctx: IngestContext, redis_key: str, payload_hash: str, event_id: str
 ) -> None:
-    """Let the async path see a key the sync path used (best effort)."""
+    """Let the async path see a key the sync path used (best effort).
+
+    The message id is left empty (the event never went through a stream); the async
+    path answers it as `message_id: null`.
+    """
     try:
         async with asyncio.timeout(ctx.settings.redis_timeout_ms / 1000):
             await ctx.redis.set(

@@ -62,7 +62,9 @@ class Accepted(msgspec.Struct, kw_only=True):
 
     accepted: bool
     duplicate: bool
-    message_id: str
+    message_id: str | None
+    """The stream entry; null for a duplicate whose original came through the sync
+    endpoint, which stores events without queueing them."""
     event_id: str
 
 

@@ -82,7 +82,8 @@ class AlreadyHeld:
     """The idempotency key was used before, by the event `event_id`."""
 
     payload_hash: str
-    message_id: str
+    message_id: str | None
+    """None when the original went through the sync endpoint: it was never on a stream."""
     event_id: str
 
 
@@ -290,7 +291,7 @@ def _parse_reply(reply: Any) -> EnqueueResult | Exception:
         return Enqueued(reply[1].decode(), int(reply[2]))
     if status == 0:
         payload_hash, message_id, event_id = reply[1].decode().split("|", 2)
-        return AlreadyHeld(payload_hash, message_id, event_id)
+        return AlreadyHeld(payload_hash, message_id or None, event_id)
     if status == 2:
         return RateLimited(int(reply[1]), int(reply[2]))
     if status == 3:
