@@ -33,6 +33,7 @@ from litestar.types import (
 )
 from prometheus_client import Counter
 from psycopg import OperationalError
+from psycopg.errors import QueryCanceled
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -66,7 +67,7 @@ from bricqs.validation import (
 from bricqs.web.auth import authenticate
 from bricqs.web.health import health_router
 from bricqs.web.metrics import mark_worker_dead, metrics_endpoint, request_metrics
-from bricqs.web.problems import ProblemError, exception_handlers
+from bricqs.web.problems import ProblemError, database_overloaded, exception_handlers
 from bricqs_ingest.backlog import BacklogMonitor
 from bricqs_ingest.openapi import openapi_document
 from bricqs_ingest.publisher import (
@@ -147,6 +148,20 @@ def _unavailable(ctx: IngestContext, code: str, detail: str) -> ProblemError:
     return ProblemError(
         503, code, detail, headers={"Retry-After": str(ctx.settings.retry_after_seconds)}
     )
+
+
+@asynccontextmanager
+async def _database(ctx: IngestContext) -> AsyncIterator[None]:
+    """PostgreSQL failures as problems: a statement timeout is an overloaded database,
+    anything else (down, no connection in time) an unavailable one."""
+    try:
+        yield
+    except QueryCanceled as exc:
+        log.warning("sync ingest: statement timeout: %s", exc)
+        raise database_overloaded() from exc
+    except (OperationalError, PoolTimeout) as exc:
+        log.warning("sync ingest: database unavailable: %s", exc)
+        raise _unavailable(ctx, "database_unavailable", "The database is unavailable.") from exc
 
 
 async def _authenticate(request: Request[Any, Any, Any], ctx: IngestContext) -> KeyOwner:
@@ -531,20 +546,17 @@ async def ingest_sync(
         if held is not None:  # taken by the async path (perhaps not processed yet)
             return await _sync_duplicate(ctx, owner, held[0], held[1], payload_hash, fact_type)
 
-    try:
-        async with (
-            ctx.pool.connection(timeout=ctx.settings.database_timeout_ms / 1000) as conn,
-            conn.transaction(),
-        ):
-            processed = await process_envelopes(
-                conn,
-                [envelope],
-                idempotency_ttl=timedelta(days=ctx.settings.idempotency_retention_days),
-                rules_for=ctx.rules,
-            )
-    except (OperationalError, PoolTimeout) as exc:
-        log.warning("sync ingest: database unavailable: %s", exc)
-        raise _unavailable(ctx, "database_unavailable", "The database is unavailable.") from exc
+    async with (
+        _database(ctx),
+        ctx.pool.connection(timeout=ctx.settings.database_timeout_ms / 1000) as conn,
+        conn.transaction(),
+    ):
+        processed = await process_envelopes(
+            conn,
+            [envelope],
+            idempotency_ttl=timedelta(days=ctx.settings.idempotency_retention_days),
+            rules_for=ctx.rules,
+        )
     stored = processed.stored
 
     if stored.outcomes[envelope.event_id] is Outcome.DUPLICATE:
@@ -623,11 +635,11 @@ async def _sync_duplicate(
         EVENTS.labels("sync", "rejected").inc()
         raise _conflict()
     EVENTS.labels("sync", "duplicate").inc()
-    try:
-        async with ctx.pool.connection(timeout=ctx.settings.database_timeout_ms / 1000) as conn:
-            stored_at = await find_stored_event(conn, owner.project_id, owner.environment, event_id)
-    except (OperationalError, PoolTimeout) as exc:
-        raise _unavailable(ctx, "database_unavailable", "The database is unavailable.") from exc
+    async with (
+        _database(ctx),
+        ctx.pool.connection(timeout=ctx.settings.database_timeout_ms / 1000) as conn,
+    ):
+        stored_at = await find_stored_event(conn, owner.project_id, owner.environment, event_id)
     return _json_response(
         {
             "event_id": event_id,
