@@ -11,6 +11,7 @@ as load rises.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any
 
 from prometheus_client import Histogram
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from bricqs.schemas import ENVELOPE_FIELD
 from bricqs.stream import ENQUEUE_SCRIPT, XADD_ALL_SCRIPT
@@ -34,6 +35,18 @@ PIPELINE_SIZE = Histogram(
     "Enqueue commands sent per Redis pipeline.",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
+
+
+def _digest(script: str) -> str:
+    return hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 -- Redis names scripts so
+
+
+# The scripts go by digest (EVALSHA): sending the enqueue script's source with every keyed
+# event would cost more bytes than the event. Redis forgets them on a restart or SCRIPT
+# FLUSH; the calls it then refuses (NOSCRIPT) did nothing and are sent again after a load.
+SCRIPTS = {_digest(script): script for script in (ENQUEUE_SCRIPT, XADD_ALL_SCRIPT)}
+ENQUEUE_SHA = _digest(ENQUEUE_SCRIPT)
+XADD_ALL_SHA = _digest(XADD_ALL_SCRIPT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +201,7 @@ class StreamPublisher:
 
     async def _send(self, commands: list[Command]) -> list[EnqueueResult | Exception]:
         started = time.perf_counter()
-        pipe = self._redis.pipeline(transaction=False)
+        calls: list[tuple[Any, ...]] = []
         # How many commands each pipeline entry answers: consecutive plain XADDs to one
         # stream go as one script call (redis-py parses, and arms a read timer for, every
         # reply; a batch of 100 plain events is then one reply, not 100).
@@ -198,9 +211,9 @@ class StreamPublisher:
 
         def close_run() -> None:
             if len(run) == 1:
-                pipe.xadd(run_stream, {ENVELOPE_FIELD: run[0]})
+                calls.append(("XADD", run_stream, "*", ENVELOPE_FIELD, run[0]))
             elif run:
-                pipe.eval(XADD_ALL_SCRIPT, 1, run_stream, *run)
+                calls.append(("EVALSHA", XADD_ALL_SHA, 1, run_stream, *run))
             if run:
                 spans.append(len(run))
                 run.clear()
@@ -221,23 +234,24 @@ class StreamPublisher:
             spans.append(1)
             if isinstance(command, ReserveCommand):
                 limit = command.limit
-                pipe.eval(
-                    ENQUEUE_SCRIPT,
-                    2,
-                    limit.bucket,
-                    command.permit,
-                    "r",
-                    "",
-                    "",
-                    "",
-                    0,
-                    limit.per_second,
-                    limit.burst,
-                    limit.cost,
+                calls.append(
+                    (
+                        "EVALSHA",
+                        ENQUEUE_SHA,
+                        2,
+                        limit.bucket,
+                        command.permit,
+                        "r",
+                        "",
+                        "",
+                        "",
+                        0,
+                        limit.per_second,
+                        limit.burst,
+                        limit.cost,
+                    )
                 )
             else:
-                # EVAL (not EVALSHA) so a Redis restart, which empties the script cache,
-                # cannot fail a request; Redis caches the compiled script by its digest.
                 layout, keys = "", [command.stream]
                 if command.idempotency_key is not None:
                     layout, keys = layout + "i", [*keys, command.idempotency_key]
@@ -246,21 +260,24 @@ class StreamPublisher:
                 if command.permit is not None:
                     layout, keys = layout + "p", [*keys, command.permit]
                 limit = command.limit or RateLimit("", 1.0, 1, 0)
-                pipe.eval(
-                    ENQUEUE_SCRIPT,
-                    len(keys),
-                    *keys,
-                    layout,
-                    command.envelope,
-                    command.payload_hash,
-                    command.event_id,
-                    self._ttl,
-                    limit.per_second,
-                    limit.burst,
-                    limit.cost,
+                calls.append(
+                    (
+                        "EVALSHA",
+                        ENQUEUE_SHA,
+                        len(keys),
+                        *keys,
+                        layout,
+                        command.envelope,
+                        command.payload_hash,
+                        command.event_id,
+                        self._ttl,
+                        limit.per_second,
+                        limit.burst,
+                        limit.cost,
+                    )
                 )
         close_run()
-        replies = await pipe.execute(raise_on_error=False)
+        replies = await self._execute(calls)
         XADD_LATENCY.observe(time.perf_counter() - started)
         PIPELINE_SIZE.observe(len(commands))
         results: list[EnqueueResult | Exception] = []
@@ -274,6 +291,25 @@ class StreamPublisher:
         if len(results) != len(commands):
             raise RedisError(f"{len(results)} replies to {len(commands)} enqueue commands")
         return results
+
+    async def _execute(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+        """Send `calls` as one pipeline; calls refused NOSCRIPT go again, after the scripts
+        are loaded, in a second pipeline (one more round trip, only after Redis forgot)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for call in calls:
+            pipe.execute_command(*call)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            again = self._redis.pipeline(transaction=False)
+            for script in SCRIPTS.values():
+                again.script_load(script)
+            for i in missing:
+                again.execute_command(*calls[i])
+            retried = await again.execute(raise_on_error=False)
+            for i, reply in zip(missing, retried[len(SCRIPTS) :], strict=True):
+                replies[i] = reply
+        return replies
 
     async def close(self) -> None:
         """Wait for pipelines in flight (bounded by the timeout)."""
