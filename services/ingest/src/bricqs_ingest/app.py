@@ -10,7 +10,6 @@ import asyncio
 import hashlib
 import logging
 import math
-import uuid
 import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -53,7 +52,6 @@ from bricqs.storage.tenants import KeyOwner, find_key_owner
 from bricqs.stream import (
     idempotency_redis_key,
     rate_bucket_key,
-    rate_permit_key,
     shard_for,
     stream_key,
 )
@@ -76,12 +74,12 @@ from bricqs_ingest.publisher import (
     EnqueueCommand,
     Enqueued,
     EnqueueResult,
-    NotPermitted,
     QueueUnavailable,
     RateLimit,
     RateLimited,
-    ReserveCommand,
     StreamPublisher,
+    Taken,
+    TakeTokens,
 )
 from bricqs_ingest.settings import IngestSettings
 
@@ -96,7 +94,7 @@ EVENTS = Counter(
 # shows 0 rather than "no data" for an outcome that has not happened yet.
 for _endpoint, _outcomes in (
     ("single", ("accepted", "rejected", "duplicate", "rate_limited")),
-    ("batch", ("accepted", "rejected", "duplicate")),
+    ("batch", ("accepted", "rejected", "duplicate", "rate_limited")),
     ("sync", ("accepted", "rejected", "duplicate", "rate_limited")),
 ):
     for _outcome in _outcomes:
@@ -241,12 +239,12 @@ def _envelope(
     )
 
 
-def _limit(ctx: IngestContext, owner: KeyOwner, shard: int, cost: int) -> RateLimit | None:
-    """The token bucket of this key on this shard, or None when the key has no limit.
+def _limit(ctx: IngestContext, owner: KeyOwner) -> RateLimit | None:
+    """The token bucket of this key, or None when the key has no limit.
 
-    Each shard has its own bucket (it must live on the shard's Redis node); the rate is
-    shared out between shards, so the steady rate is the configured one whatever the
-    number of shards, while a burst may reach `burst` on each.
+    One bucket per key, apart from the streams: the limit is the key's whatever the
+    number of shards, and tokens are taken before anything is enqueued, so a batch is
+    admitted whole or refused whole.
     """
     per_second = owner.rate_limit_per_second
     if per_second is None:
@@ -254,9 +252,26 @@ def _limit(ctx: IngestContext, owner: KeyOwner, shard: int, cost: int) -> RateLi
     if per_second <= 0:
         return None
     burst = owner.rate_limit_burst or ctx.settings.rate_limit_burst
-    return RateLimit(
-        rate_bucket_key(shard, owner.key_id), per_second / ctx.settings.stream_shards, burst, cost
-    )
+    return RateLimit(rate_bucket_key(owner.key_id), per_second, burst)
+
+
+async def _take(ctx: IngestContext, limit: RateLimit, cost: int, endpoint: str) -> Taken:
+    """Take `cost` tokens, or refuse the request (429) and count its events."""
+    (taken,) = await _enqueue(ctx, [TakeTokens(limit, cost)])
+    if isinstance(taken, RateLimited):
+        EVENTS.labels(endpoint, "rate_limited").inc(cost)
+        raise _rate_limited(limit, taken)
+    assert isinstance(taken, Taken)
+    return taken
+
+
+async def _give_back(ctx: IngestContext, limit: RateLimit, cost: int) -> None:
+    """Return tokens taken for events that were not queued (best effort: a Redis that
+    failed the enqueue may fail this too, and then the tokens refill with time)."""
+    try:
+        await ctx.publisher.enqueue([TakeTokens(limit, -cost)])
+    except QueueUnavailable as exc:
+        log.warning("could not give back %d rate-limit tokens: %s", cost, exc)
 
 
 def _rate_limited(limit: RateLimit, result: RateLimited) -> ProblemError:
@@ -280,14 +295,8 @@ def _rate_headers(limit: RateLimit | None, remaining: int, reset: int = 0) -> di
     }
 
 
-def _command(
-    ctx: IngestContext,
-    envelope: Envelope,
-    owner: KeyOwner | None = None,
-    permits: dict[int, str] | None = None,
-) -> EnqueueCommand:
-    """The enqueue command of an envelope: rate limited by `owner`'s bucket (single events)
-    or by the batch permit of its shard (batches)."""
+def _command(ctx: IngestContext, envelope: Envelope) -> EnqueueCommand:
+    """The enqueue command of an envelope, on its participant's shard."""
     shard = shard_for(envelope.project_id, envelope.participant_id, ctx.settings.stream_shards)
     redis_key = None
     if envelope.idempotency_key is not None:
@@ -300,8 +309,6 @@ def _command(
         event_id=envelope.event_id,
         idempotency_key=redis_key,
         payload_hash=envelope.payload_hash or "",
-        limit=_limit(ctx, owner, shard, 1) if owner is not None else None,
-        permit=permits.get(shard) if permits else None,
     )
 
 
@@ -361,13 +368,17 @@ async def ingest_event(
         raise
     payload_hash = _payload_hash(obj) if event.idempotency_key else None
     envelope = _envelope(event, owner, now, payload_hash)
-    command = _command(ctx, envelope, owner)
-    (result,) = await _enqueue(ctx, [command])
-    if isinstance(result, RateLimited):
-        EVENTS.labels("single", "rate_limited").inc()
-        assert command.limit is not None
-        raise _rate_limited(command.limit, result)
+    limit = _limit(ctx, owner)
+    remaining = (await _take(ctx, limit, 1, "single")).remaining if limit else -1
+    try:
+        (result,) = await _enqueue(ctx, [_command(ctx, envelope)])
+    except ProblemError:
+        if limit:
+            await _give_back(ctx, limit, 1)
+        raise
     if isinstance(result, AlreadyHeld):
+        if limit:  # a repeat queues nothing, so it costs nothing
+            await _give_back(ctx, limit, 1)
         if result.payload_hash != payload_hash:
             EVENTS.labels("single", "rejected").inc()
             raise _conflict()
@@ -382,7 +393,7 @@ async def ingest_event(
     return _json_response(
         _accepted(result.message_id, envelope.event_id, duplicate=False),
         202,
-        _rate_headers(command.limit, result.remaining),
+        _rate_headers(limit, remaining),
     )
 
 
@@ -426,29 +437,16 @@ async def ingest_batch(
         payload_hash = _payload_hash(item) if event.idempotency_key else None
         pending.append((index, _envelope(event, owner, now, payload_hash)))
 
-    # One reservation per shard takes the batch's tokens up front; the batch's enqueue
-    # commands, in the same pipeline, run only if their shard's reservation held.
-    reservations: dict[int, ReserveCommand] = {}
-    request_id = uuid.uuid4().hex
-    for _, envelope in pending:
-        shard = shard_for(envelope.project_id, envelope.participant_id, ctx.settings.stream_shards)
-        limit = _limit(ctx, owner, shard, 1)
-        if limit is None:
-            break
-        held = reservations.get(shard)
-        cost = held.limit.cost + 1 if held else 1
-        reservations[shard] = ReserveCommand(
-            RateLimit(limit.bucket, limit.per_second, limit.burst, cost),
-            rate_permit_key(shard, request_id),
-        )
-    permits = {shard: r.permit for shard, r in reservations.items()}
-    commands: list[Command] = [*reservations.values()]
-    commands += [_command(ctx, env, permits=permits) for _, env in pending]
-    replies = await _enqueue(ctx, commands) if pending else []
-    reserved = dict(zip(reservations, replies[: len(reservations)], strict=True))
-    replies = replies[len(reservations) :]
+    limit = _limit(ctx, owner) if pending else None
+    if limit:
+        await _take(ctx, limit, len(pending), "batch")
+    try:
+        replies = await _enqueue(ctx, [_command(ctx, env) for _, env in pending]) if pending else []
+    except ProblemError:
+        if limit:
+            await _give_back(ctx, limit, len(pending))
+        raise
     message_ids: list[str] = []
-    limited: RateLimited | None = None
     for (index, envelope), reply in zip(pending, replies, strict=True):
         if isinstance(reply, Enqueued):
             message_ids.append(reply.message_id)
@@ -458,15 +456,6 @@ async def ingest_batch(
                 "message_id": reply.message_id,
                 "event_id": envelope.event_id,
             }
-        elif isinstance(reply, NotPermitted | RateLimited):
-            shard = shard_for(
-                envelope.project_id, envelope.participant_id, ctx.settings.stream_shards
-            )
-            refusal = reserved.get(shard)
-            limited = refusal if isinstance(refusal, RateLimited) else limited
-            results[index] = _rejected(
-                index, "rate_limited", "Too many events for this API key; retry later."
-            )
         elif isinstance(reply, AlreadyHeld) and reply.payload_hash != envelope.payload_hash:
             results[index] = _rejected(
                 index,
@@ -494,9 +483,6 @@ async def ingest_batch(
         "message_ids": message_ids,
         "results": results,
     }
-    if limited is not None and counts["accepted"] + counts["duplicate"] == 0:
-        first = next(iter(reservations.values())).limit
-        raise _rate_limited(first, limited)
     return _json_response(body, 422 if counts["rejected"] == len(events) else 202)
 
 
@@ -523,15 +509,9 @@ async def ingest_sync(
     except ProblemError:
         EVENTS.labels("sync", "rejected").inc()
         raise
-    shard = shard_for(owner.project_id, event.participant_id, ctx.settings.stream_shards)
-    limit = _limit(ctx, owner, shard, 1)
-    if limit is not None:
-        (taken,) = await _enqueue(
-            ctx, [ReserveCommand(limit, rate_permit_key(shard, uuid.uuid4().hex))]
-        )
-        if isinstance(taken, RateLimited):
-            EVENTS.labels("sync", "rate_limited").inc()
-            raise _rate_limited(limit, taken)
+    limit = _limit(ctx, owner)
+    if limit:
+        await _take(ctx, limit, 1, "sync")
     payload_hash = _payload_hash(obj) if event.idempotency_key else None
     envelope = _envelope(event, owner, now, payload_hash)
     fact_type = custom_fact_type(event.event_name)
@@ -546,17 +526,22 @@ async def ingest_sync(
         if held is not None:  # taken by the async path (perhaps not processed yet)
             return await _sync_duplicate(ctx, owner, held[0], held[1], payload_hash, fact_type)
 
-    async with (
-        _database(ctx),
-        ctx.pool.connection(timeout=ctx.settings.database_timeout_ms / 1000) as conn,
-        conn.transaction(),
-    ):
-        processed = await process_envelopes(
-            conn,
-            [envelope],
-            idempotency_ttl=timedelta(days=ctx.settings.idempotency_retention_days),
-            rules_for=ctx.rules,
-        )
+    try:
+        async with (
+            _database(ctx),
+            ctx.pool.connection(timeout=ctx.settings.database_timeout_ms / 1000) as conn,
+            conn.transaction(),
+        ):
+            processed = await process_envelopes(
+                conn,
+                [envelope],
+                idempotency_ttl=timedelta(days=ctx.settings.idempotency_retention_days),
+                rules_for=ctx.rules,
+            )
+    except ProblemError:
+        if limit:
+            await _give_back(ctx, limit, 1)
+        raise
     stored = processed.stored
 
     if stored.outcomes[envelope.event_id] is Outcome.DUPLICATE:
@@ -749,7 +734,7 @@ async def _plain_single(ctx: IngestContext, scope: Scope, body: bytes) -> bytes 
     if not key or not body or len(body) > MAX_SINGLE_BODY or ctx.backlog.over:
         return None
     owner = ctx.keys.cached_owner(key)
-    if owner is None or _limit(ctx, owner, 0, 1) is not None:
+    if owner is None or _limit(ctx, owner) is not None:
         return None
     try:
         obj = json_decoder.decode(body)
@@ -760,7 +745,7 @@ async def _plain_single(ctx: IngestContext, scope: Scope, body: bytes) -> bytes 
     if isinstance(event, list) or event.idempotency_key is not None:
         return None
     envelope = _envelope(event, owner, now, None)
-    (result,) = await _enqueue(ctx, [_command(ctx, envelope, owner)])
+    (result,) = await _enqueue(ctx, [_command(ctx, envelope)])
     assert isinstance(result, Enqueued)  # no key, no limit: nothing else can come back
     EVENTS.labels("single", "accepted").inc()
     return _json.encode(_accepted(result.message_id, envelope.event_id, duplicate=False))
