@@ -81,6 +81,7 @@ from bricqs_ingest.publisher import (
     Taken,
     TakeTokens,
 )
+from bricqs_ingest.resends import held_in_postgres
 from bricqs_ingest.settings import IngestSettings
 
 log = logging.getLogger("bricqs.ingest")
@@ -145,6 +146,17 @@ def _accepted(message_id: str | None, event_id: str, *, duplicate: bool) -> dict
 def _unavailable(ctx: IngestContext, code: str, detail: str) -> ProblemError:
     return ProblemError(
         503, code, detail, headers={"Retry-After": str(ctx.settings.retry_after_seconds)}
+    )
+
+
+async def _held_in_postgres(
+    ctx: IngestContext, envelopes: Sequence[Envelope]
+) -> dict[str, AlreadyHeld]:
+    return await held_in_postgres(
+        ctx.pool,
+        envelopes,
+        redis_memory=timedelta(seconds=ctx.settings.idempotency_ttl_seconds),
+        bound=ctx.settings.idempotency_lookup_timeout_ms / 1000,
     )
 
 
@@ -369,16 +381,19 @@ async def ingest_event(
     payload_hash = _payload_hash(obj) if event.idempotency_key else None
     envelope = _envelope(event, owner, now, payload_hash)
     limit = _limit(ctx, owner)
-    remaining = (await _take(ctx, limit, 1, "single")).remaining if limit else -1
-    try:
-        (result,) = await _enqueue(ctx, [_command(ctx, envelope)])
-    except ProblemError:
-        if limit:
+    remaining = -1
+    result: EnqueueResult | None = (await _held_in_postgres(ctx, [envelope])).get(envelope.event_id)
+    if result is None:
+        remaining = (await _take(ctx, limit, 1, "single")).remaining if limit else -1
+        try:
+            (result,) = await _enqueue(ctx, [_command(ctx, envelope)])
+        except ProblemError:
+            if limit:
+                await _give_back(ctx, limit, 1)
+            raise
+        if isinstance(result, AlreadyHeld) and limit:  # a repeat queues nothing: no cost
             await _give_back(ctx, limit, 1)
-        raise
     if isinstance(result, AlreadyHeld):
-        if limit:  # a repeat queues nothing, so it costs nothing
-            await _give_back(ctx, limit, 1)
         if result.payload_hash != payload_hash:
             EVENTS.labels("single", "rejected").inc()
             raise _conflict()
@@ -437,17 +452,22 @@ async def ingest_batch(
         payload_hash = _payload_hash(item) if event.idempotency_key else None
         pending.append((index, _envelope(event, owner, now, payload_hash)))
 
-    limit = _limit(ctx, owner) if pending else None
+    answers: dict[str, EnqueueResult] = {}
+    answers.update(await _held_in_postgres(ctx, [env for _, env in pending]))
+    to_queue = [env for _, env in pending if env.event_id not in answers]
+    limit = _limit(ctx, owner) if to_queue else None
     if limit:
-        await _take(ctx, limit, len(pending), "batch")
+        await _take(ctx, limit, len(to_queue), "batch")
     try:
-        replies = await _enqueue(ctx, [_command(ctx, env) for _, env in pending]) if pending else []
+        replies = await _enqueue(ctx, [_command(ctx, env) for env in to_queue]) if to_queue else []
     except ProblemError:
         if limit:
-            await _give_back(ctx, limit, len(pending))
+            await _give_back(ctx, limit, len(to_queue))
         raise
+    answers.update((env.event_id, reply) for env, reply in zip(to_queue, replies, strict=True))
     message_ids: list[str] = []
-    for (index, envelope), reply in zip(pending, replies, strict=True):
+    for index, envelope in pending:
+        reply = answers[envelope.event_id]
         if isinstance(reply, Enqueued):
             message_ids.append(reply.message_id)
             results[index] = {
