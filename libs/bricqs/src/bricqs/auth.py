@@ -26,6 +26,25 @@ class AuthUnavailable(Exception):
     """The key store could not be asked and nothing usable is cached."""
 
 
+class ConflictingKeys(Exception):
+    """X-API-Key and Authorization: Bearer name two different keys."""
+
+
+def presented_key(api_key: str | None, authorization: str | None) -> str | None:
+    """The API key a request presents: the X-API-Key header, or `Authorization: Bearer
+    bq_…` (the form Bricqs' guides show). Another kind of bearer token is not ours and is
+    ignored (a proxy may add one). Raises ConflictingKeys when the two differ."""
+    bearer = None
+    if authorization:
+        scheme, _, token = authorization.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() == "bearer" and token.startswith("bq_"):
+            bearer = token
+    if api_key and bearer and api_key != bearer:
+        raise ConflictingKeys("X-API-Key and Authorization name different keys")
+    return api_key or bearer
+
+
 @dataclass
 class _Entry:
     owner: KeyOwner | None

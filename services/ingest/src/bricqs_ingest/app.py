@@ -39,7 +39,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from bricqs.auth import KeyCache
+from bricqs.auth import ConflictingKeys, KeyCache, presented_key
 from bricqs.facts import custom_fact_type
 from bricqs.ids import fact_id_for_event, new_event_id
 from bricqs.mechanics.cache import RuleCache
@@ -60,6 +60,7 @@ from bricqs.validation import (
     MAX_EVENT_BYTES,
     FieldError,
     check_header_idempotency_key,
+    field_value,
     parse_event,
 )
 from bricqs.web.auth import authenticate
@@ -226,10 +227,10 @@ def _header_idempotency_key(request: Request[Any, Any, Any]) -> str | None:
 def _payload_hash(obj: dict[str, Any]) -> str:
     """Digest of what the client sent, to tell a retry from another use of the same key."""
     material = [
-        obj.get("event_name"),
+        field_value(obj, "event_name"),
         obj.get("participant_id"),
-        obj.get("properties") or {},
-        obj.get("timestamp"),
+        field_value(obj, "properties") or {},
+        field_value(obj, "timestamp"),
     ]
     return hashlib.blake2b(_canonical.encode(material), digest_size=16).hexdigest()
 
@@ -741,16 +742,25 @@ def _replay(messages: list[ReceiveMessage], receive: Receive) -> Receive:
 async def _plain_single(ctx: IngestContext, scope: Scope, body: bytes) -> bytes | None:
     """The 202 body for a plain single event, after enqueueing it; None when the request
     is not the plain case (nothing was done)."""
-    key: str | None = None
+    api_key: str | None = None
+    authorization: str | None = None
     for name, value in scope["headers"]:
         if name == b"x-api-key":
-            if key is not None:  # sent twice: the route decides
+            if api_key is not None:  # sent twice: the route decides
                 return None
-            key = value.decode("latin-1")
+            api_key = value.decode("latin-1")
+        elif name == b"authorization":
+            if authorization is not None:
+                return None
+            authorization = value.decode("latin-1")
         elif name == b"idempotency-key" or (
             name == b"content-encoding" and value.strip().lower() != b"identity"
         ):
             return None
+    try:
+        key = presented_key(api_key, authorization)
+    except ConflictingKeys:
+        return None
     if not key or not body or len(body) > MAX_SINGLE_BODY or ctx.backlog.over:
         return None
     owner = ctx.keys.cached_owner(key)
