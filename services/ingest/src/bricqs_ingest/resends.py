@@ -18,10 +18,11 @@ from datetime import timedelta
 
 from prometheus_client import Counter
 from psycopg import Error as DatabaseError
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
 from bricqs.schemas import Envelope
 from bricqs.storage.idempotency import find_key_holders
+from bricqs_ingest.context import IngestContext
 from bricqs_ingest.publisher import AlreadyHeld
 
 log = logging.getLogger("bricqs.ingest")
@@ -46,24 +47,26 @@ def may_be_forgotten(envelope: Envelope, redis_memory: timedelta) -> bool:
 
 
 async def held_in_postgres(
-    pool: AsyncConnectionPool,
-    envelopes: Sequence[Envelope],
-    *,
-    redis_memory: timedelta,
-    bound: float,
+    ctx: IngestContext, envelopes: Sequence[Envelope]
 ) -> dict[str, AlreadyHeld]:
     """For the envelopes whose key PostgreSQL still holds: the holder, by the envelope's
     event_id. Envelopes of one project and environment (one request's).
 
-    Best effort within `bound` seconds: if PostgreSQL cannot answer, the events are queued as
-    before (and counted), so a database outage does not stop async ingest.
+    Best effort within IDEMPOTENCY_LOOKUP_TIMEOUT_MS: if PostgreSQL cannot answer, the
+    events are queued as before (and counted), so a database outage does not stop async
+    ingest.
     """
+    settings = ctx.settings
+    redis_memory = timedelta(seconds=settings.idempotency_ttl_seconds)
     late = [e for e in envelopes if may_be_forgotten(e, redis_memory)]
     if not late:
         return {}
     keys = sorted({e.idempotency_key for e in late if e.idempotency_key is not None})
     try:
-        async with asyncio.timeout(bound), pool.connection() as conn:
+        async with (
+            asyncio.timeout(settings.idempotency_lookup_timeout_ms / 1000),
+            ctx.pool.connection() as conn,
+        ):
             holders = await find_key_holders(conn, late[0].project_id, late[0].environment, keys)
     except (DatabaseError, PoolTimeout, TimeoutError) as exc:
         log.warning("idempotency lookup in PostgreSQL failed; queueing unchecked: %s", exc)
