@@ -25,6 +25,9 @@ from bricqs_ingest.ratelimit import give_back, limit_for, rate_headers, take
 from bricqs_ingest.resends import held_in_postgres
 from bricqs_ingest.settings import IngestSettings
 
+# The single endpoint's series, resolved once (`labels()` takes a lock per call).
+_COUNTED = {o: EVENTS.labels("single", o) for o in ("accepted", "duplicate", "rejected")}
+
 
 @dataclass(frozen=True, slots=True)
 class Answer:
@@ -109,7 +112,9 @@ async def accept_event(ctx: IngestContext, owner: KeyOwner, envelope: Envelope) 
     as problems. Counted under the `single` endpoint."""
     limit = limit_for(ctx.settings, owner)
     remaining = -1
-    result: EnqueueResult | None = (await held_in_postgres(ctx, [envelope])).get(envelope.event_id)
+    result: EnqueueResult | None = None
+    if envelope.idempotency_key is not None:  # the plain case skips even the call
+        result = (await held_in_postgres(ctx, [envelope])).get(envelope.event_id)
     if result is None:
         remaining = (await take(ctx, limit, 1, "single")).remaining if limit else -1
         try:
@@ -122,12 +127,12 @@ async def accept_event(ctx: IngestContext, owner: KeyOwner, envelope: Envelope) 
             await give_back(ctx, limit, 1)
     if isinstance(result, AlreadyHeld):
         if result.payload_hash != envelope.payload_hash:
-            EVENTS.labels("single", "rejected").inc()
+            _COUNTED["rejected"].inc()
             raise idempotency_conflict()
-        EVENTS.labels("single", "duplicate").inc()
+        _COUNTED["duplicate"].inc()
         body = accepted_body(result.message_id, result.event_id, duplicate=True)
         return Answer(202, body, {"Idempotent-Replayed": "true"})
     assert isinstance(result, Enqueued)
-    EVENTS.labels("single", "accepted").inc()
+    _COUNTED["accepted"].inc()
     body = accepted_body(result.message_id, envelope.event_id, duplicate=False)
     return Answer(202, body, rate_headers(limit, remaining))
