@@ -20,8 +20,14 @@ from bricqs.web.problems import ProblemError
 from bricqs_ingest.bodies import json_encoder
 from bricqs_ingest.context import IngestContext
 from bricqs_ingest.metrics import EVENTS
-from bricqs_ingest.publisher import AlreadyHeld, EnqueueCommand, Enqueued, EnqueueResult
-from bricqs_ingest.ratelimit import give_back, limit_for, rate_headers, take
+from bricqs_ingest.publisher import (
+    AlreadyHeld,
+    EnqueueCommand,
+    Enqueued,
+    EnqueueResult,
+    RateLimit,
+)
+from bricqs_ingest.ratelimit import give_back, rate_headers, take
 from bricqs_ingest.resends import held_in_postgres
 from bricqs_ingest.settings import IngestSettings
 
@@ -107,10 +113,10 @@ def accepted_body(message_id: str | None, event_id: str, *, duplicate: bool) -> 
     )
 
 
-async def accept_event(ctx: IngestContext, owner: KeyOwner, envelope: Envelope) -> Answer:
+async def accept_event(ctx: IngestContext, envelope: Envelope, limit: RateLimit | None) -> Answer:
     """Queue one event (or recognise its key) and answer 202; 409, 429 and 503 are raised
-    as problems. Counted under the `single` endpoint."""
-    limit = limit_for(ctx.settings, owner)
+    as problems. `limit` is the key's (`ratelimit.limit_for`). Counted under the `single`
+    endpoint."""
     remaining = -1
     result: EnqueueResult | None = None
     if envelope.idempotency_key is not None:  # the plain case skips even the call

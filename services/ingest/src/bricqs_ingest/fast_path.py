@@ -70,14 +70,16 @@ def single_event_fast_path(app: ASGIApp) -> ASGIApp:
             await app(scope, _replay(messages, receive), send)
             return
         FAST_PATH.inc()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(answer.body)).encode()),
+        ]
+        if answer.headers:  # none in the plain case today; kept so the paths cannot drift
+            headers += [(k.lower().encode(), v.encode()) for k, v in answer.headers.items()]
         start: HTTPResponseStartEvent = {
             "type": "http.response.start",
             "status": answer.status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(answer.body)).encode()),
-                *((k.lower().encode(), v.encode()) for k, v in answer.headers.items()),
-            ],
+            "headers": headers,
         }
         await send(start)
         done: HTTPResponseBodyEvent = {
@@ -137,4 +139,4 @@ async def _plain_single(ctx: IngestContext, scope: Scope, body: bytes) -> Answer
     event = parse_event(obj, now=now, check_size=len(body) > MAX_EVENT_BYTES)
     if isinstance(event, list) or event.idempotency_key is not None:
         return None
-    return await accept_event(ctx, owner, envelope_of(event, owner, now, None))
+    return await accept_event(ctx, envelope_of(event, owner, now, None), None)

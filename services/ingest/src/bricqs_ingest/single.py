@@ -12,6 +12,7 @@ from bricqs.web.auth import authenticate
 from bricqs_ingest.accept import accept_event, envelope_of, parse_single
 from bricqs_ingest.bodies import MAX_SINGLE_BODY, decode_body, header_idempotency_key, payload_hash
 from bricqs_ingest.context import IngestContext
+from bricqs_ingest.ratelimit import limit_for
 
 
 @post("/ingest/events", request_max_body_size=MAX_SINGLE_BODY)
@@ -26,7 +27,8 @@ async def ingest_event(
     now = datetime.now(UTC)
     event = parse_single(obj, body_size, header_key, now, "single")
     digest = payload_hash(obj) if event.idempotency_key else None
-    answer = await accept_event(ctx, owner, envelope_of(event, owner, now, digest))
+    envelope = envelope_of(event, owner, now, digest)
+    answer = await accept_event(ctx, envelope, limit_for(ctx.settings, owner))
     return Response(
         answer.body,
         status_code=answer.status,
