@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar.testing import TestClient
+from prometheus_client import REGISTRY
 
 from bricqs.schemas import decode_envelope
 from bricqs.stream import stream_key
@@ -15,13 +16,20 @@ from tests.ingest.helpers import EVENTS
 EVENT = {"event_name": "purchase_completed", "participant_id": "u1", "properties": {"n": 1}}
 
 
+def fast_answers() -> float:
+    return REGISTRY.get_sample_value("bricqs_ingest_fast_path_total") or 0.0
+
+
 def test_plain_event_answers_like_the_route_and_lands_on_the_stream(
     ingest: TestClient[Any], tenant: Tenant, redis_client: Any
 ) -> None:
     headers = {"X-API-Key": tenant.live_key}
     # The first request resolves the key (route); the second finds it cached (fast path).
+    before = fast_answers()
     first = ingest.post(EVENTS, headers=headers, json=EVENT)
+    assert fast_answers() == before
     second = ingest.post(EVENTS, headers=headers, json=EVENT)
+    assert fast_answers() == before + 1
     for answer in (first, second):
         assert answer.status_code == 202
         assert answer.headers["content-type"] == "application/json"
@@ -44,6 +52,7 @@ def test_requests_the_fast_path_declines_get_the_route_answers(
 ) -> None:
     headers = {"X-API-Key": tenant.live_key}
     assert ingest.post(EVENTS, headers=headers, json=EVENT).status_code == 202  # key cached
+    before = fast_answers()
     invalid = ingest.post(EVENTS, headers=headers, json={**EVENT, "event_name": "_bad"})
     assert invalid.status_code == 422
     assert invalid.json()["errors"][0]["field"] == "event_name"
@@ -62,3 +71,4 @@ def test_requests_the_fast_path_declines_get_the_route_answers(
     assert ingest.post(EVENTS, json=EVENT).json()["code"] == "missing_api_key"
     too_big = ingest.post(EVENTS, headers=headers, content=b" " * (70 * 1024) + b"{}")
     assert too_big.status_code == 413
+    assert fast_answers() == before  # none of these was the plain case

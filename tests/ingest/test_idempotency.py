@@ -3,11 +3,13 @@ payload is 409; one stream entry per key."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import redis
 from litestar.testing import TestClient
+from prometheus_client import REGISTRY
 
 from bricqs.stream import stream_key
 from tests.conftest import Tenant
@@ -147,3 +149,75 @@ def test_sync_then_async_with_one_key_is_one_event(
     assert queued["duplicate"] is True
     assert queued["event_id"] == synced["event_id"]
     assert redis_client.xlen(stream_key(0)) == 0
+
+
+def test_async_repeat_of_a_sync_event_has_a_null_message_id(
+    ingest: TestClient[Any], tenant: Tenant, redis_client: redis.Redis
+) -> None:
+    # The original never went through a stream: there is no message id to give back.
+    headers = {"X-API-Key": tenant.live_key, "Idempotency-Key": "mixed-3"}
+    synced = ingest.post(SYNC, headers=headers, json=EVENT).json()
+    queued = ingest.post(EVENTS, headers=headers, json=EVENT).json()
+    assert (queued["duplicate"], queued["message_id"]) == (True, None)
+    keyed = {**EVENT, "idempotency_key": "mixed-3"}
+    batch = ingest.post(BATCH, headers={"X-API-Key": tenant.live_key}, json={"events": [keyed]})
+    (result,) = batch.json()["results"]
+    assert (result["status"], result["message_id"], result["event_id"]) == (
+        "duplicate",
+        None,
+        synced["event_id"],
+    )
+    assert redis_client.xlen(stream_key(0)) == 0
+
+
+def lookups(outcome: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "bricqs_ingest_idempotency_lookups_total", {"outcome": outcome}
+    )
+    return value or 0.0
+
+
+def days_ago(days: int) -> str:
+    return (datetime.now(UTC) - timedelta(days=days)).isoformat()
+
+
+@pytest.mark.parametrize("path", [EVENTS, BATCH])
+def test_a_resend_after_redis_forgot_the_key_is_answered_from_postgres(
+    ingest: TestClient[Any], tenant: Tenant, redis_client: redis.Redis, path: str
+) -> None:
+    # An event that happened two days ago, stored (sync) and then forgotten by Redis.
+    event = {**EVENT, "timestamp": days_ago(2), "idempotency_key": "late-1"}
+    headers = {"X-API-Key": tenant.live_key}
+    stored = ingest.post(SYNC, headers=headers, json=event).json()
+    redis_client.flushdb()
+    held = lookups("held")
+    if path == BATCH:
+        answer = ingest.post(BATCH, headers=headers, json={"events": [event]})
+        (result,) = answer.json()["results"]
+    else:
+        answer = ingest.post(EVENTS, headers=headers, json=event)
+        result = answer.json()
+    assert answer.status_code == 202
+    assert result["event_id"] == stored["event_id"]
+    assert result["message_id"] is None
+    assert result.get("duplicate", result.get("status") == "duplicate") is True
+    assert redis_client.xlen(stream_key(0)) == 0  # nothing queued for the processor to drop
+    assert lookups("held") == held + 1
+    conflicting = {**event, "properties": {"amount": 11}}
+    assert ingest.post(EVENTS, headers=headers, json=conflicting).status_code == 409
+
+
+def test_keyed_events_within_the_redis_window_do_not_ask_postgres(
+    ingest: TestClient[Any], tenant: Tenant, redis_client: redis.Redis
+) -> None:
+    before = sum(lookups(o) for o in ("held", "free", "unavailable"))
+    headers = {"X-API-Key": tenant.live_key}
+    recent = {**EVENT, "timestamp": days_ago(0), "idempotency_key": "fresh-1"}
+    untimed = {**EVENT, "idempotency_key": "fresh-2"}
+    for body in (recent, untimed):
+        assert ingest.post(EVENTS, headers=headers, json=body).json()["duplicate"] is False
+    assert sum(lookups(o) for o in ("held", "free", "unavailable")) == before
+    old = {**EVENT, "timestamp": days_ago(3), "idempotency_key": "old-new-1"}
+    assert ingest.post(EVENTS, headers=headers, json=old).json()["duplicate"] is False
+    assert lookups("free") >= 1
+    assert redis_client.xlen(stream_key(0)) == 3

@@ -9,9 +9,13 @@ from typing import Any
 
 import httpx
 import pytest
+from litestar.testing import TestClient
+from prometheus_client import REGISTRY
 
 from bricqs_devstack.servers import Server, restart
+from bricqs_ingest.app import create_app
 from tests.conftest import Tenant, make_tenant, private_servers
+from tests.ingest.conftest import ingest_settings
 from tests.ingest.helpers import BATCH, EVENTS, SYNC, granian_ingest
 
 pytestmark = pytest.mark.slow
@@ -24,6 +28,10 @@ CLIENT_TIMEOUT = 10.0
 def own_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Server]]:
     with private_servers(Path(tmp_path_factory.mktemp("outage"))) as servers:
         yield servers
+
+
+def overloaded_count() -> float:
+    return REGISTRY.get_sample_value("bricqs_database_overloaded_total") or 0.0
 
 
 def post(base: str, path: str, key: str, body: Any) -> httpx.Response:
@@ -78,6 +86,9 @@ def test_postgres_down_keeps_async_ingest_up_and_sync_says_503(
         own_servers["postgres"].stop()
         # The async path never needs PostgreSQL for a cached key.
         assert post(base, EVENTS, tenant.live_key, EVENT).status_code == 202
+        # Nor for an old keyed event, whose PostgreSQL check is skipped when it cannot answer.
+        late = {**EVENT, "timestamp": "2020-01-01T00:00:00Z", "idempotency_key": "late"}
+        assert post(base, EVENTS, tenant.live_key, late).status_code == 202
         response = post(base, SYNC, tenant.live_key, EVENT)
         assert response.status_code == 503
         assert response.json()["code"] == "database_unavailable"
@@ -92,3 +103,21 @@ def test_postgres_down_keeps_async_ingest_up_and_sync_says_503(
             if recovered.status_code == 200:
                 break
         assert recovered is not None and recovered.status_code == 200
+
+
+def test_a_statement_timeout_is_503_database_overloaded_with_a_longer_retry(
+    redis_server: Server, postgres_server: Server, tenant: Tenant, redis_client: Any, db: Any
+) -> None:
+    before = overloaded_count()
+    settings = ingest_settings(redis_server.url, postgres_server.url, database_timeout_ms=300)
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as ingest:
+        headers = {"X-API-Key": tenant.live_key}
+        assert ingest.post(SYNC, headers=headers, json=EVENT).status_code == 200  # key cached
+        # Another transaction holds the events table: the insert waits past the timeout.
+        with db.transaction():
+            db.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+            response = ingest.post(SYNC, headers=headers, json=EVENT)
+        assert response.status_code == 503
+        assert response.json()["code"] == "database_overloaded"
+        assert int(response.headers["Retry-After"]) >= 5
+    assert overloaded_count() == before + 1

@@ -174,3 +174,89 @@ def test_backpressure_when_the_backlog_passes_the_bound(
         while c.post(EVENTS, headers=headers, json=EVENT).status_code == 503:
             assert time.monotonic() < deadline, "backpressure never released"
             time.sleep(0.05)
+
+
+@pytest.mark.parametrize("path", [EVENTS, SYNC])
+def test_a_gzip_body_is_held_to_the_event_size_limit_once_inflated(
+    ingest: TestClient[Any], tenant: Tenant, redis_client: redis.Redis, path: str
+) -> None:
+    # 60 KiB of properties compress to a few hundred bytes: the inflated event is too large.
+    event = {**EVENT, "properties": {"text": "a" * (60 * 1024)}}
+    body = gzip.compress(json.dumps(event).encode())
+    assert len(body) < 32 * 1024
+    response = ingest.post(
+        path, headers={"X-API-Key": tenant.live_key, "Content-Encoding": "gzip"}, content=body
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["code"] == "too_large"
+    assert redis_client.xlen(stream_key(0)) == 0
+
+
+@pytest.fixture
+def sharded(
+    redis_server: Server, postgres_server: Server, redis_client: Any
+) -> Iterator[TestClient[Any]]:
+    # Four shards, 1 token a second, a bucket of 100: the limit is the key's, not a shard's.
+    with client(
+        redis_server,
+        postgres_server,
+        stream_shards=4,
+        rate_limit_per_second=1.0,
+        rate_limit_burst=100,
+    ) as c:
+        yield c
+
+
+def queued(redis_client: redis.Redis, shards: int = 4) -> int:
+    return sum(redis_client.xlen(stream_key(s)) for s in range(shards))
+
+
+def spread(n: int, start: int = 0) -> list[dict[str, Any]]:
+    """Events for `n` participants, which land on every shard."""
+    return [{**EVENT, "participant_id": f"p{i}"} for i in range(start, start + n)]
+
+
+def test_with_several_shards_a_key_gets_its_burst_once_not_once_per_shard(
+    sharded: TestClient[Any], tenant: Tenant, redis_client: redis.Redis
+) -> None:
+    headers = {"X-API-Key": tenant.live_key}
+    codes = [sharded.post(EVENTS, headers=headers, json=e).status_code for e in spread(160)]
+    assert codes[:100] == [202] * 100
+    assert set(codes[100:]) == {429}
+    assert queued(redis_client) == 100
+
+
+def test_a_batch_across_shards_is_refused_whole_when_the_key_lacks_tokens(
+    sharded: TestClient[Any], tenant: Tenant, redis_client: redis.Redis
+) -> None:
+    headers = {"X-API-Key": tenant.live_key}
+    first = sharded.post(BATCH, headers=headers, json={"events": spread(60)})
+    assert (first.status_code, first.json()["accepted"]) == (202, 60)
+    refused = sharded.post(BATCH, headers=headers, json={"events": spread(60, 60)})
+    assert (refused.status_code, refused.json()["code"]) == (429, "rate_limited")
+    assert queued(redis_client) == 60  # nothing of the refused batch, on any shard
+    rest = sharded.post(BATCH, headers=headers, json={"events": spread(30, 60)})
+    assert (rest.status_code, rest.json()["accepted"]) == (202, 30)
+
+
+def test_sync_calls_take_tokens_without_leaving_keys_behind(
+    sharded: TestClient[Any], tenant: Tenant, redis_client: redis.Redis
+) -> None:
+    headers = {"X-API-Key": tenant.live_key}
+    for event in spread(5):
+        assert sharded.post(SYNC, headers=headers, json=event).status_code == 200
+    assert len(redis_client.keys("bricqs:rl:*")) == 1  # the key's bucket, nothing per call
+    codes = [sharded.post(EVENTS, headers=headers, json=e).status_code for e in spread(100)]
+    assert codes.count(202) == 95
+
+
+def test_repeats_of_a_keyed_event_cost_no_tokens(
+    sharded: TestClient[Any], tenant: Tenant, redis_client: redis.Redis
+) -> None:
+    headers = {"X-API-Key": tenant.live_key}
+    keyed = {**EVENT, "idempotency_key": "once"}
+    answers = [sharded.post(EVENTS, headers=headers, json=keyed) for _ in range(120)]
+    assert [a.status_code for a in answers] == [202] * 120
+    assert sum(a.json()["duplicate"] for a in answers) == 119
+    codes = [sharded.post(EVENTS, headers=headers, json=e).status_code for e in spread(100)]
+    assert codes.count(202) == 99

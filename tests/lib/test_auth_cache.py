@@ -103,3 +103,23 @@ def test_cache_size_is_bounded() -> None:
         assert len(cache._entries) == 10
 
     asyncio.run(scenario())
+
+
+def test_a_key_read_recently_outlives_keys_not_read_since() -> None:
+    async def scenario() -> None:
+        store = KeyStore()
+        keys = [generate_key("live") for _ in range(4)]
+        for key in keys:
+            store.owners[hash_key(key)] = OWNER
+        cache = KeyCache(store.lookup, max_entries=3)
+        for key in keys[:3]:
+            await cache.owner(key)
+        assert cache.cached_owner(keys[0]) == OWNER  # read: now the most recent
+        await cache.owner(keys[3])  # one over the bound: the least recently read goes
+        assert cache.cached_owner(keys[0]) == OWNER
+        assert cache.cached_owner(keys[1]) is None
+        lookups = store.lookups
+        await cache.owner(keys[0])
+        assert store.lookups == lookups  # still cached, no new lookup
+
+    asyncio.run(scenario())

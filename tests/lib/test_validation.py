@@ -49,3 +49,42 @@ def test_parse_event_never_raises_and_accepted_events_are_storable(obj: Any) -> 
         assert depth(result.properties) <= MAX_PROPERTIES_DEPTH
     else:
         assert result and all(e.field and e.code for e in result)
+
+
+def test_the_guides_field_names_are_aliases_of_the_seed_names() -> None:
+    aliased = parse_event(
+        {
+            "event_type": "level_up",
+            "participant_id": "p",
+            "attributes": {"level": 2},
+            "occurred_at": "2026-11-25T10:00:00Z",
+        },
+        now=NOW,
+    )
+    assert aliased == Event(
+        event_name="level_up",
+        participant_id="p",
+        properties={"level": 2},
+        timestamp=datetime(2026, 11, 25, 10, tzinfo=UTC),
+    )
+
+
+def test_both_names_of_one_field_must_agree() -> None:
+    same = {"event_name": "a", "event_type": "a", "participant_id": "p"}
+    assert isinstance(parse_event(same, now=NOW), Event)
+    errors = parse_event(
+        {
+            "event_name": "a",
+            "event_type": "b",
+            "participant_id": "p",
+            "properties": {"x": 1},
+            "attributes": {"x": 2},
+        },
+        now=NOW,
+        prefix="events[2]",
+    )
+    assert isinstance(errors, list)
+    assert {(e.field, e.code) for e in errors} == {
+        ("events[2].event_type", "alias_conflict"),
+        ("events[2].attributes", "alias_conflict"),
+    }

@@ -26,6 +26,25 @@ class AuthUnavailable(Exception):
     """The key store could not be asked and nothing usable is cached."""
 
 
+class ConflictingKeys(Exception):
+    """X-API-Key and Authorization: Bearer name two different keys."""
+
+
+def presented_key(api_key: str | None, authorization: str | None) -> str | None:
+    """The API key a request presents: the X-API-Key header, or `Authorization: Bearer
+    bq_…` (the form Bricqs' guides show). Another kind of bearer token is not ours and is
+    ignored (a proxy may add one). Raises ConflictingKeys when the two differ."""
+    bearer = None
+    if authorization:
+        scheme, _, token = authorization.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() == "bearer" and token.startswith("bq_"):
+            bearer = token
+    if api_key and bearer and api_key != bearer:
+        raise ConflictingKeys("X-API-Key and Authorization name different keys")
+    return api_key or bearer
+
+
 @dataclass
 class _Entry:
     owner: KeyOwner | None
@@ -34,7 +53,11 @@ class _Entry:
 
 
 class KeyCache:
-    """Resolves presented keys to their owner, remembering answers for a while."""
+    """Resolves presented keys to their owner, remembering answers for a while.
+
+    At most `max_entries` answers are kept; past that the least recently read goes, so
+    keys in steady use stay cached while a flood of random keys churns only itself.
+    """
 
     def __init__(
         self,
@@ -61,6 +84,7 @@ class KeyCache:
         now = time.monotonic()
         entry = self._entries.get(digest)
         if entry is not None and entry.expires > now:
+            self._entries.move_to_end(digest)
             return entry.owner
         pending = self._inflight.get(digest)
         if pending is not None:  # one lookup per key at a time, however many requests wait
@@ -83,8 +107,10 @@ class KeyCache:
         malformed, or never looked up: ask `owner`)."""
         if key_environment(key) is None:
             return None
-        entry = self._entries.get(hash_key(key))
+        digest = hash_key(key)
+        entry = self._entries.get(digest)
         if entry is not None and entry.expires > time.monotonic():
+            self._entries.move_to_end(digest)
             return entry.owner
         return None
 

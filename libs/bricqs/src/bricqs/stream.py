@@ -89,71 +89,49 @@ def shard_for(project_id: str, participant_id: str, shards: int) -> int:
     return zlib.crc32(f"{project_id}\x00{participant_id}".encode()) % shards
 
 
-def rate_bucket_key(shard: int, key_id: str) -> str:
-    """The token bucket of one API key on one shard (same hash tag as the stream)."""
-    return f"bricqs:rl:{{{shard}}}:{key_id}"
+def rate_bucket_key(key_id: str) -> str:
+    """The token bucket of one API key: one per key whatever the number of shards, under
+    its own hash tag (tokens are taken before, and apart from, the per-shard enqueue)."""
+    return f"bricqs:rl:{{{key_id}}}"
 
 
-def rate_permit_key(shard: int, request_id: str) -> str:
-    """Proof, for the rest of one pipeline, that a batch's tokens were taken."""
-    return f"bricqs:rl:{{{shard}}}:permit:{request_id}"
-
-
-# One script, so that rate limit, idempotency and XADD are atomic on the shard's node.
-# KEYS are the stream then, as ARGV[1] ("layout") says, the idempotency key (i), the
-# token bucket (b) and the batch permit (p); with "r" in the layout KEYS are the bucket
-# and the permit, and the script only takes `cost` tokens and sets the permit.
-# ARGV: 1 layout, 2 envelope, 3 payload hash, 4 event_id, 5 idempotency TTL s,
-#       6 tokens per second, 7 burst, 8 cost.
-# Replies: {1, message_id, remaining} enqueued; {0, "hash|message_id|event_id"} key held;
-#          {2, retry_after_ms, remaining} rate limited; {3} permit missing (the batch was
-#          limited); {4, remaining} tokens reserved.
+# Atomic on the shard's node: check the idempotency key, XADD, remember the key.
+# KEYS: the stream, then the idempotency key if any. ARGV: 1 envelope, 2 payload hash,
+# 3 event_id, 4 idempotency TTL s.
+# Replies: {1, message_id} enqueued; {0, "hash|message_id|event_id"} the key is held.
 ENQUEUE_SCRIPT = """
-local layout = ARGV[1]
-local function take(bucket)
-  local rate, burst, cost = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local state = redis.call('HMGET', bucket, 'tokens', 'ts')
-  local tokens = tonumber(state[1]) or burst
-  local ts = tonumber(state[2]) or now
-  tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
-  local ok = tokens >= cost
-  if ok then tokens = tokens - cost end
-  redis.call('HSET', bucket, 'tokens', tostring(tokens), 'ts', now)
-  redis.call('PEXPIRE', bucket, math.ceil(burst * 1000 / rate) + 1000)
-  if ok then return true, math.floor(tokens), 0 end
-  return false, math.floor(tokens), math.ceil((cost - tokens) * 1000 / rate)
-end
-if string.find(layout, 'r', 1, true) then
-  local ok, remaining, wait = take(KEYS[1])
-  if not ok then return {2, wait, remaining} end
-  redis.call('SET', KEYS[2], '1', 'PX', 10000)
-  return {4, remaining}
-end
-local k, idem, bucket, permit = 2, nil, nil, nil
-if string.find(layout, 'i', 1, true) then idem = KEYS[k]; k = k + 1 end
-if string.find(layout, 'b', 1, true) then bucket = KEYS[k]; k = k + 1 end
-if string.find(layout, 'p', 1, true) then permit = KEYS[k]; k = k + 1 end
-if permit and redis.call('EXISTS', permit) == 0 then return {3} end
+local idem = KEYS[2]
 if idem then
   local held = redis.call('GET', idem)
   if held then return {0, held} end
 end
-local remaining = -1
-if bucket then
-  local ok, left, wait = take(bucket)
-  if not ok then return {2, wait, left} end
-  remaining = left
-end
-local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[2])
+local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[1])
 if idem then
-  redis.call('SET', idem, ARGV[3] .. '|' .. id .. '|' .. ARGV[4], 'EX', ARGV[5])
+  redis.call('SET', idem, ARGV[2] .. '|' .. id .. '|' .. ARGV[3], 'EX', ARGV[4])
 end
-return {1, id, remaining}
+return {1, id}
 """
 
-# Several plain envelopes (no idempotency key, no limit, no permit) that follow each other
+# A token bucket: take `cost` tokens (a negative cost gives tokens back, up to `burst`).
+# KEYS[1] the bucket. ARGV: 1 tokens per second, 2 burst, 3 cost.
+# Replies: {1, remaining} taken; {0, retry_after_ms, remaining} not enough tokens.
+TAKE_TOKENS_SCRIPT = """
+local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1]) or burst
+local ts = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
+local ok = tokens >= cost
+if ok then tokens = math.min(burst, tokens - cost) end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
+if ok then return {1, math.floor(tokens)} end
+return {0, math.ceil((cost - tokens) * 1000 / rate), math.floor(tokens)}
+"""
+
+# Several plain envelopes (no idempotency key) that follow each other
 # in one pipeline, for one stream: XADDed in order by one script, one reply for all. The
 # shebang makes Redis (7+) check for OOM before the script runs, so a full Redis refuses
 # the whole run rather than part of it. KEYS[1] the stream; ARGV the envelopes. Replies

@@ -24,6 +24,8 @@ EVENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,99}")
 IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_\-:.]{1,255}")
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+# The names Bricqs' guides use, accepted as aliases of the seed page's (primary) names.
+ALIASES = {"event_name": "event_type", "properties": "attributes", "timestamp": "occurred_at"}
 
 
 class FieldError(msgspec.Struct, frozen=True):
@@ -36,6 +38,29 @@ class FieldError(msgspec.Struct, frozen=True):
 
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
+
+
+def field_value(obj: dict[str, Any], name: str) -> Any:
+    """The value of field `name`, given under its primary name or its alias."""
+    value = obj.get(name)
+    alias = ALIASES.get(name)
+    return obj.get(alias) if value is None and alias is not None else value
+
+
+def _sent_name(obj: dict[str, Any], name: str) -> str:
+    """The name the client used for field `name`, for error paths."""
+    alias = ALIASES.get(name)
+    return alias if alias is not None and obj.get(name) is None and alias in obj else name
+
+
+def _alias_conflicts(obj: dict[str, Any], prefix: str) -> list[FieldError]:
+    return [
+        FieldError(
+            _join(prefix, alias), f"differs from {name}; give one, or both alike", "alias_conflict"
+        )
+        for name, alias in ALIASES.items()
+        if obj.get(name) is not None and obj.get(alias) is not None and obj[name] != obj[alias]
+    ]
 
 
 def _check_string(
@@ -105,13 +130,13 @@ def parse_event(
     """
     if not isinstance(obj, dict):
         return [FieldError(prefix or "body", "must be a JSON object", "invalid_type")]
-    errors: list[FieldError] = []
+    errors = _alias_conflicts(obj, prefix)
 
     event_name = _required_string(errors, obj, prefix, "event_name", max_length=100)
     if event_name is not None and not EVENT_NAME.fullmatch(event_name):
         errors.append(
             FieldError(
-                _join(prefix, "event_name"),
+                _join(prefix, _sent_name(obj, "event_name")),
                 "must start with a letter or digit, then letters, digits, '_', '.', ':' or '-'",
                 "invalid_format",
             )
@@ -127,28 +152,28 @@ def parse_event(
             )
         )
 
-    properties = obj.get("properties")
+    properties = field_value(obj, "properties")
+    properties_field = _join(prefix, _sent_name(obj, "properties"))
     if properties is None:
         properties = {}
     elif not isinstance(properties, dict):
-        errors.append(FieldError(_join(prefix, "properties"), "must be an object", "invalid_type"))
+        errors.append(FieldError(properties_field, "must be an object", "invalid_type"))
     else:
         problem = _properties_problem(properties, 1)
         if problem:
-            errors.append(FieldError(_join(prefix, "properties"), problem[1], problem[0]))
+            errors.append(FieldError(properties_field, problem[1], problem[0]))
 
     timestamp: datetime | None = None
-    raw_timestamp = obj.get("timestamp")
+    raw_timestamp = field_value(obj, "timestamp")
+    timestamp_field = _join(prefix, _sent_name(obj, "timestamp"))
     if raw_timestamp is not None:
         if not isinstance(raw_timestamp, str):
-            errors.append(
-                FieldError(_join(prefix, "timestamp"), "must be an ISO 8601 string", "invalid_type")
-            )
+            errors.append(FieldError(timestamp_field, "must be an ISO 8601 string", "invalid_type"))
         else:
             parsed = parse_timestamp(raw_timestamp, now)
             if isinstance(parsed, str):
                 code = "in_future" if "future" in parsed else "invalid_format"
-                errors.append(FieldError(_join(prefix, "timestamp"), parsed, code))
+                errors.append(FieldError(timestamp_field, parsed, code))
             else:
                 timestamp = parsed
 
@@ -196,10 +221,11 @@ def parse_event(
 def _required_string(
     errors: list[FieldError], obj: dict[str, Any], prefix: str, name: str, *, max_length: int
 ) -> str | None:
-    if obj.get(name) is None:
+    value = field_value(obj, name)
+    if value is None:
         errors.append(FieldError(_join(prefix, name), "is required", "required"))
         return None
-    return _check_string(errors, obj[name], _join(prefix, name), max_length=max_length)
+    return _check_string(errors, value, _join(prefix, _sent_name(obj, name)), max_length=max_length)
 
 
 def check_header_idempotency_key(value: str | None) -> FieldError | None:

@@ -30,6 +30,13 @@ ParticipantId = Annotated[
     str, Meta(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")
 ]
 IdempotencyKey = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_\-:.]{1,255}$")]
+Timestamp = Annotated[
+    str,
+    Meta(
+        extra_json_schema={"format": "date-time"},
+        description="ISO 8601; naive is UTC; at most 1 h ahead",
+    ),
+]
 
 
 class Event(msgspec.Struct, kw_only=True):
@@ -38,17 +45,14 @@ class Event(msgspec.Struct, kw_only=True):
     event_name: EventName
     participant_id: ParticipantId
     properties: dict[str, Any] | None = None
-    timestamp: (
-        Annotated[
-            str,
-            Meta(
-                extra_json_schema={"format": "date-time"},
-                description="ISO 8601; naive is UTC; at most 1 h ahead",
-            ),
-        ]
-        | None
-    ) = None
+    timestamp: Timestamp | None = None
     idempotency_key: IdempotencyKey | None = None
+    # The names Bricqs' guides use. Either name of a field may be given; both given with
+    # different values is 422 `alias_conflict`. They are optional here only because
+    # `event_name` is required: one of `event_name`/`event_type` must be present.
+    event_type: Annotated[EventName, Meta(description="Alias of event_name")] | None = None
+    attributes: Annotated[dict[str, Any], Meta(description="Alias of properties")] | None = None
+    occurred_at: Annotated[Timestamp, Meta(description="Alias of timestamp")] | None = None
 
 
 class Batch(msgspec.Struct, kw_only=True):
@@ -62,7 +66,9 @@ class Accepted(msgspec.Struct, kw_only=True):
 
     accepted: bool
     duplicate: bool
-    message_id: str
+    message_id: str | None
+    """The stream entry; null for a duplicate whose original came through the sync
+    endpoint, which stores events without queueing them."""
     event_id: str
 
 
@@ -182,9 +188,16 @@ def build_document() -> dict[str, Any]:
         },
         "components": {
             "schemas": components,
-            "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+            "securitySchemes": {
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The same API key as `Authorization: Bearer bq_…`",
+                },
+            },
         },
-        "security": [{"apiKey": []}],
+        "security": [{"apiKey": []}, {"bearer": []}],
         "paths": {
             "/api/v1/ingest/events": _operation(
                 "Queue one event", "Event", {"202": _ok("Queued", "Accepted")}, "ingestEvent"

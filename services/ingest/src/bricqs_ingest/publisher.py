@@ -11,6 +11,7 @@ as load rises.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,10 +19,10 @@ from typing import Any
 
 from prometheus_client import Histogram
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from bricqs.schemas import ENVELOPE_FIELD
-from bricqs.stream import ENQUEUE_SCRIPT, XADD_ALL_SCRIPT
+from bricqs.stream import ENQUEUE_SCRIPT, TAKE_TOKENS_SCRIPT, XADD_ALL_SCRIPT
 from bricqs.web.metrics import LATENCY_BUCKETS
 
 XADD_LATENCY = Histogram(
@@ -36,36 +37,48 @@ PIPELINE_SIZE = Histogram(
 )
 
 
+def _digest(script: str) -> str:
+    return hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 -- Redis names scripts so
+
+
+# The scripts go by digest (EVALSHA): sending the enqueue script's source with every keyed
+# event would cost more bytes than the event. Redis forgets them on a restart or SCRIPT
+# FLUSH; the calls it then refuses (NOSCRIPT) did nothing and are sent again after a load.
+SCRIPTS = {
+    _digest(script): script for script in (ENQUEUE_SCRIPT, TAKE_TOKENS_SCRIPT, XADD_ALL_SCRIPT)
+}
+ENQUEUE_SHA = _digest(ENQUEUE_SCRIPT)
+TAKE_TOKENS_SHA = _digest(TAKE_TOKENS_SCRIPT)
+XADD_ALL_SHA = _digest(XADD_ALL_SCRIPT)
+
+
 @dataclass(frozen=True, slots=True)
 class RateLimit:
-    """Take `cost` tokens from a token bucket refilled at `per_second`, holding `burst`."""
+    """A token bucket refilled at `per_second`, holding `burst`."""
 
     bucket: str
     per_second: float
     burst: int
-    cost: int = 1
 
 
 @dataclass(frozen=True, slots=True)
 class EnqueueCommand:
-    """Put one envelope on a stream, after the checks it carries (all atomic with the XADD):
-    a batch permit, an idempotency key, a rate limit."""
+    """Put one envelope on a stream; with an idempotency key, only if the key is free
+    (checked, and then held, atomically with the XADD)."""
 
     stream: str
     envelope: bytes
     event_id: str
     idempotency_key: str | None = None
     payload_hash: str = ""
-    limit: RateLimit | None = None
-    permit: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class ReserveCommand:
-    """Take a whole batch's tokens at once and leave a permit for its enqueue commands."""
+class TakeTokens:
+    """Take `cost` tokens from a bucket, or give them back with a negative cost."""
 
     limit: RateLimit
-    permit: str
+    cost: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +86,6 @@ class Enqueued:
     """The envelope is on the stream as `message_id`."""
 
     message_id: str
-    remaining: int = -1
-    """Tokens left in the bucket (-1: no limit applied)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,36 +93,32 @@ class AlreadyHeld:
     """The idempotency key was used before, by the event `event_id`."""
 
     payload_hash: str
-    message_id: str
+    message_id: str | None
+    """None when the original went through the sync endpoint: it was never on a stream."""
     event_id: str
 
 
 @dataclass(frozen=True, slots=True)
+class Taken:
+    """The tokens were taken (or given back)."""
+
+    remaining: int
+
+
+@dataclass(frozen=True, slots=True)
 class RateLimited:
-    """Not enough tokens: nothing was enqueued."""
+    """Not enough tokens: none were taken."""
 
     retry_after_ms: int
     remaining: int
-
-
-@dataclass(frozen=True, slots=True)
-class Reserved:
-    """A batch's tokens were taken."""
-
-    remaining: int
-
-
-@dataclass(frozen=True, slots=True)
-class NotPermitted:
-    """The batch this command belongs to was rate limited: nothing was enqueued."""
 
 
 class QueueUnavailable(Exception):
     """Redis did not take the commands in time, or refused them (down, full)."""
 
 
-Command = EnqueueCommand | ReserveCommand
-EnqueueResult = Enqueued | AlreadyHeld | RateLimited | Reserved | NotPermitted
+Command = EnqueueCommand | TakeTokens
+EnqueueResult = Enqueued | AlreadyHeld | Taken | RateLimited
 
 
 class StreamPublisher:
@@ -187,7 +194,7 @@ class StreamPublisher:
 
     async def _send(self, commands: list[Command]) -> list[EnqueueResult | Exception]:
         started = time.perf_counter()
-        pipe = self._redis.pipeline(transaction=False)
+        calls: list[tuple[Any, ...]] = []
         # How many commands each pipeline entry answers: consecutive plain XADDs to one
         # stream go as one script call (redis-py parses, and arms a read timer for, every
         # reply; a batch of 100 plain events is then one reply, not 100).
@@ -197,20 +204,15 @@ class StreamPublisher:
 
         def close_run() -> None:
             if len(run) == 1:
-                pipe.xadd(run_stream, {ENVELOPE_FIELD: run[0]})
+                calls.append(("XADD", run_stream, "*", ENVELOPE_FIELD, run[0]))
             elif run:
-                pipe.eval(XADD_ALL_SCRIPT, 1, run_stream, *run)
+                calls.append(("EVALSHA", XADD_ALL_SHA, 1, run_stream, *run))
             if run:
                 spans.append(len(run))
                 run.clear()
 
         for command in commands:
-            if (
-                isinstance(command, EnqueueCommand)
-                and command.idempotency_key is None
-                and command.limit is None
-                and command.permit is None
-            ):
+            if isinstance(command, EnqueueCommand) and command.idempotency_key is None:
                 if run and command.stream != run_stream:
                     close_run()
                 run_stream = command.stream
@@ -218,54 +220,22 @@ class StreamPublisher:
                 continue
             close_run()
             spans.append(1)
-            if isinstance(command, ReserveCommand):
+            if isinstance(command, TakeTokens):
                 limit = command.limit
-                pipe.eval(
-                    ENQUEUE_SCRIPT,
-                    2,
-                    limit.bucket,
-                    command.permit,
-                    "r",
-                    "",
-                    "",
-                    "",
-                    0,
-                    limit.per_second,
-                    limit.burst,
-                    limit.cost,
-                )
+                bucket = (TAKE_TOKENS_SHA, 1, limit.bucket)
+                calls.append(("EVALSHA", *bucket, limit.per_second, limit.burst, command.cost))
             else:
-                # EVAL (not EVALSHA) so a Redis restart, which empties the script cache,
-                # cannot fail a request; Redis caches the compiled script by its digest.
-                layout, keys = "", [command.stream]
-                if command.idempotency_key is not None:
-                    layout, keys = layout + "i", [*keys, command.idempotency_key]
-                if command.limit is not None:
-                    layout, keys = layout + "b", [*keys, command.limit.bucket]
-                if command.permit is not None:
-                    layout, keys = layout + "p", [*keys, command.permit]
-                limit = command.limit or RateLimit("", 1.0, 1, 0)
-                pipe.eval(
-                    ENQUEUE_SCRIPT,
-                    len(keys),
-                    *keys,
-                    layout,
-                    command.envelope,
-                    command.payload_hash,
-                    command.event_id,
-                    self._ttl,
-                    limit.per_second,
-                    limit.burst,
-                    limit.cost,
-                )
+                keys = (ENQUEUE_SHA, 2, command.stream, command.idempotency_key)
+                args = (command.envelope, command.payload_hash, command.event_id, self._ttl)
+                calls.append(("EVALSHA", *keys, *args))
         close_run()
-        replies = await pipe.execute(raise_on_error=False)
+        replies = await self._execute(calls)
         XADD_LATENCY.observe(time.perf_counter() - started)
         PIPELINE_SIZE.observe(len(commands))
         results: list[EnqueueResult | Exception] = []
-        for span, reply in zip(spans, replies, strict=True):
+        for span, reply, command in zip(spans, replies, _firsts(spans, commands), strict=True):
             if span == 1:
-                results.append(_parse_reply(reply))
+                results.append(_parse_reply(command, reply))
             elif isinstance(reply, Exception):
                 results.extend([reply] * span)
             else:
@@ -274,25 +244,50 @@ class StreamPublisher:
             raise RedisError(f"{len(results)} replies to {len(commands)} enqueue commands")
         return results
 
+    async def _execute(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+        """Send `calls` as one pipeline; calls refused NOSCRIPT go again, after the scripts
+        are loaded, in a second pipeline (one more round trip, only after Redis forgot)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for call in calls:
+            pipe.execute_command(*call)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            again = self._redis.pipeline(transaction=False)
+            for script in SCRIPTS.values():
+                again.script_load(script)
+            for i in missing:
+                again.execute_command(*calls[i])
+            retried = await again.execute(raise_on_error=False)
+            for i, reply in zip(missing, retried[len(SCRIPTS) :], strict=True):
+                replies[i] = reply
+        return replies
+
     async def close(self) -> None:
         """Wait for pipelines in flight (bounded by the timeout)."""
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self._timeout)
 
 
-def _parse_reply(reply: Any) -> EnqueueResult | Exception:
+def _firsts(spans: list[int], commands: list[Command]) -> list[Command]:
+    """The first command each pipeline entry answers."""
+    firsts, start = [], 0
+    for span in spans:
+        firsts.append(commands[start])
+        start += span
+    return firsts
+
+
+def _parse_reply(command: Command, reply: Any) -> EnqueueResult | Exception:
     if isinstance(reply, ResponseError):
         return reply
-    if isinstance(reply, bytes):
-        return Enqueued(reply.decode())
-    status = reply[0]
-    if status == 1:
-        return Enqueued(reply[1].decode(), int(reply[2]))
-    if status == 0:
-        payload_hash, message_id, event_id = reply[1].decode().split("|", 2)
-        return AlreadyHeld(payload_hash, message_id, event_id)
-    if status == 2:
+    if isinstance(command, TakeTokens):
+        if reply[0] == 1:
+            return Taken(int(reply[1]))
         return RateLimited(int(reply[1]), int(reply[2]))
-    if status == 3:
-        return NotPermitted()
-    return Reserved(int(reply[1]))
+    if isinstance(reply, bytes):  # a plain XADD
+        return Enqueued(reply.decode())
+    if reply[0] == 1:
+        return Enqueued(reply[1].decode())
+    payload_hash, message_id, event_id = reply[1].decode().split("|", 2)
+    return AlreadyHeld(payload_hash, message_id or None, event_id)

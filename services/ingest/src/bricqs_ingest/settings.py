@@ -41,6 +41,15 @@ class IngestSettings(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_retention_days: Annotated[
         int, Meta(ge=1, description="How long PostgreSQL enforces an idempotency key.")
     ] = 30
+    idempotency_lookup_timeout_ms: Annotated[
+        int,
+        Meta(
+            gt=0,
+            le=60_000,
+            description="Bound on the PostgreSQL check of a keyed event older than Redis'"
+            " memory of keys; past it the event is queued unchecked.",
+        ),
+    ] = 200
     database_pool_size: Annotated[
         int, Meta(ge=1, le=100, description="PostgreSQL connections per worker process.")
     ] = 10

@@ -1,4 +1,4 @@
-"""The X-API-Key check shared by the HTTP services."""
+"""The API-key check shared by the HTTP services (X-API-Key, or Authorization: Bearer)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from typing import Any
 
 from litestar import Request
 
-from bricqs.auth import AuthUnavailable, KeyCache
+from bricqs.auth import AuthUnavailable, ConflictingKeys, KeyCache, presented_key
 from bricqs.storage.tenants import KeyOwner
+from bricqs.validation import FieldError
 from bricqs.web.problems import ProblemError
 
 
@@ -15,9 +16,21 @@ async def authenticate(
     request: Request[Any, Any, Any], keys: KeyCache, retry_after: int
 ) -> KeyOwner:
     """The owner of the request's key; problem errors for missing, bad or uncheckable keys."""
-    key = request.headers.get("x-api-key")
+    try:
+        key = presented_key(request.headers.get("x-api-key"), request.headers.get("authorization"))
+    except ConflictingKeys as exc:
+        raise ProblemError(
+            422,
+            "validation_failed",
+            "The request is invalid.",
+            errors=[
+                FieldError("Authorization", "names another key than X-API-Key", "key_conflict")
+            ],
+        ) from exc
     if not key:
-        raise ProblemError(401, "missing_api_key", "Pass your API key in the X-API-Key header.")
+        raise ProblemError(
+            401, "missing_api_key", "Pass your API key as X-API-Key or Authorization: Bearer."
+        )
     try:
         owner = await keys.owner(key)
     except AuthUnavailable as exc:

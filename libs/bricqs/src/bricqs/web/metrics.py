@@ -18,6 +18,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
+    Counter,
     Histogram,
     generate_latest,
     multiprocess,
@@ -46,6 +47,11 @@ REQUEST_LATENCY = Histogram(
     "HTTP request latency by service, route template, method and status.",
     ["service", "route", "method", "status"],
     buckets=LATENCY_BUCKETS,
+)
+
+DATABASE_OVERLOADED = Counter(
+    "bricqs_database_overloaded_total",
+    "Requests answered 503 database_overloaded: a statement ran past statement_timeout.",
 )
 
 

@@ -8,6 +8,7 @@ code}]` for validation failures.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -18,9 +19,11 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 from psycopg import OperationalError
+from psycopg.errors import QueryCanceled
 from psycopg_pool import PoolTimeout
 
 from bricqs.validation import FieldError
+from bricqs.web.metrics import DATABASE_OVERLOADED
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger("bricqs.problems")
@@ -37,6 +40,10 @@ _CODES_BY_STATUS = {
     429: "rate_limited",
     503: "service_unavailable",
 }
+
+# Retry-After bounds for an overloaded database: longer than for an outage, and spread,
+# so that clients refused together do not come back together.
+OVERLOADED_RETRY_AFTER_SECONDS = (5, 15)
 
 
 class FieldProblem(msgspec.Struct, kw_only=True):
@@ -155,6 +162,24 @@ def _on_database_down(_: Request[Any, Any, Any], exc: Exception) -> Response[byt
     )
 
 
+def database_overloaded() -> ProblemError:
+    """503 `database_overloaded` (counted) for a statement cancelled by its timeout: the
+    database is up but slow, so clients are told to wait longer, each a different time."""
+    DATABASE_OVERLOADED.inc()
+    wait = random.randint(*OVERLOADED_RETRY_AFTER_SECONDS)  # noqa: S311 -- jitter, not secrecy
+    return ProblemError(
+        503,
+        "database_overloaded",
+        "The database is overloaded; retry later.",
+        headers={"Retry-After": str(wait)},
+    )
+
+
+def _on_database_overloaded(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.warning("statement timeout: %s", exc)
+    return _on_problem(request, database_overloaded())
+
+
 def _on_validation(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """Litestar's body validation (typed request bodies) as our 422 with field errors."""
     assert isinstance(exc, ValidationException)
@@ -179,6 +204,7 @@ def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[
 exception_handlers: ExceptionHandlersMap = {
     ProblemError: _on_problem,
     ValidationException: _on_validation,
+    QueryCanceled: _on_database_overloaded,
     OperationalError: _on_database_down,
     PoolTimeout: _on_database_down,
     HTTPException: _on_http_exception,

@@ -1,0 +1,70 @@
+"""What one worker process shares between requests, and the failures every endpoint
+answers alike (queue down, backlog too long)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Litestar
+from litestar.datastructures import State
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
+
+from bricqs.auth import KeyCache
+from bricqs.mechanics.cache import RuleCache
+from bricqs.web.problems import ProblemError
+from bricqs_ingest.backlog import BacklogMonitor
+from bricqs_ingest.publisher import Command, EnqueueResult, QueueUnavailable, StreamPublisher
+from bricqs_ingest.settings import IngestSettings
+
+log = logging.getLogger("bricqs.ingest")
+
+
+@dataclass
+class IngestContext:
+    """The clients one worker process shares between requests, made in the lifespan and
+    kept on `app.state.ingest`."""
+
+    settings: IngestSettings
+    redis: Redis
+    pool: AsyncConnectionPool
+    publisher: StreamPublisher
+    keys: KeyCache
+    rules: RuleCache
+    backlog: BacklogMonitor
+
+    def unavailable(self, code: str, detail: str) -> ProblemError:
+        """A 503 with the configured Retry-After."""
+        headers = {"Retry-After": str(self.settings.retry_after_seconds)}
+        return ProblemError(503, code, detail, headers=headers)
+
+    async def enqueue(self, commands: Sequence[Command]) -> list[EnqueueResult]:
+        """Run enqueue commands; 503 queue_unavailable when Redis does not answer."""
+        try:
+            return await self.publisher.enqueue(commands)
+        except QueueUnavailable as exc:
+            log.warning("enqueue failed: %s", exc)
+            raise self.unavailable("queue_unavailable", "The event queue is unavailable.") from exc
+
+    def check_backlog(self) -> None:
+        """503 ingest_backpressure while the processors are too far behind."""
+        if self.backlog.over:
+            raise self.unavailable(
+                "ingest_backpressure",
+                "Events are arriving faster than they are processed; retry shortly.",
+            )
+
+
+def ingest_context(state: State) -> IngestContext:
+    """The dependency handlers take as `ctx`."""
+    context: IngestContext = state.ingest
+    return context
+
+
+def context_of(app: Any) -> IngestContext:
+    """The context of the app a raw ASGI scope belongs to (for the fast path)."""
+    assert isinstance(app, Litestar)
+    return ingest_context(app.state)
