@@ -56,7 +56,9 @@ def private_servers(root: Path) -> Iterator[dict[str, Server]]:
     that stop, freeze or restart them; resumed if frozen, then stopped."""
     servers = {
         "redis": start_redis(root / "redis"),
-        "postgres": start_postgres(root / "pg", fsync=False),
+        # Crash-safe commits: whatever else happens to this PostgreSQL's processes, an
+        # acknowledged commit survives (what these tests check), as in production.
+        "postgres": start_postgres(root / "pg", fsync=False, crash_safe=True),
     }
     try:
         migrate(servers["postgres"].url)

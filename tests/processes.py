@@ -7,6 +7,7 @@ teardown); its log is in the factory's folder (shown when a wait times out).
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -50,6 +51,29 @@ def wait_until(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what}\n{logs()}")
         time.sleep(0.05)
+
+
+def children(parent: int) -> list[int]:
+    """The processes whose parent is `parent` (from /proc): a PostgreSQL server's own."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # The command name (field 2) is in parentheses and may hold spaces.
+            fields = stat.read_text().rpartition(")")[2].split()
+            if int(fields[1]) == parent:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def backends(postmaster: int) -> list[int]:
+    """The PostgreSQL processes serving a client connection (`postgres: user db host`)."""
+    found = []
+    for pid in children(postmaster):
+        with contextlib.suppress(OSError):
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if title.startswith("postgres: bricqs "):
+                found.append(pid)
+    return found
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """The fault suite's faults: processors SIGKILLed, Redis and PostgreSQL restarted, Redis
-frozen, one after another while the clients send.
+frozen, PostgreSQL crashed, one after another while the clients send.
 
 Redis runs with AOF `appendfsync everysec` and is restarted cleanly (SIGTERM: it writes
 the AOF before exiting), so nothing acknowledged may be lost. A Redis *crash* can lose
@@ -9,14 +9,19 @@ and how to close it.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
+import signal
 import threading
 import time
 from collections import Counter
 
+import psycopg
+
 from bricqs_devstack.servers import Server, restart
 from tests.faults.traffic import Traffic
-from tests.processes import ProcessorFactory
+from tests.processes import ProcessorFactory, backends
 
 PROCESSORS = 3
 # Seconds between two faults; the schedule repeats until the load ends.
@@ -31,14 +36,17 @@ PROCESSOR_ENV = {
     "REDIS_TIMEOUT_MS": "1000",
 }
 KILL = "processor SIGKILL"
-ROTATION = ("redis restart", "postgres restart", "redis pause")
+ROTATION = ("redis restart", "postgres restart", "redis pause", "postgres crash")
+# A crashed PostgreSQL (one of its backends SIGKILLed, as the OOM killer would) restarts
+# every process and replays its WAL before it answers again; at most this long.
+CRASH_RECOVERY_SECONDS = 30.0
 KINDS = (KILL, *ROTATION)
 
 
 class Faults(threading.Thread):
     """Injects faults one after another, FAULT_GAP apart, until stopped: every other one
     SIGKILLs a processor (and starts a replacement), the rest rotate through a clean Redis
-    restart, a PostgreSQL restart and a frozen Redis."""
+    restart, a PostgreSQL restart, a frozen Redis and a crashed PostgreSQL."""
 
     def __init__(
         self, servers: dict[str, Server], processors: ProcessorFactory, traffic: Traffic
@@ -87,6 +95,8 @@ class Faults(threading.Thread):
             self.servers["redis"] = restart(self.servers["redis"])
         elif kind == "postgres restart":
             self.servers["postgres"] = restart(self.servers["postgres"])
+        elif kind == "postgres crash":
+            self.crash_postgres()
         else:
             self.servers["redis"].pause()
             try:
@@ -95,3 +105,21 @@ class Faults(threading.Thread):
                 self.servers["redis"].resume()
         self.counts[kind] += 1
         self.timeline.append((at, self.traffic.now(), kind))
+
+    def crash_postgres(self) -> None:
+        """SIGKILL a backend: the postmaster ends every other process and recovers from
+        its WAL, so what a commit acknowledged must have reached the WAL first."""
+        server = self.servers["postgres"]
+        victims = backends(server.process.pid)
+        if victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.rng.choice(victims), signal.SIGKILL)
+        deadline = time.monotonic() + CRASH_RECOVERY_SECONDS
+        time.sleep(0.2)  # the postmaster notices the death and starts its recovery
+        while time.monotonic() < deadline:
+            try:
+                psycopg.connect(server.url, connect_timeout=1).close()
+                return
+            except psycopg.Error:
+                time.sleep(0.1)
+        raise RuntimeError(f"PostgreSQL not back {CRASH_RECOVERY_SECONDS} s after a crash")

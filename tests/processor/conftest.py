@@ -37,7 +37,7 @@ from bricqs.stream import CONSUMER_GROUP, shard_for, stream_key
 from bricqs_devstack.servers import Server, start_postgres
 from tests.conftest import Tenant
 from tests.ingest.helpers import granian_ingest
-from tests.processes import FAST, Processor, ProcessorFactory, wait_until
+from tests.processes import FAST, Processor, ProcessorFactory, children, wait_until
 from tests.readback import Stored, stored
 
 __all__ = ["FAST", "Processor", "ProcessorFactory", "Stored", "stored", "wait_until"]
@@ -89,18 +89,6 @@ def frozen(server: Server) -> Iterator[None]:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
-
-
-def children(parent: int) -> list[int]:
-    """The processes whose parent is `parent` (from /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            # The command name (field 2) is in parentheses and may hold spaces.
-            fields = stat.read_text().rpartition(")")[2].split()
-            if int(fields[1]) == parent:
-                found.append(int(stat.parent.name))
-    return found
 
 
 @pytest.fixture(scope="module")

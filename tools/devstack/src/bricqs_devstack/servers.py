@@ -165,11 +165,24 @@ def restart(server: Server, timeout: float = 30.0) -> Server:
     server.stop()
     if server.name == "redis":
         return start_redis(server.data_dir, server.port)
-    return start_postgres(server.data_dir, server.port, fsync=server.extra.get("fsync") == "on")
+    return start_postgres(
+        server.data_dir,
+        server.port,
+        fsync=server.extra.get("fsync") == "on",
+        crash_safe=server.extra.get("crash_safe") == "on",
+    )
 
 
-def start_postgres(data_dir: Path, port: int | None = None, *, fsync: bool = True) -> Server:
+def start_postgres(
+    data_dir: Path, port: int | None = None, *, fsync: bool = True, crash_safe: bool = False
+) -> Server:
     """Start PostgreSQL in `data_dir` (initialised on first use) with database `bricqs`.
+
+    `fsync=False` trades durability for speed (tests): commits are acknowledged before
+    their WAL is written, so a crashed PostgreSQL process loses the last ones. With
+    `crash_safe` they keep `synchronous_commit = on`: each commit's WAL reaches the
+    operating system before it is acknowledged, so a crash of any PostgreSQL process (not
+    of the machine) loses nothing, as with production settings.
 
     The superuser is `bricqs`, trusted on loopback only: for local development and tests,
     never for production.
@@ -231,7 +244,9 @@ def start_postgres(data_dir: Path, port: int | None = None, *, fsync: bool = Tru
         "shared_buffers=256MB",
     ]
     if not fsync:
-        args += ["-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        args += ["-c", "full_page_writes=off"]
+        if not crash_safe:
+            args += ["-c", "synchronous_commit=off"]
     with open(data_dir / "postgres.log", "ab") as log:  # the child keeps its own copy
         process = subprocess.Popen(
             args,
@@ -249,7 +264,7 @@ def start_postgres(data_dir: Path, port: int | None = None, *, fsync: bool = Tru
         port,
         process,
         data_dir,
-        {"fsync": "on" if fsync else "off"},
+        {"fsync": "on" if fsync else "off", "crash_safe": "on" if crash_safe else "off"},
     )
     try:
         _wait_for_port(port, process, 60, "postgres", data_dir / "postgres.log")
