@@ -88,3 +88,13 @@ def test_both_names_of_one_field_must_agree() -> None:
         ("events[2].event_type", "alias_conflict"),
         ("events[2].attributes", "alias_conflict"),
     }
+
+
+def test_a_timestamp_that_leaves_the_calendar_in_utc_is_a_field_error() -> None:
+    # Year 1 at +10:00 is year 0 in UTC, which Python's datetime cannot hold.
+    errors = parse_event(
+        {"event_name": "a", "participant_id": "p", "occurred_at": "0001-01-01T00:01:01+10:00"},
+        now=NOW,
+    )
+    assert isinstance(errors, list)
+    assert [(e.field, e.code) for e in errors] == [("occurred_at", "invalid_format")]

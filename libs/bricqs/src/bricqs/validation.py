@@ -106,9 +106,11 @@ def parse_timestamp(value: str, now: datetime) -> datetime | str:
     """The UTC datetime of an ISO 8601 string, or an error message."""
     try:
         parsed = datetime.fromisoformat(value)
+        parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     except ValueError:
         return "must be an ISO 8601 date-time"
-    parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except OverflowError:  # e.g. year 1 at +10:00 is year 0 in UTC
+        return "must be an ISO 8601 date-time within years 1-9999 in UTC"
     if parsed > now + MAX_FUTURE:
         return "must not be more than 1 hour in the future"
     return parsed
