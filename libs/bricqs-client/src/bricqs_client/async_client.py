@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import httpx
 
@@ -18,22 +19,21 @@ from bricqs_client.base import ClientBase
 from bricqs_client.calls import Call
 from bricqs_client.client import deliver
 from bricqs_client.delivery import BATCH_PATH, Delivery, Item, Options, take_batch
-from bricqs_client.models import (
-    BadgeAward,
-    BadgeState,
-    Definition,
-    DefinitionKind,
-    Leaderboard,
-    Page,
-    ParticipantState,
-    Period,
-    PointsBalance,
-    PointsChange,
-    Rank,
-    SyncResult,
-)
 
 T = TypeVar("T")
+P = ParamSpec("P")
+
+
+def _awaiting(
+    build: Callable[P, Call[T]],
+) -> Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, T]]:
+    """An `AsyncClient` method that makes the call `build` describes; await its answer."""
+
+    @functools.wraps(build)
+    async def method(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._call(build(*args, **kwargs))
+
+    return method
 
 
 class AsyncClient(ClientBase):
@@ -213,103 +213,20 @@ class AsyncClient(ClientBase):
             attempt += 1
             await self._sleep(delay)
 
-    async def track_sync(
-        self,
-        event_name: str,
-        participant_id: str,
-        properties: Mapping[str, Any] | None = None,
-        timestamp: datetime | str | None = None,
-        idempotency_key: str | None = None,
-    ) -> SyncResult:
-        """Process one event now; the answer carries its fact and mechanics effects."""
-        key = idempotency_key or self.new_key()
-        body = calls.event_body(event_name, participant_id, properties, timestamp, key)
-        return await self._call(calls.track_sync(body))
-
-    async def participant_state(self, participant_id: str) -> ParticipantState:
-        """Points, badges, challenges, streaks and tiers in one read."""
-        return await self._call(calls.participant_state(participant_id))
-
-    async def points(self, participant_id: str) -> PointsBalance:
-        """Balance and lifetime totals."""
-        return await self._call(calls.participant_points(participant_id))
-
-    async def badges(self, participant_id: str) -> BadgeState:
-        """Earned badges and progress towards the others."""
-        return await self._call(calls.participant_badges(participant_id))
-
-    async def participant_part(
-        self, participant_id: str, part: Literal["challenges", "streaks", "tier"]
-    ) -> list[dict[str, Any]]:
-        """Challenge progress, streaks or tier levels of a participant."""
-        return await self._call(calls.participant_part(participant_id, part))
-
-    async def transactions(
-        self, participant_id: str, cursor: str | None = None, limit: int = 50
-    ) -> Page:
-        """The points ledger, newest first."""
-        call = calls.participant_page(participant_id, "points/transactions", cursor, limit)
-        return await self._call(call)
-
-    async def facts(
-        self,
-        participant_id: str,
-        cursor: str | None = None,
-        limit: int = 50,
-        fact_type: str | None = None,
-    ) -> Page:
-        """The participant's facts, newest first."""
-        call = calls.participant_page(participant_id, "facts", cursor, limit, fact_type)
-        return await self._call(call)
-
-    async def leaderboard(
-        self, code: str, period: Period | None = None, limit: int = 10
-    ) -> Leaderboard:
-        """The top of a leaderboard."""
-        return await self._call(calls.leaderboard(code, period, limit))
-
-    async def rank(self, code: str, participant_id: str, period: Period | None = None) -> Rank:
-        """One participant's rank (NotFoundError `not_ranked` when unscored)."""
-        return await self._call(calls.rank(code, participant_id, period))
-
-    async def award_points(
-        self, participant_id: str, amount: int, reason: str = "", idempotency_key: str | None = None
-    ) -> PointsChange:
-        """Award points by hand (retried safely under an idempotency key)."""
-        key = idempotency_key or self.new_key()
-        return await self._call(calls.change_points("award", participant_id, amount, reason, key))
-
-    async def deduct_points(
-        self, participant_id: str, amount: int, reason: str = "", idempotency_key: str | None = None
-    ) -> PointsChange:
-        """Deduct points (ConflictError `insufficient_balance` past the balance)."""
-        key = idempotency_key or self.new_key()
-        return await self._call(calls.change_points("deduct", participant_id, amount, reason, key))
-
-    async def award_badge(self, participant_id: str, badge_code: str) -> BadgeAward:
-        """Award a badge by hand."""
-        return await self._call(calls.award_badge(participant_id, badge_code))
-
-    async def create_definition(self, kind: DefinitionKind, body: Mapping[str, Any]) -> Definition:
-        """Create a points rule, badge, challenge, streak, leaderboard or tier."""
-        return await self._call(calls.create_definition(kind, body))
-
-    async def list_definitions(
-        self, kind: DefinitionKind, include_archived: bool = False
-    ) -> list[Definition]:
-        """Every definition of a kind."""
-        return await self._call(calls.list_definitions(kind, include_archived))
-
-    async def get_definition(self, kind: DefinitionKind, code: str) -> Definition:
-        """One definition by code."""
-        return await self._call(calls.get_definition(kind, code))
-
-    async def update_definition(
-        self, kind: DefinitionKind, code: str, body: Mapping[str, Any]
-    ) -> Definition:
-        """Replace a definition (its version goes up)."""
-        return await self._call(calls.update_definition(kind, code, body))
-
-    async def archive_definition(self, kind: DefinitionKind, code: str) -> Definition:
-        """Archive a definition: it stops applying; its history stays."""
-        return await self._call(calls.archive_definition(kind, code))
+    track_sync = _awaiting(calls.track_sync)
+    participant_state = _awaiting(calls.participant_state)
+    points = _awaiting(calls.points)
+    badges = _awaiting(calls.badges)
+    participant_part = _awaiting(calls.participant_part)
+    transactions = _awaiting(calls.transactions)
+    facts = _awaiting(calls.facts)
+    leaderboard = _awaiting(calls.leaderboard)
+    rank = _awaiting(calls.rank)
+    award_points = _awaiting(calls.award_points)
+    deduct_points = _awaiting(calls.deduct_points)
+    award_badge = _awaiting(calls.award_badge)
+    create_definition = _awaiting(calls.create_definition)
+    list_definitions = _awaiting(calls.list_definitions)
+    get_definition = _awaiting(calls.get_definition)
+    update_definition = _awaiting(calls.update_definition)
+    archive_definition = _awaiting(calls.archive_definition)

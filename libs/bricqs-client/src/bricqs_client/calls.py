@@ -1,9 +1,11 @@
 """The direct calls (reads, actions, definitions, `track_sync`) as plain descriptions —
-method, path, body and how to read the answer — so the sync and async clients send the
-same requests and decode the same types."""
+method, path, body and how to read the answer. Each function here is also a method of
+`Client` (answering) and `AsyncClient` (to await), with the same parameters, so both
+send the same requests and decode the same types."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -81,65 +83,112 @@ def _drop_none(**params: Any) -> dict[str, str | int | bool]:
     return {k: v for k, v in params.items() if v is not None}
 
 
-def track_sync(event: Mapping[str, Any]) -> Call[SyncResult]:
-    """Process one event before answering; carries an idempotency key, so retries are safe."""
-    return Call(
-        "ingest", "POST", "/api/v1/ingest/events/sync", _decoder(SyncResult), _encode(event)
-    )
+def _new_key() -> str:
+    return f"s-{uuid.uuid4().hex}"
 
 
-def participant_state(pid: str) -> Call[ParticipantState]:
-    return Call("api", "GET", _participant(pid, "state"), _decoder(ParticipantState))
+def track_sync(
+    event_name: str,
+    participant_id: str,
+    properties: Mapping[str, Any] | None = None,
+    timestamp: datetime | str | None = None,
+    idempotency_key: str | None = None,
+) -> Call[SyncResult]:
+    """Process one event now; the answer carries its fact and mechanics effects. It
+    carries an idempotency key (one is made when none is given), so a retry is safe."""
+    body: dict[str, Any] = {
+        "event_name": event_name,
+        "participant_id": participant_id,
+        "idempotency_key": idempotency_key or _new_key(),
+    }
+    if properties is not None:
+        body["properties"] = properties
+    if timestamp is not None:
+        body["timestamp"] = timestamp
+    path = "/api/v1/ingest/events/sync"
+    return Call("ingest", "POST", path, _decoder(SyncResult), _encode(body))
 
 
-def participant_points(pid: str) -> Call[PointsBalance]:
-    return Call("api", "GET", _participant(pid, "points"), _decoder(PointsBalance))
+def participant_state(participant_id: str) -> Call[ParticipantState]:
+    """Points, badges, challenges, streaks and tiers in one read."""
+    return Call("api", "GET", _participant(participant_id, "state"), _decoder(ParticipantState))
 
 
-def participant_badges(pid: str) -> Call[BadgeState]:
-    return Call("api", "GET", _participant(pid, "badges"), _decoder(BadgeState))
+def points(participant_id: str) -> Call[PointsBalance]:
+    """Balance and lifetime totals."""
+    return Call("api", "GET", _participant(participant_id, "points"), _decoder(PointsBalance))
+
+
+def badges(participant_id: str) -> Call[BadgeState]:
+    """Earned badges and progress towards the others."""
+    return Call("api", "GET", _participant(participant_id, "badges"), _decoder(BadgeState))
 
 
 def participant_part(
-    pid: str, part: Literal["challenges", "streaks", "tier"]
+    participant_id: str, part: Literal["challenges", "streaks", "tier"]
 ) -> Call[list[dict[str, Any]]]:
-    return Call("api", "GET", _participant(pid, part), _items)
+    """Challenge progress, streaks or tier levels of a participant."""
+    return Call("api", "GET", _participant(participant_id, part), _items)
 
 
-def participant_page(
-    pid: str,
-    part: Literal["points/transactions", "facts"],
-    cursor: str | None,
-    limit: int,
-    fact_type: str | None = None,
+def transactions(participant_id: str, cursor: str | None = None, limit: int = 50) -> Call[Page]:
+    """The points ledger, newest first."""
+    params = _drop_none(cursor=cursor, limit=limit)
+    path = _participant(participant_id, "points/transactions")
+    return Call("api", "GET", path, _decoder(Page), params=params)
+
+
+def facts(
+    participant_id: str, cursor: str | None = None, limit: int = 50, fact_type: str | None = None
 ) -> Call[Page]:
+    """The participant's facts (custom and system), newest first."""
     params = _drop_none(cursor=cursor, limit=limit, fact_type=fact_type)
-    return Call("api", "GET", _participant(pid, part), _decoder(Page), params=params)
+    return Call("api", "GET", _participant(participant_id, "facts"), _decoder(Page), params=params)
 
 
-def leaderboard(code: str, period: Period | None, limit: int) -> Call[Leaderboard]:
+def leaderboard(code: str, period: Period | None = None, limit: int = 10) -> Call[Leaderboard]:
+    """The top of a leaderboard (its own period unless `period` is given)."""
     path = f"/api/v1/gamify/leaderboards/{_segment(code)}"
-    return Call(
-        "api", "GET", path, _decoder(Leaderboard), params=_drop_none(period=period, limit=limit)
-    )
+    params = _drop_none(period=period, limit=limit)
+    return Call("api", "GET", path, _decoder(Leaderboard), params=params)
 
 
-def rank(code: str, pid: str, period: Period | None) -> Call[Rank]:
-    path = f"/api/v1/gamify/leaderboards/{_segment(code)}/rank/{_segment(pid)}"
+def rank(code: str, participant_id: str, period: Period | None = None) -> Call[Rank]:
+    """One participant's rank (NotFoundError `not_ranked` when unscored)."""
+    path = f"/api/v1/gamify/leaderboards/{_segment(code)}/rank/{_segment(participant_id)}"
     return Call("api", "GET", path, _decoder(Rank), params=_drop_none(period=period))
 
 
-def change_points(
-    direction: Literal["award", "deduct"], pid: str, amount: int, reason: str, key: str
+def _points_change(
+    direction: str, participant_id: str, amount: int, reason: str, key: str | None
 ) -> Call[PointsChange]:
-    body = {"participant_id": pid, "amount": amount, "reason": reason, "idempotency_key": key}
-    return Call(
-        "api", "POST", f"/api/v1/gamify/points/{direction}", _decoder(PointsChange), _encode(body)
-    )
+    body = {
+        "participant_id": participant_id,
+        "amount": amount,
+        "reason": reason,
+        "idempotency_key": key or _new_key(),
+    }
+    path = f"/api/v1/gamify/points/{direction}"
+    return Call("api", "POST", path, _decoder(PointsChange), _encode(body))
 
 
-def award_badge(pid: str, badge: str) -> Call[BadgeAward]:
-    body = {"participant_id": pid, "badge_code": badge}
+def award_points(
+    participant_id: str, amount: int, reason: str = "", idempotency_key: str | None = None
+) -> Call[PointsChange]:
+    """Award points by hand (under an idempotency key, made when none is given)."""
+    return _points_change("award", participant_id, amount, reason, idempotency_key)
+
+
+def deduct_points(
+    participant_id: str, amount: int, reason: str = "", idempotency_key: str | None = None
+) -> Call[PointsChange]:
+    """Deduct points (ConflictError `insufficient_balance` past the balance)."""
+    return _points_change("deduct", participant_id, amount, reason, idempotency_key)
+
+
+def award_badge(participant_id: str, badge_code: str) -> Call[BadgeAward]:
+    """Award a badge by hand (`awarded` is False when the participant had it)."""
+    body = {"participant_id": participant_id, "badge_code": badge_code}
     # Awarding a badge twice changes nothing, so a retry is safe.
     return Call("api", "POST", "/api/v1/gamify/badges/award", _decoder(BadgeAward), _encode(body))
 
@@ -150,43 +199,52 @@ def _admin(kind: DefinitionKind, code: str | None = None) -> str:
 
 
 def create_definition(kind: DefinitionKind, body: Mapping[str, Any]) -> Call[Definition]:
+    """Create a points rule, badge, challenge, streak, leaderboard or tier."""
     # Not retried: a create that reached the server would come back as definition_exists.
     return Call("api", "POST", _admin(kind), _definition, _encode(body), retry=False)
 
 
-def list_definitions(kind: DefinitionKind, include_archived: bool) -> Call[list[Definition]]:
+def list_definitions(
+    kind: DefinitionKind, include_archived: bool = False
+) -> Call[list[Definition]]:
+    """Every definition of a kind (active ones unless `include_archived`)."""
     params = {"include_archived": "true"} if include_archived else {}
     return Call("api", "GET", _admin(kind), _definitions, params=params)
 
 
 def get_definition(kind: DefinitionKind, code: str) -> Call[Definition]:
+    """One definition by code."""
     return Call("api", "GET", _admin(kind, code), _definition)
 
 
 def update_definition(kind: DefinitionKind, code: str, body: Mapping[str, Any]) -> Call[Definition]:
+    """Replace a definition (its version goes up)."""
     # A full replace: sending it twice leaves the same definition.
     return Call("api", "PUT", _admin(kind, code), _definition, _encode({**body, "code": code}))
 
 
 def archive_definition(kind: DefinitionKind, code: str) -> Call[Definition]:
+    """Archive a definition: it stops applying; its history stays."""
     return Call("api", "DELETE", _admin(kind, code), _definition)
 
 
-def event_body(
-    event_name: str,
-    participant_id: str,
-    properties: Mapping[str, Any] | None,
-    timestamp: datetime | str | None,
-    idempotency_key: str,
-) -> dict[str, Any]:
-    """The JSON object of one event for the single and sync endpoints."""
-    body: dict[str, Any] = {
-        "event_name": event_name,
-        "participant_id": participant_id,
-        "idempotency_key": idempotency_key,
-    }
-    if properties is not None:
-        body["properties"] = properties
-    if timestamp is not None:
-        body["timestamp"] = timestamp
-    return body
+SURFACE = (
+    track_sync,
+    participant_state,
+    points,
+    badges,
+    participant_part,
+    transactions,
+    facts,
+    leaderboard,
+    rank,
+    award_points,
+    deduct_points,
+    award_badge,
+    create_definition,
+    list_definitions,
+    get_definition,
+    update_definition,
+    archive_definition,
+)
+"""Every direct call; both clients offer each as a method of the same name."""

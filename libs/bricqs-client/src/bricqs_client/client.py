@@ -4,11 +4,12 @@ direct calls (reads, actions, definitions, `track_sync`) that block until answer
 from __future__ import annotations
 
 import atexit
+import functools
 import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import httpx
 
@@ -16,22 +17,19 @@ from bricqs_client import calls
 from bricqs_client.base import ClientBase
 from bricqs_client.calls import Call
 from bricqs_client.delivery import BATCH_PATH, Delivery, Item, Options, take_batch
-from bricqs_client.models import (
-    BadgeAward,
-    BadgeState,
-    Definition,
-    DefinitionKind,
-    Leaderboard,
-    Page,
-    ParticipantState,
-    Period,
-    PointsBalance,
-    PointsChange,
-    Rank,
-    SyncResult,
-)
 
 T = TypeVar("T")
+P = ParamSpec("P")
+
+
+def _answering(build: Callable[P, Call[T]]) -> Callable[Concatenate[Client, P], T]:
+    """A `Client` method that makes the call `build` describes and returns its answer."""
+
+    @functools.wraps(build)
+    def method(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._call(build(*args, **kwargs))
+
+    return method
 
 
 class Client(ClientBase):
@@ -198,102 +196,23 @@ class Client(ClientBase):
             attempt += 1
             (self._sleep or time.sleep)(delay)
 
-    def track_sync(
-        self,
-        event_name: str,
-        participant_id: str,
-        properties: Mapping[str, Any] | None = None,
-        timestamp: datetime | str | None = None,
-        idempotency_key: str | None = None,
-    ) -> SyncResult:
-        """Process one event now; the answer carries its fact and mechanics effects."""
-        key = idempotency_key or self.new_key()
-        body = calls.event_body(event_name, participant_id, properties, timestamp, key)
-        return self._call(calls.track_sync(body))
-
-    def participant_state(self, participant_id: str) -> ParticipantState:
-        """Points, badges, challenges, streaks and tiers in one read."""
-        return self._call(calls.participant_state(participant_id))
-
-    def points(self, participant_id: str) -> PointsBalance:
-        """Balance and lifetime totals."""
-        return self._call(calls.participant_points(participant_id))
-
-    def badges(self, participant_id: str) -> BadgeState:
-        """Earned badges and progress towards the others."""
-        return self._call(calls.participant_badges(participant_id))
-
-    def participant_part(
-        self, participant_id: str, part: Literal["challenges", "streaks", "tier"]
-    ) -> list[dict[str, Any]]:
-        """Challenge progress, streaks or tier levels of a participant."""
-        return self._call(calls.participant_part(participant_id, part))
-
-    def transactions(self, participant_id: str, cursor: str | None = None, limit: int = 50) -> Page:
-        """The points ledger, newest first."""
-        return self._call(
-            calls.participant_page(participant_id, "points/transactions", cursor, limit)
-        )
-
-    def facts(
-        self,
-        participant_id: str,
-        cursor: str | None = None,
-        limit: int = 50,
-        fact_type: str | None = None,
-    ) -> Page:
-        """The participant's facts, newest first."""
-        return self._call(calls.participant_page(participant_id, "facts", cursor, limit, fact_type))
-
-    def leaderboard(self, code: str, period: Period | None = None, limit: int = 10) -> Leaderboard:
-        """The top of a leaderboard."""
-        return self._call(calls.leaderboard(code, period, limit))
-
-    def rank(self, code: str, participant_id: str, period: Period | None = None) -> Rank:
-        """One participant's rank (NotFoundError `not_ranked` when unscored)."""
-        return self._call(calls.rank(code, participant_id, period))
-
-    def award_points(
-        self, participant_id: str, amount: int, reason: str = "", idempotency_key: str | None = None
-    ) -> PointsChange:
-        """Award points by hand (retried safely under an idempotency key)."""
-        key = idempotency_key or self.new_key()
-        return self._call(calls.change_points("award", participant_id, amount, reason, key))
-
-    def deduct_points(
-        self, participant_id: str, amount: int, reason: str = "", idempotency_key: str | None = None
-    ) -> PointsChange:
-        """Deduct points (ConflictError `insufficient_balance` past the balance)."""
-        key = idempotency_key or self.new_key()
-        return self._call(calls.change_points("deduct", participant_id, amount, reason, key))
-
-    def award_badge(self, participant_id: str, badge_code: str) -> BadgeAward:
-        """Award a badge by hand."""
-        return self._call(calls.award_badge(participant_id, badge_code))
-
-    def create_definition(self, kind: DefinitionKind, body: Mapping[str, Any]) -> Definition:
-        """Create a points rule, badge, challenge, streak, leaderboard or tier."""
-        return self._call(calls.create_definition(kind, body))
-
-    def list_definitions(
-        self, kind: DefinitionKind, include_archived: bool = False
-    ) -> list[Definition]:
-        """Every definition of a kind."""
-        return self._call(calls.list_definitions(kind, include_archived))
-
-    def get_definition(self, kind: DefinitionKind, code: str) -> Definition:
-        """One definition by code."""
-        return self._call(calls.get_definition(kind, code))
-
-    def update_definition(
-        self, kind: DefinitionKind, code: str, body: Mapping[str, Any]
-    ) -> Definition:
-        """Replace a definition (its version goes up)."""
-        return self._call(calls.update_definition(kind, code, body))
-
-    def archive_definition(self, kind: DefinitionKind, code: str) -> Definition:
-        """Archive a definition: it stops applying; its history stays."""
-        return self._call(calls.archive_definition(kind, code))
+    track_sync = _answering(calls.track_sync)
+    participant_state = _answering(calls.participant_state)
+    points = _answering(calls.points)
+    badges = _answering(calls.badges)
+    participant_part = _answering(calls.participant_part)
+    transactions = _answering(calls.transactions)
+    facts = _answering(calls.facts)
+    leaderboard = _answering(calls.leaderboard)
+    rank = _answering(calls.rank)
+    award_points = _answering(calls.award_points)
+    deduct_points = _answering(calls.deduct_points)
+    award_badge = _answering(calls.award_badge)
+    create_definition = _answering(calls.create_definition)
+    list_definitions = _answering(calls.list_definitions)
+    get_definition = _answering(calls.get_definition)
+    update_definition = _answering(calls.update_definition)
+    archive_definition = _answering(calls.archive_definition)
 
 
 def deliver(

@@ -8,8 +8,11 @@ from typing import Any, Literal
 import msgspec
 
 
-class TrackedEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class TrackedEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """One event as `track()` queued it (and as the batch endpoint receives it)."""
+
+    # gc=False: a full queue holds many of these, and they never form reference cycles,
+    # so the garbage collector need not walk them.
 
     event_name: str
     participant_id: str
