@@ -1,0 +1,140 @@
+"""`python -m bench.client`: what the Python client costs and how fast it sends.
+
+    uv run --locked python -m bench.client [--seconds 10] [--events 200000]
+
+Measures, in one run (the machine is shared: compare the ratios, not the figures):
+- the cost of `track()` on the caller's thread: with the sender idle (queue only) and
+  while the background sender is posting to a live ingest;
+- events/s the client sustains to one Granian ingest worker (track as fast as one
+  thread can, then `close()`), for 1, 2 and 4 senders; against wrk posting prepared
+  100-event batch bodies (16 connections), both bodies as the client makes them
+  (idempotency key and timestamp on every event, so the ingest also records keys) and
+  plain ones as the ingest benchmark uses.
+Prints one JSON object; the ratio client / wrk is what issue 16 asks about (goal 0.8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from bench import workload
+from bench.load import wrk
+from bench.stack import Stack
+from bricqs_client import Client, Options
+
+BATCH = "/api/v1/ingest/events/batch"
+
+
+def track_cost(n: int, ingest_url: str | None, key: str) -> dict[str, float]:
+    """Microseconds per `track()` call: the calling thread's CPU time (its own cost) and
+    wall time (which also counts waiting for the GIL while the sender runs)."""
+    events = workload.events(n)
+    if ingest_url is None:
+        # Nothing listens there and the sender is never woken: only the queue is timed.
+        options = Options(max_queue_size=n + 1, max_batch_events=n + 1, flush_interval=3600)
+        client = Client(key, ingest_url="http://127.0.0.1:9", options=options)
+    else:
+        client = Client(key, ingest_url=ingest_url, options=Options(max_queue_size=n + 1))
+    start, cpu = time.perf_counter(), time.thread_time()
+    for event in events:
+        client.track(**event)
+    cpu, elapsed = time.thread_time() - cpu, time.perf_counter() - start
+    client.close(timeout=0 if ingest_url is None else 120)
+    return {"cpu_us": round(cpu / n * 1e6, 2), "wall_us": round(elapsed / n * 1e6, 2)}
+
+
+def client_rate(
+    ingest_url: str, key: str, events: list[dict[str, Any]], senders: int
+) -> dict[str, Any]:
+    """Events/s from the first `track()` until `close()` has every event settled."""
+    client = Client(
+        key, ingest_url=ingest_url, options=Options(senders=senders, max_queue_size=len(events) + 1)
+    )
+    start = time.perf_counter()
+    for event in events:
+        client.track(**event)
+    client.close(timeout=600)
+    elapsed = time.perf_counter() - start
+    tally = client.tally
+    return {
+        "senders": senders,
+        "events": len(events),
+        "seconds": round(elapsed, 3),
+        "events_per_second": round(tally.delivered / elapsed, 1),
+        "failed": tally.failed,
+    }
+
+
+def keyed_bodies(n: int, size: int = 100) -> list[bytes]:
+    """Batch bodies as the client makes them: a unique key and a timestamp per event."""
+    encode = msgspec.json.Encoder().encode
+    now = datetime.now(UTC)
+    pool = workload.events(n * size, seed=5)
+    bodies = []
+    for i in range(n):
+        chunk = [
+            {**e, "idempotency_key": f"bench-{i}-{j}", "timestamp": now}
+            for j, e in enumerate(pool[i * size : (i + 1) * size])
+        ]
+        bodies.append(encode({"events": chunk}))
+    return bodies
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.client")
+    parser.add_argument("--seconds", type=float, default=10, help="wrk run length")
+    parser.add_argument("--events", type=int, default=200_000, help="events per client run")
+    args = parser.parse_args(argv)
+    stack = Stack.start()
+    try:
+        project = stack.project("bench-client")
+        port, child = stack.granian("bricqs_ingest.app:create_app")
+        url = f"http://127.0.0.1:{port}"
+        results: dict[str, Any] = {
+            "track_queue_only": track_cost(100_000, None, project.key),
+        }
+        stack.reset_stream()
+        results["track_while_sending"] = track_cost(100_000, url, project.key)
+        stack.reset_stream()
+        # Enough distinct bodies that wrk never repeats a key within the run.
+        keyed = keyed_bodies(max(200, int(args.seconds * 600)))
+        print(f"  wrk: {len(keyed)} keyed bodies", file=sys.stderr)
+        wrk_keyed = wrk(port, BATCH, project.key, keyed, connections=16, seconds=args.seconds)
+        stack.reset_stream()
+        wrk_plain = wrk(
+            port,
+            BATCH,
+            project.key,
+            workload.batch_bodies(100),
+            connections=16,
+            seconds=args.seconds,
+        )
+        stack.reset_stream()
+        results["wrk_keyed"] = wrk_keyed.as_dict(100)
+        results["wrk_plain"] = wrk_plain.as_dict(100)
+        events = workload.events(args.events, seed=7)
+        runs = []
+        for senders in (1, 2, 4):
+            runs.append(client_rate(url, project.key, events, senders))
+            print(f"  client, {senders} senders: {runs[-1]}", file=sys.stderr)
+            stack.reset_stream()
+        results["client"] = runs
+        best = max(r["events_per_second"] for r in runs)
+        results["ratio_client_to_wrk_keyed"] = round(best / (wrk_keyed.rate * 100), 3)
+        results["ratio_client_to_wrk_plain"] = round(best / (wrk_plain.rate * 100), 3)
+        stack.stop(child)
+    finally:
+        stack.close()
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
