@@ -4,6 +4,7 @@ client-side bounds (queue, key never logged)."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 
 import pytest
@@ -16,6 +17,7 @@ from bricqs_client import (
     Options,
     ValidationError,
 )
+from bricqs_client.calls import SURFACE
 from tests.client.conftest import Failures
 from tests.conftest import Tenant
 
@@ -148,6 +150,24 @@ def test_a_full_queue_in_block_mode_waits_for_the_sender_to_make_room(
     assert (bricqs.tally.dropped, failures.items) == (0, [])
     bricqs.close(timeout=0)
     assert bricqs.tally.failed == 8
+
+
+def test_both_clients_offer_every_direct_call_with_its_parameters() -> None:
+    for build in SURFACE:
+        for client_class in (Client, AsyncClient):
+            method = getattr(client_class, build.__name__)
+            assert inspect.signature(method).parameters == inspect.signature(build).parameters
+            assert method.__doc__ == build.__doc__
+    assert inspect.iscoroutinefunction(AsyncClient.leaderboard)
+
+
+def test_gzip_batches_are_delivered(ingest_url: str, client_tenant: Tenant) -> None:
+    options = Options(gzip=True)
+    with Client(client_tenant.live_key, ingest_url=ingest_url, options=options) as bricqs:
+        for i in range(3):
+            bricqs.track("lesson_done", "ada", {"n": i})
+        assert bricqs.flush(10)
+        assert (bricqs.tally.delivered, bricqs.tally.failed) == (3, 0)
 
 
 def test_the_key_is_never_logged(

@@ -163,6 +163,13 @@ class AsyncClient(ClientBase):
 
     async def _deliver(self, batch: list[Item]) -> None:
         delivery = Delivery(batch, self.options, self._report)
+        try:
+            await self._send(delivery)
+        except Exception as exc:  # a sender must survive anything, or the queue stalls
+            delivery.crashed(exc)
+        self._delivered(delivery.delivered)
+
+    async def _send(self, delivery: Delivery) -> None:
         url = self._urls["ingest"] + BATCH_PATH
         headers = {"Content-Encoding": "gzip"} if delivery.gzip else {}
         while (body := delivery.body()) is not None:
@@ -179,7 +186,6 @@ class AsyncClient(ClientBase):
                 )
             if delay is not None:
                 await self._sleep(delay)
-        self._delivered(delivery.delivered)
 
     def _at_exit(self) -> None:
         """Send what is still queued, blocking: the event loop may be gone by now."""

@@ -168,7 +168,10 @@ class Client(ClientBase):
     def _deliver(self, batch: list[Item]) -> None:
         url = self._urls["ingest"] + BATCH_PATH
         delivery = Delivery(batch, self.options, self._report)
-        deliver(self._http, url, delivery, self._pause, self._abort.is_set)
+        try:
+            deliver(self._http, url, delivery, self._pause, self._abort.is_set)
+        except Exception as exc:  # a sender must survive anything, or the queue stalls
+            delivery.crashed(exc)
         self._delivered(delivery.delivered)
 
     def _pause(self, seconds: float) -> None:

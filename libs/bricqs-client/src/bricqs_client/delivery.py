@@ -180,13 +180,20 @@ class Delivery:
         if status >= 500 or status == 408:
             return self._retry(status, f"server error {status}", None)
         error = _problem(content)
-        self.give_up(error.code or f"http_{status}", error.detail, status, error.errors)
+        # A 2xx without readable per-event results leaves each event's fate unknown.
+        code = error.code or ("unreadable_answer" if status < 300 else f"http_{status}")
+        self.give_up(code, error.detail, status, error.errors)
         return None
 
     def failed(self, error: Exception) -> float | None:
         """The request did not get an answer (connection refused or cut, timeout)."""
         log.debug("batch of %d events: %s", len(self.pending), type(error).__name__)
         return self._retry(None, f"network error: {type(error).__name__}", None)
+
+    def crashed(self, error: Exception) -> None:
+        """Something unforeseen broke the sending: report the unsettled events."""
+        log.error("sending a batch failed", exc_info=error)
+        self.give_up("client_error", f"{type(error).__name__}: {error}")
 
     def give_up(
         self,
