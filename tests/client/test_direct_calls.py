@@ -184,3 +184,12 @@ def test_the_key_is_never_logged(
         text = repr(bricqs)
     assert any(r.name == "bricqs_client" for r in caplog.records)
     assert client_tenant.live_key not in caplog.text + text
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("max_batch_events", 101), ("max_batch_bytes", 2 * 1024 * 1024), ("senders", 0)],
+)
+def test_options_past_the_servers_limits_are_refused(field: str, value: int) -> None:
+    with pytest.raises(ValueError, match=f"Options.{field}"):
+        Options(**{field: value})

@@ -165,6 +165,11 @@ class AsyncClient(ClientBase):
         delivery = Delivery(batch, self.options, self._report)
         try:
             await self._send(delivery)
+        except asyncio.CancelledError:
+            # The loop is going away (asyncio.run cancels leftover tasks): the unsettled
+            # events go back for close() or the exit hook; their keys make a resend safe.
+            self._queue.extendleft(reversed(delivery.pending))
+            raise
         except Exception as exc:  # a sender must survive anything, or the queue stalls
             delivery.crashed(exc)
         self._delivered(delivery.delivered)

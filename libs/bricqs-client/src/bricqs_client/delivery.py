@@ -68,6 +68,20 @@ class Options:
     debug: bool = False
     """Log each request and its outcome at DEBUG on the `bricqs_client` logger."""
 
+    def __post_init__(self) -> None:
+        # Past the server's limits every batch would be refused whole: say so at once.
+        bounds = {
+            "max_batch_events": (1, MAX_BATCH_EVENTS),
+            "max_batch_bytes": (MAX_EVENT_BYTES + _ENVELOPE, MAX_BATCH_BYTES),
+            "max_queue_size": (1, None),
+            "max_attempts": (1, None),
+            "senders": (1, None),
+        }
+        for name, (low, high) in bounds.items():
+            value = getattr(self, name)
+            if value < low or (high is not None and value > high):
+                raise ValueError(f"Options.{name} must be in [{low}, {high or '∞'}], not {value}")
+
 
 @dataclass
 class Tally:
