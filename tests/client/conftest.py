@@ -1,11 +1,13 @@
-"""The client against the real services: ingest and api under Granian, a processor, and
-one driver per client flavour so every tracking test runs on `Client` and `AsyncClient`."""
+"""The client against the real services: ingest and api under Granian and a processor,
+started once for the package (each test has a project of its own), and one driver per
+client flavour so every tracking test runs on `Client` and `AsyncClient`."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,13 +24,13 @@ from tests.processes import ProcessorFactory, wait_until
 T = TypeVar("T")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def ingest_url(redis_server: Server, postgres_server: Server) -> Iterator[str]:
     with granian_ingest(redis_server.url, postgres_server.url, RULES_REFRESH_SECONDS="0") as base:
         yield base
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def api_url(redis_server: Server, postgres_server: Server) -> Iterator[str]:
     with granian_app(
         "bricqs_api.app:create_app",
@@ -39,7 +41,7 @@ def api_url(redis_server: Server, postgres_server: Server) -> Iterator[str]:
         yield base
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def processor(
     redis_server: Server, postgres_server: Server, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProcessorFactory]:
@@ -77,6 +79,27 @@ def wait_for_facts(
         f"{count} facts",
         logs,
     )
+
+
+@dataclass(frozen=True)
+class Project:
+    """A fresh project whose events a processor turns into facts, and the ingest's URL."""
+
+    tenant: Tenant
+    ingest_url: str
+    database_url: str
+    processor: ProcessorFactory
+
+    def facts_once(self, count: int) -> dict[str, int]:
+        """Facts per idempotency key, once `count` facts are stored."""
+        return wait_for_facts(self.database_url, self.tenant, count, self.processor.logs)
+
+
+@pytest.fixture
+def project(
+    ingest_url: str, processor: ProcessorFactory, postgres_server: Server, client_tenant: Tenant
+) -> Project:
+    return Project(client_tenant, ingest_url, postgres_server.url, processor)
 
 
 class Failures:

@@ -9,10 +9,7 @@ import textwrap
 
 import pytest
 
-from bricqs.devstack import Server
-from tests.client.conftest import wait_for_facts
-from tests.conftest import Tenant
-from tests.processes import ProcessorFactory
+from tests.client.conftest import Project
 
 PROGRAMS = {
     "sync": """
@@ -35,22 +32,17 @@ PROGRAMS = {
 
 
 @pytest.mark.slow
-def test_events_queued_when_the_program_exits_are_delivered(
-    flavour: str,
-    ingest_url: str,
-    processor: ProcessorFactory,
-    postgres_server: Server,
-    client_tenant: Tenant,
-) -> None:
+def test_events_queued_when_the_program_exits_are_delivered(flavour: str, project: Project) -> None:
     # The queue never fills a batch and the flush interval never passes: only the exit
     # hook can send these (the last 50 at least).
-    program = f"KEY = {client_tenant.live_key!r}\nURL = {ingest_url!r}\n" + textwrap.dedent(
-        PROGRAMS[flavour]
+    program = (
+        f"KEY = {project.tenant.live_key!r}\nURL = {project.ingest_url!r}\n"
+        + textwrap.dedent(PROGRAMS[flavour])
     )
     run = subprocess.run(
         [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
     )
     keys = run.stdout.split()
     assert len(keys) == 150
-    facts = wait_for_facts(postgres_server.url, client_tenant, 150, processor.logs)
+    facts = project.facts_once(150)
     assert facts == dict.fromkeys(keys, 1)

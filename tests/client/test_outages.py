@@ -14,9 +14,16 @@ import pytest
 
 from bricqs.devstack import Server, free_port
 from bricqs_client import Options
-from tests.client.conftest import Driver, Failures, Recorder, recording, wait_for_facts
+from tests.client.conftest import (
+    Driver,
+    Failures,
+    Project,
+    Recorder,
+    recording,
+    wait_for_facts,
+)
 from tests.client.test_tracking import events
-from tests.conftest import Tenant, make_tenant, private_servers
+from tests.conftest import make_tenant, private_servers
 from tests.ingest.helpers import granian_ingest
 from tests.processes import ProcessorFactory, wait_until
 
@@ -113,20 +120,16 @@ class CuttingProxy:
 
 
 def test_a_connection_cut_after_the_server_took_the_batch_stores_each_event_once(
-    flavour: str,
-    ingest_url: str,
-    processor: ProcessorFactory,
-    postgres_server: Server,
-    client_tenant: Tenant,
+    flavour: str, project: Project
 ) -> None:
-    port = int(ingest_url.rsplit(":", 1)[1])
+    port = int(project.ingest_url.rsplit(":", 1)[1])
     proxy = CuttingProxy(port, cuts=3)
     recorder = Recorder(lambda: 0.0)
     failures = Failures()
     options = replace(FAST_RETRIES, on_error=failures)
     driver = Driver(
         flavour,
-        client_tenant.live_key,
+        project.tenant.live_key,
         f"http://127.0.0.1:{proxy.port}",
         options,
         transport=recording(flavour, recorder),
@@ -139,5 +142,5 @@ def test_a_connection_cut_after_the_server_took_the_batch_stores_each_event_once
     assert proxy.cuts_left == 0
     assert sum(1 for _, status, _ in recorder.seen if status is None) >= 3
     assert (driver.tally.delivered, failures.items) == (500, [])
-    facts = wait_for_facts(postgres_server.url, client_tenant, 500, processor.logs)
+    facts = project.facts_once(500)
     assert facts == dict.fromkeys(keys, 1)

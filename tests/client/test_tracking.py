@@ -16,12 +16,11 @@ from bricqs_client import Options
 from tests.client.conftest import (
     Driver,
     Failures,
+    Project,
     Recorder,
     recording,
-    wait_for_facts,
 )
 from tests.conftest import Tenant
-from tests.processes import ProcessorFactory
 
 
 def events(count: int, prefix: str = "p") -> list[dict[str, Any]]:
@@ -33,31 +32,25 @@ def events(count: int, prefix: str = "p") -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 def test_ten_thousand_tracks_from_eight_workers_become_ten_thousand_facts(
-    flavour: str,
-    ingest_url: str,
-    processor: ProcessorFactory,
-    postgres_server: Server,
-    client_tenant: Tenant,
+    flavour: str, project: Project
 ) -> None:
-    driver = Driver(flavour, client_tenant.live_key, ingest_url, Options(senders=2))
+    driver = Driver(flavour, project.tenant.live_key, project.ingest_url, Options(senders=2))
     keys = driver.track_all(events(10_000), workers=8)
     driver.close()
 
     assert (driver.tally.delivered, driver.tally.failed, driver.tally.dropped) == (10_000, 0, 0)
-    facts = wait_for_facts(postgres_server.url, client_tenant, 10_000, processor.logs)
+    facts = project.facts_once(10_000)
     assert len(keys) == len(set(keys)) == 10_000
     assert facts == dict.fromkeys(keys, 1)
 
 
 def test_one_invalid_event_reaches_on_error_and_the_others_are_stored(
-    flavour: str,
-    ingest_url: str,
-    processor: ProcessorFactory,
-    postgres_server: Server,
-    client_tenant: Tenant,
+    flavour: str, project: Project
 ) -> None:
     failures = Failures()
-    driver = Driver(flavour, client_tenant.live_key, ingest_url, Options(on_error=failures))
+    driver = Driver(
+        flavour, project.tenant.live_key, project.ingest_url, Options(on_error=failures)
+    )
     batch = events(3)
     batch[1] = {**batch[1], "event_name": "not a valid name!"}
     keys = driver.track_all(batch)
@@ -71,7 +64,7 @@ def test_one_invalid_event_reaches_on_error_and_the_others_are_stored(
     assert (failure.status, failure.code) == (202, "validation_failed")
     assert [e.field for e in failure.errors] == ["events[1].event_name"]
     assert (driver.tally.delivered, driver.tally.failed) == (2, 1)
-    facts = wait_for_facts(postgres_server.url, client_tenant, 2, processor.logs)
+    facts = project.facts_once(2)
     assert facts == {keys[0]: 1, keys[2]: 1}
 
 
