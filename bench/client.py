@@ -1,6 +1,6 @@
 """`python -m bench.client`: what the Python client costs and how fast it sends.
 
-    uv run --locked python -m bench.client [--seconds 10] [--events 200000]
+    uv run --locked python -m bench.client [--seconds 8] [--events 80000] [--rounds 3]
 
 Measures, in one run (the machine is shared: compare the ratios, not the figures):
 - the cost of `track()` on the caller's thread: with the sender idle (queue only) and
@@ -38,8 +38,15 @@ def track_cost(n: int, ingest_url: str | None, key: str) -> dict[str, float]:
     wall time (which also counts waiting for the GIL while the sender runs)."""
     events = workload.events(n)
     if ingest_url is None:
-        # Nothing listens there and the sender is never woken: only the queue is timed.
-        options = Options(max_queue_size=n + 1, max_batch_events=n + 1, flush_interval=3600)
+        # Nothing listens there: the sender's first request is refused and it then waits
+        # out a long backoff, so only the queue is timed.
+        options = Options(
+            max_queue_size=n + 1,
+            flush_interval=3600,
+            backoff_initial=3600,
+            backoff_max=3600,
+            max_retry_seconds=7200,
+        )
         client = Client(key, ingest_url="http://127.0.0.1:9", options=options)
     else:
         client = Client(key, ingest_url=ingest_url, options=Options(max_queue_size=n + 1))
@@ -93,17 +100,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8, help="wrk run length")
     parser.add_argument("--events", type=int, default=80_000, help="events per client run")
     parser.add_argument("--rounds", type=int, default=3, help="wrk/client rounds, interleaved")
+    parser.add_argument("--track-events", type=int, default=100_000, help="calls timed per case")
+    parser.add_argument("--redis-url", help="use this Redis (its stream is emptied)")
+    parser.add_argument("--database-url", help="use this PostgreSQL (migrated)")
     args = parser.parse_args(argv)
-    stack = Stack.start()
+    stack = Stack.start(args.redis_url, args.database_url)
     try:
         project = stack.project("bench-client")
         port, child = stack.granian("bricqs_ingest.app:create_app")
         url = f"http://127.0.0.1:{port}"
         results: dict[str, Any] = {
-            "track_queue_only": track_cost(100_000, None, project.key),
+            "track_queue_only": track_cost(args.track_events, None, project.key),
         }
         stack.reset_stream()
-        results["track_while_sending"] = track_cost(100_000, url, project.key)
+        results["track_while_sending"] = track_cost(args.track_events, url, project.key)
         stack.reset_stream()
         plain = wrk(
             port,

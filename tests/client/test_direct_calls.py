@@ -193,3 +193,17 @@ def test_the_key_is_never_logged(
 def test_options_past_the_servers_limits_are_refused(field: str, value: int) -> None:
     with pytest.raises(ValueError, match=f"Options.{field}"):
         Options(**{field: value})
+
+
+def test_an_event_over_32_kib_is_reported_not_sent(client_tenant: Tenant) -> None:
+    failures = Failures()
+    bricqs = Client(client_tenant.live_key, options=Options(on_error=failures))
+    key = bricqs.track("e", "p", {"blob": "x" * 33_000})
+    [failure] = failures.items
+    assert (failure.code, failure.event.idempotency_key, bool(key)) == (
+        "event_too_large",
+        key,
+        True,
+    )
+    assert bricqs.flush(1) and bricqs.tally.failed == 1
+    bricqs.close()

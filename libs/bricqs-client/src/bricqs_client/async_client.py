@@ -77,9 +77,12 @@ class AsyncClient(ClientBase):
     ) -> str:
         """Queue one event for sending; return its idempotency key. Never waits on the
         network (with `when_full="block"` it waits at most `block_timeout` for room)."""
-        item = self._event(event_name, participant_id, properties, timestamp, idempotency_key)
-        if item is None:
-            return idempotency_key or ""
+        event, encoded = self._event(
+            event_name, participant_id, properties, timestamp, idempotency_key
+        )
+        if encoded is None:
+            return event.idempotency_key
+        item = (event, encoded)
         queue = self._queue
         if len(queue) >= self.options.max_queue_size and not await self._room():
             self._drop(item, "queue_full", "the client's queue was full")

@@ -16,7 +16,7 @@ import httpx
 import msgspec
 
 from bricqs_client.calls import Call
-from bricqs_client.delivery import Item, Options, Tally, backoff, log, retry_after
+from bricqs_client.delivery import MAX_EVENT_BYTES, Item, Options, Tally, backoff, log, retry_after
 from bricqs_client.errors import BricqsError, TransportError, problem_from
 from bricqs_client.models import EventFailure, TrackedEvent
 
@@ -73,7 +73,8 @@ class ClientBase:
         properties: Mapping[str, Any] | None,
         timestamp: datetime | str | None,
         idempotency_key: str | None,
-    ) -> Item | None:
+    ) -> tuple[TrackedEvent, bytes | None]:
+        """The event and its JSON, or None for the JSON of an event refused as too large."""
         if self._closed:
             raise BricqsError("track() after close()")
         event = TrackedEvent(
@@ -85,7 +86,7 @@ class ClientBase:
             properties=dict(properties) if properties is not None else None,
         )
         encoded = _encode(event)
-        if len(encoded) > 32 * 1024:
+        if len(encoded) > MAX_EVENT_BYTES:
             self._report(
                 EventFailure(
                     event=event,
@@ -93,7 +94,7 @@ class ClientBase:
                     detail=f"the encoded event is {len(encoded)} bytes; the limit is 32 KiB",
                 )
             )
-            return None
+            return event, None
         return event, encoded
 
     def _report(self, failure: EventFailure) -> None:
