@@ -54,7 +54,7 @@ class AsyncClient(ClientBase):
     ) -> None:
         super().__init__(api_key, ingest_url, api_url, options)
         self._http = httpx.AsyncClient(
-            headers=self.headers, timeout=self.options.timeout, transport=transport
+            headers=self._headers, timeout=self.options.timeout, transport=transport
         )
         self._sleep = sleep or asyncio.sleep
         self._wake = asyncio.Event()
@@ -199,7 +199,7 @@ class AsyncClient(ClientBase):
         """Send what is still queued, blocking: the event loop may be gone by now."""
         deadline = time.monotonic() + self.options.shutdown_timeout
         url = self._urls["ingest"] + BATCH_PATH
-        with httpx.Client(headers=self.headers, timeout=self.options.timeout) as http:
+        with httpx.Client(headers=self._headers, timeout=self.options.timeout) as http:
             while self._queue:
                 batch = take_batch(
                     self._queue, self.options.max_batch_events, self.options.max_batch_bytes

@@ -54,8 +54,8 @@ class ClientBase:
         return f"{type(self).__name__}(ingest_url={urls['ingest']!r}, api_url={urls['api']!r})"
 
     @property
-    def headers(self) -> dict[str, str]:
-        """Headers of every request."""
+    def _headers(self) -> dict[str, str]:
+        """Headers of every request (private: they hold the key)."""
         return {
             "X-API-Key": self._api_key,
             "User-Agent": f"bricqs-client-python/{VERSION}",

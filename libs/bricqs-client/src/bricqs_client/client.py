@@ -50,7 +50,7 @@ class Client(ClientBase):
     ) -> None:
         super().__init__(api_key, ingest_url, api_url, options)
         self._http = httpx.Client(
-            headers=self.headers, timeout=self.options.timeout, transport=transport
+            headers=self._headers, timeout=self.options.timeout, transport=transport
         )
         self._sleep = sleep
         self._wake = threading.Event()

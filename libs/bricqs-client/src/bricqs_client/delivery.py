@@ -149,7 +149,14 @@ class _BatchAnswer(msgspec.Struct, kw_only=True):
     results: list[_Result]
 
 
+class _Counts(msgspec.Struct, kw_only=True):
+    accepted: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+
+
 _decode_answer = msgspec.json.Decoder(_BatchAnswer).decode
+_decode_counts = msgspec.json.Decoder(_Counts).decode
 _decode_error = msgspec.json.Decoder(_Error).decode
 _TRANSIENT_EVENT_CODES = frozenset({"rate_limited"})
 """Per-event rejections of a 202 that a later request may get accepted."""
@@ -182,6 +189,10 @@ class Delivery:
     def answered(self, status: int, retry_after_header: str | None, content: bytes) -> float | None:
         """Settle the events an HTTP answer decided; the delay before retrying the rest."""
         log.debug("batch of %d events: HTTP %d", len(self.pending), status)
+        if status == 202 and self._all_taken(content):
+            self.delivered += len(self.pending)
+            self.pending = []
+            return None
         if status in (202, 422):
             try:
                 results = _decode_answer(content).results
@@ -203,6 +214,14 @@ class Delivery:
         """The request did not get an answer (connection refused or cut, timeout)."""
         log.debug("batch of %d events: %s", len(self.pending), type(error).__name__)
         return self._retry(None, f"network error: {type(error).__name__}", None)
+
+    def _all_taken(self, content: bytes) -> bool:
+        # The common answer; its counts say so without building a result per event.
+        try:
+            counts = _decode_counts(content)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return False
+        return counts.rejected == 0 and counts.accepted + counts.duplicates == len(self.pending)
 
     def crashed(self, error: Exception) -> None:
         """Something unforeseen broke the sending: report the unsettled events."""
