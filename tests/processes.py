@@ -100,9 +100,17 @@ class Processor:
         self.process.wait(10)
 
     def terminate(self, timeout: float = 20) -> int:
-        """SIGTERM and wait; the exit code."""
+        """SIGTERM and wait; the exit code. A processor still running after `timeout`
+        fails the test with its threads' stacks (SIGUSR1) and its log."""
         self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGUSR1)
+            time.sleep(1)  # for the stacks to reach the log
+            pytest.fail(
+                f"processor {self.name} still running {timeout} s after SIGTERM\n{self.log()}"
+            )
 
     def metrics(self) -> dict[str, float]:
         """Samples of /metrics, keyed by name plus labels as written."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import signal
 import sys
@@ -116,6 +117,9 @@ def main() -> int:
     """Entry point of the console script."""
     settings = load_or_exit(ProcessorSettings)
     tune_garbage_collector()
+    # `kill -USR1` prints every thread's stack to stderr: where a process that does not
+    # stop is stuck, without stopping it.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
