@@ -32,6 +32,7 @@ from bricqs.storage.migrate import (
     MigrationError,
     migrate,
 )
+from bricqs.storage.tenants import SCOPES, Scope
 from bricqs.stream import DeadLetter, dead_letter_key, stream_key
 
 Command = Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]
@@ -68,7 +69,9 @@ async def cmd_project_create(args: argparse.Namespace) -> dict[str, Any]:
         if args.with_keys:
             result["keys"] = {}
             for environment in ENVIRONMENTS:
-                key, plaintext = await tenants.create_key(conn, project.project_id, environment)
+                key, plaintext = await tenants.create_key(
+                    conn, project.project_id, environment, scopes=args.scopes
+                )
                 result["keys"][environment] = {**asdict(key), "key": plaintext}
     result["message"] = f"created project {project.project_id} ({project.name})"
     return result
@@ -105,10 +108,13 @@ async def cmd_key_create(args: argparse.Namespace) -> dict[str, Any]:
         project = await tenants.find_project(conn, args.project)
         if project is None:
             raise AdminError(f"no project {args.project!r} (give its id, or a unique name)")
-        key, plaintext = await tenants.create_key(conn, project.project_id, args.env)
+        key, plaintext = await tenants.create_key(
+            conn, project.project_id, args.env, scopes=args.scopes
+        )
     return {
         "key": {**asdict(key), "key": plaintext},
-        "message": f"{plaintext}\n(key {key.key_id}; shown once, store it now)",
+        "message": f"{plaintext}\n(key {key.key_id}, scopes {','.join(key.scopes)};"
+        " shown once, store it now)",
     }
 
 
@@ -127,7 +133,7 @@ async def cmd_key_list(args: argparse.Namespace) -> dict[str, Any]:
             raise AdminError(f"no project {args.project!r}")
         keys = await tenants.list_keys(conn, project.project_id)
     lines = "\n".join(
-        f"{k.key_id}  {k.environment}  {k.display_prefix}…"
+        f"{k.key_id}  {k.environment}  {k.display_prefix}…  {','.join(k.scopes)}"
         + (f"  revoked {k.revoked_at:%Y-%m-%d}" if k.revoked_at else "")
         for k in keys
     )
@@ -257,6 +263,17 @@ def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
     )
 
 
+def _scopes(text: str) -> tuple[Scope, ...]:
+    """`ingest,read` as scopes; argparse reports anything else as a usage error."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SCOPES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"scopes are a comma-separated subset of {','.join(SCOPES)}; got {text!r}"
+        )
+    return tuple(s for s in SCOPES if s in names)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(prog="bricqs-admin", description=__doc__)
@@ -290,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     create = add(project_sub, "create", help="create a project")
     create.add_argument("name")
     create.add_argument("--with-keys", action="store_true", help="also mint a live and a test key")
+    create.add_argument(
+        "--scopes",
+        type=_scopes,
+        default=("ingest",),
+        help="what the --with-keys keys may do (default: ingest)",
+    )
     create.set_defaults(run=cmd_project_create)
     add(project_sub, "list", help="list projects").set_defaults(run=cmd_project_list)
     limits = add(
@@ -307,6 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
     key_create = add(key_sub, "create", help="mint a key (printed once)")
     key_create.add_argument("--project", required=True, help="project id or unique name")
     key_create.add_argument("--env", required=True, choices=ENVIRONMENTS)
+    key_create.add_argument(
+        "--scopes",
+        type=_scopes,
+        default=("ingest",),
+        help=f"comma-separated, of {','.join(SCOPES)} (default: ingest; events only)",
+    )
     key_create.set_defaults(run=cmd_key_create)
     key_revoke = add(key_sub, "revoke", help="revoke a key by id")
     key_revoke.add_argument("key_id")

@@ -20,6 +20,7 @@ from bricqs.mechanics.manual import (
 from bricqs.storage.definitions import get_definition
 from bricqs.storage.tenants import Conn, Tenant
 from bricqs.validation import IDEMPOTENCY_KEY, FieldError
+from bricqs.web.auth import requires
 from bricqs.web.problems import ProblemError
 from bricqs_api.context import PROBLEMS, CallerTenant, Connection
 
@@ -101,6 +102,7 @@ class ManualActionController(Controller):
 
     path = "/"
     tags = ("actions",)
+    security = requires("write")
 
     @post("/points/award", responses=PROBLEMS, status_code=200)
     async def award_points(

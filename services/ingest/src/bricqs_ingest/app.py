@@ -22,6 +22,7 @@ from redis.backoff import NoBackoff
 
 from bricqs.auth import KeyCache
 from bricqs.mechanics.cache import RuleCache
+from bricqs.participant_tokens import ParticipantTokens
 from bricqs.runtime import tune_garbage_collector
 from bricqs.settings import load_or_exit
 from bricqs.storage.tenants import KeyOwner, find_key_owner
@@ -30,7 +31,7 @@ from bricqs.web.metrics import mark_worker_dead, metrics_endpoint, request_metri
 from bricqs.web.problems import exception_handlers
 from bricqs_ingest.backlog import BacklogMonitor
 from bricqs_ingest.batch import ingest_batch
-from bricqs_ingest.context import IngestContext, ingest_context
+from bricqs_ingest.context import INGEST_SECURITY, IngestContext, ingest_context
 from bricqs_ingest.fast_path import single_event_fast_path
 from bricqs_ingest.openapi import openapi_document
 from bricqs_ingest.publisher import StreamPublisher
@@ -67,7 +68,11 @@ def create_app(settings: IngestSettings | None = None) -> Litestar:
         # endpoint answers 503 database_unavailable by itself meanwhile.
         return {"redis": ingest_context(app.state).redis.ping}
 
-    api = Router(path="/api/v1", route_handlers=[ingest_event, ingest_batch, ingest_sync])
+    api = Router(
+        path="/api/v1",
+        route_handlers=[ingest_event, ingest_batch, ingest_sync],
+        security=INGEST_SECURITY,
+    )
     app = Litestar(
         route_handlers=[api, health_router(checks), metrics_endpoint, openapi_document],
         dependencies={"ctx": Provide(ingest_context, sync_to_thread=False)},
@@ -119,6 +124,7 @@ async def _open_context(settings: IngestSettings) -> IngestContext:
             negative_ttl=settings.auth_negative_ttl_seconds,
         ),
         RuleCache(settings.rules_refresh_seconds),
+        ParticipantTokens(settings.participant_token_secret),
         BacklogMonitor(
             redis,
             shards=settings.stream_shards,
