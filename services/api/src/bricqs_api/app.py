@@ -17,14 +17,15 @@ from bricqs.mechanics.cache import RuleCache
 from bricqs.participant_tokens import ParticipantTokens
 from bricqs.settings import load_or_exit
 from bricqs.storage.health import ping
-from bricqs.storage.tenants import KeyOwner, find_key_owner
+from bricqs.storage.tenants import KeyOwner, find_key_owner, projects_by_origin
 from bricqs.web.auth import SECURITY_SCHEMES
+from bricqs.web.cors import ProjectOrigins, participant_cors
 from bricqs.web.health import Check, health_router
 from bricqs.web.metrics import mark_worker_dead, metrics_endpoint, request_metrics
 from bricqs.web.problems import exception_handlers
 from bricqs_api.actions import ManualActionController
 from bricqs_api.catalog import CatalogController
-from bricqs_api.context import DEPENDENCIES, ApiClients, scope_guard
+from bricqs_api.context import DEPENDENCIES, ApiClients, cors_context, scope_guard
 from bricqs_api.definitions import definition_controllers
 from bricqs_api.leaderboards import LeaderboardController
 from bricqs_api.participant_tokens import ParticipantTokenController
@@ -47,6 +48,10 @@ def _clients(settings: ApiSettings) -> ApiClients:
         async with pool.connection() as conn:
             return await find_key_owner(conn, key_hash)
 
+    async def origins() -> dict[str, frozenset[str]]:
+        async with pool.connection() as conn:
+            return await projects_by_origin(conn)
+
     return ApiClients(
         settings,
         pool,
@@ -54,6 +59,7 @@ def _clients(settings: ApiSettings) -> ApiClients:
         KeyCache(lookup, ttl=settings.auth_cache_ttl_seconds),
         RuleCache(settings.rules_refresh_seconds),
         ParticipantTokens(settings.participant_token_secret),
+        ProjectOrigins(origins, settings.auth_cache_ttl_seconds),
     )
 
 
@@ -112,7 +118,7 @@ def create_app(settings: ApiSettings | None = None) -> Litestar:
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=exception_handlers,
-        middleware=[request_metrics("api")],
+        middleware=[request_metrics("api"), participant_cors(cors_context)],
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(
             title="Bricqs gamification API",

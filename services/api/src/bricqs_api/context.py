@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, NamedTuple
 
-from litestar import Request
+from litestar import Litestar, Request
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
@@ -30,6 +30,7 @@ from bricqs.mechanics.state import (
 from bricqs.participant_tokens import ParticipantTokens
 from bricqs.storage.tenants import Conn, KeyOwner, Tenant
 from bricqs.web.auth import authenticate
+from bricqs.web.cors import ProjectOrigins
 from bricqs.web.problems import problem_responses
 from bricqs_api.settings import ApiSettings
 
@@ -59,6 +60,7 @@ class ApiClients:
     keys: KeyCache
     rules: RuleCache
     tokens: ParticipantTokens
+    origins: ProjectOrigins
 
 
 def provide_clients(state: State) -> ApiClients:
@@ -77,6 +79,12 @@ async def scope_guard(
     connection.state.caller = await authenticate(
         connection, clients.keys, clients.settings.retry_after_seconds, clients.tokens
     )
+
+
+def cors_context(app: Litestar) -> tuple[ProjectOrigins, ParticipantTokens]:
+    """What the CORS middleware needs of the worker's clients."""
+    clients = provide_clients(app.state)
+    return clients.origins, clients.tokens
 
 
 def provide_caller(request: Request[Any, Any, Any]) -> KeyOwner:

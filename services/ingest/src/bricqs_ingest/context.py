@@ -18,6 +18,7 @@ from bricqs.mechanics.cache import RuleCache
 from bricqs.participant_tokens import ParticipantTokens
 from bricqs.storage.tenants import Scope
 from bricqs.web.auth import requires
+from bricqs.web.cors import ProjectOrigins
 from bricqs.web.problems import ProblemError
 from bricqs_ingest.backlog import BacklogMonitor
 from bricqs_ingest.publisher import Command, EnqueueResult, QueueUnavailable, StreamPublisher
@@ -43,6 +44,7 @@ class IngestContext:
     keys: KeyCache
     rules: RuleCache
     tokens: ParticipantTokens
+    origins: ProjectOrigins
     backlog: BacklogMonitor
 
     def unavailable(self, code: str, detail: str) -> ProblemError:
@@ -71,6 +73,12 @@ def ingest_context(state: State) -> IngestContext:
     """The dependency handlers take as `ctx`."""
     context: IngestContext = state.ingest
     return context
+
+
+def cors_context(app: Litestar) -> tuple[ProjectOrigins, ParticipantTokens]:
+    """What the CORS middleware needs of the worker's context."""
+    context = ingest_context(app.state)
+    return context.origins, context.tokens
 
 
 def context_of(app: Any) -> IngestContext:

@@ -178,3 +178,21 @@ async def set_rate_limit(
         (per_second, burst, project_id),
     )
     return cursor.rowcount == 1
+
+
+async def set_cors_origins(conn: AsyncConnection[Any], project_id: str, origins: list[str]) -> bool:
+    """Set the browser origins allowed to call a project's participant-token routes
+    (empty: none, the default)."""
+    cursor = await conn.execute(
+        "UPDATE projects SET cors_origins = %s WHERE project_id = %s", (origins, project_id)
+    )
+    return cursor.rowcount == 1
+
+
+async def projects_by_origin(conn: AsyncConnection[Any]) -> dict[str, frozenset[str]]:
+    """Every allowed origin, with the projects that allow it."""
+    cursor = await conn.execute(
+        "SELECT origin, array_agg(project_id) FROM projects, unnest(cors_origins) AS origin"
+        " GROUP BY origin"
+    )
+    return {origin: frozenset(projects) for origin, projects in await cursor.fetchall()}

@@ -86,7 +86,8 @@ def check_participant(caller: KeyOwner, participant_id: str) -> None:
         raise participant_mismatch(participant_id)
 
 
-def _bearer_token(authorization: str | None) -> str | None:
+def presented_participant_token(authorization: str | None) -> str | None:
+    """The participant token of `Authorization: Bearer bqp_…`, if that is what it holds."""
     if authorization:
         scheme, _, token = authorization.strip().partition(" ")
         token = token.strip()
@@ -107,7 +108,7 @@ async def authenticate(
     if not scopes:
         raise ProblemError(500, "scope_undeclared", "This route declares no scope.")
     headers = connection.headers
-    token = _bearer_token(headers.get("authorization"))
+    token = presented_participant_token(headers.get("authorization"))
     if token is not None and headers.get("x-api-key") is None:
         return _token_caller(connection, token, scopes, takes_tokens, tokens)
     owner = await _key_owner(
