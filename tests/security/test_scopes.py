@@ -18,47 +18,60 @@ from litestar.testing import TestClient
 from bricqs.auth import KeyCache
 from bricqs.ids import ulid
 from bricqs.keys import generate_key, hash_key
+from bricqs.participant_tokens import ParticipantTokens
 from bricqs.storage import tenants
 from bricqs.storage.migrate import available_migrations, migrate
-from bricqs.storage.tenants import SCOPES, KeyOwner, Scope
+from bricqs.storage.tenants import SCOPES, KeyOwner
 from bricqs.stream import stream_key
 from bricqs.web.auth import authenticate
 from bricqs.web.problems import exception_handlers
 from bricqs_devstack.servers import Server
+from tests.conftest import PARTICIPANT_TOKEN_SECRET
 from tests.lib.test_storage import admin
 
 
-def keys_by_scope(database_url: str) -> dict[Scope, str]:
-    """A project with one live key per scope, each holding that scope only."""
+def keys_by_scope(database_url: str) -> dict[str, str]:
+    """A project with one live key per scope, each holding that scope only, and (as
+    "participant token") a token for its participant u1."""
 
-    async def create() -> dict[Scope, str]:
+    async def create() -> dict[str, str]:
         async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
             project = await tenants.create_project(conn, "scopes " + ulid())
-            minted: dict[Scope, str] = {}
+            minted: dict[str, str] = {}
             for scope in SCOPES:
                 _, minted[scope] = await tenants.create_key(
                     conn, project.project_id, "live", scopes=[scope]
                 )
-            return minted
+        tokens = ParticipantTokens(PARTICIPANT_TOKEN_SECRET)
+        minted[TOKEN], _ = tokens.mint(project.project_id, "live", "u1")
+        return minted
 
     return asyncio.run(create())
 
 
+TOKEN = "participant token"
+
+
+def credentials(scope: str, secret: str) -> dict[str, str]:
+    if scope == TOKEN:
+        return {"Authorization": f"Bearer {secret}"}
+    return {"X-API-Key": secret}
+
+
 def declared_routes(client: TestClient[Any]) -> list[tuple[str, str, frozenset[str]]]:
-    """(method, path, scopes any of which a key needs) of every operation in the
-    service's OpenAPI document."""
+    """(method, path, scopes any of which a key needs, plus TOKEN when a participant
+    token will do) of every operation in the service's OpenAPI document."""
     document = client.get("/schema/openapi.json").json()
     routes = []
     for path, item in document["paths"].items():
         for method, operation in item.items():
             if method not in {"get", "post", "put", "patch", "delete"}:
                 continue
-            scopes = frozenset(
-                scope
-                for requirement in operation.get("security", ())
-                for scope in requirement.get("apiKey", ())
-            )
-            routes.append((method.upper(), path, scopes))
+            security = operation.get("security", ())
+            scopes = {scope for requirement in security for scope in requirement.get("apiKey", ())}
+            if any("participantToken" in requirement for requirement in security):
+                scopes.add(TOKEN)
+            routes.append((method.upper(), path, frozenset(scopes)))
     return routes
 
 
@@ -74,13 +87,14 @@ def test_every_route_answers_by_the_scope_it_declares(
     keys = keys_by_scope(postgres_server.url)
     routes = declared_routes(client)
     assert len(routes) >= 3
-    undeclared = [(m, p) for m, p, scopes in routes if not scopes]
+    undeclared = [(m, p) for m, p, scopes in routes if not scopes - {TOKEN}]
     assert undeclared == [], "every route must declare the scope its key needs"
     for method, path, scopes in routes:
-        for scope, key in keys.items():
+        for scope, secret in keys.items():
             # An empty JSON object: a valid key gets past the scope check and then a 422
             # (or 404, or for harmless reads 200); nothing is created.
-            answer = client.request(method, concrete(path), headers={"X-API-Key": key}, json={})
+            headers = credentials(scope, secret)
+            answer = client.request(method, concrete(path), headers=headers, json={})
             if scope in scopes:
                 assert answer.status_code not in (401, 403), (method, path, scope, answer.text)
             else:
@@ -88,7 +102,7 @@ def test_every_route_answers_by_the_scope_it_declares(
                 assert answer.headers["content-type"].startswith("application/problem+json")
                 problem = answer.json()
                 assert problem["code"] == "insufficient_scope"
-                assert all(s in problem["scope"] for s in scopes), problem
+                assert all(s in problem["scope"] for s in scopes - {TOKEN}), problem
 
 
 def test_a_route_that_declares_no_scope_refuses_every_key(postgres_server: Server) -> None:
