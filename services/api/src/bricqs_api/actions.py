@@ -11,6 +11,7 @@ from litestar.params import JSONBody
 from msgspec import Meta
 
 from bricqs.mechanics.cache import RuleCache
+from bricqs.mechanics.definitions import Code
 from bricqs.mechanics.manual import (
     IdempotencyConflict,
     InsufficientBalance,
@@ -40,7 +41,7 @@ class BadgeAwardRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     """Award a badge by hand."""
 
     participant_id: ParticipantId
-    badge_code: str
+    badge_code: Code
 
 
 def _key(request: Request[Any, Any, Any], body_key: str | None) -> str | None:
