@@ -197,3 +197,34 @@ def test_rotating_the_secret_invalidates_every_token_at_once(
             ).status_code
             == 200
         )
+
+
+def test_tokens_of_two_projects_for_one_participant_id_draw_on_two_buckets(
+    redis_server: Server, postgres_server: Server, redis_client: Any, api: TestClient[Any]
+) -> None:
+    from bricqs_ingest.app import create_app
+    from tests.ingest.conftest import ingest_settings
+
+    settings = ingest_settings(
+        redis_server.url,
+        postgres_server.url,
+        participant_token_secret=SECRET,
+        rate_limit_per_second=0.001,
+        rate_limit_burst=100,
+    )
+    first, second = (make_tenant(postgres_server.url, name) for name in ("first", "second"))
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as limited:
+        drained = limited.post(
+            "/api/v1/ingest/events/batch",
+            headers=bearer(mint(api, first.live_key)),
+            json={"events": [EVENT] * 100},
+        )
+        assert drained.status_code == 202
+        again = limited.post(
+            "/api/v1/ingest/events", headers=bearer(mint(api, first.live_key)), json=EVENT
+        )
+        assert again.status_code == 429  # the first project's u1 has used its burst
+        other = limited.post(
+            "/api/v1/ingest/events", headers=bearer(mint(api, second.live_key)), json=EVENT
+        )
+        assert other.status_code == 202, other.text

@@ -138,7 +138,8 @@ def _token_caller(
     caller = KeyOwner(
         grant.project_id,
         grant.environment,
-        key_id=f"participant:{grant.participant_id}",
+        # Its rate-limit bucket: one per participant of a tenant (a token has no key).
+        key_id=f"participant:{grant.project_id}:{grant.environment}:{grant.participant_id}",
         participant_id=grant.participant_id,
     )
     in_path = connection.path_params.get("participant_id")
