@@ -30,7 +30,7 @@ from bricqs.mechanics.definitions import KINDS, parse_definition
 from bricqs.storage import tenants
 from bricqs.storage.definitions import create_definition
 from bricqs.storage.migrate import migrate
-from bricqs.storage.tenants import Tenant
+from bricqs.storage.tenants import SCOPES, Tenant
 from bricqs.stream import stream_key
 from bricqs_devstack.servers import Server, free_port, start_postgres, start_redis
 
@@ -85,7 +85,7 @@ class Stack:
                 self.database_url, autocommit=True
             ) as conn:
                 project = await tenants.create_project(conn, name)
-                _, key = await tenants.create_key(conn, project.project_id, "live")
+                _, key = await tenants.create_key(conn, project.project_id, "live", scopes=SCOPES)
                 tenant = Tenant(project.project_id, "live")
                 for segment, raw in rules:
                     kind, schema = KINDS[segment]

@@ -24,7 +24,11 @@ from litestar.testing import TestClient
 
 from bricqs.storage import tenants
 from bricqs.storage.migrate import migrate
+from bricqs.storage.tenants import SCOPES
 from bricqs_devstack.servers import Server, start_postgres, start_redis
+
+# Signs participant tokens in the `api` and `sync_ingest` apps.
+PARTICIPANT_TOKEN_SECRET = "test-participant-token-secret"
 
 
 @pytest.fixture(scope="session")
@@ -98,8 +102,12 @@ def make_tenant(database_url: str, name: str = "test project") -> Tenant:
     async def create() -> Tenant:
         async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
             project = await tenants.create_project(conn, name)
-            live, live_plain = await tenants.create_key(conn, project.project_id, "live")
-            test, test_plain = await tenants.create_key(conn, project.project_id, "test")
+            live, live_plain = await tenants.create_key(
+                conn, project.project_id, "live", scopes=SCOPES
+            )
+            test, test_plain = await tenants.create_key(
+                conn, project.project_id, "test", scopes=SCOPES
+            )
         return Tenant(project.project_id, live_plain, test_plain, live.key_id, test.key_id)
 
     return asyncio.run(create())
@@ -132,6 +140,7 @@ def api(redis_server: Server, postgres_server: Server) -> Iterator[TestClient[An
         database_url=postgres_server.url,
         log_level="WARNING",
         rules_refresh_seconds=0,
+        participant_token_secret=PARTICIPANT_TOKEN_SECRET,
     )
     with TestClient(create_api(settings), base_url="http://127.0.0.1") as client:
         yield client
@@ -144,7 +153,12 @@ def sync_ingest(
     from bricqs_ingest.app import create_app as create_ingest
     from tests.ingest.conftest import ingest_settings
 
-    settings = ingest_settings(redis_server.url, postgres_server.url, rules_refresh_seconds=0)
+    settings = ingest_settings(
+        redis_server.url,
+        postgres_server.url,
+        rules_refresh_seconds=0,
+        participant_token_secret=PARTICIPANT_TOKEN_SECRET,
+    )
     with TestClient(create_ingest(settings), base_url="http://127.0.0.1") as client:
         yield client
 

@@ -135,3 +135,16 @@ def test_two_concurrent_awards_on_one_key_credit_one_balance_with_its_ledger_row
     for participant in ("ann", "bob"):
         balance, ledger = balance_and_ledger(url, tenant.project_id, participant)
         assert balance == ledger == (7 if participant == winner["participant_id"] else 0)
+
+
+def test_a_badge_code_postgresql_cannot_hold_is_422_not_500(
+    api: TestClient[Any], tenant: Tenant
+) -> None:
+    # Found by the OpenAPI fuzz test: a NUL in the badge code reached PostgreSQL (500).
+    answer = api.post(
+        "/api/v1/gamify/badges/award",
+        headers={"X-API-Key": tenant.live_key},
+        json={"participant_id": "u1", "badge_code": "a\u0000b"},
+    )
+    assert answer.status_code == 422
+    assert answer.json()["code"] == "validation_failed"

@@ -14,6 +14,7 @@ import redis
 
 from bricqs.schemas import Envelope
 from bricqs.storage import tenants
+from bricqs.storage.tenants import SCOPES
 from bricqs_devstack.servers import Server
 from tests.ingest.helpers import SYNC, granian_ingest
 from tests.mechanics.test_exactly_once import make_envelopes, run, setup_tenant, snapshot
@@ -48,7 +49,9 @@ def test_processors_and_sync_on_one_participant_equal_a_sequential_run(
     # The sync endpoint needs a key of the concurrent tenant's project.
     async def mint() -> str:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            _, plaintext = await tenants.create_key(conn, concurrent.project_id, "live")
+            _, plaintext = await tenants.create_key(
+                conn, concurrent.project_id, "live", scopes=SCOPES
+            )
         return plaintext
 
     key = asyncio.run(mint())

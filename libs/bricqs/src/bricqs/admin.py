@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
@@ -32,7 +33,11 @@ from bricqs.storage.migrate import (
     MigrationError,
     migrate,
 )
+from bricqs.storage.tenants import SCOPES, Scope
 from bricqs.stream import DeadLetter, dead_letter_key, stream_key
+
+# What a browser sends as Origin: scheme, host and maybe a port; nothing else.
+ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?")
 
 Command = Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]
 
@@ -68,7 +73,9 @@ async def cmd_project_create(args: argparse.Namespace) -> dict[str, Any]:
         if args.with_keys:
             result["keys"] = {}
             for environment in ENVIRONMENTS:
-                key, plaintext = await tenants.create_key(conn, project.project_id, environment)
+                key, plaintext = await tenants.create_key(
+                    conn, project.project_id, environment, scopes=args.scopes
+                )
                 result["keys"][environment] = {**asdict(key), "key": plaintext}
     result["message"] = f"created project {project.project_id} ({project.name})"
     return result
@@ -100,15 +107,33 @@ async def cmd_project_limits(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+async def cmd_project_cors(args: argparse.Namespace) -> dict[str, Any]:
+    async with await _connect(args) as conn:
+        project = await tenants.find_project(conn, args.project)
+        if project is None:
+            raise AdminError(f"no project {args.project!r} (give its id, or a unique name)")
+        await tenants.set_cors_origins(conn, project.project_id, args.origins)
+    shown = ", ".join(args.origins) or "none (no cross-origin access)"
+    return {
+        "project_id": project.project_id,
+        "cors_origins": args.origins,
+        "message": f"{project.project_id}: browser origins {shown}"
+        " (applies within the key cache TTL)",
+    }
+
+
 async def cmd_key_create(args: argparse.Namespace) -> dict[str, Any]:
     async with await _connect(args) as conn:
         project = await tenants.find_project(conn, args.project)
         if project is None:
             raise AdminError(f"no project {args.project!r} (give its id, or a unique name)")
-        key, plaintext = await tenants.create_key(conn, project.project_id, args.env)
+        key, plaintext = await tenants.create_key(
+            conn, project.project_id, args.env, scopes=args.scopes
+        )
     return {
         "key": {**asdict(key), "key": plaintext},
-        "message": f"{plaintext}\n(key {key.key_id}; shown once, store it now)",
+        "message": f"{plaintext}\n(key {key.key_id}, scopes {','.join(key.scopes)};"
+        " shown once, store it now)",
     }
 
 
@@ -127,7 +152,7 @@ async def cmd_key_list(args: argparse.Namespace) -> dict[str, Any]:
             raise AdminError(f"no project {args.project!r}")
         keys = await tenants.list_keys(conn, project.project_id)
     lines = "\n".join(
-        f"{k.key_id}  {k.environment}  {k.display_prefix}…"
+        f"{k.key_id}  {k.environment}  {k.display_prefix}…  {','.join(k.scopes)}"
         + (f"  revoked {k.revoked_at:%Y-%m-%d}" if k.revoked_at else "")
         for k in keys
     )
@@ -257,6 +282,38 @@ def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
     )
 
 
+def _origins(text: str) -> list[str]:
+    """`https://app.example,http://localhost:3000` as origins (empty: none)."""
+    origins = [o.strip() for o in text.split(",") if o.strip()]
+    bad = [o for o in origins if not ORIGIN.fullmatch(o)]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"an origin is scheme://host[:port], without a path: {', '.join(bad)}"
+        )
+    return origins
+
+
+def _scopes(text: str) -> tuple[Scope, ...]:
+    """`ingest,read` as scopes; argparse reports anything else as a usage error."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SCOPES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"scopes are a comma-separated subset of {','.join(SCOPES)}; got {text!r}"
+        )
+    return tuple(s for s in SCOPES if s in names)
+
+
+def _scopes_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """--scopes, defaulting to `ingest`: the key that leaks is the event key."""
+    parser.add_argument(
+        "--scopes",
+        type=_scopes,
+        default=("ingest",),
+        help=f"{what}: comma-separated, of {','.join(SCOPES)} (default: ingest; events only)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(prog="bricqs-admin", description=__doc__)
@@ -290,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     create = add(project_sub, "create", help="create a project")
     create.add_argument("name")
     create.add_argument("--with-keys", action="store_true", help="also mint a live and a test key")
+    _scopes_option(create, "what the --with-keys keys may do")
     create.set_defaults(run=cmd_project_create)
     add(project_sub, "list", help="list projects").set_defaults(run=cmd_project_list)
     limits = add(
@@ -302,11 +360,18 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--burst", type=int, help="bucket size (>= 100)")
     limits.set_defaults(run=cmd_project_limits)
 
+    cors = add(project_sub, "cors", help="browser origins of a project's participant tokens")
+    cors.add_argument("project", help="project id or unique name")
+    origins_help = 'comma-separated, e.g. https://app.example ("": none, the default)'
+    cors.add_argument("--origins", type=_origins, required=True, help=origins_help)
+    cors.set_defaults(run=cmd_project_cors)
+
     key = add(sub, "key", help="API keys")
     key_sub = key.add_subparsers(dest="action", required=True)
     key_create = add(key_sub, "create", help="mint a key (printed once)")
     key_create.add_argument("--project", required=True, help="project id or unique name")
     key_create.add_argument("--env", required=True, choices=ENVIRONMENTS)
+    _scopes_option(key_create, "what the key may do")
     key_create.set_defaults(run=cmd_key_create)
     key_revoke = add(key_sub, "revoke", help="revoke a key by id")
     key_revoke.add_argument("key_id")

@@ -92,6 +92,13 @@ RetryAfterSeconds = Annotated[
 AuthCacheTtlSeconds = Annotated[
     float, Meta(gt=0, description="How long a key lookup is cached; a revocation takes this long.")
 ]
+ParticipantTokenSecret = Annotated[
+    str,
+    Meta(
+        description="Signs participant tokens (the api mints them, ingest and the api check"
+        " them); empty turns them off; changing it invalidates every token at once."
+    ),
+]
 RulesRefreshSeconds = Annotated[
     float,
     Meta(

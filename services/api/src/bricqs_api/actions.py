@@ -11,6 +11,7 @@ from litestar.params import JSONBody
 from msgspec import Meta
 
 from bricqs.mechanics.cache import RuleCache
+from bricqs.mechanics.definitions import Code
 from bricqs.mechanics.manual import (
     IdempotencyConflict,
     InsufficientBalance,
@@ -20,6 +21,7 @@ from bricqs.mechanics.manual import (
 from bricqs.storage.definitions import get_definition
 from bricqs.storage.tenants import Conn, Tenant
 from bricqs.validation import IDEMPOTENCY_KEY, FieldError
+from bricqs.web.auth import requires
 from bricqs.web.problems import ProblemError
 from bricqs_api.context import PROBLEMS, CallerTenant, Connection
 
@@ -39,7 +41,7 @@ class BadgeAwardRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     """Award a badge by hand."""
 
     participant_id: ParticipantId
-    badge_code: str
+    badge_code: Code
 
 
 def _key(request: Request[Any, Any, Any], body_key: str | None) -> str | None:
@@ -101,6 +103,7 @@ class ManualActionController(Controller):
 
     path = "/"
     tags = ("actions",)
+    security = requires("write")
 
     @post("/points/award", responses=PROBLEMS, status_code=200)
     async def award_points(

@@ -8,23 +8,28 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from bricqs.auth import KeyCache
 from bricqs.mechanics.cache import RuleCache
+from bricqs.participant_tokens import ParticipantTokens
 from bricqs.settings import load_or_exit
 from bricqs.storage.health import ping
-from bricqs.storage.tenants import KeyOwner, find_key_owner
+from bricqs.storage.tenants import KeyOwner, find_key_owner, projects_by_origin
+from bricqs.web.auth import SECURITY_SCHEMES
+from bricqs.web.cors import ProjectOrigins, participant_cors
 from bricqs.web.health import Check, health_router
 from bricqs.web.metrics import mark_worker_dead, metrics_endpoint, request_metrics
 from bricqs.web.problems import exception_handlers
 from bricqs_api.actions import ManualActionController
 from bricqs_api.catalog import CatalogController
-from bricqs_api.context import DEPENDENCIES, ApiClients
+from bricqs_api.context import DEPENDENCIES, ApiClients, cors_context, scope_guard
 from bricqs_api.definitions import definition_controllers
 from bricqs_api.leaderboards import LeaderboardController
-from bricqs_api.participants import ParticipantController
+from bricqs_api.participant_tokens import ParticipantTokenController
+from bricqs_api.participants import ParticipantAttributesController, ParticipantController
 from bricqs_api.settings import ApiSettings
 
 
@@ -43,12 +48,18 @@ def _clients(settings: ApiSettings) -> ApiClients:
         async with pool.connection() as conn:
             return await find_key_owner(conn, key_hash)
 
+    async def origins() -> dict[str, frozenset[str]]:
+        async with pool.connection() as conn:
+            return await projects_by_origin(conn)
+
     return ApiClients(
         settings,
         pool,
         redis,
         KeyCache(lookup, ttl=settings.auth_cache_ttl_seconds),
         RuleCache(settings.rules_refresh_seconds),
+        ParticipantTokens(settings.participant_token_secret),
+        ProjectOrigins(origins, settings.auth_cache_ttl_seconds),
     )
 
 
@@ -79,14 +90,18 @@ def create_app(settings: ApiSettings | None = None) -> Litestar:
             await clients.pool.close()
             mark_worker_dead()
 
+    # Every route below declares its scope on its controller; the guard enforces it.
     api = Router(
         path="/api/v1",
+        guards=[scope_guard],
         route_handlers=[
             Router(
                 path="/gamify",
                 route_handlers=[
                     *definition_controllers,
                     ParticipantController,
+                    ParticipantAttributesController,
+                    ParticipantTokenController,
                     ManualActionController,
                     LeaderboardController,
                 ],
@@ -103,9 +118,13 @@ def create_app(settings: ApiSettings | None = None) -> Litestar:
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=exception_handlers,
-        middleware=[request_metrics("api")],
+        middleware=[request_metrics("api"), participant_cors(cors_context)],
         lifespan=[lifespan],
-        openapi_config=OpenAPIConfig(title="Bricqs gamification API", version="1.0.0"),
+        openapi_config=OpenAPIConfig(
+            title="Bricqs gamification API",
+            version="1.0.0",
+            components=Components(security_schemes=dict(SECURITY_SCHEMES)),
+        ),
         # Definitions and actions are small; nothing legitimate comes near 1 MiB.
         request_max_body_size=1024 * 1024,
         debug=False,

@@ -9,6 +9,7 @@ from litestar.di import NamedDependency
 
 from bricqs.storage.catalog import read_catalog
 from bricqs.storage.tenants import Conn, Tenant
+from bricqs.web.auth import requires
 from bricqs_api.context import PROBLEMS
 
 
@@ -17,6 +18,7 @@ class CatalogController(Controller):
 
     path = "/events/catalog"
     tags = ("catalog",)
+    security = requires("read")
 
     @get("/", responses=PROBLEMS)
     async def event_catalog(

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, NamedTuple
 
-from litestar import Request
+from litestar import Litestar, Request
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
+from litestar.handlers import BaseRouteHandler
 from litestar.params import PathParameter, QueryParameter
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
@@ -25,8 +27,10 @@ from bricqs.mechanics.state import (
     streaks_state,
     tiers_state,
 )
-from bricqs.storage.tenants import Conn, Tenant
+from bricqs.participant_tokens import ParticipantTokens
+from bricqs.storage.tenants import Conn, KeyOwner, Tenant
 from bricqs.web.auth import authenticate
+from bricqs.web.cors import ProjectOrigins
 from bricqs.web.problems import problem_responses
 from bricqs_api.settings import ApiSettings
 
@@ -43,7 +47,7 @@ FactTypeQuery = Annotated[
 ]
 
 # The problem answers any api route may give, for the OpenAPI document.
-PROBLEMS = problem_responses(400, 401, 404, 405, 409, 413, 422, 503)
+PROBLEMS = problem_responses(400, 401, 403, 404, 405, 409, 413, 422, 503)
 
 
 @dataclass
@@ -55,6 +59,8 @@ class ApiClients:
     redis: Redis
     keys: KeyCache
     rules: RuleCache
+    tokens: ParticipantTokens
+    origins: ProjectOrigins
 
 
 def provide_clients(state: State) -> ApiClients:
@@ -63,25 +69,43 @@ def provide_clients(state: State) -> ApiClients:
     return clients
 
 
-async def provide_tenant(
-    request: Request[Any, Any, Any], clients: NamedDependency[ApiClients]
-) -> Tenant:
-    """The (project, environment) of the request's API key."""
-    owner = await authenticate(request, clients.keys, clients.settings.retry_after_seconds)
-    return Tenant(owner.project_id, owner.environment)
+async def scope_guard(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    """Lets in only callers the route's declared scope allows (see `bricqs.web.auth`);
+    runs before any dependency, so a refused request holds no connection."""
+    del handler  # the connection knows its route
+    clients = provide_clients(connection.app.state)
+    connection.state.caller = await authenticate(
+        connection, clients.keys, clients.settings.retry_after_seconds, clients.tokens
+    )
 
 
-async def provide_connection(
-    clients: NamedDependency[ApiClients], tenant: NamedDependency[Tenant]
-) -> AsyncIterator[Conn]:
+def cors_context(app: Litestar) -> tuple[ProjectOrigins, ParticipantTokens]:
+    """What the CORS middleware needs of the worker's clients."""
+    clients = provide_clients(app.state)
+    return clients.origins, clients.tokens
+
+
+def provide_caller(request: Request[Any, Any, Any]) -> KeyOwner:
+    """The key (or participant token) the scope guard let in."""
+    caller: KeyOwner = request.state.caller
+    return caller
+
+
+def provide_tenant(caller: NamedDependency[KeyOwner]) -> Tenant:
+    """The (project, environment) of the request's caller."""
+    return Tenant(caller.project_id, caller.environment)
+
+
+async def provide_connection(clients: NamedDependency[ApiClients]) -> AsyncIterator[Conn]:
     """A pooled connection for the request: committed after the handler returns, rolled
     back when it raises.
 
-    It takes the tenant so the key is checked first: a key lookup may need a pooled
+    The key is checked before (by the scope guard): a key lookup may need a pooled
     connection of its own, and requests holding one while waiting for another could
     drain the pool; nor does a request with a bad key hold one.
     """
-    del tenant
     async with clients.pool.connection() as conn:
         yield conn
 
@@ -170,7 +194,8 @@ def provide_rule_cache(clients: NamedDependency[ApiClients]) -> RuleCache:
 DEPENDENCIES = {
     "clients": Provide(provide_clients, sync_to_thread=False),
     "conn": Provide(provide_connection),
-    "tenant": Provide(provide_tenant),
+    "caller": Provide(provide_caller, sync_to_thread=False),
+    "tenant": Provide(provide_tenant, sync_to_thread=False),
     "rules": Provide(provide_rules),
     "rule_cache": Provide(provide_rule_cache, sync_to_thread=False),
     "participant": Provide(provide_participant),
@@ -179,6 +204,7 @@ DEPENDENCIES = {
 
 # What handlers declare to receive the dependencies above.
 Connection = NamedDependency[Conn]
+Caller = NamedDependency[KeyOwner]
 CallerTenant = NamedDependency[Tenant]
 TenantRules = NamedDependency[RuleSet]
 Participant = NamedDependency[ParticipantView]

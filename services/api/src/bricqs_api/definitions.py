@@ -24,6 +24,7 @@ from bricqs.storage.definitions import (
 )
 from bricqs.storage.tenants import Conn, Tenant
 from bricqs.validation import FieldError
+from bricqs.web.auth import requires
 from bricqs.web.problems import ProblemError
 from bricqs_api.context import PROBLEMS, CodePath
 
@@ -66,6 +67,7 @@ def definition_controller(segment: str, kind: str, schema: type[Definition]) -> 
     class DefinitionController(Controller):
         path = f"/admin/{segment}"
         tags = ("definitions",)
+        security = requires("admin")
 
         @post(
             "/",

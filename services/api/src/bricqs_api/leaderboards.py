@@ -13,6 +13,7 @@ from bricqs.mechanics.ruleset import LEADERBOARD_PERIODS, CompiledLeaderboard, R
 from bricqs.mechanics.windows import period_index, period_key, period_start, zone
 from bricqs.storage.rankings import criterion_ranking, points_ranking
 from bricqs.storage.tenants import Conn, Tenant
+from bricqs.web.auth import requires
 from bricqs.web.problems import ProblemError
 from bricqs_api.context import PROBLEMS, CodePath, ParticipantPath
 
@@ -74,6 +75,7 @@ class LeaderboardController(Controller):
 
     path = "/leaderboards"
     tags = ("leaderboards",)
+    security = requires("read", participant_token=True)
 
     @get("/{code:str}", responses=PROBLEMS)
     async def leaderboard(

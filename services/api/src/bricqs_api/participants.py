@@ -13,6 +13,7 @@ from bricqs.mechanics.definitions import timezone_errors
 from bricqs.storage.facts import list_facts
 from bricqs.storage.ledger import list_ledger
 from bricqs.storage.participants import merge_attributes
+from bricqs.web.auth import requires
 from bricqs.web.problems import ProblemError
 from bricqs_api.context import (
     PROBLEMS,
@@ -36,6 +37,7 @@ class ParticipantController(Controller):
 
     path = "/participants/{participant_id:str}"
     tags = ("participants",)
+    security = requires("read", participant_token=True)
 
     @get("/state", responses=PROBLEMS)
     async def participant_state(self, participant: Participant) -> dict[str, Any]:
@@ -106,6 +108,14 @@ class ParticipantController(Controller):
             limit=page.limit + 1,
         )
         return page.answer(rows, "fact_id")
+
+
+class ParticipantAttributesController(Controller):
+    """The attributes of a participant the mechanics use: a write, unlike the reads above."""
+
+    path = "/participants/{participant_id:str}"
+    tags = ("participants",)
+    security = requires("write")
 
     @patch("/", responses=PROBLEMS)
     async def update_participant(

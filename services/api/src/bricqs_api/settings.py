@@ -11,6 +11,7 @@ from bricqs.settings import (
     AuthCacheTtlSeconds,
     DatabaseUrl,
     LogLevel,
+    ParticipantTokenSecret,
     RedisUrl,
     RetryAfterSeconds,
     RulesRefreshSeconds,
@@ -30,5 +31,6 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     ] = 10
     retry_after_seconds: RetryAfterSeconds = 1
     auth_cache_ttl_seconds: AuthCacheTtlSeconds = 30.0
+    participant_token_secret: ParticipantTokenSecret = ""
     rules_refresh_seconds: RulesRefreshSeconds = 2.0
     log_level: LogLevel = "INFO"

@@ -16,6 +16,7 @@ from bricqs.schemas import Envelope, Event, encode_envelope
 from bricqs.storage.tenants import KeyOwner
 from bricqs.stream import idempotency_redis_key, shard_for, stream_key
 from bricqs.validation import MAX_EVENT_BYTES, parse_event
+from bricqs.web.auth import check_participant
 from bricqs.web.problems import ProblemError
 from bricqs_ingest.bodies import json_encoder
 from bricqs_ingest.context import IngestContext
@@ -60,7 +61,9 @@ def parse_single(
 def envelope_of(
     event: Event, owner: KeyOwner, received_at: datetime, payload_hash: str | None
 ) -> Envelope:
-    """The stream entry of an accepted event."""
+    """The stream entry of an accepted event; 403 when a participant token sends
+    another participant's event."""
+    check_participant(owner, event.participant_id)
     return Envelope(
         event_id=new_event_id(),
         project_id=owner.project_id,

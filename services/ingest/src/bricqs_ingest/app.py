@@ -22,15 +22,17 @@ from redis.backoff import NoBackoff
 
 from bricqs.auth import KeyCache
 from bricqs.mechanics.cache import RuleCache
+from bricqs.participant_tokens import ParticipantTokens
 from bricqs.runtime import tune_garbage_collector
 from bricqs.settings import load_or_exit
-from bricqs.storage.tenants import KeyOwner, find_key_owner
+from bricqs.storage.tenants import KeyOwner, find_key_owner, projects_by_origin
+from bricqs.web.cors import ProjectOrigins, participant_cors
 from bricqs.web.health import health_router
 from bricqs.web.metrics import mark_worker_dead, metrics_endpoint, request_metrics
 from bricqs.web.problems import exception_handlers
 from bricqs_ingest.backlog import BacklogMonitor
 from bricqs_ingest.batch import ingest_batch
-from bricqs_ingest.context import IngestContext, ingest_context
+from bricqs_ingest.context import INGEST_SECURITY, IngestContext, cors_context, ingest_context
 from bricqs_ingest.fast_path import single_event_fast_path
 from bricqs_ingest.openapi import openapi_document
 from bricqs_ingest.publisher import StreamPublisher
@@ -67,12 +69,21 @@ def create_app(settings: IngestSettings | None = None) -> Litestar:
         # endpoint answers 503 database_unavailable by itself meanwhile.
         return {"redis": ingest_context(app.state).redis.ping}
 
-    api = Router(path="/api/v1", route_handlers=[ingest_event, ingest_batch, ingest_sync])
+    api = Router(
+        path="/api/v1",
+        route_handlers=[ingest_event, ingest_batch, ingest_sync],
+        security=INGEST_SECURITY,
+    )
     app = Litestar(
         route_handlers=[api, health_router(checks), metrics_endpoint, openapi_document],
         dependencies={"ctx": Provide(ingest_context, sync_to_thread=False)},
         exception_handlers=exception_handlers,
-        middleware=[request_metrics("ingest"), single_event_fast_path],
+        # CORS inside the fast path: the plain case (an API key) never needs it.
+        middleware=[
+            request_metrics("ingest"),
+            single_event_fast_path,
+            participant_cors(cors_context),
+        ],
         lifespan=[lifespan],
         openapi_config=None,
         debug=False,
@@ -103,6 +114,10 @@ async def _open_context(settings: IngestSettings) -> IngestContext:
         async with pool.connection(timeout=settings.database_timeout_ms / 1000) as conn:
             return await find_key_owner(conn, key_hash)
 
+    async def origins() -> dict[str, frozenset[str]]:
+        async with pool.connection(timeout=settings.database_timeout_ms / 1000) as conn:
+            return await projects_by_origin(conn)
+
     return IngestContext(
         settings,
         redis,
@@ -119,6 +134,8 @@ async def _open_context(settings: IngestSettings) -> IngestContext:
             negative_ttl=settings.auth_negative_ttl_seconds,
         ),
         RuleCache(settings.rules_refresh_seconds),
+        ParticipantTokens(settings.participant_token_secret),
+        ProjectOrigins(origins, settings.auth_cache_ttl_seconds),
         BacklogMonitor(
             redis,
             shards=settings.stream_shards,

@@ -34,7 +34,7 @@ async def ingest_batch(
     request: Request[Any, Any, Any], ctx: NamedDependency[IngestContext]
 ) -> Response[bytes]:
     """Queue 1-100 events, each validated on its own; one Redis round trip for all."""
-    owner = await authenticate(request, ctx.keys, ctx.settings.retry_after_seconds)
+    owner = await authenticate(request, ctx.keys, ctx.settings.retry_after_seconds, ctx.tokens)
     ctx.check_backlog()
     header_key = header_idempotency_key(request)
     obj, _ = await decode_body(request, MAX_BATCH_BODY)

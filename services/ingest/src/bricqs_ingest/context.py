@@ -15,12 +15,21 @@ from redis.asyncio import Redis
 
 from bricqs.auth import KeyCache
 from bricqs.mechanics.cache import RuleCache
+from bricqs.participant_tokens import ParticipantTokens
+from bricqs.storage.tenants import Scope
+from bricqs.web.auth import requires
+from bricqs.web.cors import ProjectOrigins
 from bricqs.web.problems import ProblemError
 from bricqs_ingest.backlog import BacklogMonitor
 from bricqs_ingest.publisher import Command, EnqueueResult, QueueUnavailable, StreamPublisher
 from bricqs_ingest.settings import IngestSettings
 
 log = logging.getLogger("bricqs.ingest")
+
+# Every ingest route sends events: a key with `ingest`, or a participant token for its own
+# participant's events. Declared once, on the router (and in the OpenAPI document).
+INGEST_SCOPE: Scope = "ingest"
+INGEST_SECURITY = requires(INGEST_SCOPE, participant_token=True)
 
 
 @dataclass
@@ -34,6 +43,8 @@ class IngestContext:
     publisher: StreamPublisher
     keys: KeyCache
     rules: RuleCache
+    tokens: ParticipantTokens
+    origins: ProjectOrigins
     backlog: BacklogMonitor
 
     def unavailable(self, code: str, detail: str) -> ProblemError:
@@ -62,6 +73,12 @@ def ingest_context(state: State) -> IngestContext:
     """The dependency handlers take as `ctx`."""
     context: IngestContext = state.ingest
     return context
+
+
+def cors_context(app: Litestar) -> tuple[ProjectOrigins, ParticipantTokens]:
+    """What the CORS middleware needs of the worker's context."""
+    context = ingest_context(app.state)
+    return context.origins, context.tokens
 
 
 def context_of(app: Any) -> IngestContext:

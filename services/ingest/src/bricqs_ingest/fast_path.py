@@ -33,7 +33,7 @@ from bricqs.schemas import json_decoder
 from bricqs.validation import MAX_EVENT_BYTES, parse_event
 from bricqs_ingest.accept import Answer, accept_event, envelope_of
 from bricqs_ingest.bodies import MAX_SINGLE_BODY
-from bricqs_ingest.context import IngestContext, ingest_context
+from bricqs_ingest.context import INGEST_SCOPE, IngestContext, ingest_context
 from bricqs_ingest.metrics import FAST_PATH
 from bricqs_ingest.ratelimit import limit_for
 
@@ -129,7 +129,11 @@ async def _plain_single(ctx: IngestContext, scope: Scope, body: bytes) -> Answer
     if not key or not body or len(body) > MAX_SINGLE_BODY or ctx.backlog.over:
         return None
     owner = ctx.keys.cached_owner(key)
-    if owner is None or limit_for(ctx.settings, owner) is not None:
+    if (
+        owner is None
+        or INGEST_SCOPE not in owner.scopes  # the route answers 403
+        or limit_for(ctx.settings, owner) is not None
+    ):
         return None
     try:
         obj = json_decoder.decode(body)

@@ -15,7 +15,9 @@ from litestar import Response, get
 from msgspec import Meta
 
 from bricqs.validation import MAX_BATCH_EVENTS
+from bricqs.web.auth import SECURITY_SCHEMES
 from bricqs.web.problems import PROBLEM_MEDIA_TYPE, FieldProblem, ProblemDocument
+from bricqs_ingest.context import INGEST_SCOPE, INGEST_SECURITY
 
 EventName = Annotated[
     str,
@@ -131,7 +133,11 @@ def _ok(description: str, schema: str) -> dict[str, Any]:
 
 _COMMON = {
     "400": _problem("Malformed JSON, empty body, corrupt gzip"),
-    "401": _problem("Missing, malformed, unknown or revoked API key"),
+    "401": _problem("Missing, malformed, unknown or revoked API key or participant token"),
+    "403": _problem(
+        "insufficient_scope: the key lacks the `ingest` scope; participant_mismatch: a"
+        " participant token sent another participant's event"
+    ),
     "409": _problem("Idempotency key reused with another payload"),
     "413": _problem("Body (or inflated gzip body) over the limit"),
     "415": _problem("Content-Encoding other than gzip"),
@@ -154,6 +160,10 @@ def _operation(summary: str, body: str, responses: dict[str, Any], op_id: str) -
         "post": {
             "operationId": op_id,
             "summary": summary,
+            "description": f"Needs a key with the `{INGEST_SCOPE}` scope, or a participant"
+            " token (for its own participant's events only).",
+            # The router's own declaration, which `authenticate` enforces.
+            "security": INGEST_SECURITY,
             "parameters": _HEADERS,
             "requestBody": {
                 "required": True,
@@ -195,6 +205,7 @@ def build_document() -> dict[str, Any]:
                     "scheme": "bearer",
                     "description": "The same API key as `Authorization: Bearer bq_…`",
                 },
+                **{name: scheme.to_schema() for name, scheme in SECURITY_SCHEMES.items()},
             },
         },
         "security": [{"apiKey": []}, {"bearer": []}],

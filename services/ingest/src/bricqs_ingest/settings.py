@@ -11,6 +11,7 @@ from bricqs.settings import (
     AuthCacheTtlSeconds,
     DatabaseUrl,
     LogLevel,
+    ParticipantTokenSecret,
     RedisUrl,
     RetryAfterSeconds,
     RulesRefreshSeconds,
@@ -32,6 +33,7 @@ class IngestSettings(msgspec.Struct, frozen=True, kw_only=True):
     ] = 5_000
     retry_after_seconds: RetryAfterSeconds = 1
     auth_cache_ttl_seconds: AuthCacheTtlSeconds = 30.0
+    participant_token_secret: ParticipantTokenSecret = ""
     auth_negative_ttl_seconds: Annotated[
         float, Meta(gt=0, description="How long an unknown key is remembered as unknown.")
     ] = 5.0

@@ -20,7 +20,7 @@ async def ingest_event(
     request: Request[Any, Any, Any], ctx: NamedDependency[IngestContext]
 ) -> Response[bytes]:
     """Queue one event for processing; answers 202 once it is durably on the stream."""
-    owner = await authenticate(request, ctx.keys, ctx.settings.retry_after_seconds)
+    owner = await authenticate(request, ctx.keys, ctx.settings.retry_after_seconds, ctx.tokens)
     ctx.check_backlog()
     header_key = header_idempotency_key(request)
     obj, body_size = await decode_body(request, MAX_SINGLE_BODY)

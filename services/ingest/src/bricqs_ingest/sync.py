@@ -50,7 +50,7 @@ async def ingest_sync(
     request: Request[Any, Any, Any], ctx: NamedDependency[IngestContext]
 ) -> Response[bytes]:
     """Store the event and its fact (and, later, mechanics effects) before answering."""
-    owner = await authenticate(request, ctx.keys, ctx.settings.retry_after_seconds)
+    owner = await authenticate(request, ctx.keys, ctx.settings.retry_after_seconds, ctx.tokens)
     header_key = header_idempotency_key(request)
     obj, body_size = await decode_body(request, MAX_SINGLE_BODY)
     now = datetime.now(UTC)

@@ -13,6 +13,11 @@ import psycopg
 from bricqs.mechanics.definitions import KINDS, parse_definition
 from bricqs.storage import tenants
 from bricqs.storage.definitions import create_definition
+from bricqs.storage.tenants import Scope
+
+# The README's examples send events and read state and leaderboards with the demo keys;
+# nothing there changes definitions or awards by hand, so the demo keys cannot either.
+DEMO_SCOPES: tuple[Scope, ...] = ("ingest", "read")
 
 
 def ensure_demo_project(database_url: str, keys_file: Path) -> dict[str, str]:
@@ -28,8 +33,8 @@ def ensure_demo_project(database_url: str, keys_file: Path) -> dict[str, str]:
             conn.transaction(),
         ):
             project = await tenants.create_project(conn, "demo")
-            _, live = await tenants.create_key(conn, project.project_id, "live")
-            _, test = await tenants.create_key(conn, project.project_id, "test")
+            _, live = await tenants.create_key(conn, project.project_id, "live", scopes=DEMO_SCOPES)
+            _, test = await tenants.create_key(conn, project.project_id, "test", scopes=DEMO_SCOPES)
             for environment in ("live", "test"):
                 await _seed_definitions(conn, project.project_id, environment)
         return {"project_id": project.project_id, "live_key": live, "test_key": test}

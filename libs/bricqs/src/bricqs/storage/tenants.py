@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from psycopg import AsyncConnection
 
@@ -12,6 +13,12 @@ from bricqs.ids import ulid
 from bricqs.keys import Environment, display_prefix, generate_key, hash_key
 
 Conn = AsyncConnection[Any]
+
+Scope = Literal["ingest", "read", "write", "admin"]
+"""What a key may do: send events; read state, leaderboards and the catalog; award,
+deduct, set attributes and claim rewards for participants; change definitions and run
+operations."""
+SCOPES: tuple[Scope, ...] = get_args(Scope)
 
 
 @dataclass(frozen=True)
@@ -41,17 +48,22 @@ class ApiKey:
     display_prefix: str
     created_at: datetime
     revoked_at: datetime | None
+    scopes: tuple[Scope, ...]
 
 
 @dataclass(frozen=True)
 class KeyOwner:
-    """Who a presented key belongs to, and the project's own ingest limits (None: defaults)."""
+    """Who a presented key belongs to, what it may do, and the project's own ingest
+    limits (None: defaults)."""
 
     project_id: str
     environment: Environment
     key_id: str = ""
     rate_limit_per_second: float | None = None
     rate_limit_burst: int | None = None
+    scopes: frozenset[str] = field(default_factory=frozenset)
+    participant_id: str | None = None
+    """Set when the caller holds a participant token: it acts for this participant only."""
 
 
 async def create_project(conn: AsyncConnection[Any], name: str) -> Project:
@@ -88,24 +100,33 @@ async def find_project(conn: AsyncConnection[Any], project: str) -> Project | No
 
 
 async def create_key(
-    conn: AsyncConnection[Any], project_id: str, environment: Environment
+    conn: AsyncConnection[Any],
+    project_id: str,
+    environment: Environment,
+    *,
+    scopes: Iterable[Scope],
 ) -> tuple[ApiKey, str]:
-    """Mint a key; return the stored record and the plaintext (shown once, never stored)."""
+    """Mint a key that may do `scopes`; return the stored record and the plaintext (shown
+    once, never stored)."""
+    granted = tuple(s for s in SCOPES if s in set(scopes))
+    if not granted:
+        raise ValueError("a key needs at least one scope")
     plaintext = generate_key(environment)
     cursor = await conn.execute(
-        "INSERT INTO api_keys (key_id, project_id, environment, key_hash, display_prefix)"
-        " VALUES (%s, %s, %s, %s, %s) RETURNING created_at",
+        "INSERT INTO api_keys (key_id, project_id, environment, key_hash, display_prefix,"
+        " scopes) VALUES (%s, %s, %s, %s, %s, %s) RETURNING created_at",
         (
             key_id := "key_" + ulid(),
             project_id,
             environment,
             hash_key(plaintext),
             prefix := display_prefix(plaintext),
+            list(granted),
         ),
     )
     row = await cursor.fetchone()
     assert row is not None
-    return ApiKey(key_id, project_id, environment, prefix, row[0], None), plaintext
+    return ApiKey(key_id, project_id, environment, prefix, row[0], None, granted), plaintext
 
 
 async def revoke_key(conn: AsyncConnection[Any], key_id: str) -> bool:
@@ -120,23 +141,31 @@ async def revoke_key(conn: AsyncConnection[Any], key_id: str) -> bool:
 async def list_keys(conn: AsyncConnection[Any], project_id: str) -> list[ApiKey]:
     """Every key of a project, oldest first."""
     cursor = await conn.execute(
-        "SELECT key_id, project_id, environment, display_prefix, created_at, revoked_at"
-        " FROM api_keys WHERE project_id = %s ORDER BY created_at",
+        "SELECT key_id, project_id, environment, display_prefix, created_at, revoked_at,"
+        " scopes FROM api_keys WHERE project_id = %s ORDER BY created_at",
         (project_id,),
     )
-    return [ApiKey(*row) for row in await cursor.fetchall()]
+    return [
+        ApiKey(key_id, project, environment, prefix, created, revoked, tuple(scopes))
+        for key_id, project, environment, prefix, created, revoked, scopes in (
+            await cursor.fetchall()
+        )
+    ]
 
 
 async def find_key_owner(conn: AsyncConnection[Any], key_hash: bytes) -> KeyOwner | None:
     """The owner of an active key with this hash, or None (unknown or revoked)."""
     cursor = await conn.execute(
         "SELECT k.project_id, k.environment, k.key_id, p.rate_limit_per_second,"
-        " p.rate_limit_burst FROM api_keys k JOIN projects p USING (project_id)"
+        " p.rate_limit_burst, k.scopes FROM api_keys k JOIN projects p USING (project_id)"
         " WHERE k.key_hash = %s AND k.revoked_at IS NULL",
         (key_hash,),
     )
     row = await cursor.fetchone()
-    return None if row is None else KeyOwner(*row)
+    if row is None:
+        return None
+    project, environment, key_id, per_second, burst, scopes = row
+    return KeyOwner(project, environment, key_id, per_second, burst, frozenset(scopes))
 
 
 async def set_rate_limit(
@@ -149,3 +178,21 @@ async def set_rate_limit(
         (per_second, burst, project_id),
     )
     return cursor.rowcount == 1
+
+
+async def set_cors_origins(conn: AsyncConnection[Any], project_id: str, origins: list[str]) -> bool:
+    """Set the browser origins allowed to call a project's participant-token routes
+    (empty: none, the default)."""
+    cursor = await conn.execute(
+        "UPDATE projects SET cors_origins = %s WHERE project_id = %s", (origins, project_id)
+    )
+    return cursor.rowcount == 1
+
+
+async def projects_by_origin(conn: AsyncConnection[Any]) -> dict[str, frozenset[str]]:
+    """Every allowed origin, with the projects that allow it."""
+    cursor = await conn.execute(
+        "SELECT origin, array_agg(project_id) FROM projects, unnest(cors_origins) AS origin"
+        " GROUP BY origin"
+    )
+    return {origin: frozenset(projects) for origin, projects in await cursor.fetchall()}
