@@ -255,3 +255,19 @@ def test_410_disables_the_endpoint(
     # Messages answered 410 failed; any other waits for the endpoint to be enabled again.
     assert "failed" in statuses
     assert set(statuses) <= {"failed", "pending"}
+
+    # The delivery log shows it, and a failed message can be sent again.
+    log = hooks.api.get(
+        f"/api/v1/gamify/admin/webhooks/{endpoint['endpoint_id']}/deliveries",
+        headers=hooks.headers,
+    ).json()["items"]
+    failed = [d for d in log if d["status"] == "failed"]
+    assert failed and all(d["last_status"] == 410 and d["attempts"] == 1 for d in failed)
+    retry = f"/api/v1/gamify/admin/webhooks/{endpoint['endpoint_id']}/deliveries"
+    retried = hooks.api.post(f"{retry}/{failed[0]['message_id']}/retry", headers=hooks.headers)
+    assert retried.status_code == 202, retried.text
+    again = db.execute(
+        "SELECT status FROM webhook_messages WHERE endpoint_id = %s AND fact_id = %s",
+        (endpoint["endpoint_id"], failed[0]["message_id"]),
+    ).fetchone()
+    assert again == ("pending",)

@@ -26,6 +26,7 @@ from bricqs_api.definitions import definition_controllers
 from bricqs_api.leaderboards import LeaderboardController
 from bricqs_api.participants import ParticipantController
 from bricqs_api.settings import ApiSettings
+from bricqs_api.webhooks import WebhookController
 
 
 def _clients(settings: ApiSettings) -> ApiClients:
@@ -89,6 +90,7 @@ def create_app(settings: ApiSettings | None = None) -> Litestar:
                     ParticipantController,
                     ManualActionController,
                     LeaderboardController,
+                    WebhookController,
                 ],
             ),
             CatalogController,

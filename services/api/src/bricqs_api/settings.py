@@ -14,6 +14,7 @@ from bricqs.settings import (
     RedisUrl,
     RetryAfterSeconds,
     RulesRefreshSeconds,
+    WebhooksAllowPrivate,
 )
 
 
@@ -31,4 +32,5 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     retry_after_seconds: RetryAfterSeconds = 1
     auth_cache_ttl_seconds: AuthCacheTtlSeconds = 30.0
     rules_refresh_seconds: RulesRefreshSeconds = 2.0
+    webhooks_allow_private: WebhooksAllowPrivate = False
     log_level: LogLevel = "INFO"

@@ -15,7 +15,7 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from bricqs.settings import DatabaseUrl, LogLevel
+from bricqs.settings import DatabaseUrl, LogLevel, WebhooksAllowPrivate
 
 
 class DispatcherSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -51,13 +51,7 @@ class DispatcherSettings(msgspec.Struct, frozen=True, kw_only=True):
     response_limit_bytes: Annotated[
         int, Meta(ge=0, le=1_048_576, description="Most bytes of a response body read.")
     ] = 4_096
-    webhooks_allow_private: Annotated[
-        bool,
-        Meta(
-            description="Deliver to loopback, private, link-local and metadata addresses"
-            " (local runs and tests only)."
-        ),
-    ] = False
+    webhooks_allow_private: WebhooksAllowPrivate = False
     delivered_retention_days: Annotated[
         int, Meta(ge=1, description="Delivered messages are purged after this many days.")
     ] = 7
