@@ -15,6 +15,8 @@ import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 Check = Callable[[], Awaitable[Any]]
+CHECK_TIMEOUT = 2.0
+"""Bound on each readiness check, in seconds."""
 
 
 class ProbeServer:
@@ -52,7 +54,7 @@ class ProbeServer:
             failed = []
             for name, check in self._checks.items():
                 try:
-                    async with asyncio.timeout(2.0):
+                    async with asyncio.timeout(CHECK_TIMEOUT):
                         await check()
                 except Exception:  # any failure means not ready
                     failed.append(name)
