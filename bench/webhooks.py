@@ -29,7 +29,8 @@ from bricqs.ids import new_fact_id
 from bricqs.schemas import Fact
 from bricqs.storage.events import insert_facts
 from bricqs.storage.tenants import Tenant
-from bricqs.storage.webhooks import create_endpoint, enqueue_outcomes
+from bricqs.storage.webhook_outbox import enqueue_outcomes
+from bricqs.storage.webhooks import create_endpoint
 
 
 def subscribe_all(database_url: str, url: str) -> Any:

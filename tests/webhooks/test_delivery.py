@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -271,3 +272,53 @@ def test_410_disables_the_endpoint(
         (endpoint["endpoint_id"], failed[0]["message_id"]),
     ).fetchone()
     assert again == ("pending",)
+
+
+def test_replay_sends_the_messages_of_a_time_range_again(
+    hooks: Story,
+    receiver: Receiver,
+    postgres_server: Server,
+    db: psycopg.Connection[Any],
+    clock: MovableClock,
+) -> None:
+    endpoint = subscribe(hooks, receiver.on("/replay", answer(200)), ["points.awarded"])
+    award(hooks, "y1")
+    award(hooks, "y2")
+    replay = f"/api/v1/gamify/admin/webhooks/{endpoint['endpoint_id']}/replay"
+    with DispatcherThread(dispatcher_settings(postgres_server.url), clock):
+        wait_until(lambda: len(receiver.at("/replay")) == 2, 20, "the first deliveries")
+        wait_until(
+            lambda: {message["status"] for message in deliveries(hooks, endpoint)} == {"delivered"},
+            20,
+            "both recorded",
+        )
+        now = datetime.now(UTC)
+        nothing_failed = hooks.api.post(
+            replay,
+            headers=hooks.headers,
+            json={"since": (now - timedelta(hours=1)).isoformat(), "until": now.isoformat()},
+        )
+        assert nothing_failed.json() == {"replayed": 0}  # only failed ones by default
+        again = hooks.api.post(
+            replay,
+            headers=hooks.headers,
+            json={
+                "since": (now - timedelta(hours=1)).isoformat(),
+                "until": (now + timedelta(hours=1)).isoformat(),
+                "statuses": ["delivered"],
+            },
+        )
+        assert again.status_code == 202, again.text
+        assert again.json() == {"replayed": 2}
+        wait_until(lambda: len(receiver.at("/replay")) == 4, 20, "the replayed deliveries")
+    ids = [r.headers["webhook-id"] for r in receiver.at("/replay")]
+    assert sorted(ids[:2]) == sorted(ids[2:])  # the same messages, the same webhook-ids
+
+
+def deliveries(story: Story, endpoint: dict[str, Any]) -> list[dict[str, Any]]:
+    response = story.api.get(
+        f"/api/v1/gamify/admin/webhooks/{endpoint['endpoint_id']}/deliveries",
+        headers=story.headers,
+    )
+    assert response.status_code == 200, response.text
+    return list(response.json()["items"])

@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from bricqs.storage.webhooks import purge_finished
+from bricqs.storage.webhook_outbox import purge_finished
 from bricqs_devstack.servers import Server
 from tests.conftest import Story
 from tests.webhooks.conftest import subscribe

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, delete, get, patch, post
@@ -20,6 +21,7 @@ from bricqs.storage.webhooks import (
     get_endpoint,
     list_deliveries,
     list_endpoints,
+    replay_messages,
     retry_message,
     rotate_secret,
     update_endpoint,
@@ -34,6 +36,7 @@ MessagePath = Annotated[str, PathParameter(pattern=r"^[A-Za-z0-9_]{1,64}$")]
 Url = Annotated[str, Meta(min_length=8, max_length=2048)]
 EventTypes = Annotated[list[str], Meta(min_length=1, max_length=20)]
 Description = Annotated[str, Meta(max_length=500)]
+FinishedStatuses = Annotated[list[Literal["delivered", "failed"]], Meta(min_length=1)]
 
 
 class EndpointRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -58,6 +61,14 @@ class SecretRotation(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     """How long the old secret keeps signing next to the new one."""
 
     overlap_seconds: Annotated[int, Meta(ge=0, le=7 * 86_400)] = 86_400
+
+
+class Replay(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Which finished messages to send again: created in [since, until), with a status."""
+
+    since: datetime
+    until: datetime
+    statuses: FinishedStatuses = msgspec.field(default_factory=lambda: ["failed"])
 
 
 def _invalid(field: str, message: str, code: str) -> ProblemError:
@@ -226,3 +237,25 @@ class WebhookController(Controller):
                 404, "message_not_found", f"No finished message {message_id!r} on this endpoint."
             )
         return {"message_id": message_id, "status": "pending"}
+
+    @post(
+        "/{endpoint_id:str}/replay",
+        responses=PROBLEMS,
+        status_code=202,
+        summary="Deliver again the messages of a time range",
+    )
+    async def replay(
+        self,
+        endpoint_id: EndpointPath,
+        data: JSONBody[Replay],
+        conn: NamedDependency[Conn],
+        tenant: NamedDependency[Tenant],
+    ) -> dict[str, Any]:
+        """Make due now every failed (or delivered, if asked) message created in the range."""
+        _found(await get_endpoint(conn, tenant, endpoint_id), endpoint_id)
+        if data.until <= data.since:
+            raise _invalid("until", "must be after since", "invalid_range")
+        count = await replay_messages(
+            conn, tenant, endpoint_id, since=data.since, until=data.until, statuses=data.statuses
+        )
+        return {"replayed": count}

@@ -27,7 +27,7 @@ import msgspec
 from psycopg_pool import AsyncConnectionPool
 
 from bricqs.ids import ulid
-from bricqs.storage.webhooks import (
+from bricqs.storage.webhook_outbox import (
     Attempt,
     DueMessage,
     claim_due,

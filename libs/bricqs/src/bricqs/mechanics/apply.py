@@ -47,7 +47,7 @@ from bricqs.storage.participants import participant_timezones
 from bricqs.storage.progress import add_distinct_values, add_progress, read_buckets
 from bricqs.storage.streaks import add_streak_periods, read_streak_periods, save_streak_states
 from bricqs.storage.tenants import Conn, Tenant
-from bricqs.storage.webhooks import enqueue_outcomes
+from bricqs.storage.webhook_outbox import enqueue_outcomes
 
 log = logging.getLogger("bricqs.mechanics")
 

@@ -20,7 +20,7 @@ from bricqs.storage.events import insert_facts
 from bricqs.storage.ledger import LedgerEntry, ManualEntry, find_manual_entry, write_ledger
 from bricqs.storage.locks import lock_participants
 from bricqs.storage.tenants import Conn, Tenant
-from bricqs.storage.webhooks import enqueue_outcomes
+from bricqs.storage.webhook_outbox import enqueue_outcomes
 
 
 class InsufficientBalance(Exception):
