@@ -13,11 +13,12 @@ instead of waiting hours for a retry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -151,8 +152,7 @@ class Dispatcher:
     async def round(self) -> int:
         """Record finished attempts and start new ones; how many were started."""
         now = self._clock()
-        async with self._pool.connection() as conn, conn.transaction():
-            await self._record_in(conn)
+        async with self._recording() as conn:
             room = self.settings.max_in_flight - len(self._tasks)
             claimed = (
                 await claim_due(
@@ -188,27 +188,31 @@ class Dispatcher:
         return len(claimed)
 
     async def _record(self) -> None:
-        async with self._pool.connection() as conn, conn.transaction():
-            await self._record_in(conn)
+        async with self._recording():
+            pass
 
-    async def _record_in(self, conn: Any) -> None:
+    @contextlib.asynccontextmanager
+    async def _recording(self) -> AsyncIterator[Any]:
+        """A transaction that first records the attempts finished so far; if it does not
+        commit (whatever failed in it), they are kept for the next one."""
         finished, self._finished = self._finished, []
         gone, self._gone = self._gone, set()
         try:
-            await record_attempts(conn, finished)
-            for endpoint_id in gone:
-                await disable_endpoint(conn, endpoint_id, "the receiver answered 410 Gone")
-                metrics.ENDPOINTS_DISABLED.inc()
+            async with self._pool.connection() as conn, conn.transaction():
+                await record_attempts(conn, finished)
+                for endpoint_id in gone:
+                    await disable_endpoint(conn, endpoint_id, "the receiver answered 410 Gone")
+                yield conn
         except BaseException:
-            # Kept for the next round: the transaction did not commit them.
             self._finished = finished + self._finished
             self._gone |= gone
             raise
+        metrics.ENDPOINTS_DISABLED.inc(len(gone))
 
     async def _attempt(self, message: DueMessage) -> None:
         try:
             attempt = await self._send(message)
-            # Appended after the await: `_record_in` swaps the list meanwhile.
+            # Appended after the await: `_recording` swaps the list meanwhile.
             self._finished.append(attempt)
         finally:
             self._in_flight[message.endpoint_id] -= 1
