@@ -20,7 +20,9 @@ from tests.webhooks.conftest import Receiver, answer, subscribe
 from tests.webhooks.test_outbox import define_points_and_badge
 
 
-def start_dispatcher(database_url: str, log: Path) -> subprocess.Popen[bytes]:
+def start_dispatcher(
+    database_url: str, log: Path, metrics_port: int | None = None
+) -> subprocess.Popen[bytes]:
     env = service_env(
         "redis://127.0.0.1:1/0",
         database_url,
@@ -29,7 +31,7 @@ def start_dispatcher(database_url: str, log: Path) -> subprocess.Popen[bytes]:
         LEASE_SECONDS="1",
         POLL_INTERVAL_MS="20",
         MAX_IN_FLIGHT_PER_ENDPOINT="8",
-        METRICS_PORT=str(free_port()),
+        METRICS_PORT=str(metrics_port or free_port()),
     )
     with open(log, "ab") as out:
         return subprocess.Popen(

@@ -51,15 +51,17 @@ class ProbeServer:
             ok = self._alive()
             return (200 if ok else 503), _status("ok" if ok else "stalled"), "application/json"
         if path == "/health/ready":
-            failed = []
+            checks = {}
             for name, check in self._checks.items():
                 try:
                     async with asyncio.timeout(CHECK_TIMEOUT):
                         await check()
-                except Exception:  # any failure means not ready
-                    failed.append(name)
-            ok = not failed and not self._stopping()
-            return (200 if ok else 503), _status("ok" if ok else "unavailable"), "application/json"
+                    checks[name] = "ok"
+                except Exception as exc:  # any failure means not ready; say which
+                    checks[name] = f"error: {type(exc).__name__}"
+            ok = all(v == "ok" for v in checks.values()) and not self._stopping()
+            body = {"status": "ok" if ok else "unavailable", "checks": checks}
+            return (200 if ok else 503), msgspec.json.encode(body), "application/json"
         return 404, _status("not found"), "application/json"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
