@@ -155,3 +155,21 @@ def test_a_slow_endpoint_does_not_delay_the_others(
         # first two (its bound): none of the slow endpoint's answers has come back yet.
         assert delivered(slow["endpoint_id"]) == 0
         assert len(receiver.at("/slow")) == 2
+
+
+def test_the_test_route_sends_a_signed_sample_message(
+    hooks: Story, receiver: Receiver, postgres_server: Server, clock: MovableClock
+) -> None:
+    # Subscribed to badges only: a test message goes to it all the same.
+    endpoint = subscribe(hooks, receiver.on("/sample", answer(200)), ["badge.awarded"])
+    sent = hooks.api.post(f"{ROOT}/{endpoint['endpoint_id']}/test", headers=hooks.headers)
+    assert sent.status_code == 202, sent.text
+    missing = hooks.api.post(f"{ROOT}/whe_{'0' * 26}/test", headers=hooks.headers)
+    assert missing.status_code == 404
+    with DispatcherThread(dispatcher_settings(postgres_server.url), clock):
+        wait_until(lambda: receiver.at("/sample"), 20, "the test message")
+    (request,) = receiver.at("/sample")
+    assert request.headers["webhook-id"] == sent.json()["message_id"]
+    body = Webhook(endpoint["secret"]).verify(request.body, request.headers)
+    assert body["type"] == "webhook.test"
+    assert body["data"]["project_id"] == hooks.tenant.project_id

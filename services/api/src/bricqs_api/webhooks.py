@@ -12,6 +12,7 @@ from litestar.params import JSONBody, PathParameter
 from msgspec import Meta
 
 from bricqs.storage.tenants import Conn, Tenant
+from bricqs.storage.webhook_outbox import enqueue_test_message
 from bricqs.storage.webhooks import (
     ALL_TYPES,
     EVENT_TYPES,
@@ -259,3 +260,16 @@ class WebhookController(Controller):
             conn, tenant, endpoint_id, since=data.since, until=data.until, statuses=data.statuses
         )
         return {"replayed": count}
+
+    @post("/{endpoint_id:str}/test", responses=PROBLEMS, status_code=202, summary="Send a test")
+    async def send_test(
+        self,
+        endpoint_id: EndpointPath,
+        conn: NamedDependency[Conn],
+        tenant: NamedDependency[Tenant],
+    ) -> dict[str, Any]:
+        """Owe the endpoint a signed `webhook.test` message, sent like any other."""
+        message_id = await enqueue_test_message(conn, tenant, endpoint_id)
+        if message_id is None:
+            _found(None, endpoint_id)
+        return {"message_id": message_id, "status": "pending"}

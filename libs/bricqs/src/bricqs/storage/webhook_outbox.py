@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from bricqs.ids import new_fact_id
 from bricqs.schemas import Fact
+from bricqs.storage.events import insert_facts
 from bricqs.storage.tenants import Conn, Tenant
 from bricqs.storage.webhooks import EVENT_TYPES
 
@@ -190,3 +192,34 @@ async def purge_finished(conn: Conn, *, delivered_before: datetime, failed_befor
         (delivered_before, failed_before),
     )
     return cursor.rowcount
+
+
+TEST_PARTICIPANT = "bricqs:webhook-test"
+"""The participant the facts of test messages are stored under."""
+
+
+async def enqueue_test_message(conn: Conn, tenant: Tenant, endpoint_id: str) -> str | None:
+    """Owe the endpoint a `webhook.test` message (whatever it subscribed to); its id, or
+    None when the tenant has no such endpoint. Its fact is stored like an outcome's, so
+    the dispatcher sends it like any other message."""
+    now = datetime.now(UTC)
+    fact = Fact(
+        fact_id=new_fact_id(),
+        fact_type="webhook.test",
+        project_id=tenant.project_id,
+        environment=tenant.environment,
+        participant_id=TEST_PARTICIPANT,
+        event_id="evt_webhook_test",
+        properties={"message": "A test message from Bricqs: your endpoint is reachable."},
+        occurred_at=now,
+    )
+    cursor = await conn.execute(
+        "INSERT INTO webhook_messages (endpoint_id, fact_id, project_id, environment, fact_type)"
+        " SELECT endpoint_id, %s, project_id, environment, %s FROM webhook_endpoints"
+        " WHERE project_id = %s AND environment = %s AND endpoint_id = %s",
+        (fact.fact_id, fact.fact_type, tenant.project_id, tenant.environment, endpoint_id),
+    )
+    if cursor.rowcount == 0:
+        return None
+    await insert_facts(conn, [fact])
+    return fact.fact_id
