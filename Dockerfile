@@ -5,6 +5,7 @@
 #   docker build --target ingest    -t bricqs-ingest:TAG .
 #   docker build --target processor -t bricqs-processor:TAG .
 #   docker build --target api       -t bricqs-api:TAG .
+#   docker build --target dispatcher -t bricqs-dispatcher:TAG .
 #
 # Each service is installed with `uv sync --locked --no-dev --no-editable --package <svc>`
 # into /app/.venv in a build stage; the final stage copies only that virtualenv onto a
@@ -48,6 +49,10 @@ FROM build AS build-api
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --no-editable --package bricqs-api
 
+FROM build AS build-dispatcher
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --locked --no-dev --no-editable --package bricqs-dispatcher
+
 # --- runtime: python-slim, the virtualenv, an unprivileged user ----------------------------
 FROM ${PYTHON_IMAGE} AS runtime
 RUN groupadd --system --gid 10001 bricqs \
@@ -81,3 +86,10 @@ FROM runtime AS api
 COPY --from=build-api /app/.venv /app/.venv
 EXPOSE 8001
 ENTRYPOINT ["/app/.venv/bin/granian", "--interface", "asgi", "--factory", "--host", "0.0.0.0", "--port", "8001", "--workers", "1", "--workers-kill-timeout", "20", "bricqs_api.app:create_app"]
+
+# The webhook dispatcher: SIGTERM stops claiming, attempts in flight finish and are
+# recorded. /metrics and /health/* are served on METRICS_PORT (9102).
+FROM runtime AS dispatcher
+COPY --from=build-dispatcher /app/.venv /app/.venv
+EXPOSE 9102
+ENTRYPOINT ["/app/.venv/bin/bricqs-dispatcher"]

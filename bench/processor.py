@@ -12,6 +12,7 @@ histogram_quantile; its bucket bound is an upper bound).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,12 +29,20 @@ from bricqs_processor.settings import ProcessorSettings
 
 
 def drain(
-    stack: Stack, *, rules: bool, events: int, batch_size: int | None = None
+    stack: Stack,
+    *,
+    rules: bool,
+    events: int,
+    batch_size: int | None = None,
+    prepare: Callable[[Project], None] | None = None,
 ) -> dict[str, Any]:
     """Events per second one processor stores, with 0 or 20 active rules (at the
-    processor's default BATCH_SIZE unless one is given)."""
+    processor's default BATCH_SIZE unless one is given); `prepare` sets up the new
+    project further before its events are sent (a webhook endpoint, say)."""
     batch_size = batch_size or ProcessorSettings().batch_size
     project = stack.project(f"drain-{20 if rules else 0}", TWENTY_RULES if rules else [])
+    if prepare is not None:
+        prepare(project)
     stack.reset_stream()
     client = redis.Redis.from_url(stack.redis_url)
     child = None

@@ -10,13 +10,16 @@ import pytest
 
 from bricqs.settings import env_name
 from bricqs_api.settings import ApiSettings
+from bricqs_dispatcher.settings import DispatcherSettings
 from bricqs_ingest.settings import IngestSettings
 from bricqs_processor.settings import ProcessorSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("settings", [IngestSettings, ProcessorSettings, ApiSettings])
+@pytest.mark.parametrize(
+    "settings", [IngestSettings, ProcessorSettings, ApiSettings, DispatcherSettings]
+)
 def test_every_setting_is_in_the_configuration_page(settings: type[msgspec.Struct]) -> None:
     page = (ROOT / "docs" / "configuration.md").read_text()
     missing = [

@@ -41,6 +41,7 @@ READY_CHECKS = {
     "ingest": {"redis"},
     "api": {"redis", "postgres"},
     "processor": {"redis", "postgres"},
+    "dispatcher": {"postgres"},
 }
 VENV_BIN = Path(sys.executable).parent
 

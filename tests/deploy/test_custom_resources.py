@@ -109,6 +109,7 @@ def test_service_monitors_select_a_service_port_and_keep_the_services_labels() -
         "bricqs-ingest",
         "bricqs-processor",
         "bricqs-api",
+        "bricqs-dispatcher",
     }
     for monitor in monitors:
         assert monitor["apiVersion"] == "monitoring.coreos.com/v1"

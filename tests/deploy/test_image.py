@@ -24,12 +24,13 @@ from tests.deploy.helpers import (
     workloads,
 )
 
-SERVICES = ("ingest", "processor", "api")
+SERVICES = ("ingest", "processor", "api", "dispatcher")
 DEV_TOOLS = ("pytest", "ruff", "mypy", "hypothesis", "bricqs-dev")
 ENTRY_MODULES = {
     "ingest": "bricqs_ingest.app",
     "processor": "bricqs_processor.main",
     "api": "bricqs_api.app",
+    "dispatcher": "bricqs_dispatcher.main",
 }
 
 

@@ -16,6 +16,7 @@ import yaml
 
 from bricqs.settings import load_settings
 from bricqs.web.health import health_router
+from bricqs_dispatcher import probes as dispatcher_probes
 from bricqs_processor import consumer as processor_consumer
 from bricqs_processor import health as processor_health
 from tests.deploy.helpers import (
@@ -190,7 +191,7 @@ def test_every_pod_runs_non_root_read_only_without_capabilities(overlay: str) ->
                 assert "emptyDir" in volumes[tmp[0]["name"]], where
 
 
-@pytest.mark.parametrize("service", [*HTTP_SERVICES, "processor"])
+@pytest.mark.parametrize("service", [*HTTP_SERVICES, "processor", "dispatcher"])
 def test_probes_use_the_health_endpoints_on_a_declared_port(service: str) -> None:
     _, container = deployment("prod", service)
     assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
@@ -203,6 +204,8 @@ def test_probes_use_the_health_endpoints_on_a_declared_port(service: str) -> Non
     # them all (tests/deploy/test_live_services checks which checks each service runs).
     if service in HTTP_SERVICES:
         per_check = inspect.signature(health_router).parameters["timeout"].default
+    elif service == "dispatcher":
+        per_check = dispatcher_probes.CHECK_TIMEOUT
     else:
         per_check = processor_health.CHECK_TIMEOUT
     assert readiness["timeoutSeconds"] > len(READY_CHECKS[service]) * per_check
@@ -216,11 +219,12 @@ def test_ports_are_the_ones_the_services_listen_on() -> None:
         assert container_port(container, "http") == port, service
         assert stages[service].all("EXPOSE") == [str(port)], service
 
-    _, processor = deployment("prod", "processor")
-    env = container_env("prod", processor).values
-    metrics_port = setting(env, "processor", "metrics_port")
-    assert container_port(processor, "metrics") == metrics_port
-    assert stages["processor"].all("EXPOSE") == [str(metrics_port)]
+    for service in ("processor", "dispatcher"):
+        _, container = deployment("prod", service)
+        env = container_env("prod", container).values
+        metrics_port = setting(env, service, "metrics_port")
+        assert container_port(container, "metrics") == metrics_port, service
+        assert stages[service].all("EXPOSE") == [str(metrics_port)], service
 
     for overlay in OVERLAYS:
         for svc in objects(overlay, "Service"):
@@ -255,7 +259,10 @@ def test_every_env_name_is_a_setting_the_service_reads(overlay: str) -> None:
         service = service_of(container)
         unknown = env.names() - settings_names(service)
         assert not unknown, f"{where}: {sorted(unknown)} are not settings of {service}"
-        assert {"REDIS_URL", "DATABASE_URL"} <= set(env.secrets), where
+        # The connection URLs the service reads come from the Secret (the dispatcher has
+        # no Redis).
+        urls = {"REDIS_URL", "DATABASE_URL"} & settings_names(service)
+        assert "DATABASE_URL" in urls and urls <= set(env.secrets), where
         # The values load: types, bounds and cross-checks such as CLAIM_MIN_IDLE_MS.
         loaded = load_settings(
             settings_class(service),
@@ -353,7 +360,12 @@ def test_images_are_dockerfile_targets_and_deployments_keep_their_entrypoint(
             assert "command" not in container and "args" not in container
     images = {str(c["image"]) for _, c in ours(overlay)}
     if overlay == "dev":
-        assert images == {"bricqs-ingest:dev", "bricqs-processor:dev", "bricqs-api:dev"}
+        assert images == {
+            "bricqs-ingest:dev",
+            "bricqs-processor:dev",
+            "bricqs-api:dev",
+            "bricqs-dispatcher:dev",
+        }
     else:
         assert all("/" in image for image in images), images
 
@@ -440,6 +452,8 @@ def test_network_policies_allow_only_the_flows_the_architecture_needs(overlay: s
         "bricqs-ingest": {53, 6379, 5432},
         "bricqs-processor": {53, 6379, 5432},
         "bricqs-api": {53, 6379, 5432},
+        # The customers' webhook endpoints, outside the cluster's private ranges.
+        "bricqs-dispatcher": {53, 5432, 443, 80},
         "bricqs-migrate": {53, 5432},
         "bricqs-redis": set(),
         "bricqs-postgres": set(),
@@ -469,7 +483,13 @@ def test_network_policies_allow_only_the_flows_the_architecture_needs(overlay: s
             (
                 "bricqs-postgres",
                 "postgres",
-                {"bricqs-ingest", "bricqs-processor", "bricqs-api", "bricqs-migrate"},
+                {
+                    "bricqs-ingest",
+                    "bricqs-processor",
+                    "bricqs-api",
+                    "bricqs-dispatcher",
+                    "bricqs-migrate",
+                },
             ),
         ):
             policy = named("dev", "NetworkPolicy", server)

@@ -107,3 +107,10 @@ RulesRefreshSeconds = Annotated[
         description="How often changed mechanics definitions are looked for (0: at every use).",
     ),
 ]
+WebhooksAllowPrivate = Annotated[
+    bool,
+    Meta(
+        description="Accept webhook URLs that resolve to loopback, private, link-local or"
+        " metadata addresses (local runs and tests only)."
+    ),
+]

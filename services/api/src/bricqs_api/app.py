@@ -31,6 +31,7 @@ from bricqs_api.leaderboards import LeaderboardController
 from bricqs_api.participant_tokens import ParticipantTokenController
 from bricqs_api.participants import ParticipantAttributesController, ParticipantController
 from bricqs_api.settings import ApiSettings
+from bricqs_api.webhooks import WebhookController
 
 
 def _clients(settings: ApiSettings) -> ApiClients:
@@ -104,6 +105,7 @@ def create_app(settings: ApiSettings | None = None) -> Litestar:
                     ParticipantTokenController,
                     ManualActionController,
                     LeaderboardController,
+                    WebhookController,
                 ],
             ),
             CatalogController,

@@ -15,6 +15,7 @@ from bricqs.settings import (
     RedisUrl,
     RetryAfterSeconds,
     RulesRefreshSeconds,
+    WebhooksAllowPrivate,
 )
 
 
@@ -33,4 +34,5 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     auth_cache_ttl_seconds: AuthCacheTtlSeconds = 30.0
     participant_token_secret: ParticipantTokenSecret = ""
     rules_refresh_seconds: RulesRefreshSeconds = 2.0
+    webhooks_allow_private: WebhooksAllowPrivate = False
     log_level: LogLevel = "INFO"

@@ -1,7 +1,9 @@
 """`make run` (`bricqs-dev`): the whole system in the foreground, Ctrl-C stops it.
 
 Its own Redis and PostgreSQL (unless `REDIS_URL`/`DATABASE_URL` are set), migrated, with a
-demo project; then ingest and the api under Granian and the processor, as child processes.
+demo project; then ingest and the api under Granian, the processor and the webhook
+dispatcher, as child processes. Webhooks may target loopback and private addresses here
+(`WEBHOOKS_ALLOW_PRIVATE=true` unless set otherwise), to reach a receiver on this machine.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def _service_commands(bin_dir: Path) -> list[tuple[str, list[str]]]:
             ],
         ),
         ("processor", [str(bin_dir / "bricqs-processor")]),
+        ("dispatcher", [str(bin_dir / "bricqs-dispatcher")]),
         (
             "api",
             [
@@ -80,11 +83,17 @@ def main() -> int:
             LocalStack(database_url=database_url, redis_url=redis_url), DATA_DIR
         )
 
-        env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": database_url}
+        env = {
+            "WEBHOOKS_ALLOW_PRIVATE": "true",
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "DATABASE_URL": database_url,
+        }
         bin_dir = Path(sys.executable).parent
         for name, command in _service_commands(bin_dir):
             child_env = dict(env)
-            if name != "processor":  # HTTP services may run several workers: share metrics
+            # HTTP services may run several workers: they share metrics through files.
+            if name not in ("processor", "dispatcher"):
                 metrics_dir = DATA_DIR / "metrics" / name
                 shutil.rmtree(metrics_dir, ignore_errors=True)  # stale files skew counters
                 metrics_dir.mkdir(parents=True)

@@ -47,6 +47,7 @@ from bricqs.storage.participants import participant_timezones
 from bricqs.storage.progress import add_distinct_values, add_progress, read_buckets
 from bricqs.storage.streaks import add_streak_periods, read_streak_periods, save_streak_states
 from bricqs.storage.tenants import Conn, Tenant
+from bricqs.storage.webhook_outbox import enqueue_outcomes
 
 log = logging.getLogger("bricqs.mechanics")
 
@@ -127,6 +128,7 @@ async def apply_mechanics(
     for tenant, tenant_facts in by_tenant.items():
         rules = await rules_for(conn, tenant)
         current = tenant_facts
+        outcomes: list[Fact] = []
         for depth in range(MAX_CHAIN_DEPTH + 1):
             current = [f for f in current if not rules.is_empty_for(f.fact_type)]
             if not current:
@@ -138,7 +140,10 @@ async def apply_mechanics(
             await _run_round(conn, outcome, current)
             if outcome.system_facts:
                 await insert_facts(conn, outcome.system_facts)
+                outcomes.extend(outcome.system_facts)
             current = outcome.system_facts
+        # The webhooks owed for the outcomes, once per tenant, in the storing transaction.
+        await enqueue_outcomes(conn, tenant, outcomes)
     return effects
 
 

@@ -20,6 +20,7 @@ from bricqs.storage.events import insert_facts
 from bricqs.storage.ledger import LedgerEntry, ManualEntry, find_manual_entry, write_ledger
 from bricqs.storage.locks import lock_participants
 from bricqs.storage.tenants import Conn, Tenant
+from bricqs.storage.webhook_outbox import enqueue_outcomes
 
 
 class InsufficientBalance(Exception):
@@ -143,8 +144,18 @@ async def change_points(
                         now,
                     )
                 )
-        await insert_facts(conn, facts)
-        await apply_mechanics(conn, rules_for, facts)
+    else:
+        facts = [
+            _system_fact(
+                tenant,
+                participant_id,
+                entry.entry_id,
+                "points.deducted",
+                {"amount": -amount, "source": "manual", "balance": new_balance},
+                now,
+            )
+        ]
+    await _record_outcomes(conn, tenant, rules_for, facts)
     return PointsChange(entry.entry_id, participant_id, amount, new_balance, duplicate=False)
 
 
@@ -182,6 +193,14 @@ async def award_badge(
         {"badge": badge_code, "award_key": "once"},
         now,
     )
-    await insert_facts(conn, [fact])
-    await apply_mechanics(conn, rules_for, [fact])
+    await _record_outcomes(conn, tenant, rules_for, [fact])
     return True
+
+
+async def _record_outcomes(
+    conn: Conn, tenant: Tenant, rules_for: RuleSource, facts: list[Fact]
+) -> None:
+    """Store manual outcomes with the webhooks they owe, and let rules chained on them fire."""
+    await insert_facts(conn, facts)
+    await enqueue_outcomes(conn, tenant, facts)
+    await apply_mechanics(conn, rules_for, facts)

@@ -1,0 +1,225 @@
+"""The webhook outbox: messages owed to endpoints, written with the outcomes that owe them
+(`enqueue_outcomes`), claimed by dispatchers with a lease (`claim_due`), and finished by
+the attempts they record (`record_attempts`); endpoints and the delivery log are in
+`webhooks.py`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from bricqs.ids import new_fact_id
+from bricqs.schemas import Fact
+from bricqs.storage.events import insert_facts
+from bricqs.storage.tenants import Conn, Tenant
+from bricqs.storage.webhooks import EVENT_TYPES
+
+
+async def enqueue_outcomes(conn: Conn, tenant: Tenant, facts: Sequence[Fact]) -> None:
+    """Owe one message per (outcome, enabled endpoint subscribed to its type), in the
+    caller's transaction: the outcome and its messages commit or roll back together.
+
+    One statement whatever the number of facts, whose result is not read, so in pipeline
+    mode it costs no round trip; with no endpoint the join finds nothing.
+    """
+    outcomes = [f for f in facts if f.fact_type in EVENT_TYPES]
+    if not outcomes:
+        return
+    await conn.execute(
+        "INSERT INTO webhook_messages (endpoint_id, fact_id, project_id, environment, fact_type)"
+        " SELECT e.endpoint_id, f.id, e.project_id, e.environment, f.t"
+        " FROM webhook_endpoints e JOIN unnest(%b::text[], %b::text[]) AS f(id, t)"
+        "   ON f.t = ANY(e.event_types) OR '*' = ANY(e.event_types)"
+        " WHERE e.project_id = %b AND e.environment = %b AND e.enabled"
+        " ON CONFLICT DO NOTHING",
+        (
+            [f.fact_id for f in outcomes],
+            [f.fact_type for f in outcomes],
+            tenant.project_id,
+            tenant.environment,
+        ),
+    )
+
+
+class DueMessage(NamedTuple):
+    """A claimed message with what its attempt needs: the endpoint and the outcome."""
+
+    endpoint_id: str
+    fact_id: str
+    attempts: int
+    """Attempts made before this one."""
+    url: str
+    secrets: list[str]
+    """The endpoint's current secret, then the previous one while it still signs."""
+    fact_type: str
+    project_id: str
+    environment: str
+    participant_id: str
+    event_id: str
+    properties: dict[str, Any]
+    occurred_at: datetime
+    created_at: datetime
+
+
+async def claim_due(
+    conn: Conn,
+    *,
+    now: datetime,
+    lease_until: datetime,
+    token: str,
+    limit: int,
+    per_endpoint: int,
+    in_flight: Mapping[str, int],
+) -> list[DueMessage]:
+    """Claim up to `limit` messages due at `now`, at most `per_endpoint` less what this
+    dispatcher has `in_flight` for each endpoint, until `lease_until`.
+
+    Rows are picked with SKIP LOCKED and leased (their next attempt moved to the lease's
+    end), so other dispatchers neither wait for them nor take them while the lease runs;
+    a dispatcher that dies mid-attempt leaves them due again when it ends.
+    """
+    cursor = await conn.execute(
+        """
+        WITH busy AS (
+            SELECT * FROM unnest(%(busy_ids)s::text[], %(busy_counts)s::int[]) AS b(id, n)
+        ), picked AS (
+            SELECT m.endpoint_id, m.fact_id
+            FROM webhook_endpoints e
+            LEFT JOIN busy ON busy.id = e.endpoint_id
+            CROSS JOIN LATERAL (
+                SELECT endpoint_id, fact_id FROM webhook_messages m
+                WHERE m.endpoint_id = e.endpoint_id AND m.status = 'pending'
+                  AND m.next_attempt_at <= %(now)s
+                ORDER BY m.next_attempt_at
+                LIMIT greatest(%(per_endpoint)s - coalesce(busy.n, 0), 0)
+                FOR UPDATE OF m SKIP LOCKED
+            ) m
+            WHERE e.enabled
+            LIMIT %(limit)s
+        )
+        UPDATE webhook_messages w
+        SET next_attempt_at = %(lease_until)s, lease_token = %(token)s
+        FROM picked, webhook_endpoints e, facts f
+        WHERE w.endpoint_id = picked.endpoint_id AND w.fact_id = picked.fact_id
+          AND e.endpoint_id = w.endpoint_id
+          AND f.project_id = w.project_id AND f.environment = w.environment
+          AND f.fact_id = w.fact_id
+        RETURNING w.endpoint_id, w.fact_id, w.attempts, e.url,
+            CASE WHEN e.previous_secret_expires_at > %(now)s
+                 THEN ARRAY[e.secret, e.previous_secret] ELSE ARRAY[e.secret] END,
+            w.fact_type, w.project_id, w.environment, f.participant_id, f.event_id,
+            f.properties, f.occurred_at, f.created_at
+        """,
+        {
+            "busy_ids": list(in_flight),
+            "busy_counts": list(in_flight.values()),
+            "now": now,
+            "per_endpoint": per_endpoint,
+            "limit": limit,
+            "lease_until": lease_until,
+            "token": token,
+        },
+    )
+    return [DueMessage(*row) for row in await cursor.fetchall()]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """The result of one delivery attempt of a claimed message."""
+
+    endpoint_id: str
+    fact_id: str
+    token: str
+    status: str
+    """`delivered`, `pending` (retried at `next_attempt_at`) or `failed`."""
+    next_attempt_at: datetime
+    http_status: int | None
+    latency_ms: int
+    error: str | None
+    at: datetime
+
+
+async def record_attempts(conn: Conn, attempts: Sequence[Attempt]) -> None:
+    """Store attempts, each only while its claim is still the message's (a claim whose
+    lease ran out and was taken by another dispatcher no longer writes)."""
+    if not attempts:
+        return
+    await conn.execute(
+        """
+        UPDATE webhook_messages w
+        SET status = r.status, attempts = w.attempts + 1, next_attempt_at = r.next_at,
+            last_status = r.http_status, last_latency_ms = r.latency, last_error = r.error,
+            lease_token = NULL,
+            finished_at = CASE WHEN r.status <> 'pending' THEN r.at END
+        FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[],
+                    %s::int[], %s::int[], %s::text[], %s::timestamptz[])
+             AS r(endpoint_id, fact_id, token, status, next_at, http_status, latency, error, at)
+        WHERE w.endpoint_id = r.endpoint_id AND w.fact_id = r.fact_id
+          AND w.lease_token = r.token
+        """,
+        (
+            [a.endpoint_id for a in attempts],
+            [a.fact_id for a in attempts],
+            [a.token for a in attempts],
+            [a.status for a in attempts],
+            [a.next_attempt_at for a in attempts],
+            [a.http_status for a in attempts],
+            [a.latency_ms for a in attempts],
+            [a.error for a in attempts],
+            [a.at for a in attempts],
+        ),
+    )
+
+
+async def disable_endpoint(conn: Conn, endpoint_id: str, reason: str) -> None:
+    """Stop delivering to an endpoint (its receiver answered 410 Gone)."""
+    await conn.execute(
+        "UPDATE webhook_endpoints SET enabled = false, disabled_reason = %s, updated_at = now()"
+        " WHERE endpoint_id = %s",
+        (reason, endpoint_id),
+    )
+
+
+async def purge_finished(conn: Conn, *, delivered_before: datetime, failed_before: datetime) -> int:
+    """Delete delivered messages finished before `delivered_before` and failed ones before
+    `failed_before` (kept longer: they may be replayed); how many were deleted."""
+    cursor = await conn.execute(
+        "DELETE FROM webhook_messages WHERE status <> 'pending'"
+        " AND finished_at < CASE WHEN status = 'delivered' THEN %s::timestamptz"
+        " ELSE %s::timestamptz END",
+        (delivered_before, failed_before),
+    )
+    return cursor.rowcount
+
+
+TEST_PARTICIPANT = "bricqs:webhook-test"
+"""The participant the facts of test messages are stored under."""
+
+
+async def enqueue_test_message(conn: Conn, tenant: Tenant, endpoint_id: str) -> str | None:
+    """Owe the endpoint a `webhook.test` message (whatever it subscribed to); its id, or
+    None when the tenant has no such endpoint. Its fact is stored like an outcome's, so
+    the dispatcher sends it like any other message."""
+    now = datetime.now(UTC)
+    fact = Fact(
+        fact_id=new_fact_id(),
+        fact_type="webhook.test",
+        project_id=tenant.project_id,
+        environment=tenant.environment,
+        participant_id=TEST_PARTICIPANT,
+        event_id="evt_webhook_test",
+        properties={"message": "A test message from Bricqs: your endpoint is reachable."},
+        occurred_at=now,
+    )
+    cursor = await conn.execute(
+        "INSERT INTO webhook_messages (endpoint_id, fact_id, project_id, environment, fact_type)"
+        " SELECT endpoint_id, %s, project_id, environment, %s FROM webhook_endpoints"
+        " WHERE project_id = %s AND environment = %s AND endpoint_id = %s",
+        (fact.fact_id, fact.fact_type, tenant.project_id, tenant.environment, endpoint_id),
+    )
+    if cursor.rowcount == 0:
+        return None
+    await insert_facts(conn, [fact])
+    return fact.fact_id

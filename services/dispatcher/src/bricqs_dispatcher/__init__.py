@@ -1,0 +1,1 @@
+"""The webhook dispatcher: delivers the outbox the mechanics write (SPEC §11)."""

@@ -1,0 +1,318 @@
+"""The delivery loop: claim due messages, send each as its own task, record the results.
+
+Each round records the attempts finished since the last one and claims as many due
+messages as there is room for, in one transaction. Attempts run concurrently, at most
+MAX_IN_FLIGHT in all and MAX_IN_FLIGHT_PER_ENDPOINT per endpoint, so a slow endpoint
+holds only its own share; a round starts whenever an attempt ends, or every
+POLL_INTERVAL_MS when idle.
+
+Time comes from an injectable clock (schedules, leases, timestamps), so tests advance it
+instead of waiting hours for a retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio
+import httpx
+import msgspec
+from psycopg_pool import AsyncConnectionPool
+
+from bricqs.ids import ulid
+from bricqs.storage.webhook_outbox import (
+    Attempt,
+    DueMessage,
+    claim_due,
+    disable_endpoint,
+    purge_finished,
+    record_attempts,
+)
+from bricqs.webhook_targets import Target, UnsafeTarget, resolve_target
+from bricqs_dispatcher import metrics
+from bricqs_dispatcher.schedule import next_attempt_at, parse_retry_after
+from bricqs_dispatcher.settings import DispatcherSettings
+from bricqs_dispatcher.signing import signature_headers
+
+log = logging.getLogger("bricqs.dispatcher")
+
+Clock = Callable[[], datetime]
+PURGE_INTERVAL = timedelta(hours=1)
+_json = msgspec.json.Encoder()
+
+
+def utc_now() -> datetime:
+    """The real clock."""
+    return datetime.now(UTC)
+
+
+def payload(message: DueMessage) -> bytes:
+    """The body of a message, the same on every attempt: `{type, timestamp, data}`."""
+    return _json.encode(
+        {
+            "type": message.fact_type,
+            "timestamp": message.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "data": {
+                "project_id": message.project_id,
+                "environment": message.environment,
+                "participant_id": message.participant_id,
+                "fact_id": message.fact_id,
+                "event_id": message.event_id,
+                "occurred_at": message.occurred_at,
+                "outcome": message.properties,
+            },
+        }
+    )
+
+
+def request_url(target: Target) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """(URL, headers, extensions) that connect to the checked address, not to whatever
+    the host name resolves to by the time the connection is made."""
+    address = f"[{target.address}]" if ":" in target.address else target.address
+    default_port = 443 if target.scheme == "https" else 80
+    host = target.host if target.port == default_port else f"{target.host}:{target.port}"
+    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+    url = f"{target.scheme}://{address}:{target.port}{target.path}"
+    return url, {"host": host}, extensions
+
+
+class Dispatcher:
+    """Delivers the outbox until stopped."""
+
+    def __init__(
+        self,
+        settings: DispatcherSettings,
+        pool: AsyncConnectionPool[Any],
+        client: httpx.AsyncClient,
+        *,
+        clock: Clock = utc_now,
+        random_fraction: Callable[[], float] = random.random,
+    ) -> None:
+        self.settings = settings
+        self._pool = pool
+        self._client = client
+        self._clock = clock
+        self._random = random_fraction
+        self._token = ulid()
+        self._in_flight: Counter[str] = Counter()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._finished: list[Attempt] = []
+        self._gone: set[str] = set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._next_purge = clock()
+        self.last_round = time.monotonic()
+        """When a round last completed (the liveness probe reads it)."""
+        self.rounds = 0
+        """Rounds completed (tests wait for a round to have run before a negative check)."""
+
+    def stop(self) -> None:
+        """Stop claiming; attempts in flight finish and are recorded."""
+        self._stopping = True
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was asked for."""
+        return self._stopping
+
+    async def run(self) -> None:
+        """Rounds until stopped, then wait for the attempts in flight and record them."""
+        backoff = 0.1
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                await self.round()
+                backoff = 0.1
+            except Exception:  # PostgreSQL down or restarting: retried, attempts kept
+                metrics.ROUND_ERRORS.inc()
+                log.exception("dispatch round failed; retrying in %.1f s", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if self._finished:
+                continue
+            try:
+                async with asyncio.timeout(self.settings.poll_interval_ms / 1000):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+        await self._record()
+
+    async def round(self) -> int:
+        """Record finished attempts and start new ones; how many were started."""
+        now = self._clock()
+        async with self._recording() as conn:
+            room = self.settings.max_in_flight - len(self._tasks)
+            claimed = (
+                await claim_due(
+                    conn,
+                    now=now,
+                    lease_until=now + timedelta(seconds=self.settings.lease_seconds),
+                    token=self._token,
+                    limit=room,
+                    per_endpoint=self.settings.max_in_flight_per_endpoint,
+                    in_flight=self._in_flight,
+                )
+                if room > 0
+                else []
+            )
+            if now >= self._next_purge:
+                metrics.PURGED.inc(
+                    await purge_finished(
+                        conn,
+                        delivered_before=now
+                        - timedelta(days=self.settings.delivered_retention_days),
+                        failed_before=now - timedelta(days=self.settings.failed_retention_days),
+                    )
+                )
+                self._next_purge = now + PURGE_INTERVAL
+        for message in claimed:
+            self._in_flight[message.endpoint_id] += 1
+            task = asyncio.create_task(self._attempt(message))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        metrics.IN_FLIGHT.set(len(self._tasks))
+        self.last_round = time.monotonic()
+        self.rounds += 1
+        return len(claimed)
+
+    async def _record(self) -> None:
+        async with self._recording():
+            pass
+
+    @contextlib.asynccontextmanager
+    async def _recording(self) -> AsyncIterator[Any]:
+        """A transaction that first records the attempts finished so far; if it does not
+        commit (whatever failed in it), they are kept for the next one."""
+        finished, self._finished = self._finished, []
+        gone, self._gone = self._gone, set()
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                await record_attempts(conn, finished)
+                for endpoint_id in gone:
+                    await disable_endpoint(conn, endpoint_id, "the receiver answered 410 Gone")
+                yield conn
+        except BaseException:
+            self._finished = finished + self._finished
+            self._gone |= gone
+            raise
+        metrics.ENDPOINTS_DISABLED.inc(len(gone))
+
+    async def _attempt(self, message: DueMessage) -> None:
+        try:
+            attempt = await self._send(message)
+            # Appended after the await: `_recording` swaps the list meanwhile.
+            self._finished.append(attempt)
+        finally:
+            self._in_flight[message.endpoint_id] -= 1
+            if self._in_flight[message.endpoint_id] <= 0:
+                del self._in_flight[message.endpoint_id]
+            self._wake.set()
+
+    async def _send(self, message: DueMessage) -> Attempt:
+        """One attempt of `message`, and what to do next."""
+        body = payload(message)
+        started = time.perf_counter()
+        http_status: int | None = None
+        retry_after: float | None = None
+        error: str | None = None
+        try:
+            target = await resolve_target(
+                message.url, allow_private=self.settings.webhooks_allow_private
+            )
+            url, headers, extensions = request_url(target)
+            now = self._clock()
+            headers |= signature_headers(
+                message_id=message.fact_id,
+                delivery_id="dlv_" + ulid(),
+                event_type=message.fact_type,
+                timestamp=int(now.timestamp()),
+                body=body,
+                secrets=message.secrets,
+            )
+            # anyio's deadline, not asyncio's: httpcore's own anyio cancel scopes inside
+            # it took asyncio.timeout's cancellation for theirs (the attempt then ended in
+            # a bare CancelledError, its result lost).
+            with anyio.fail_after(self.settings.attempt_timeout_seconds):
+                http_status, retry_after = await self._post(url, headers, extensions, body)
+        except UnsafeTarget as exc:
+            error = f"refused: {exc}"
+        except TimeoutError:
+            error = "timeout"
+        except (httpx.HTTPError, OSError) as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+        except Exception as exc:  # a defect here must not leave the message leased
+            log.exception("attempt of %s failed unexpectedly", message.fact_id)
+            error = f"{type(exc).__name__}: {exc}"[:500]
+        elapsed = time.perf_counter() - started
+        metrics.ATTEMPT_SECONDS.observe(elapsed)
+        return self._outcome(message, http_status, retry_after, error, elapsed)
+
+    async def _post(
+        self, url: str, headers: dict[str, str], extensions: dict[str, Any], body: bytes
+    ) -> tuple[int, float | None]:
+        """POST without following redirects; read at most RESPONSE_LIMIT_BYTES of the
+        answer (a receiver cannot make us hold a large body)."""
+        request = self._client.build_request(
+            "POST", url, headers=headers, content=body, extensions=extensions
+        )
+        response = await self._client.send(request, stream=True, follow_redirects=False)
+        try:
+            read = 0
+            async for chunk in response.aiter_raw():
+                read += len(chunk)
+                if read >= self.settings.response_limit_bytes:
+                    break
+        finally:
+            await response.aclose()
+        retry_after = (
+            parse_retry_after(response.headers.get("retry-after"))
+            if response.status_code in (429, 503)
+            else None
+        )
+        return response.status_code, retry_after
+
+    def _outcome(
+        self,
+        message: DueMessage,
+        http_status: int | None,
+        retry_after: float | None,
+        error: str | None,
+        elapsed: float,
+    ) -> Attempt:
+        now = self._clock()
+        number = message.attempts + 1
+        next_at: datetime | None = now
+        if http_status is not None and 200 <= http_status < 300:
+            status = "delivered"
+        elif http_status == 410:
+            status = "failed"
+            self._gone.add(message.endpoint_id)
+        else:
+            next_at = next_attempt_at(number, now, retry_after=retry_after, random=self._random)
+            status = "pending" if next_at is not None else "failed"
+        if error is None and status != "delivered":
+            error = f"HTTP {http_status}"
+        metrics.ATTEMPTS.labels({"pending": "retry"}.get(status, status)).inc()
+        return Attempt(
+            endpoint_id=message.endpoint_id,
+            fact_id=message.fact_id,
+            token=self._token,
+            status=status,
+            next_attempt_at=next_at or now,
+            http_status=http_status,
+            latency_ms=round(elapsed * 1000),
+            error=error,
+            at=now,
+        )

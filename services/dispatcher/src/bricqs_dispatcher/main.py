@@ -1,0 +1,103 @@
+"""`bricqs-dispatcher`: deliver the webhook outbox until SIGTERM or SIGINT.
+
+Settings come from environment variables (see `settings`); a bad value exits with code 2
+and a message naming the variable. On SIGTERM or SIGINT the dispatcher stops claiming,
+lets the attempts in flight finish, records them, closes its pools and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from typing import Any
+
+import httpx
+from psycopg_pool import AsyncConnectionPool
+
+from bricqs.settings import load_or_exit
+from bricqs.storage.health import ping
+from bricqs_dispatcher.delivery import Dispatcher
+from bricqs_dispatcher.probes import ProbeServer
+from bricqs_dispatcher.settings import DispatcherSettings
+
+log = logging.getLogger("bricqs.dispatcher")
+
+
+def make_pool(settings: DispatcherSettings) -> AsyncConnectionPool[Any]:
+    """The PostgreSQL pool (opened by the caller)."""
+    return AsyncConnectionPool(
+        settings.database_url,
+        min_size=1,
+        max_size=settings.database_pool_size,
+        kwargs={"application_name": "bricqs-dispatcher", "options": "-c statement_timeout=10000"},
+        check=AsyncConnectionPool.check_connection,
+        open=False,
+        name="dispatcher",
+    )
+
+
+def make_client(settings: DispatcherSettings) -> httpx.AsyncClient:
+    """The HTTP client: keep-alive connections to each endpoint, no redirects, no proxies
+    from the environment (a proxy would bypass the address checks)."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.attempt_timeout_seconds),
+        limits=httpx.Limits(
+            max_connections=settings.max_in_flight,
+            max_keepalive_connections=settings.max_in_flight,
+        ),
+        follow_redirects=False,
+        trust_env=False,
+        headers={"user-agent": "bricqs-webhooks/1"},
+    )
+
+
+async def serve(settings: DispatcherSettings) -> None:
+    """Deliver until a stop signal; then finish the attempts in flight and close."""
+    pool = make_pool(settings)
+    await pool.open(wait=False)
+    client = make_client(settings)
+    dispatcher = Dispatcher(settings, pool, client)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, dispatcher.stop)
+
+    async def database_check() -> None:
+        async with pool.connection(timeout=2.0) as conn:
+            await ping(conn)
+
+    # A round waits at most on a pooled connection and one transaction, then idles for
+    # the poll interval; a minute without one is a loop that is stuck.
+    probes = ProbeServer(
+        {"postgres": database_check},
+        alive=lambda: time.monotonic() - dispatcher.last_round < 60 + settings.poll_interval_ms,
+        stopping=lambda: dispatcher.stopping,
+    )
+    if settings.metrics_port:
+        await probes.start(settings.metrics_host, settings.metrics_port)
+    try:
+        await dispatcher.run()
+    finally:
+        await probes.close()
+        await client.aclose()
+        await pool.close()
+
+
+def main() -> int:
+    """Entry point of the console script."""
+    settings = load_or_exit(DispatcherSettings)
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        asyncio.run(serve(settings))
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

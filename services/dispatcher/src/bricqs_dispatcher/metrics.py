@@ -1,0 +1,25 @@
+"""Prometheus metrics of the dispatcher (prefix `bricqs_dispatcher_`); one process per
+container, so the default registry is right."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+ATTEMPTS = Counter(
+    "bricqs_dispatcher_attempts_total",
+    "Delivery attempts by result: delivered, retry, failed.",
+    ["result"],
+)
+ATTEMPT_SECONDS = Histogram(
+    "bricqs_dispatcher_attempt_seconds",
+    "Time of one delivery attempt, from connection to the response's end.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+IN_FLIGHT = Gauge("bricqs_dispatcher_in_flight", "Attempts in flight.")
+ENDPOINTS_DISABLED = Counter(
+    "bricqs_dispatcher_endpoints_disabled_total", "Endpoints disabled after a 410 Gone."
+)
+ROUND_ERRORS = Counter(
+    "bricqs_dispatcher_round_errors_total", "Claim or record rounds that failed (retried)."
+)
+PURGED = Counter("bricqs_dispatcher_purged_total", "Finished messages purged by retention.")
