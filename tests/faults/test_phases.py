@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from tests.faults.harness import CI_PLAN, Phases
+from tests.faults.harness import CI_PLAN, Phases, chosen_plan
 
 
 def report() -> str:
@@ -50,3 +50,14 @@ def test_every_deadline_fits_inside_the_module_timeout() -> None:
     events = int(plan.load_bound() * 400)
     phases = plan.setup + plan.load_bound() + plan.wind_down + plan.drain_deadline()
     assert phases + plan.replay_deadline(events) < plan.timeout()
+
+
+def test_make_soak_sets_a_long_plan_with_more_of_every_fault(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BRICQS_FAULT_LOAD_SECONDS", "300")
+    soak = chosen_plan()
+    assert (soak.load_seconds, soak.min_each) == (300.0, 15)
+    assert soak.timeout() > soak.load_bound() > CI_PLAN.load_bound()
+    monkeypatch.delenv("BRICQS_FAULT_LOAD_SECONDS")
+    assert chosen_plan() == CI_PLAN
