@@ -19,8 +19,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from bricqs.settings import load_or_exit
 from bricqs.storage.health import ping
+from bricqs.web.probes import ProbeServer
+from bricqs_dispatcher import metrics
 from bricqs_dispatcher.delivery import Dispatcher
-from bricqs_dispatcher.probes import ProbeServer
 from bricqs_dispatcher.settings import DispatcherSettings
 
 log = logging.getLogger("bricqs.dispatcher")
@@ -69,14 +70,28 @@ async def serve(settings: DispatcherSettings) -> None:
             await ping(conn)
 
     # A round waits at most on a pooled connection and one transaction, then idles for
-    # the poll interval; a minute without one is a loop that is stuck.
+    # the poll interval; a minute more than that without one is a loop that is stuck.
+    live_bound = 60 + settings.poll_interval_ms / 1000
+
+    def live() -> tuple[int, dict[str, Any]]:
+        age = time.monotonic() - dispatcher.last_round
+        alive = age < live_bound
+        return (200 if alive else 503), {
+            "status": "ok" if alive else "stalled",
+            "round_age_seconds": round(age, 3),
+            "bound_seconds": live_bound,
+        }
+
     probes = ProbeServer(
+        settings.metrics_host,
+        settings.metrics_port,
         {"postgres": database_check},
-        alive=lambda: time.monotonic() - dispatcher.last_round < 60 + settings.poll_interval_ms,
+        metrics=metrics.render,
+        live=live,
         stopping=lambda: dispatcher.stopping,
     )
     if settings.metrics_port:
-        await probes.start(settings.metrics_host, settings.metrics_port)
+        await probes.start()
     try:
         await dispatcher.run()
     finally:

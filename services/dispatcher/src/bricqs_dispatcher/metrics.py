@@ -3,7 +3,7 @@ container, so the default registry is right."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 ATTEMPTS = Counter(
     "bricqs_dispatcher_attempts_total",
@@ -23,3 +23,8 @@ ROUND_ERRORS = Counter(
     "bricqs_dispatcher_round_errors_total", "Claim or record rounds that failed (retried)."
 )
 PURGED = Counter("bricqs_dispatcher_purged_total", "Finished messages purged by retention.")
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text and its content type."""
+    return generate_latest(), CONTENT_TYPE_LATEST

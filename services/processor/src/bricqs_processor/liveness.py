@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 
 class Heartbeat:
@@ -38,3 +39,12 @@ class Heartbeat:
     def alive(self) -> bool:
         """Whether the loop beat within the bound."""
         return self.age() <= self.bound_seconds
+
+    def probe(self) -> tuple[int, dict[str, Any]]:
+        """The answer of `/health/live`: 503 once the loop is stale, with its age."""
+        alive = self.alive()
+        return (200 if alive else 503), {
+            "status": "ok" if alive else "stalled",
+            "heartbeat_age_seconds": round(self.age(), 3),
+            "bound_seconds": self.bound_seconds,
+        }

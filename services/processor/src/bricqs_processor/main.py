@@ -23,8 +23,9 @@ from redis.backoff import NoBackoff
 from bricqs.runtime import tune_garbage_collector
 from bricqs.settings import load_or_exit
 from bricqs.storage.health import ping
+from bricqs.web.probes import ProbeServer
+from bricqs_processor import metrics
 from bricqs_processor.consumer import StreamConsumer
-from bricqs_processor.health import HealthServer
 from bricqs_processor.housekeeping import Housekeeping
 from bricqs_processor.settings import ProcessorSettings
 
@@ -84,11 +85,12 @@ async def serve(settings: ProcessorSettings) -> None:
 
     health = None
     if settings.metrics_port:
-        health = HealthServer(
+        health = ProbeServer(
             settings.metrics_host,
             settings.metrics_port,
             {"redis": redis_check, "postgres": database_check},
-            heartbeat=consumer.heartbeat,
+            metrics=metrics.render,
+            live=consumer.heartbeat.probe,
             stopping=lambda: consumer.stopping,
         )
         try:

@@ -1,10 +1,10 @@
-"""A tiny HTTP server for probes and scrapes: `/metrics`, `/health/live`, `/health/ready`.
+"""A tiny HTTP server for the probes and scrapes of a worker with no other HTTP surface
+(the processor, the dispatcher): `/metrics`, `/health/live`, `/health/ready`.
 
-Live answers 503 when the consume loop's heartbeat is stale (see `liveness`); ready
-when a dependency does not answer or the process is stopping.
-
-The processor has no other HTTP surface, so a few lines on asyncio's streams do instead
-of a web framework. Each request gets one response and the connection is closed.
+Live answers what the worker's own `live` says (a stale heartbeat: 503); ready answers
+503 when a dependency does not answer or the worker is stopping. A few lines on
+asyncio's streams do instead of a web framework: each request gets one response and the
+connection is closed.
 """
 
 from __future__ import annotations
@@ -17,18 +17,22 @@ from typing import Any
 
 import msgspec
 
-from bricqs_processor import metrics
-from bricqs_processor.liveness import Heartbeat
-
-log = logging.getLogger("bricqs.processor")
+log = logging.getLogger("bricqs.probes")
 
 Check = Callable[[], Awaitable[Any]]
+Liveness = Callable[[], tuple[int, dict[str, Any]]]
+Metrics = Callable[[], tuple[bytes, str]]
 REQUEST_TIMEOUT = 5.0
 CHECK_TIMEOUT = 2.0
 _json = msgspec.json.Encoder()
 
 
-class HealthServer:
+def always_alive() -> tuple[int, dict[str, Any]]:
+    """Liveness of a worker with no loop to watch."""
+    return 200, {"status": "ok"}
+
+
+class ProbeServer:
     """Serves metrics and health on one port."""
 
     def __init__(
@@ -36,13 +40,16 @@ class HealthServer:
         host: str,
         port: int,
         checks: Mapping[str, Check],
-        heartbeat: Heartbeat | None = None,
+        *,
+        metrics: Metrics,
+        live: Liveness = always_alive,
         stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.host = host
         self.port = port
         self._checks = checks
-        self._heartbeat = heartbeat
+        self._metrics = metrics
+        self._live = live
         self._stopping = stopping
         self._server: asyncio.Server | None = None
 
@@ -56,17 +63,6 @@ class HealthServer:
             self._server.close()
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
-
-    def live(self) -> tuple[int, dict[str, Any]]:
-        """Liveness: the consume loop beat recently enough."""
-        if self._heartbeat is None:
-            return 200, {"status": "ok"}
-        alive = self._heartbeat.alive()
-        return (200 if alive else 503), {
-            "status": "ok" if alive else "stalled",
-            "heartbeat_age_seconds": round(self._heartbeat.age(), 3),
-            "bound_seconds": self._heartbeat.bound_seconds,
-        }
 
     async def ready(self) -> tuple[int, dict[str, Any]]:
         """Readiness: every dependency answers (and we are not shutting down)."""
@@ -86,10 +82,10 @@ class HealthServer:
         if method not in ("GET", "HEAD"):
             return 405, b'{"status":"method not allowed"}', "application/json"
         if path == "/metrics":
-            body, content_type = metrics.render()
+            body, content_type = self._metrics()
             return 200, body, content_type
         if path == "/health/live":
-            status, document = self.live()
+            status, document = self._live()
             return status, _json.encode(document), "application/json"
         if path == "/health/ready":
             status, document = await self.ready()
@@ -116,7 +112,7 @@ class HealthServer:
                 writer.write(head.encode("latin-1") + (b"" if method == "HEAD" else body))
                 await writer.drain()
         except (TimeoutError, ConnectionError, UnicodeDecodeError) as exc:
-            log.debug("health request failed: %s", exc)
+            log.debug("probe request failed: %s", exc)
         finally:
             writer.close()
             with contextlib.suppress(Exception):
