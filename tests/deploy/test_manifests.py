@@ -15,10 +15,9 @@ import pytest
 import yaml
 
 from bricqs.settings import load_settings
+from bricqs.web import probes
 from bricqs.web.health import health_router
-from bricqs_dispatcher import probes as dispatcher_probes
 from bricqs_processor import consumer as processor_consumer
-from bricqs_processor import health as processor_health
 from tests.deploy.helpers import (
     DEPLOY,
     HTTP_SERVICES,
@@ -204,10 +203,8 @@ def test_probes_use_the_health_endpoints_on_a_declared_port(service: str) -> Non
     # them all (tests/deploy/test_live_services checks which checks each service runs).
     if service in HTTP_SERVICES:
         per_check = inspect.signature(health_router).parameters["timeout"].default
-    elif service == "dispatcher":
-        per_check = dispatcher_probes.CHECK_TIMEOUT
-    else:
-        per_check = processor_health.CHECK_TIMEOUT
+    else:  # the processor and the dispatcher serve bricqs.web.probes
+        per_check = probes.CHECK_TIMEOUT
     assert readiness["timeoutSeconds"] > len(READY_CHECKS[service]) * per_check
 
 
