@@ -130,19 +130,27 @@ def service_env(redis_url: str, database_url: str, **extra: str) -> dict[str, st
 # Stories: define mechanics through the api, send events through the sync endpoint, read.
 
 
-@pytest.fixture
-def api(redis_server: Server, postgres_server: Server) -> Iterator[TestClient[Any]]:
+@contextmanager
+def api_client(redis_url: str, database_url: str, **overrides: Any) -> Iterator[TestClient[Any]]:
+    """The api in process, against the given servers; `overrides` are ApiSettings fields."""
     from bricqs_api.app import create_app as create_api
     from bricqs_api.settings import ApiSettings
 
-    settings = ApiSettings(
-        redis_url=redis_server.url,
-        database_url=postgres_server.url,
-        log_level="WARNING",
-        rules_refresh_seconds=0,
-        participant_token_secret=PARTICIPANT_TOKEN_SECRET,
-    )
+    values: dict[str, Any] = {
+        "redis_url": redis_url,
+        "database_url": database_url,
+        "log_level": "WARNING",
+        "rules_refresh_seconds": 0,
+        "participant_token_secret": PARTICIPANT_TOKEN_SECRET,
+    }
+    settings = ApiSettings(**(values | overrides))
     with TestClient(create_api(settings), base_url="http://127.0.0.1") as client:
+        yield client
+
+
+@pytest.fixture
+def api(redis_server: Server, postgres_server: Server) -> Iterator[TestClient[Any]]:
+    with api_client(redis_server.url, postgres_server.url) as client:
         yield client
 
 

@@ -19,7 +19,7 @@ from bricqs_devstack.servers import Server
 from bricqs_dispatcher.delivery import Dispatcher
 from bricqs_dispatcher.main import make_client, make_pool
 from bricqs_dispatcher.settings import DispatcherSettings
-from tests.conftest import Story, Tenant
+from tests.conftest import Story, Tenant, api_client
 
 
 @dataclass(frozen=True)
@@ -208,17 +208,7 @@ def clock() -> MovableClock:
 @pytest.fixture
 def open_api(redis_server: Server, postgres_server: Server) -> Iterator[TestClient[Any]]:
     """The api, accepting webhook URLs on loopback (as local runs and tests do)."""
-    from bricqs_api.app import create_app
-    from bricqs_api.settings import ApiSettings
-
-    settings = ApiSettings(
-        redis_url=redis_server.url,
-        database_url=postgres_server.url,
-        log_level="WARNING",
-        rules_refresh_seconds=0,
-        webhooks_allow_private=True,
-    )
-    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
+    with api_client(redis_server.url, postgres_server.url, webhooks_allow_private=True) as client:
         yield client
 
 
