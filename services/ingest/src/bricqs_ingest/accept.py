@@ -78,11 +78,15 @@ def envelope_of(
     )
 
 
-def redis_idempotency_key(settings: IngestSettings, envelope: Envelope) -> str | None:
-    """Where Redis keeps the envelope's idempotency key (its participant's shard)."""
+def redis_idempotency_key(
+    settings: IngestSettings, envelope: Envelope, shard: int | None = None
+) -> str | None:
+    """Where Redis keeps the envelope's idempotency key (its participant's shard, when the
+    caller has not worked it out already)."""
     if envelope.idempotency_key is None:
         return None
-    shard = shard_for(envelope.project_id, envelope.participant_id, settings.stream_shards)
+    if shard is None:
+        shard = shard_for(envelope.project_id, envelope.participant_id, settings.stream_shards)
     return idempotency_redis_key(
         shard, envelope.project_id, envelope.environment, envelope.idempotency_key
     )
@@ -95,7 +99,7 @@ def enqueue_command(settings: IngestSettings, envelope: Envelope) -> EnqueueComm
         stream=stream_key(shard),
         envelope=encode_envelope(envelope),
         event_id=envelope.event_id,
-        idempotency_key=redis_idempotency_key(settings, envelope),
+        idempotency_key=redis_idempotency_key(settings, envelope, shard),
         payload_hash=envelope.payload_hash or "",
     )
 

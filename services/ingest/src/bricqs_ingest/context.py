@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -79,9 +78,3 @@ def cors_context(app: Litestar) -> tuple[ProjectOrigins, ParticipantTokens]:
     """What the CORS middleware needs of the worker's context."""
     context = ingest_context(app.state)
     return context.origins, context.tokens
-
-
-def context_of(app: Any) -> IngestContext:
-    """The context of the app a raw ASGI scope belongs to (for the fast path)."""
-    assert isinstance(app, Litestar)
-    return ingest_context(app.state)
