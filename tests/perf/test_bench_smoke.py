@@ -16,14 +16,14 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_bench_smoke_measures_every_part_and_writes_results(
-    redis_server: Server, postgres_server: Server, tmp_path: Path
-) -> None:
-    out = tmp_path / "bench.json"
+def run_bench(redis_server: Server, postgres_server: Server, *args: str) -> str:
+    """Run `python -m <args>` against the test servers; its standard output. Redis
+    database 1: the benches empty their streams, the other tests use database 0."""
     run = subprocess.run(
         [
-            *(sys.executable, "-m", "bench", "--smoke", "--json", str(out)),
-            # Database 1: the bench empties its streams, other tests use database 0.
+            sys.executable,
+            "-m",
+            *args,
             *("--redis-url", redis_server.url.rsplit("/", 1)[0] + "/1"),
             *("--database-url", postgres_server.url),
         ],
@@ -34,6 +34,14 @@ def test_bench_smoke_measures_every_part_and_writes_results(
         check=False,
     )
     assert run.returncode == 0, run.stdout + run.stderr
+    return run.stdout
+
+
+def test_bench_smoke_measures_every_part_and_writes_results(
+    redis_server: Server, postgres_server: Server, tmp_path: Path
+) -> None:
+    out = tmp_path / "bench.json"
+    printed = run_bench(redis_server, postgres_server, "bench", "--smoke", "--json", str(out))
     results = json.loads(out.read_text())
     for name in ("async_single", "batch", "sync"):
         for mode in ("saturation", "fixed"):
@@ -52,5 +60,21 @@ def test_bench_smoke_measures_every_part_and_writes_results(
         "sync_vs_redis_xadd_events",
     }
     for row in ("async single, saturation", "processor, 20 rules", "reference: bare ASGI"):
-        assert row in run.stdout
+        assert row in printed
     assert len(results["targets"]) == 6
+
+
+def test_client_bench_measures_track_cost_and_the_ratio_to_wrk(
+    redis_server: Server, postgres_server: Server
+) -> None:
+    out = run_bench(
+        redis_server,
+        postgres_server,
+        *("bench.client", "--seconds", "1", "--rounds", "1"),
+        *("--events", "2000", "--track-events", "2000"),
+    )
+    results = json.loads(out)
+    assert results["track_queue_only"]["cpu_us"] > 0
+    [round_] = results["rounds"]
+    assert round_["client_1_sender"]["events_per_second"] > 0
+    assert results["median_ratio_client_to_wrk_keyed"] > 0
