@@ -20,11 +20,11 @@ from typing import Any
 
 import msgspec
 import psycopg
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from bricqs.keys import ENVIRONMENTS
 from bricqs.local_stack import read_local_stack
+from bricqs.redis_connect import RedisClient, connect_redis
 from bricqs.schemas import ENVELOPE_FIELD, decode_envelope
 from bricqs.storage import tenants
 from bricqs.storage.migrate import (
@@ -181,8 +181,8 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _redis(args: argparse.Namespace) -> Redis:
-    return Redis.from_url(args.redis_url, socket_timeout=10, socket_connect_timeout=5)
+def _redis(args: argparse.Namespace) -> RedisClient:
+    return connect_redis(args.redis_url, cluster=args.redis_cluster, timeout_s=10)
 
 
 def _describe(shard: int, entry_id: str, letter: DeadLetter) -> dict[str, Any]:
@@ -279,6 +279,12 @@ def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
         "--redis-url",
         default=default,
         help="Redis URL, for the dlq commands (default: $REDIS_URL, else `make run`'s)",
+    )
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        default=default,
+        help="the Redis URL is a seed node of a Redis Cluster (default: $REDIS_CLUSTER)",
     )
 
 
@@ -406,6 +412,8 @@ def _find_servers(args: argparse.Namespace) -> None:
     """Fill the URLs not given: from the environment, else from a running `make run`."""
     args.database_url = args.database_url or os.environ.get("DATABASE_URL")
     args.redis_url = args.redis_url or os.environ.get("REDIS_URL")
+    cluster = os.environ.get("REDIS_CLUSTER", "").strip().lower() in ("1", "true", "yes")
+    args.redis_cluster = getattr(args, "redis_cluster", False) or cluster
     wanted = args.database_url if args.needs == "database" else args.redis_url
     found = None if wanted else read_local_stack()
     if found is None:
@@ -434,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     try:
         result = asyncio.run(args.run(args))
-    except (AdminError, MigrationError, psycopg.Error, RedisError) as exc:
+    except (AdminError, MigrationError, psycopg.Error, RedisError, RedisClusterException) as exc:
         if args.json:
             print(msgspec.json.encode({"error": str(exc)}).decode())
         else:

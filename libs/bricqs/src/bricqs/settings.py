@@ -114,3 +114,10 @@ WebhooksAllowPrivate = Annotated[
         " metadata addresses (local runs and tests only)."
     ),
 ]
+RedisClusterMode = Annotated[
+    bool,
+    Meta(
+        description="Use Redis Cluster: REDIS_URL names one node (a seed); every command"
+        " keeps to one hash tag."
+    ),
+]

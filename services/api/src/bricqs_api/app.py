@@ -10,11 +10,11 @@ from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components
 from psycopg_pool import AsyncConnectionPool
-from redis.asyncio import Redis
 
 from bricqs.auth import KeyCache
 from bricqs.mechanics.cache import RuleCache
 from bricqs.participant_tokens import ParticipantTokens
+from bricqs.redis_connect import connect_redis
 from bricqs.settings import load_or_exit
 from bricqs.storage.health import ping
 from bricqs.storage.tenants import KeyOwner, find_key_owner, projects_by_origin
@@ -43,7 +43,7 @@ def _clients(settings: ApiSettings) -> ApiClients:
         timeout=settings.database_timeout_ms / 1000,
         open=False,
     )
-    redis = Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    redis = connect_redis(settings.redis_url, cluster=settings.redis_cluster, timeout_s=1.0)
 
     async def lookup(key_hash: bytes) -> KeyOwner | None:
         async with pool.connection() as conn:

@@ -15,7 +15,6 @@ from litestar.di import NamedDependency, Provide
 from litestar.handlers import BaseRouteHandler
 from litestar.params import PathParameter, QueryParameter
 from psycopg_pool import AsyncConnectionPool
-from redis.asyncio import Redis
 
 from bricqs.auth import KeyCache
 from bricqs.mechanics.cache import RuleCache
@@ -28,6 +27,7 @@ from bricqs.mechanics.state import (
     tiers_state,
 )
 from bricqs.participant_tokens import ParticipantTokens
+from bricqs.redis_connect import RedisClient
 from bricqs.storage.tenants import Conn, KeyOwner, Tenant
 from bricqs.web.auth import authenticate
 from bricqs.web.cors import ProjectOrigins
@@ -56,7 +56,7 @@ class ApiClients:
 
     settings: ApiSettings
     pool: AsyncConnectionPool
-    redis: Redis
+    redis: RedisClient
     keys: KeyCache
     rules: RuleCache
     tokens: ParticipantTokens

@@ -12,6 +12,7 @@ from bricqs.settings import (
     DatabaseUrl,
     LogLevel,
     ParticipantTokenSecret,
+    RedisClusterMode,
     RedisUrl,
     RetryAfterSeconds,
     RulesRefreshSeconds,
@@ -23,6 +24,7 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the api service can be told; each field is one environment variable."""
 
     redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
+    redis_cluster: RedisClusterMode = False
     database_url: DatabaseUrl = "postgresql://bricqs@127.0.0.1:5432/bricqs"
     database_timeout_ms: Annotated[
         int, Meta(gt=0, le=60_000, description="Bound on one request's database work.")

@@ -16,13 +16,11 @@ from typing import Any
 from litestar import Litestar, Router
 from litestar.di import Provide
 from psycopg_pool import AsyncConnectionPool
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from bricqs.auth import KeyCache
 from bricqs.mechanics.cache import RuleCache
 from bricqs.participant_tokens import ParticipantTokens
+from bricqs.redis_connect import connect_redis
 from bricqs.runtime import tune_garbage_collector
 from bricqs.settings import load_or_exit
 from bricqs.storage.tenants import KeyOwner, find_key_owner, projects_by_origin
@@ -93,14 +91,9 @@ def create_app(settings: IngestSettings | None = None) -> Litestar:
 
 async def _open_context(settings: IngestSettings) -> IngestContext:
     timeout = settings.redis_timeout_ms / 1000
-    redis = Redis.from_url(
-        settings.redis_url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        # No automatic retries: a resent XADD could enqueue an event twice. Clients
-        # retry, with idempotency keys, when we answer 503.
-        retry=Retry(NoBackoff(), 0),
-    )
+    # One server: no automatic retries (clients retry, with idempotency keys, when we
+    # answer 503). A cluster: failovers are retried within the publisher's deadline.
+    redis = connect_redis(settings.redis_url, cluster=settings.redis_cluster, timeout_s=timeout)
     pool = AsyncConnectionPool(
         settings.database_url,
         min_size=1,

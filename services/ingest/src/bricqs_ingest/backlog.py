@@ -18,9 +18,9 @@ import logging
 from typing import Any
 
 from prometheus_client import Gauge
-from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from bricqs.redis_connect import RedisClient
 from bricqs.stream import CONSUMER_GROUP, stream_key
 
 log = logging.getLogger("bricqs.ingest.backlog")
@@ -33,7 +33,7 @@ BACKLOG = Gauge(
 )
 
 
-async def measure_backlog(redis: Redis, shards: int) -> int:
+async def measure_backlog(redis: RedisClient, shards: int) -> int:
     """Events on the streams that their slowest consumer group has not acknowledged yet."""
     total = 0
     for shard in range(shards):
@@ -50,7 +50,7 @@ async def measure_backlog(redis: Redis, shards: int) -> int:
     return total
 
 
-async def _unacknowledged(redis: Redis, stream: str, group: dict[Any, Any]) -> int:
+async def _unacknowledged(redis: RedisClient, stream: str, group: dict[Any, Any]) -> int:
     """Entries of `stream` the group has not read yet, plus those read and not acknowledged."""
     lag = group.get("lag")
     if lag is None:  # Redis cannot tell after some deletions: count the stream
@@ -65,7 +65,7 @@ def _text(value: Any) -> str:
 class BacklogMonitor:
     """Keeps `over` up to date; requests read it."""
 
-    def __init__(self, redis: Redis, *, shards: int, limit: int, interval: float) -> None:
+    def __init__(self, redis: RedisClient, *, shards: int, limit: int, interval: float) -> None:
         self._redis = redis
         self._shards = shards
         self._limit = limit

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from litestar import Litestar
 from litestar.datastructures import State
 from psycopg_pool import AsyncConnectionPool
-from redis.asyncio import Redis
 
 from bricqs.auth import KeyCache
 from bricqs.mechanics.cache import RuleCache
 from bricqs.participant_tokens import ParticipantTokens
+from bricqs.redis_connect import RedisClient
 from bricqs.storage.tenants import Scope
 from bricqs.web.auth import requires
 from bricqs.web.cors import ProjectOrigins
@@ -37,7 +37,7 @@ class IngestContext:
     kept on `app.state.ingest`."""
 
     settings: IngestSettings
-    redis: Redis
+    redis: RedisClient
     pool: AsyncConnectionPool
     publisher: StreamPublisher
     keys: KeyCache

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Histogram
-from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from bricqs.redis_connect import RedisClient
 from bricqs.schemas import ENVELOPE_FIELD
 from bricqs.stream import ENQUEUE_SCRIPT, TAKE_TOKENS_SCRIPT, XADD_ALL_SCRIPT
 from bricqs.web.metrics import LATENCY_BUCKETS
@@ -125,7 +125,7 @@ class StreamPublisher:
     """Sends enqueue commands to Redis in coalesced pipelines."""
 
     def __init__(
-        self, redis: Redis, *, timeout: float, idempotency_ttl: int, max_inflight: int
+        self, redis: RedisClient, *, timeout: float, idempotency_ttl: int, max_inflight: int
     ) -> None:
         self._redis = redis
         self._timeout = timeout
@@ -246,20 +246,22 @@ class StreamPublisher:
 
     async def _execute(self, calls: list[tuple[Any, ...]]) -> list[Any]:
         """Send `calls` as one pipeline; calls refused NOSCRIPT go again, after the scripts
-        are loaded, in a second pipeline (one more round trip, only after Redis forgot)."""
+        are loaded, in a second pipeline (a few more round trips, only after Redis forgot)."""
         pipe = self._redis.pipeline(transaction=False)
         for call in calls:
             pipe.execute_command(*call)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
-            again = self._redis.pipeline(transaction=False)
+            # Loaded outside the pipeline: a cluster client sends SCRIPT LOAD to every
+            # primary (a replica promoted by a failover never had them).
             for script in SCRIPTS.values():
-                again.script_load(script)
+                await self._redis.script_load(script)
+            again = self._redis.pipeline(transaction=False)
             for i in missing:
                 again.execute_command(*calls[i])
             retried = await again.execute(raise_on_error=False)
-            for i, reply in zip(missing, retried[len(SCRIPTS) :], strict=True):
+            for i, reply in zip(missing, retried, strict=True):
                 replies[i] = reply
         return replies
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from redis.asyncio import Redis
-
+from bricqs.redis_connect import RedisClient
 from bricqs.stream import CONSUMER_GROUP, DeadLetter, dead_letter_key, shard_of
 from bricqs_processor.entries import Entry
 from bricqs_processor.metrics import DEAD_LETTERED
@@ -23,7 +22,7 @@ MAX_REASON_CHARS = 1_000
 
 
 async def delivery_counts(
-    redis: Redis, stream: str, consumer: str, message_ids: Sequence[str]
+    redis: RedisClient, stream: str, consumer: str, message_ids: Sequence[str]
 ) -> dict[str, int]:
     """How often each of `consumer`'s pending entries was delivered (the XPENDING counter).
 
@@ -51,7 +50,9 @@ async def delivery_counts(
         low = "(" + _text(rows[-1]["message_id"])
 
 
-async def dead_letter(redis: Redis, consumer: str, failed: Sequence[tuple[Entry, str]]) -> None:
+async def dead_letter(
+    redis: RedisClient, consumer: str, failed: Sequence[tuple[Entry, str]]
+) -> None:
     """Move entries `consumer` holds to their shard's dead-letter stream with a reason,
     and ack them.
 

@@ -16,10 +16,8 @@ import sys
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
+from bricqs.redis_connect import RedisClient, connect_redis
 from bricqs.runtime import tune_garbage_collector
 from bricqs.settings import load_or_exit
 from bricqs.storage.health import ping
@@ -36,14 +34,14 @@ class StartupError(Exception):
     """The process cannot start (the metrics port is taken, say)."""
 
 
-def make_redis(settings: ProcessorSettings) -> Redis:
-    """The Redis client: a blocking read may take BLOCK_MS on top of a round trip."""
-    return Redis.from_url(
+def make_redis(settings: ProcessorSettings) -> RedisClient:
+    """The Redis client: a blocking read may take BLOCK_MS on top of a round trip. The
+    consumer loop retries with its own backoff and knows what is safe to repeat."""
+    return connect_redis(
         settings.redis_url,
-        socket_timeout=(settings.block_ms + settings.redis_timeout_ms) / 1000,
-        socket_connect_timeout=settings.redis_timeout_ms / 1000,
-        # The consumer loop retries with its own backoff and knows what is safe to repeat.
-        retry=Retry(NoBackoff(), 0),
+        cluster=settings.redis_cluster,
+        timeout_s=settings.redis_timeout_ms / 1000,
+        read_timeout_s=(settings.block_ms + settings.redis_timeout_ms) / 1000,
     )
 
 

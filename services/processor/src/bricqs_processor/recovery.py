@@ -16,8 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
-from redis.asyncio import Redis
-
+from bricqs.redis_connect import RedisClient
 from bricqs.stream import CONSUMER_GROUP
 from bricqs_processor.deadletter import delivery_counts
 from bricqs_processor.entries import Entry, entries_from_reply
@@ -27,7 +26,7 @@ log = logging.getLogger("bricqs.processor")
 
 
 async def reclaim_stuck(
-    redis: Redis, stream: str, consumer: str, *, min_idle_ms: int, count: int
+    redis: RedisClient, stream: str, consumer: str, *, min_idle_ms: int, count: int
 ) -> AsyncIterator[list[Entry]]:
     """Claim every entry of `stream` idle for `min_idle_ms` or more, page by page.
 

@@ -26,7 +26,14 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from bricqs.settings import DatabaseUrl, LogLevel, RedisUrl, RulesRefreshSeconds, StreamShards
+from bricqs.settings import (
+    DatabaseUrl,
+    LogLevel,
+    RedisClusterMode,
+    RedisUrl,
+    RulesRefreshSeconds,
+    StreamShards,
+)
 
 Milliseconds = Annotated[int, Meta(gt=0, le=86_400_000)]
 
@@ -35,6 +42,7 @@ class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the processor can be told; each field is one environment variable."""
 
     redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
+    redis_cluster: RedisClusterMode = False
     database_url: DatabaseUrl = "postgresql://bricqs@127.0.0.1:5432/bricqs"
     stream_shards: StreamShards = 1
     batch_size: Annotated[

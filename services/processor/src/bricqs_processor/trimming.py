@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis.asyncio import Redis
+from bricqs.redis_connect import RedisClient
 
 # Most entries one trim call removes: Redis's own default for `~` (100 macro nodes of
 # the default 100 entries). It must exceed a node's entries, or nothing is ever removed.
@@ -58,7 +58,7 @@ return {redis.call('XTRIM', KEYS[1], 'MINID', '~', floor, 'LIMIT', ARGV[1]), flo
 class StreamTrimmer:
     """Trims event streams safely; one instance per Redis client."""
 
-    def __init__(self, redis: Redis, limit: int = TRIM_LIMIT) -> None:
+    def __init__(self, redis: RedisClient, limit: int = TRIM_LIMIT) -> None:
         self._script: Any = redis.register_script(TRIM_SCRIPT)
         self._limit = limit
 
@@ -91,7 +91,7 @@ return removed
 class ConsumerPruner:
     """Removes consumers of long-gone processes from the group, once they hold nothing."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self._script: Any = redis.register_script(PRUNE_SCRIPT)
 
     async def prune(self, stream: str, group: str, min_idle_ms: int) -> int:

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,9 +126,13 @@ class Server:
 
 
 def start_redis(
-    data_dir: Path, port: int | None = None, *, appendfsync: str = "everysec"
+    data_dir: Path,
+    port: int | None = None,
+    *,
+    appendfsync: str = "everysec",
+    extra_args: Sequence[str] = (),
 ) -> Server:
-    """Start redis-server with AOF persistence in `data_dir`."""
+    """Start redis-server with AOF persistence in `data_dir` (`extra_args` appended)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir = data_dir.resolve()
     port = port or free_port()
@@ -149,6 +154,7 @@ def start_redis(
         "no",
         "--logfile",
         str(data_dir / "redis.log"),
+        *extra_args,
     ]
     process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
     server = Server("redis", f"redis://127.0.0.1:{port}/0", port, process, data_dir)
