@@ -143,3 +143,9 @@ for i = 1, #ARGV do
 end
 return ids
 """
+
+
+def chore_lease_key(chore: str) -> str:
+    """The lease that lets one processor replica at a time run a cluster-wide chore
+    (purging, trimming), under its own hash tag."""
+    return f"bricqs:lease:{{{chore}}}"

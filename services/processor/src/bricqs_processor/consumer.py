@@ -1,10 +1,12 @@
 """The stream consumer: read a batch, store it in one transaction, acknowledge it.
 
-One loop per process, one batch in hand at a time:
+One reader per shard in each process, each with one batch in hand at a time:
 
-1. every `RECLAIM_INTERVAL_MS`, reclaim entries other (dead) consumers left pending
-   longer than `CLAIM_MIN_IDLE_MS` (see `recovery`) and process them like a read;
-2. `XREADGROUP >` over every shard, `COUNT` and `BLOCK`;
+1. every `RECLAIM_INTERVAL_MS`, reclaim entries of its shard that other (dead) consumers
+   left pending longer than `CLAIM_MIN_IDLE_MS` (see `recovery`) and process them like a
+   read;
+2. `XREADGROUP >` on its shard's stream, `COUNT` and `BLOCK` (one stream per command: in
+   Redis Cluster shards live on different nodes, and a command may touch one slot only);
 3. decode; an undecodable entry goes to the dead-letter stream at once;
 4. store the envelopes, their facts and their mechanics effects with the shared
    `process_envelopes` in one PostgreSQL transaction; `XACK` after the commit.
@@ -28,6 +30,16 @@ Failures are sorted by what they mean:
 - Redis unreachable: back off and retry; an acknowledgement that fails after a commit
   is retried too, and if it never lands the entry is redelivered and found stored.
 
+Entries in hand are bounded over all shards: each reader reads at most its share of
+`BATCH_SIZE` (`per_shard_count`), so a process never holds more than about BATCH_SIZE
+entries however many shards it reads, and at most `DATABASE_POOL_SIZE - 1` readers store at
+once; the rest wait with small batches, so no claim ages out while earlier ones are stored.
+
+Every replica reads every shard through the consumer group, with no coordinator: the
+group hands each entry to one consumer, a replica that joins or dies changes nothing but
+who reads next (XAUTOCLAIM takes over what a dead one held), and no shard waits for a
+lease to expire.
+
 SIGTERM (`stop()`) ends intake: a read in flight returns within `BLOCK_MS`, the batch in
 hand is committed and acknowledged, then `run()` returns.
 """
@@ -46,11 +58,11 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
-from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from bricqs.mechanics.cache import RuleCache
 from bricqs.pipeline import process_envelopes
+from bricqs.redis_connect import REDIS_ERRORS, RedisClient
 from bricqs.storage.events import Outcome, StoreResult
 from bricqs.storage.health import ping
 from bricqs.stream import CONSUMER_GROUP, stream_key
@@ -109,11 +121,17 @@ class Backoff:
         self._attempt = 0
 
 
+def per_shard_count(batch_size: int, shards: int) -> int:
+    """Most entries one shard's reader reads at once: its share of BATCH_SIZE, so the
+    entries in hand over all shards stay within BATCH_SIZE (at least one per shard)."""
+    return max(1, batch_size // shards)
+
+
 class StreamConsumer:
     """Consumes every shard's stream through the consumer group; see the module doc."""
 
     def __init__(
-        self, settings: ProcessorSettings, redis: Redis, pool: AsyncConnectionPool[Any]
+        self, settings: ProcessorSettings, redis: RedisClient, pool: AsyncConnectionPool[Any]
     ) -> None:
         self.settings = settings
         self.redis = redis
@@ -125,7 +143,10 @@ class StreamConsumer:
         self.rules = RuleCache(settings.rules_refresh_seconds)
         self.heartbeat = Heartbeat(settings.heartbeat_bound_seconds())
         self._database_ok = True
-        self._next_reclaim = 0.0
+        self._read_count = per_shard_count(settings.batch_size, len(self.streams))
+        # Readers storing at once: each batch's lanes take pooled connections, and one
+        # connection is left for housekeeping and health checks.
+        self._storing = asyncio.Semaphore(max(1, settings.database_pool_size - 1))
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -141,33 +162,41 @@ class StreamConsumer:
         return self._stopping.is_set()
 
     async def run(self) -> None:
-        """Consume until `stop()`."""
+        """Consume until `stop()`: one reader per shard."""
         log.info("consumer %s reading %d stream(s)", self.name, len(self.streams))
         await self._until_done(self.ensure_groups, "redis")
+        async with asyncio.TaskGroup() as readers:
+            for stream in self.streams:
+                readers.create_task(self._read_shard(stream))
+        log.info("consumer %s stopped", self.name)
+
+    async def _read_shard(self, stream: str) -> None:
+        """Read, store and acknowledge one shard's entries until `stop()`."""
         backoff = Backoff(self.settings.backoff_initial_ms, self.settings.backoff_max_ms)
+        next_reclaim = 0.0
         while not self.stopping:
             self.heartbeat.beat()
             try:
-                if time.monotonic() >= self._next_reclaim:
-                    await self._reclaim()
-                    self._next_reclaim = time.monotonic() + self.settings.reclaim_interval_ms / 1000
+                if time.monotonic() >= next_reclaim:
+                    await self._reclaim(stream)
+                    next_reclaim = time.monotonic() + self.settings.reclaim_interval_ms / 1000
                     self.heartbeat.beat()
-                entries = await self._read()
+                entries = await self._read(stream)
             except ResponseError as exc:
                 if str(exc).startswith("NOGROUP"):
                     # The stream or group vanished (deleted by an operator): recreate.
                     log.warning("consumer group missing, recreating: %s", exc)
-                    await self._until_done(self.ensure_groups, "redis")
+                    await self._until_done(partial(self._ensure_group, stream), "redis")
                     continue
                 await self._redis_failed(backoff, exc)
                 continue
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 await self._redis_failed(backoff, exc)
                 continue
             backoff.reset()
             if entries:
-                await self.process(entries)
-        log.info("consumer %s stopped", self.name)
+                async with self._storing:
+                    await self.process(entries)
 
     async def _redis_failed(self, backoff: Backoff, exc: Exception) -> None:
         metrics.FAILURES.labels("redis").inc()
@@ -183,21 +212,24 @@ class StreamConsumer:
         consumed too.
         """
         for stream in self.streams:
-            try:
-                await self.redis.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
-            except ResponseError as exc:
-                if not str(exc).startswith("BUSYGROUP"):
-                    raise
-            await self.redis.xgroup_createconsumer(stream, CONSUMER_GROUP, self.name)
+            await self._ensure_group(stream)
+
+    async def _ensure_group(self, stream: str) -> None:
+        try:
+            await self.redis.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if not str(exc).startswith("BUSYGROUP"):
+                raise
+        await self.redis.xgroup_createconsumer(stream, CONSUMER_GROUP, self.name)
 
     # -- reading -----------------------------------------------------------------------
 
-    async def _read(self) -> list[Entry]:
+    async def _read(self, stream: str) -> list[Entry]:
         reply: Any = await self.redis.xreadgroup(
             CONSUMER_GROUP,
             self.name,
-            dict.fromkeys(self.streams, ">"),
-            count=self.settings.batch_size,
+            {stream: ">"},
+            count=self._read_count,
             block=self.settings.block_ms,
         )
         entries: list[Entry] = []
@@ -206,41 +238,40 @@ class StreamConsumer:
             entries.extend(found)
         return entries
 
-    async def _reclaim(self) -> None:
+    async def _reclaim(self, stream: str) -> None:
         if not self._database_ok and not await self._database_answers():
             return  # taking over entries we cannot store would only age them
-        for stream in self.streams:
+        async for claimed in reclaim_stuck(
+            self.redis,
+            stream,
+            self.name,
+            min_idle_ms=self.settings.claim_min_idle_ms,
+            count=self._read_count,
+        ):
             self.heartbeat.beat()
-            async for claimed in reclaim_stuck(
-                self.redis,
-                stream,
-                self.name,
-                min_idle_ms=self.settings.claim_min_idle_ms,
-                count=self.settings.batch_size,
-            ):
-                self.heartbeat.beat()
-                limit = self.settings.max_deliveries
-                over = [e for e in claimed if (e.deliveries or 0) > limit]
-                rest = [e for e in claimed if (e.deliveries or 0) <= limit]
-                if over:
-                    reasons = [
-                        (e, f"max_deliveries: delivered {e.deliveries} times, more than {limit}")
-                        for e in over
-                    ]
-                    await self._until_done(
-                        partial(dead_letter, self.redis, self.name, reasons), "redis"
-                    )
-                # An entry delivered more than twice may be what killed its consumers
-                # (a crash is no exception we can catch): process such entries one by
-                # one, so only that one climbs to the dead-letter stream.
-                fresh = [e for e in rest if (e.deliveries or 0) <= SUSPECT_DELIVERIES]
+            limit = self.settings.max_deliveries
+            over = [e for e in claimed if (e.deliveries or 0) > limit]
+            rest = [e for e in claimed if (e.deliveries or 0) <= limit]
+            if over:
+                reasons = [
+                    (e, f"max_deliveries: delivered {e.deliveries} times, more than {limit}")
+                    for e in over
+                ]
+                await self._until_done(
+                    partial(dead_letter, self.redis, self.name, reasons), "redis"
+                )
+            # An entry delivered more than twice may be what killed its consumers
+            # (a crash is no exception we can catch): process such entries one by
+            # one, so only that one climbs to the dead-letter stream.
+            fresh = [e for e in rest if (e.deliveries or 0) <= SUSPECT_DELIVERIES]
+            async with self._storing:
                 if fresh:
                     await self.process(fresh)
                 for entry in rest:
                     if (entry.deliveries or 0) > SUSPECT_DELIVERIES and not self.stopping:
                         await self.process([entry])
-                if self.stopping:
-                    return
+            if self.stopping:
+                return
         metrics.RECLAIM_ROUNDS.inc()
 
     async def _database_answers(self) -> bool:
@@ -401,7 +432,7 @@ class StreamConsumer:
                     stream, CONSUMER_GROUP, self.name, 0, ids_any, justid=True
                 )
                 still.update((stream, _text(i)) for i in claimed)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             log.warning("could not refresh the claim on the batch in hand: %s", exc)
             return parts
         kept = [[e for e in part if (e.stream, e.message_id) in still] for part in parts]
@@ -421,7 +452,7 @@ class StreamConsumer:
             self.heartbeat.beat()
             try:
                 return await action()
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 if isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP"):
                     log.warning("consumer group gone; dropping what was in hand: %s", exc)
                     return None

@@ -1,21 +1,34 @@
 """Periodic chores beside the consumer loop: trimming, purging, refreshing gauges.
 
-Every replica runs them; they are idempotent, so doing them N times costs a little and
-breaks nothing. A failing chore logs and tries again next period.
+Trimming and purging are work for the whole cluster, not per replica: each period, the
+replica that first takes the chore's lease in Redis (`SET NX PX`, held for the period)
+runs it, and the others skip that period. A lease rather than a PostgreSQL advisory lock,
+because behind PgBouncer in transaction pooling a session lock is not held by anyone in
+particular, and trimming is Redis work anyway. Should the holder die mid-chore, the lease
+expires with the period and the next period's taker does the rest (both chores are
+idempotent and resume where they stopped). The gauges are per replica and run everywhere.
+A failing chore logs and tries again next period.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
-from redis.asyncio import Redis
 
+from bricqs.redis_connect import RedisClient
 from bricqs.storage.events import purge_expired_idempotency_keys
-from bricqs.stream import CONSUMER_GROUP, dead_letter_key, shard_of, stream_key
+from bricqs.stream import (
+    CONSUMER_GROUP,
+    chore_lease_key,
+    dead_letter_key,
+    shard_of,
+    stream_key,
+)
 from bricqs_processor import metrics
 from bricqs_processor.settings import ProcessorSettings
 from bricqs_processor.trimming import ConsumerPruner, StreamTrimmer
@@ -29,7 +42,7 @@ class Housekeeping:
     """The chores, each a method that does one round."""
 
     def __init__(
-        self, settings: ProcessorSettings, redis: Redis, pool: AsyncConnectionPool[Any]
+        self, settings: ProcessorSettings, redis: RedisClient, pool: AsyncConnectionPool[Any]
     ) -> None:
         self.settings = settings
         self.redis = redis
@@ -37,15 +50,34 @@ class Housekeeping:
         self.streams = [stream_key(shard) for shard in range(settings.stream_shards)]
         self.trimmer = StreamTrimmer(redis)
         self.pruner = ConsumerPruner(redis)
+        self._holder = f"{settings.consumer()}-{uuid.uuid4().hex[:8]}"
 
     def tasks(self) -> list[asyncio.Task[None]]:
         """Start every chore as a background task (cancel them to stop)."""
         s = self.settings
+
+        async def trim() -> int | None:
+            return await self.in_turn("trim", s.trim_interval_ms, self.trim)
+
+        async def purge() -> int | None:
+            return await self.in_turn("purge", s.purge_interval_ms, self.purge)
+
         return [
-            asyncio.create_task(_every(s.trim_interval_ms, self.trim, "trim")),
-            asyncio.create_task(_every(s.purge_interval_ms, self.purge, "purge")),
+            asyncio.create_task(_every(s.trim_interval_ms, trim, "trim")),
+            asyncio.create_task(_every(s.purge_interval_ms, purge, "purge")),
             asyncio.create_task(_every(s.stats_interval_ms, self.refresh_gauges, "stats")),
         ]
+
+    async def in_turn(
+        self, chore: str, period_ms: int, run: Callable[[], Awaitable[int]]
+    ) -> int | None:
+        """Run `chore` if this replica takes its lease for the period; None when another
+        replica holds it (it ran the chore this period, or still runs it)."""
+        taken = await self.redis.set(chore_lease_key(chore), self._holder, nx=True, px=period_ms)
+        if not taken:
+            log.debug("%s: another replica has this period's turn", chore)
+            return None
+        return await run()
 
     async def trim(self) -> int:
         """Trim every stream below what every group acknowledged, one bounded call after
