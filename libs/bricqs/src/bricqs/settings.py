@@ -79,6 +79,16 @@ StreamShards = Annotated[
     int,
     Meta(ge=1, le=1024, description="Number of event streams; events are placed by participant."),
 ]
+StreamShardsPrevious = Annotated[
+    int,
+    Meta(
+        ge=0,
+        le=1024,
+        description="While changing STREAM_SHARDS, the count before the change (0: no change"
+        " under way): ingest holds queued intake (503) until those streams are drained,"
+        " processors read max(STREAM_SHARDS, this) streams. See docs/resharding.md.",
+    ),
+]
 LogLevel = Annotated[
     str,
     Meta(

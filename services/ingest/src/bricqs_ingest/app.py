@@ -132,6 +132,7 @@ async def _open_context(settings: IngestSettings) -> IngestContext:
         BacklogMonitor(
             redis,
             shards=settings.stream_shards,
+            previous_shards=settings.stream_shards_previous,
             limit=settings.max_backlog,
             interval=settings.backlog_check_ms / 1000,
         ),

@@ -5,6 +5,13 @@ acknowledged, summed over the shards) pass `max_backlog`, ingest answers 503
 `ingest_backpressure` instead of letting Redis run out of memory. The check runs every
 `interval` seconds off the request path, so requests only read a flag: no round trip.
 
+While STREAM_SHARDS changes (`previous_shards` set), the flag is also up until the
+streams of the previous mapping hold nothing unacknowledged: a participant's events move
+to another shard only once its earlier ones are stored, so its order is kept and no
+entry waits in a stream the new mapping forgets (docs/resharding.md). Then the flag
+follows the backlog alone: the old streams only shrink once every worker uses the new
+mapping.
+
 Each stream counts for its slowest consumer group, the processors' or any other (a
 webhook dispatcher, say): the processor trims a stream only below what every group
 acknowledged, so the slowest group is what holds the entries in memory.
@@ -65,18 +72,29 @@ def _text(value: Any) -> str:
 class BacklogMonitor:
     """Keeps `over` up to date; requests read it."""
 
-    def __init__(self, redis: RedisClient, *, shards: int, limit: int, interval: float) -> None:
+    def __init__(
+        self,
+        redis: RedisClient,
+        *,
+        shards: int,
+        limit: int,
+        interval: float,
+        previous_shards: int = 0,
+    ) -> None:
         self._redis = redis
         self._shards = shards
         self._limit = limit
         self._interval = interval
-        self.over = False
+        self._previous = previous_shards
+        self._draining = previous_shards > 0
+        self.over = self._draining
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
     def start(self) -> None:
-        """Begin watching (no-op when the limit is 0: backpressure off)."""
-        if self._limit > 0:
+        """Begin watching (no-op when the limit is 0, backpressure off, and no change of
+        STREAM_SHARDS is under way)."""
+        if self._limit > 0 or self._draining:
             self._task = asyncio.get_running_loop().create_task(self._watch())
 
     async def stop(self) -> None:
@@ -93,19 +111,33 @@ class BacklogMonitor:
             self._task.cancel()
             await asyncio.wait({self._task}, timeout=1.0)
 
+    async def _check_drained(self) -> None:
+        left = await measure_backlog(self._redis, self._previous)
+        if left == 0:
+            self._draining = False
+            log.warning(
+                "the streams of %d shards are drained: queueing on %d shards",
+                self._previous,
+                self._shards,
+            )
+        else:
+            log.info("holding intake until %d events of the previous shards are stored", left)
+
     async def _watch(self) -> None:
         while not self._stopping.is_set():
             try:
                 async with asyncio.timeout(max(self._interval, 1.0)):
+                    if self._draining:
+                        await self._check_drained()
                     backlog = await measure_backlog(self._redis, self._shards)
                 BACKLOG.set(backlog)
-                if (backlog > self._limit) != self.over:
+                if not self._draining and (0 < self._limit < backlog) != self.over:
                     log.warning(
                         "backlog %d events: backpressure %s",
                         backlog,
                         "on" if backlog > self._limit else "off",
                     )
-                self.over = backlog > self._limit
+                self.over = self._draining or 0 < self._limit < backlog
             except (RedisError, OSError, TimeoutError) as exc:
                 # Redis trouble is answered by the enqueue path itself (503); keep the flag.
                 log.debug("backlog check failed: %s", exc)

@@ -17,6 +17,7 @@ from bricqs.settings import (
     RetryAfterSeconds,
     RulesRefreshSeconds,
     StreamShards,
+    StreamShardsPrevious,
 )
 
 
@@ -27,6 +28,7 @@ class IngestSettings(msgspec.Struct, frozen=True, kw_only=True):
     redis_cluster: RedisClusterMode = False
     database_url: DatabaseUrl = "postgresql://bricqs@127.0.0.1:5432/bricqs"
     stream_shards: StreamShards = 1
+    stream_shards_previous: StreamShardsPrevious = 0
     redis_timeout_ms: Annotated[
         int, Meta(gt=0, le=60_000, description="Bound on one Redis round trip; past it: 503.")
     ] = 500

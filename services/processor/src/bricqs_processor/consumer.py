@@ -137,7 +137,7 @@ class StreamConsumer:
         self.redis = redis
         self.pool = pool
         self.name = settings.consumer()
-        self.streams = [stream_key(shard) for shard in range(settings.stream_shards)]
+        self.streams = [stream_key(shard) for shard in range(settings.streams_read())]
         self._stopping = asyncio.Event()
         self._ttl = timedelta(days=settings.idempotency_retention_days)
         self.rules = RuleCache(settings.rules_refresh_seconds)

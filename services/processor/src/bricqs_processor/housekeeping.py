@@ -47,7 +47,7 @@ class Housekeeping:
         self.settings = settings
         self.redis = redis
         self.pool = pool
-        self.streams = [stream_key(shard) for shard in range(settings.stream_shards)]
+        self.streams = [stream_key(shard) for shard in range(settings.streams_read())]
         self.trimmer = StreamTrimmer(redis)
         self.pruner = ConsumerPruner(redis)
         self._holder = f"{settings.consumer()}-{uuid.uuid4().hex[:8]}"

@@ -33,6 +33,7 @@ from bricqs.settings import (
     RedisUrl,
     RulesRefreshSeconds,
     StreamShards,
+    StreamShardsPrevious,
 )
 
 Milliseconds = Annotated[int, Meta(gt=0, le=86_400_000)]
@@ -45,13 +46,15 @@ class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
     redis_cluster: RedisClusterMode = False
     database_url: DatabaseUrl = "postgresql://bricqs@127.0.0.1:5432/bricqs"
     stream_shards: StreamShards = 1
+    stream_shards_previous: StreamShardsPrevious = 0
     batch_size: Annotated[
         int,
         Meta(
             ge=1,
             le=10_000,
-            description="Most entries read per shard at once; stored as concurrent"
-            " transactions of about 250 entries (at most DATABASE_POOL_SIZE - 1).",
+            description="Most entries in hand over all shards: each shard's reader reads"
+            " its share; stored as concurrent transactions of about 250 entries (at most"
+            " DATABASE_POOL_SIZE - 1 at once).",
         ),
     ] = 1_000
     block_ms: Annotated[
@@ -185,6 +188,11 @@ class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
             + self.backoff_max_ms
         )
         return 2 * one_of_each / 1000
+
+    def streams_read(self) -> int:
+        """How many shards' streams a processor reads: during a change of STREAM_SHARDS,
+        those of both mappings, so none is left with entries nobody reads."""
+        return max(self.stream_shards, self.stream_shards_previous)
 
     def consumer(self) -> str:
         """This process's consumer name."""
