@@ -28,6 +28,7 @@ SEVERITIES = {"critical", "warning", "info"}
 KEDA_REDIS_STREAMS_METADATA = {
     "address",
     "addressFromEnv",
+    "addresses",
     "host",
     "hostFromEnv",
     "port",
@@ -44,7 +45,18 @@ KEDA_REDIS_STREAMS_METADATA = {
     "enableTLS",
     "unsafeSsl",
 }
-KEDA_REDIS_AUTH_PARAMETERS = {"address", "host", "port", "username", "password", "tls", "ca"}
+KEDA_REDIS_AUTH_PARAMETERS = {
+    "address",
+    "addresses",
+    "host",
+    "port",
+    "username",
+    "password",
+    "tls",
+    "ca",
+}
+# The prod overlays: one Redis, and the variant on a Redis Cluster.
+PROD_OVERLAYS = ("prod", "prod-redis-cluster")
 
 
 def readme_anchors() -> set[str]:
@@ -57,10 +69,10 @@ def readme_anchors() -> set[str]:
     return anchors
 
 
-def processor_shards() -> int:
-    """STREAM_SHARDS as the prod processor gets it."""
-    dep = named("prod", "Deployment", "bricqs-processor")
-    env = container_env("prod", pod_spec(dep)["containers"][0]).values
+def processor_shards(overlay: str = "prod") -> int:
+    """STREAM_SHARDS as the overlay's processor gets it."""
+    dep = named(overlay, "Deployment", "bricqs-processor")
+    env = container_env(overlay, pod_spec(dep)["containers"][0]).values
     return int(env.get("STREAM_SHARDS", "1"))
 
 
@@ -68,11 +80,12 @@ def processor_shards() -> int:
 # KEDA
 
 
-def test_scaled_object_scales_the_processor_on_consumer_group_lag_of_every_shard() -> None:
-    (scaled,) = objects("prod", "ScaledObject")
+@pytest.mark.parametrize("overlay", PROD_OVERLAYS)
+def test_scaled_object_scales_the_processor_on_the_total_lag_of_every_shard(overlay: str) -> None:
+    (scaled,) = objects(overlay, "ScaledObject")
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
     spec = scaled["spec"]
-    target = named("prod", "Deployment", spec["scaleTargetRef"]["name"])
+    target = named(overlay, "Deployment", spec["scaleTargetRef"]["name"])
     assert target["metadata"]["name"] == "bricqs-processor"
     assert isinstance(spec["minReplicaCount"], int) and isinstance(spec["maxReplicaCount"], int)
     # Never zero: the processor is the only consumer, and one pod must survive a drain.
@@ -80,8 +93,9 @@ def test_scaled_object_scales_the_processor_on_consumer_group_lag_of_every_shard
     assert isinstance(spec["pollingInterval"], int) and isinstance(spec["cooldownPeriod"], int)
 
     streams = []
+    cluster = overlay == "prod-redis-cluster"
     for trigger in spec["triggers"]:
-        assert trigger["type"] == "redis-streams"
+        assert trigger["type"] == ("redis-cluster-streams" if cluster else "redis-streams")
         metadata = trigger["metadata"]
         assert set(metadata) <= KEDA_REDIS_STREAMS_METADATA, set(metadata)
         # KEDA reads metadata as strings; a YAML number here is an admission error.
@@ -92,11 +106,25 @@ def test_scaled_object_scales_the_processor_on_consumer_group_lag_of_every_shard
         assert 0 <= activation < lag
         assert "pendingEntriesCount" not in metadata and "streamLength" not in metadata
         streams.append(metadata["stream"])
-        auth = named("prod", "TriggerAuthentication", trigger["authenticationRef"]["name"])
+        auth = named(overlay, "TriggerAuthentication", trigger["authenticationRef"]["name"])
         parameters = {ref["parameter"] for ref in auth["spec"]["secretTargetRef"]}
         assert parameters <= KEDA_REDIS_AUTH_PARAMETERS
-        assert "address" in parameters or "address" in metadata or "host" in parameters
-    assert sorted(streams) == sorted(stream_key(i) for i in range(processor_shards()))
+        assert ("addresses" if cluster else "address") in parameters
+    assert sorted(streams) == sorted(stream_key(i) for i in range(processor_shards(overlay)))
+    # KEDA scales to the largest trigger: only a formula over all of them is the total.
+    modifiers = spec["advanced"]["scalingModifiers"]
+    names = [trigger["name"] for trigger in spec["triggers"]]
+    assert [t.strip() for t in modifiers["formula"].split("+")] == names
+    assert modifiers["metricType"] == "AverageValue"
+    assert 0 <= int(modifiers["activationTarget"]) < int(modifiers["target"])
+
+
+def test_the_redis_cluster_variant_puts_every_redis_client_in_cluster_mode() -> None:
+    for name in ("bricqs-ingest", "bricqs-processor", "bricqs-api"):
+        dep = named("prod-redis-cluster", "Deployment", name)
+        env = container_env("prod-redis-cluster", pod_spec(dep)["containers"][0]).values
+        assert env.get("REDIS_CLUSTER") == "true", name
+    assert processor_shards("prod-redis-cluster") > 1
 
 
 # ---------------------------------------------------------------------------------------
