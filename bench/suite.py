@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from bench import workload
+from bench import scaling, workload
 from bench.load import LoadResult, open_loop, redis_xadd, wrk
 from bench.processor import drain, end_to_end
 from bench.rule_engine import TWENTY_RULES, make_facts, matching_rate
@@ -284,7 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="about a second per step (CI)")
     parser.add_argument(
-        "--only", default="reference,ingest,processor", help="comma-separated parts to run"
+        "--only",
+        default="reference,ingest,processor,scaling",
+        help="comma-separated parts to run",
     )
     parser.add_argument("--json", type=Path, help="write results here (default .bench/)")
     parser.add_argument("--compare", type=Path, help="an earlier results file to compare with")
@@ -311,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
             _ingest(stack, plan, results)
         if "processor" in parts:
             _processor(stack, plan, results)
+        if "scaling" in parts:
+            results["scaling"] = scaling.run(stack, smoke=args.smoke)
     finally:
         stack.close()
     results["seconds"] = round(time.monotonic() - started, 1)
@@ -323,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         (out.parent / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     previous = json.loads(args.compare.read_text()) if args.compare else None
     print(table(results, previous))
+    if "scaling" in results:
+        print(scaling.table(results["scaling"]))
     print(f"results: {out}")
     return 0 if _measured(results) else 1
 
