@@ -8,6 +8,7 @@ middle, and every event answered 2xx stored exactly once, no 500, no dead letter
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from bricqs.admin import main as admin_main
 from bricqs.redis_connect import connect_redis
-from bricqs.stream import dead_letter_key
+from bricqs.stream import DeadLetter, dead_letter_key, stream_key
 from bricqs_devstack.cluster import RedisClusterServers, start_redis_cluster
 from bricqs_devstack.servers import Server
 from tests.conftest import make_tenant
@@ -96,3 +98,39 @@ def test_events_answered_2xx_through_a_primary_failover_are_stored_exactly_once(
     assert duplicated == []
     assert all(rows[s.seq][0][0] == s.event_id for s in accepted)
     assert dead_letters(cluster.url) == 0
+
+
+def test_bricqs_admin_lists_and_replays_dead_letters_on_the_cluster(
+    cluster: RedisClusterServers, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def on_cluster(*commands: tuple[str, ...]) -> None:
+        client = connect_redis(cluster.url, cluster=True, timeout_s=5)
+        try:
+            for command in commands:
+                await client.execute_command(*command)
+        finally:
+            await client.aclose()
+
+    letters = [(s, DeadLetter(b"{}", "rejected: test", stream_key(s), "1-1", 1)) for s in (3, 6)]
+    asyncio.run(
+        on_cluster(
+            *(
+                (
+                    "XADD",
+                    dead_letter_key(s),
+                    "*",
+                    *(x for kv in letter.fields().items() for x in kv),
+                )
+                for s, letter in letters
+            )
+        )
+    )
+    common = ["--json", "--redis-url", cluster.url, "--redis-cluster"]
+    assert admin_main(["dlq", *common, "--shards", str(SHARDS), "list"]) == 0
+    listed = json.loads(capsys.readouterr().out)["entries"]
+    assert sorted(e["shard"] for e in listed) == [3, 6]
+    assert admin_main(["dlq", *common, "--shards", str(SHARDS), "replay", "--all"]) == 0
+    capsys.readouterr()
+    assert dead_letters(cluster.url) == 0
+    # The replayed entries are not events: gone, so no processor of another test meets them.
+    asyncio.run(on_cluster(*(("DEL", stream_key(s)) for s, _ in letters)))
