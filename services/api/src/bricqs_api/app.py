@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
@@ -17,6 +18,7 @@ from bricqs.mechanics.cache import RuleCache
 from bricqs.participant_tokens import ParticipantTokens
 from bricqs.settings import load_or_exit
 from bricqs.storage.health import ping
+from bricqs.storage.pools import database_pool
 from bricqs.storage.tenants import KeyOwner, find_key_owner, projects_by_origin
 from bricqs.web.auth import SECURITY_SCHEMES
 from bricqs.web.cors import ProjectOrigins, participant_cors
@@ -34,15 +36,19 @@ from bricqs_api.settings import ApiSettings
 from bricqs_api.webhooks import WebhookController
 
 
-def _clients(settings: ApiSettings) -> ApiClients:
-    pool = AsyncConnectionPool(
-        settings.database_url,
-        min_size=1,
+def _pool(settings: ApiSettings, url: str, name: str) -> AsyncConnectionPool[Any]:
+    return database_pool(
+        url,
+        name=name,
         max_size=settings.database_pool_size,
-        kwargs={"options": f"-c statement_timeout={settings.database_timeout_ms}"},
-        timeout=settings.database_timeout_ms / 1000,
-        open=False,
+        statement_timeout_ms=settings.database_timeout_ms,
+        transaction_pooling=settings.database_transaction_pooling,
+        wait_timeout_ms=settings.database_timeout_ms,
     )
+
+
+def _clients(settings: ApiSettings) -> ApiClients:
+    pool = _pool(settings, settings.database_url, "api")
     redis = Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
 
     async def lookup(key_hash: bytes) -> KeyOwner | None:

@@ -15,7 +15,6 @@ from typing import Any
 
 from litestar import Litestar, Router
 from litestar.di import Provide
-from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -25,6 +24,7 @@ from bricqs.mechanics.cache import RuleCache
 from bricqs.participant_tokens import ParticipantTokens
 from bricqs.runtime import tune_garbage_collector
 from bricqs.settings import load_or_exit
+from bricqs.storage.pools import database_pool
 from bricqs.storage.tenants import KeyOwner, find_key_owner, projects_by_origin
 from bricqs.web.cors import ProjectOrigins, participant_cors
 from bricqs.web.health import health_router
@@ -101,12 +101,12 @@ async def _open_context(settings: IngestSettings) -> IngestContext:
         # retry, with idempotency keys, when we answer 503.
         retry=Retry(NoBackoff(), 0),
     )
-    pool = AsyncConnectionPool(
+    pool = database_pool(
         settings.database_url,
-        min_size=1,
+        name="ingest",
         max_size=settings.database_pool_size,
-        kwargs={"options": f"-c statement_timeout={settings.database_timeout_ms}"},
-        open=False,
+        statement_timeout_ms=settings.database_timeout_ms,
+        transaction_pooling=settings.database_transaction_pooling,
     )
     await pool.open(wait=False)
 

@@ -26,7 +26,14 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from bricqs.settings import DatabaseUrl, LogLevel, RedisUrl, RulesRefreshSeconds, StreamShards
+from bricqs.settings import (
+    DatabaseTransactionPooling,
+    DatabaseUrl,
+    LogLevel,
+    RedisUrl,
+    RulesRefreshSeconds,
+    StreamShards,
+)
 
 Milliseconds = Annotated[int, Meta(gt=0, le=86_400_000)]
 
@@ -36,6 +43,7 @@ class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
 
     redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
     database_url: DatabaseUrl = "postgresql://bricqs@127.0.0.1:5432/bricqs"
+    database_transaction_pooling: DatabaseTransactionPooling = False
     stream_shards: StreamShards = 1
     batch_size: Annotated[
         int,
