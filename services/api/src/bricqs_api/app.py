@@ -49,6 +49,9 @@ def _pool(settings: ApiSettings, url: str, name: str) -> AsyncConnectionPool[Any
 
 def _clients(settings: ApiSettings) -> ApiClients:
     pool = _pool(settings, settings.database_url, "api")
+    read_pool = pool
+    if settings.database_read_url:  # else reads share the primary's pool
+        read_pool = _pool(settings, settings.database_read_url, "api-reads")
     redis = Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
 
     async def lookup(key_hash: bytes) -> KeyOwner | None:
@@ -62,6 +65,7 @@ def _clients(settings: ApiSettings) -> ApiClients:
     return ApiClients(
         settings,
         pool,
+        read_pool,
         redis,
         KeyCache(lookup, ttl=settings.auth_cache_ttl_seconds),
         RuleCache(settings.rules_refresh_seconds),
@@ -88,13 +92,15 @@ def create_app(settings: ApiSettings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         clients = _clients(settings)
-        await clients.pool.open(wait=False)
+        for pool in clients.pools():
+            await pool.open(wait=False)
         app.state.clients = clients
         try:
             yield
         finally:
             await clients.redis.aclose()
-            await clients.pool.close()
+            for pool in clients.pools():
+                await pool.close()
             mark_worker_dead()
 
     # Every route below declares its scope on its controller; the guard enforces it.
