@@ -98,7 +98,11 @@ class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
         ),
     ] = 10_000
     statement_timeout_ms: Annotated[
-        Milliseconds, Meta(description="PostgreSQL statement_timeout of the processor's sessions.")
+        Milliseconds,
+        Meta(
+            description="PostgreSQL statement_timeout of the processor's sessions (behind a"
+            " transaction pooler, set the role's statement_timeout to this value)."
+        ),
     ] = 5_000
     database_timeout_ms: Annotated[
         Milliseconds,
