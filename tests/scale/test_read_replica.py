@@ -5,6 +5,7 @@ is paused to make the lag visible and deterministic: while paused, the api with 
 standby answers participant state, leaderboards, the catalog and facts as of the pause,
 while writes (and reading them back) go to the primary; once replay resumes and the
 standby caught up (waited on its replay LSN, bounded), it answers what the primary does.
+A standby that does not answer costs those reads (503), not the writes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 from litestar.testing import TestClient
 
 from bricqs_devstack.pg_extras import start_standby, wait_for_replay
-from bricqs_devstack.servers import Server
+from bricqs_devstack.servers import Server, free_port
 from tests.conftest import Story, Tenant, api_client
 
 pytestmark = pytest.mark.timeout(120)
@@ -159,3 +160,27 @@ def test_writes_and_reading_them_back_stay_on_the_primary(
     )
     assert updated.status_code == 200, updated.text
     assert updated.json()["attributes"] == {"timezone": "Europe/Paris"}
+
+
+def test_reads_answer_503_while_the_standby_is_down_and_writes_go_on(
+    redis_server: Server, postgres_server: Server, tenant: Tenant
+) -> None:
+    nothing_there = f"postgresql://bricqs@127.0.0.1:{free_port()}/bricqs"
+    headers = {"X-API-Key": tenant.live_key}
+    with api_client(
+        redis_server.url,
+        postgres_server.url,
+        database_read_url=nothing_there,
+        database_timeout_ms=1000,
+    ) as api:
+        state = api.get("/api/v1/gamify/participants/dave/state", headers=headers)
+        assert state.status_code == 503, state.text
+        assert state.json()["code"] == "database_unavailable"
+        rule = {
+            "code": "up",
+            "name": "Up",
+            "trigger": {"fact_type": "custom.y"},
+            "amount": {"fixed": 1},
+        }
+        created = api.post("/api/v1/gamify/admin/points-rules", headers=headers, json=rule)
+        assert created.status_code == 201, created.text
