@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make run` and `make test` need that uv cannot: Redis 7 and PostgreSQL 15
-# servers (Debian/Ubuntu packages, as root), curl, and uv itself. Idempotent: installs
-# only what is missing. Elsewhere it names what to install and stops.
+# servers and PgBouncer (Debian/Ubuntu packages, as root), curl, and uv itself.
+# Idempotent: installs only what is missing. Elsewhere it names what to install and stops.
 set -euo pipefail
 
 missing=()
@@ -12,6 +12,9 @@ fi
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 # The benchmark's load generator (`make bench`, and its smoke test in `make test`).
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+# The connection pooler the scale tests put in front of PostgreSQL (Debian installs it in
+# /usr/sbin, which is not on every PATH).
+command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
 
 if ((${#missing[@]})); then
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then

@@ -21,7 +21,7 @@ from tests.webhooks.test_outbox import define_points_and_badge
 
 
 def start_dispatcher(
-    database_url: str, log: Path, metrics_port: int | None = None
+    database_url: str, log: Path, metrics_port: int | None = None, **settings: str
 ) -> subprocess.Popen[bytes]:
     env = service_env(
         "redis://127.0.0.1:1/0",
@@ -32,6 +32,7 @@ def start_dispatcher(
         POLL_INTERVAL_MS="20",
         MAX_IN_FLIGHT_PER_ENDPOINT="8",
         METRICS_PORT=str(metrics_port or free_port()),
+        **settings,
     )
     with open(log, "ab") as out:
         return subprocess.Popen(

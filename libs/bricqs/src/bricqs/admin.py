@@ -53,7 +53,10 @@ def _default(value: Any) -> Any:
 
 
 async def _connect(args: argparse.Namespace) -> psycopg.AsyncConnection[Any]:
-    return await psycopg.AsyncConnection.connect(args.database_url, autocommit=True)
+    # No prepared statements: DATABASE_URL may lead to PgBouncer in transaction mode.
+    return await psycopg.AsyncConnection.connect(
+        args.database_url, autocommit=True, prepare_threshold=None
+    )
 
 
 async def cmd_migrate(args: argparse.Namespace) -> dict[str, Any]:

@@ -75,6 +75,14 @@ Positive = Meta(gt=0)
 # Shared settings types, so each service declares the same variable the same way.
 RedisUrl = Annotated[str, Meta(description="Redis URL for streams, dedupe keys and caches.")]
 DatabaseUrl = Annotated[str, Meta(description="PostgreSQL URL (libpq form), the source of truth.")]
+DatabaseTransactionPooling = Annotated[
+    bool,
+    Meta(
+        description="DATABASE_URL leads to a transaction pooler (PgBouncer, pool_mode"
+        " transaction): no statement timeout is sent at connect, the role's applies"
+        " (ALTER ROLE ... SET statement_timeout)."
+    ),
+]
 StreamShards = Annotated[
     int,
     Meta(ge=1, le=1024, description="Number of event streams; events are placed by participant."),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
@@ -17,6 +18,7 @@ from bricqs.participant_tokens import ParticipantTokens
 from bricqs.redis_connect import connect_redis
 from bricqs.settings import load_or_exit
 from bricqs.storage.health import ping
+from bricqs.storage.pools import database_pool
 from bricqs.storage.tenants import KeyOwner, find_key_owner, projects_by_origin
 from bricqs.web.auth import SECURITY_SCHEMES
 from bricqs.web.cors import ProjectOrigins, participant_cors
@@ -34,15 +36,22 @@ from bricqs_api.settings import ApiSettings
 from bricqs_api.webhooks import WebhookController
 
 
-def _clients(settings: ApiSettings) -> ApiClients:
-    pool = AsyncConnectionPool(
-        settings.database_url,
-        min_size=1,
+def _pool(settings: ApiSettings, url: str, name: str) -> AsyncConnectionPool[Any]:
+    return database_pool(
+        url,
+        name=name,
         max_size=settings.database_pool_size,
-        kwargs={"options": f"-c statement_timeout={settings.database_timeout_ms}"},
-        timeout=settings.database_timeout_ms / 1000,
-        open=False,
+        statement_timeout_ms=settings.database_timeout_ms,
+        transaction_pooling=settings.database_transaction_pooling,
+        wait_timeout_ms=settings.database_timeout_ms,
     )
+
+
+def _clients(settings: ApiSettings) -> ApiClients:
+    pool = _pool(settings, settings.database_url, "api")
+    read_pool = pool
+    if settings.database_read_url:  # else reads share the primary's pool
+        read_pool = _pool(settings, settings.database_read_url, "api-reads")
     redis = connect_redis(settings.redis_url, cluster=settings.redis_cluster, timeout_s=1.0)
 
     async def lookup(key_hash: bytes) -> KeyOwner | None:
@@ -56,6 +65,7 @@ def _clients(settings: ApiSettings) -> ApiClients:
     return ApiClients(
         settings,
         pool,
+        read_pool,
         redis,
         KeyCache(lookup, ttl=settings.auth_cache_ttl_seconds),
         RuleCache(settings.rules_refresh_seconds),
@@ -82,13 +92,15 @@ def create_app(settings: ApiSettings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         clients = _clients(settings)
-        await clients.pool.open(wait=False)
+        for pool in clients.pools():
+            await pool.open(wait=False)
         app.state.clients = clients
         try:
             yield
         finally:
             await clients.redis.aclose()
-            await clients.pool.close()
+            for pool in clients.pools():
+                await pool.close()
             mark_worker_dead()
 
     # Every route below declares its scope on its controller; the guard enforces it.

@@ -10,7 +10,7 @@ from litestar.di import NamedDependency
 from bricqs.storage.catalog import read_catalog
 from bricqs.storage.tenants import Conn, Tenant
 from bricqs.web.auth import requires
-from bricqs_api.context import PROBLEMS
+from bricqs_api.context import PROBLEMS, READS
 
 
 class CatalogController(Controller):
@@ -19,6 +19,7 @@ class CatalogController(Controller):
     path = "/events/catalog"
     tags = ("catalog",)
     security = requires("read")
+    dependencies = READS
 
     @get("/", responses=PROBLEMS)
     async def event_catalog(

@@ -1,5 +1,10 @@
 """What api handlers take by dependency injection: the worker's clients (made in the
-lifespan, kept on `app.state`), a pooled connection, the caller's tenant and its rules."""
+lifespan, kept on `app.state`), a pooled connection, the caller's tenant and its rules.
+
+Controllers whose reads a streaming standby may answer declare `dependencies = READS`:
+their `conn`, and the rules and participant built on it, come from the read pool
+(`DATABASE_READ_URL`), so they may lag the primary by the standby's replay delay.
+Writes, and reads that must see the caller's own writes, keep the primary's `conn`."""
 
 from __future__ import annotations
 
@@ -56,11 +61,17 @@ class ApiClients:
 
     settings: ApiSettings
     pool: AsyncConnectionPool
+    read_pool: AsyncConnectionPool
+    """The standby's pool with DATABASE_READ_URL, else the primary's (`pool`)."""
     redis: RedisClient
     keys: KeyCache
     rules: RuleCache
     tokens: ParticipantTokens
     origins: ProjectOrigins
+
+    def pools(self) -> list[AsyncConnectionPool]:
+        """Every pool, each once: to open and close them."""
+        return [self.pool] if self.read_pool is self.pool else [self.pool, self.read_pool]
 
 
 def provide_clients(state: State) -> ApiClients:
@@ -107,6 +118,12 @@ async def provide_connection(clients: NamedDependency[ApiClients]) -> AsyncItera
     drain the pool; nor does a request with a bad key hold one.
     """
     async with clients.pool.connection() as conn:
+        yield conn
+
+
+async def provide_read_connection(clients: NamedDependency[ApiClients]) -> AsyncIterator[Conn]:
+    """A pooled connection of the read pool, for the controllers declaring `READS`."""
+    async with clients.read_pool.connection() as conn:
         yield conn
 
 
@@ -201,6 +218,9 @@ DEPENDENCIES = {
     "participant": Provide(provide_participant),
     "page": Provide(provide_page, sync_to_thread=False),
 }
+
+# A controller's `dependencies` for reads a standby may answer: `conn` from the read pool.
+READS = {"conn": Provide(provide_read_connection)}
 
 # What handlers declare to receive the dependencies above.
 Connection = NamedDependency[Conn]

@@ -15,7 +15,7 @@ from bricqs.storage.rankings import criterion_ranking, points_ranking
 from bricqs.storage.tenants import Conn, Tenant
 from bricqs.web.auth import requires
 from bricqs.web.problems import ProblemError
-from bricqs_api.context import PROBLEMS, CodePath, ParticipantPath
+from bricqs_api.context import PROBLEMS, READS, CodePath, ParticipantPath
 
 PeriodParam = Literal["all_time", "daily", "weekly", "monthly"]
 
@@ -76,6 +76,7 @@ class LeaderboardController(Controller):
     path = "/leaderboards"
     tags = ("leaderboards",)
     security = requires("read", participant_token=True)
+    dependencies = READS
 
     @get("/{code:str}", responses=PROBLEMS)
     async def leaderboard(

@@ -17,6 +17,7 @@ from bricqs.web.auth import requires
 from bricqs.web.problems import ProblemError
 from bricqs_api.context import (
     PROBLEMS,
+    READS,
     CallerTenant,
     Connection,
     FactTypeQuery,
@@ -38,6 +39,7 @@ class ParticipantController(Controller):
     path = "/participants/{participant_id:str}"
     tags = ("participants",)
     security = requires("read", participant_token=True)
+    dependencies = READS
 
     @get("/state", responses=PROBLEMS)
     async def participant_state(self, participant: Participant) -> dict[str, Any]:

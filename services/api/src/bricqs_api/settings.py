@@ -9,6 +9,7 @@ from msgspec import Meta
 
 from bricqs.settings import (
     AuthCacheTtlSeconds,
+    DatabaseTransactionPooling,
     DatabaseUrl,
     LogLevel,
     ParticipantTokenSecret,
@@ -26,6 +27,14 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
     redis_cluster: RedisClusterMode = False
     database_url: DatabaseUrl = "postgresql://bricqs@127.0.0.1:5432/bricqs"
+    database_read_url: Annotated[
+        str,
+        Meta(
+            description="PostgreSQL URL of a streaming standby for the api's reads (participant"
+            " state, leaderboards, catalog, facts); empty: every read goes to DATABASE_URL."
+        ),
+    ] = ""
+    database_transaction_pooling: DatabaseTransactionPooling = False
     database_timeout_ms: Annotated[
         int, Meta(gt=0, le=60_000, description="Bound on one request's database work.")
     ] = 5_000

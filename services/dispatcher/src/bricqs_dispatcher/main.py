@@ -19,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from bricqs.settings import load_or_exit
 from bricqs.storage.health import ping
+from bricqs.storage.pools import database_pool
 from bricqs.web.probes import ProbeServer
 from bricqs_dispatcher import metrics
 from bricqs_dispatcher.delivery import Dispatcher
@@ -26,17 +27,19 @@ from bricqs_dispatcher.settings import DispatcherSettings
 
 log = logging.getLogger("bricqs.dispatcher")
 
+# Claims and result records are short; a statement running longer is stuck behind a lock.
+STATEMENT_TIMEOUT_MS = 10_000
+
 
 def make_pool(settings: DispatcherSettings) -> AsyncConnectionPool[Any]:
     """The PostgreSQL pool (opened by the caller)."""
-    return AsyncConnectionPool(
+    return database_pool(
         settings.database_url,
-        min_size=1,
-        max_size=settings.database_pool_size,
-        kwargs={"application_name": "bricqs-dispatcher", "options": "-c statement_timeout=10000"},
-        check=AsyncConnectionPool.check_connection,
-        open=False,
         name="dispatcher",
+        max_size=settings.database_pool_size,
+        statement_timeout_ms=STATEMENT_TIMEOUT_MS,
+        transaction_pooling=settings.database_transaction_pooling,
+        check=True,
     )
 
 

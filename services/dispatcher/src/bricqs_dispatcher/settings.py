@@ -15,13 +15,14 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from bricqs.settings import DatabaseUrl, LogLevel, WebhooksAllowPrivate
+from bricqs.settings import DatabaseTransactionPooling, DatabaseUrl, LogLevel, WebhooksAllowPrivate
 
 
 class DispatcherSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the dispatcher can be told; each field is one environment variable."""
 
     database_url: DatabaseUrl = "postgresql://bricqs@127.0.0.1:5432/bricqs"
+    database_transaction_pooling: DatabaseTransactionPooling = False
     database_pool_size: Annotated[
         int, Meta(ge=2, le=100, description="PostgreSQL connections of the process.")
     ] = 3

@@ -15,7 +15,6 @@ from typing import Any
 
 from litestar import Litestar, Router
 from litestar.di import Provide
-from psycopg_pool import AsyncConnectionPool
 
 from bricqs.auth import KeyCache
 from bricqs.mechanics.cache import RuleCache
@@ -23,6 +22,7 @@ from bricqs.participant_tokens import ParticipantTokens
 from bricqs.redis_connect import connect_redis
 from bricqs.runtime import tune_garbage_collector
 from bricqs.settings import load_or_exit
+from bricqs.storage.pools import database_pool
 from bricqs.storage.tenants import KeyOwner, find_key_owner, projects_by_origin
 from bricqs.web.cors import ProjectOrigins, participant_cors
 from bricqs.web.health import health_router
@@ -94,12 +94,12 @@ async def _open_context(settings: IngestSettings) -> IngestContext:
     # One server: no automatic retries (clients retry, with idempotency keys, when we
     # answer 503). A cluster: failovers are retried within the publisher's deadline.
     redis = connect_redis(settings.redis_url, cluster=settings.redis_cluster, timeout_s=timeout)
-    pool = AsyncConnectionPool(
+    pool = database_pool(
         settings.database_url,
-        min_size=1,
+        name="ingest",
         max_size=settings.database_pool_size,
-        kwargs={"options": f"-c statement_timeout={settings.database_timeout_ms}"},
-        open=False,
+        statement_timeout_ms=settings.database_timeout_ms,
+        transaction_pooling=settings.database_transaction_pooling,
     )
     await pool.open(wait=False)
 

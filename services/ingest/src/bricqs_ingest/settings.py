@@ -9,6 +9,7 @@ from msgspec import Meta
 
 from bricqs.settings import (
     AuthCacheTtlSeconds,
+    DatabaseTransactionPooling,
     DatabaseUrl,
     LogLevel,
     ParticipantTokenSecret,
@@ -27,6 +28,7 @@ class IngestSettings(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
     redis_cluster: RedisClusterMode = False
     database_url: DatabaseUrl = "postgresql://bricqs@127.0.0.1:5432/bricqs"
+    database_transaction_pooling: DatabaseTransactionPooling = False
     stream_shards: StreamShards = 1
     stream_shards_previous: StreamShardsPrevious = 0
     redis_timeout_ms: Annotated[

@@ -21,6 +21,7 @@ from bricqs.redis_connect import RedisClient, connect_redis
 from bricqs.runtime import tune_garbage_collector
 from bricqs.settings import load_or_exit
 from bricqs.storage.health import ping
+from bricqs.storage.pools import database_pool
 from bricqs.web.probes import ProbeServer
 from bricqs_processor import metrics
 from bricqs_processor.consumer import StreamConsumer
@@ -46,20 +47,16 @@ def make_redis(settings: ProcessorSettings) -> RedisClient:
 
 
 def make_pool(settings: ProcessorSettings) -> AsyncConnectionPool[Any]:
-    """The PostgreSQL pool (opened by the caller); statement_timeout bounds each statement."""
-    return AsyncConnectionPool(
+    """The PostgreSQL pool (opened by the caller); STATEMENT_TIMEOUT_MS bounds each
+    statement (the role's statement_timeout behind a transaction pooler)."""
+    return database_pool(
         settings.database_url,
-        min_size=1,
-        max_size=settings.database_pool_size,
-        kwargs={
-            "options": f"-c statement_timeout={settings.statement_timeout_ms}",
-            "connect_timeout": max(1, settings.database_timeout_ms // 1000),
-            "application_name": "bricqs-processor",
-        },
-        # A connection broken by a server restart is found out before a batch uses it.
-        check=AsyncConnectionPool.check_connection,
-        open=False,
         name="processor",
+        max_size=settings.database_pool_size,
+        statement_timeout_ms=settings.statement_timeout_ms,
+        transaction_pooling=settings.database_transaction_pooling,
+        connect_timeout_ms=settings.database_timeout_ms,
+        check=True,
     )
 
 

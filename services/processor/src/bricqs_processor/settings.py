@@ -27,6 +27,7 @@ import msgspec
 from msgspec import Meta
 
 from bricqs.settings import (
+    DatabaseTransactionPooling,
     DatabaseUrl,
     LogLevel,
     RedisClusterMode,
@@ -45,6 +46,7 @@ class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
     redis_cluster: RedisClusterMode = False
     database_url: DatabaseUrl = "postgresql://bricqs@127.0.0.1:5432/bricqs"
+    database_transaction_pooling: DatabaseTransactionPooling = False
     stream_shards: StreamShards = 1
     stream_shards_previous: StreamShardsPrevious = 0
     batch_size: Annotated[
@@ -101,7 +103,11 @@ class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
         ),
     ] = 10_000
     statement_timeout_ms: Annotated[
-        Milliseconds, Meta(description="PostgreSQL statement_timeout of the processor's sessions.")
+        Milliseconds,
+        Meta(
+            description="PostgreSQL statement_timeout of the processor's sessions (behind a"
+            " transaction pooler, set the role's statement_timeout to this value)."
+        ),
     ] = 5_000
     database_timeout_ms: Annotated[
         Milliseconds,

@@ -4,6 +4,12 @@ Files in `migrations/` are named `NNNN_name.sql` and applied in order, each in i
 transaction. The advisory lock makes concurrent `migrate` runs (a Job and a developer,
 say) safe: the second waits, then finds nothing left to do.
 
+Migrations need a server session of their own for the whole run: the advisory lock is
+session-wide (a transaction-scoped one cannot cover the files that run outside a
+transaction), and so is their `lock_timeout`. A transaction pooler (PgBouncer in
+transaction mode) would spread those statements over other clients' sessions, so
+`DATABASE_URL` of a migration is PostgreSQL's own address, never the pooler's.
+
 - Each applied file's SHA-256 is recorded, and a run refuses to go on when an applied file
   has changed since: a released migration is never edited, a new one is added instead.
   Versions applied before checksums were recorded get theirs on the next run.
