@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 
 HERE = Path(__file__).resolve().parent
-SMOKE = ["--run-time", "3s", "--users", "10", "--spawn-rate", "10"]
+SMOKE = ["--run-time", "3s", "--users", "10", "--spawn-rate", "10", "--offered-rate", "50"]
 
 
 def run_locust(host: str, key: str, args: list[str], **urls: str) -> int:
