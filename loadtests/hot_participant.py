@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-size", default="1000", help="the processor's BATCH_SIZE")
     args = parser.parse_args(argv)
 
     from bench.rule_engine import TWENTY_RULES
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             project = stack.project("hot participant", TWENTY_RULES)
             queue_backlog(stack.redis_url, project.project_id, args.events, rng)
             started = time.perf_counter()
-            stack.processor()
+            stack.processor(BATCH_SIZE=args.batch_size)
             waits = asyncio.run(probe(stack.database_url, project.project_id, stack.redis_url))
             seconds = time.perf_counter() - started
             ms = [1000 * w for w in waits]
@@ -109,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"round {round_ + 1}: {len(ms)} probes, lock wait of {HOTTEST}"
                 f" p50 {percentile(ms, 0.5):.1f} ms, p99 {percentile(ms, 0.99):.1f} ms,"
                 f" max {max(ms):.1f} ms; drained {args.events} events in {seconds:.1f} s"
-                f" ({args.events / seconds:.0f}/s)",
+                f" (BATCH_SIZE {args.batch_size})"
+                f", {args.events / seconds:.0f}/s",
                 flush=True,
             )
         finally:
