@@ -31,7 +31,7 @@ bench: sync ## Benchmark ingest, processor and references on loopback; table + .
 soak: sync ## The fault suite's long form: SOAK_SECONDS (default 300) of load under faults
 	@BRICQS_FAULT_LOAD_SECONDS=$(or $(SOAK_SECONDS),300) $(RUN) pytest tests/faults $(PYTEST_ARGS)
 
-loadtest: sync ## Locust load test with SLO gates against a local stack (CSV in .bench/loadtest)
+loadtest: sync ## Locust, realistic mix, open loop, SLO gate per endpoint, on a local stack (CSV in .bench/loadtest)
 	@$(RUN) python -m loadtests.run $(LOADTEST_ARGS)
 
 lint: sync ## ruff (lint + format check) and mypy strict

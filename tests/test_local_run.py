@@ -67,6 +67,7 @@ def test_make_run_serves_the_whole_system_and_stops_cleanly(tmp_path: Path) -> N
             "DEV_POSTGRES_PORT",
             "INGEST_PORT",
             "API_PORT",
+            "SYNC_PORT",
             "METRICS_PORT",
         )
     }

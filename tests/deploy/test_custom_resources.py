@@ -135,6 +135,7 @@ def test_service_monitors_select_a_service_port_and_keep_the_services_labels() -
     monitors = objects("prod", "ServiceMonitor")
     assert {m["metadata"]["name"] for m in monitors} == {
         "bricqs-ingest",
+        "bricqs-ingest-sync",
         "bricqs-processor",
         "bricqs-api",
         "bricqs-dispatcher",

@@ -72,7 +72,9 @@ def deployment(overlay: str, service: str) -> tuple[Obj, Obj]:
     found = [
         (w, c)
         for w, c in ours(overlay)
-        if w["kind"] == "Deployment" and service_of(c) == service and "command" not in c
+        if w["kind"] == "Deployment"
+        and w["metadata"]["name"] == f"bricqs-{service}"
+        and "command" not in c
     ]
     assert len(found) == 1, f"{overlay}: expected one Deployment running {service}"
     return found[0]
@@ -447,6 +449,7 @@ def test_network_policies_allow_only_the_flows_the_architecture_needs(overlay: s
     policies = objects(overlay, "NetworkPolicy")
     allowed_egress = {
         "bricqs-ingest": {53, 6379, 5432},
+        "bricqs-ingest-sync": {53, 6379, 5432},
         "bricqs-processor": {53, 6379, 5432},
         "bricqs-api": {53, 6379, 5432},
         # The customers' webhook endpoints, outside the cluster's private ranges.
@@ -476,12 +479,17 @@ def test_network_policies_allow_only_the_flows_the_architecture_needs(overlay: s
                     ), f"{name}: ingress on unknown port {port['port']}"
     if overlay == "dev":
         for server, port, clients in (
-            ("bricqs-redis", "redis", {"bricqs-ingest", "bricqs-processor", "bricqs-api"}),
+            (
+                "bricqs-redis",
+                "redis",
+                {"bricqs-ingest", "bricqs-ingest-sync", "bricqs-processor", "bricqs-api"},
+            ),
             (
                 "bricqs-postgres",
                 "postgres",
                 {
                     "bricqs-ingest",
+                    "bricqs-ingest-sync",
                     "bricqs-processor",
                     "bricqs-api",
                     "bricqs-dispatcher",
@@ -519,7 +527,7 @@ def test_prod_autoscalers_own_the_replica_counts() -> None:
     hpas = objects("prod", "HorizontalPodAutoscaler")
     # The HTTP services scale on CPU; the processor on consumer-group lag (KEDA).
     assert {h["spec"]["scaleTargetRef"]["name"] for h in hpas} == {
-        f"bricqs-{service}" for service in HTTP_SERVICES
+        f"bricqs-{service}" for service in (*HTTP_SERVICES, "ingest-sync")
     }
     for hpa in hpas:
         target = hpa["spec"]["scaleTargetRef"]
@@ -532,7 +540,7 @@ def test_prod_autoscalers_own_the_replica_counts() -> None:
     scaled = {h["spec"]["scaleTargetRef"]["name"] for h in hpas} | {
         s["spec"]["scaleTargetRef"]["name"] for s in objects("prod", "ScaledObject")
     }
-    assert scaled == {"bricqs-ingest", "bricqs-processor", "bricqs-api"}
+    assert scaled == {"bricqs-ingest", "bricqs-ingest-sync", "bricqs-processor", "bricqs-api"}
     for name in scaled:
         assert "replicas" not in named("prod", "Deployment", name)["spec"], name
 

@@ -2,8 +2,11 @@
 
 Routes (base path /api/v1): POST /ingest/events (async; `single`, with its fast path in
 `fast_path`), /ingest/events/batch (async, 1-100 events; `batch`), /ingest/events/sync
-(processed in-process before answering; `sync`). The clients one worker shares are made
-in the lifespan and kept on `app.state.ingest` (`context.IngestContext`).
+(processed in-process before answering; `sync`). INGEST_ENDPOINTS narrows a process to
+the async routes or to sync alone (the others are 404 there), so sync events, which run
+the mechanics on the worker's loop, can be served by processes of their own. The clients
+one worker shares are made in the lifespan and kept on `app.state.ingest`
+(`context.IngestContext`).
 """
 
 from __future__ import annotations
@@ -67,11 +70,14 @@ def create_app(settings: IngestSettings | None = None) -> Litestar:
         # endpoint answers 503 database_unavailable by itself meanwhile.
         return {"redis": ingest_context(app.state).redis.ping}
 
+    handlers = {"all": [ingest_event, ingest_batch, ingest_sync], "sync": [ingest_sync]}
     api = Router(
         path="/api/v1",
-        route_handlers=[ingest_event, ingest_batch, ingest_sync],
+        route_handlers=handlers.get(settings.ingest_endpoints, [ingest_event, ingest_batch]),
         security=INGEST_SECURITY,
     )
+    # The fast path answers POST /ingest/events itself: only where that route is served.
+    fast_path = [] if settings.ingest_endpoints == "sync" else [single_event_fast_path]
     app = Litestar(
         route_handlers=[api, health_router(checks), metrics_endpoint, openapi_document],
         dependencies={"ctx": Provide(ingest_context, sync_to_thread=False)},
@@ -79,7 +85,7 @@ def create_app(settings: IngestSettings | None = None) -> Litestar:
         # CORS inside the fast path: the plain case (an API key) never needs it.
         middleware=[
             request_metrics("ingest"),
-            single_event_fast_path,
+            *fast_path,
             participant_cors(cors_context),
         ],
         lifespan=[lifespan],

@@ -25,6 +25,15 @@ from bricqs.settings import (
 class IngestSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the ingest service can be told; each field is one environment variable."""
 
+    ingest_endpoints: Annotated[
+        str,
+        Meta(
+            pattern=r"^(all|async|sync)$",
+            description="Which Events API endpoints this process serves: all, async (single"
+            " and batch) or sync. Sync events run the mechanics in the worker; served"
+            " apart (their own pods, routed by path) they never delay the async ones.",
+        ),
+    ] = "all"
     redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
     redis_cluster: RedisClusterMode = False
     database_url: DatabaseUrl = "postgresql://bricqs@127.0.0.1:5432/bricqs"

@@ -26,32 +26,38 @@ DEV_REDIS_PORT = int(os.environ.get("DEV_REDIS_PORT", "16379"))
 DEV_POSTGRES_PORT = int(os.environ.get("DEV_POSTGRES_PORT", "15432"))
 INGEST_PORT = int(os.environ.get("INGEST_PORT", "8000"))
 API_PORT = int(os.environ.get("API_PORT", "8001"))
+SYNC_PORT = int(os.environ.get("SYNC_PORT", "8002"))
 INGEST_WORKERS = int(os.environ.get("INGEST_WORKERS", "1"))
 
 
-def _service_commands(bin_dir: Path) -> list[tuple[str, list[str]]]:
+def service_commands(bin_dir: Path) -> list[tuple[str, list[str], dict[str, str]]]:
+    """Each service's name, command and the environment it adds.
+
+    Ingest serves every endpoint on INGEST_PORT (one address for the README and the
+    client); a second ingest on SYNC_PORT serves sync events alone, on workers of its
+    own, so sync traffic sent there never delays the async endpoints (in Kubernetes the
+    ingress routes the sync path to its own Deployment the same way).
+    """
     granian = [str(bin_dir / "granian"), "--interface", "asgi", "--factory", "--host", "127.0.0.1"]
+
+    def serve(port: int, workers: int, target: str) -> list[str]:
+        return [
+            *granian,
+            *("--port", str(port), "--workers", str(workers)),
+            "--no-access-log",
+            target,
+        ]
+
     return [
+        ("ingest", serve(INGEST_PORT, INGEST_WORKERS, "bricqs_ingest.app:create_app"), {}),
         (
-            "ingest",
-            [
-                *granian,
-                *("--port", str(INGEST_PORT), "--workers", str(INGEST_WORKERS)),
-                "--no-access-log",
-                "bricqs_ingest.app:create_app",
-            ],
+            "ingest-sync",
+            serve(SYNC_PORT, 1, "bricqs_ingest.app:create_app"),
+            {"INGEST_ENDPOINTS": "sync"},
         ),
-        ("processor", [str(bin_dir / "bricqs-processor")]),
-        ("dispatcher", [str(bin_dir / "bricqs-dispatcher")]),
-        (
-            "api",
-            [
-                *granian,
-                *("--port", str(API_PORT), "--workers", "1"),
-                "--no-access-log",
-                "bricqs_api.app:create_app",
-            ],
-        ),
+        ("processor", [str(bin_dir / "bricqs-processor")], {}),
+        ("dispatcher", [str(bin_dir / "bricqs-dispatcher")], {}),
+        ("api", serve(API_PORT, 1, "bricqs_api.app:create_app"), {}),
     ]
 
 
@@ -90,8 +96,8 @@ def main() -> int:
             "DATABASE_URL": database_url,
         }
         bin_dir = Path(sys.executable).parent
-        for name, command in _service_commands(bin_dir):
-            child_env = dict(env)
+        for name, command, extra in service_commands(bin_dir):
+            child_env = {**env, **extra}
             # HTTP services may run several workers: they share metrics through files.
             if name not in ("processor", "dispatcher"):
                 metrics_dir = DATA_DIR / "metrics" / name
@@ -103,6 +109,7 @@ def main() -> int:
         print(
             f"\nBricqs is running (migrations applied: {len(applied)}).\n"
             f"  ingest     http://127.0.0.1:{INGEST_PORT}/api/v1/ingest/events\n"
+            f"  sync only  http://127.0.0.1:{SYNC_PORT}/api/v1/ingest/events/sync\n"
             f"  services   {', '.join(name for name, _ in children)}\n"
             f"  redis      {redis_url}\n"
             f"  postgres   {database_url}\n"
