@@ -109,7 +109,9 @@ def live(
     with (
         running(
             image_argv("ingest", host="127.0.0.1", port=str(ingest_port)),
-            env_for("ingest", redis_server.url, postgres_server.url),
+            # Every endpoint in one process (the manifests split sync events into
+            # bricqs-ingest-sync, the same image): every ingest series in one scrape.
+            env_for("ingest", redis_server.url, postgres_server.url, INGEST_ENDPOINTS="all"),
             f"http://127.0.0.1:{ingest_port}",
             logs / "ingest.log",
         ) as ingest,
