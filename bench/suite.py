@@ -13,7 +13,7 @@ worker for each HTTP app:
   cost table: what a rule adds); end-to-end lag (receipt -> committed) at a fixed event
   rate, with 20 rules;
 - references: a bare ASGI app that only decodes the body and does one XADD
-  (`bench/bare_asgi.py`, same Granian settings), and redis-benchmark XADD with
+  (`bench/bare_asgi.py`, same Granian settings and event loop), and redis-benchmark XADD with
   pipelining; and our ratio to each.
 Results go to `.bench/bench-<time>.json` (and `.bench/latest.json`); `--compare` prints
 the change against an earlier file. Numbers from a shared machine drift between runs:
@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from bench import workload
+from bench.bare_asgi import LOOP
 from bench.load import LoadResult, open_loop, redis_xadd, wrk
 from bench.processor import enable_statement_stats, end_to_end, rule_cost
 from bench.rule_engine import TWENTY_RULES, make_facts, matching_rate
@@ -77,7 +78,7 @@ def _ingest(stack: Stack, plan: dict[str, Any], results: dict[str, Any]) -> None
     plain = stack.project("bench-ingest")
     ruled = stack.project("bench-sync", TWENTY_RULES)
     e2e = stack.project("bench-e2e", TWENTY_RULES)
-    port, child = stack.granian("bricqs_ingest.app:create_app")
+    port, child = stack.granian("bricqs_ingest.app:create_app", GRANIAN_LOOP=LOOP)
     try:
         singles = workload.single_bodies(2_000)
         batches = workload.batch_bodies(100)
@@ -139,7 +140,7 @@ def _references(stack: Stack, plan: dict[str, Any], results: dict[str, Any]) -> 
         pipeline=16,
         payload_bytes=240,
     )
-    bare_port, child = stack.granian("bench.bare_asgi:app")
+    bare_port, child = stack.granian("bench.bare_asgi:app", GRANIAN_LOOP=LOOP)
     try:
         bare = wrk(
             bare_port,

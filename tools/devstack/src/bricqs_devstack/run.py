@@ -27,10 +27,15 @@ DEV_POSTGRES_PORT = int(os.environ.get("DEV_POSTGRES_PORT", "15432"))
 INGEST_PORT = int(os.environ.get("INGEST_PORT", "8000"))
 API_PORT = int(os.environ.get("API_PORT", "8001"))
 INGEST_WORKERS = int(os.environ.get("INGEST_WORKERS", "1"))
+EVENT_LOOP = "uvloop"
+"""Granian's event loop for ingest and the api, as the images run them (Dockerfile)."""
 
 
 def _service_commands(bin_dir: Path) -> list[tuple[str, list[str]]]:
-    granian = [str(bin_dir / "granian"), "--interface", "asgi", "--factory", "--host", "127.0.0.1"]
+    granian = [
+        *(str(bin_dir / "granian"), "--interface", "asgi", "--factory", "--host", "127.0.0.1"),
+        *("--loop", EVENT_LOOP),
+    ]
     return [
         (
             "ingest",
