@@ -272,14 +272,19 @@ def table(results: dict[str, Any], previous: dict[str, Any] | None = None) -> st
     if results.get("rule_cost"):
         lines.append(
             f"{'cost per rule (one replica)':<34}{'rules':>10}{'events/s':>11}"
-            f"{'vs 0':>8}{'rows/ev':>9}{'stmts/ev':>10}"
+            f"{'vs 0':>8}{'rows/ev':>9}{'stmts/ev':>10}{'proc us/ev':>12}{'pg us/ev':>10}"
         )
+
+        def figure(value: float | None, form: str) -> str:
+            return "-" if value is None else format(value, form)
+
         for d in results["rule_cost"]:
-            stmts = d["statements_per_event"]
             lines.append(
                 f"{'':<34}{d['rules']:>10}{d['events_per_second']:>11,.0f}"
                 f"{d.get('vs_0_rules', 0):>8.2f}{d['rows_per_event']:>9.2f}"
-                f"{'-' if stmts is None else f'{stmts:.3f}':>10}"
+                f"{figure(d['statements_per_event'], '.3f'):>10}"
+                f"{figure(d['processor_cpu_us_per_event'], '.0f'):>12}"
+                f"{figure(d['postgres_cpu_us_per_event'], '.0f'):>10}"
             )
     if "end_to_end" in results:
         e = results["end_to_end"]
