@@ -69,7 +69,9 @@ USER 10001:10001
 # stops accepting, lets requests in flight finish, and kills a worker that is still busy
 # after --workers-kill-timeout, inside the pod's terminationGracePeriodSeconds. The event
 # loop is uvloop, named explicitly (Granian's `auto` would take whatever is installed); the
-# bench (bench/loops.py) compares it with asyncio and rloop.
+# bench (bench/loops.py) compares it with asyncio and rloop. Not rloop: it cannot open TLS
+# connections yet (create_connection with ssl raises NotImplementedError), which rediss://
+# and PostgreSQL's sslmode need.
 FROM runtime AS ingest
 COPY --from=build-ingest /app/.venv /app/.venv
 EXPOSE 8000
