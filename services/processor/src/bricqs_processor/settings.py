@@ -45,7 +45,7 @@ class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
             description="Most entries read per shard at once; stored as concurrent"
             " transactions of about 250 entries (at most DATABASE_POOL_SIZE - 1).",
         ),
-    ] = 1_000
+    ] = 2_000
     block_ms: Annotated[
         int,
         Meta(
