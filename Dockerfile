@@ -67,11 +67,15 @@ USER 10001:10001
 # One Granian worker per container (SPEC §9): scale pods, not workers, so each process has
 # its own Prometheus registry and no multiprocess directory is needed. On SIGTERM Granian
 # stops accepting, lets requests in flight finish, and kills a worker that is still busy
-# after --workers-kill-timeout, inside the pod's terminationGracePeriodSeconds.
+# after --workers-kill-timeout, inside the pod's terminationGracePeriodSeconds. The event
+# loop is uvloop, named explicitly (Granian's `auto` would take whatever is installed); the
+# bench (bench/loops.py) compares it with asyncio and rloop. Not rloop: it cannot open TLS
+# connections yet (create_connection with ssl raises NotImplementedError), which rediss://
+# and PostgreSQL's sslmode need.
 FROM runtime AS ingest
 COPY --from=build-ingest /app/.venv /app/.venv
 EXPOSE 8000
-ENTRYPOINT ["/app/.venv/bin/granian", "--interface", "asgi", "--factory", "--host", "0.0.0.0", "--port", "8000", "--workers", "1", "--workers-kill-timeout", "20", "bricqs_ingest.app:create_app"]
+ENTRYPOINT ["/app/.venv/bin/granian", "--interface", "asgi", "--factory", "--host", "0.0.0.0", "--port", "8000", "--workers", "1", "--workers-kill-timeout", "20", "--loop", "uvloop", "bricqs_ingest.app:create_app"]
 
 # The consumer: SIGTERM stops intake, the batch in hand is committed and acknowledged.
 # /metrics and /health/* are served on METRICS_PORT (9100).
@@ -85,7 +89,7 @@ ENTRYPOINT ["/app/.venv/bin/bricqs-processor"]
 FROM runtime AS api
 COPY --from=build-api /app/.venv /app/.venv
 EXPOSE 8001
-ENTRYPOINT ["/app/.venv/bin/granian", "--interface", "asgi", "--factory", "--host", "0.0.0.0", "--port", "8001", "--workers", "1", "--workers-kill-timeout", "20", "bricqs_api.app:create_app"]
+ENTRYPOINT ["/app/.venv/bin/granian", "--interface", "asgi", "--factory", "--host", "0.0.0.0", "--port", "8001", "--workers", "1", "--workers-kill-timeout", "20", "--loop", "uvloop", "bricqs_api.app:create_app"]
 
 # The webhook dispatcher: SIGTERM stops claiming, attempts in flight finish and are
 # recorded. /metrics and /health/* are served on METRICS_PORT (9102).

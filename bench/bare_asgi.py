@@ -2,9 +2,9 @@
 
 A bare ASGI callable, no framework: read the body, decode it with msgspec, one XADD with
 redis-py (hiredis), answer 202 with the stream id. No auth, validation, metrics or ids.
-The benchmark serves it under Granian exactly like the ingest service:
+The benchmark serves it under Granian exactly like the ingest service, on the same loop:
 
-    granian --interface asgi --workers 1 bench.bare_asgi:app
+    granian --interface asgi --workers 1 --loop uvloop bench.bare_asgi:app
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from redis.asyncio import Redis
 _decoder = msgspec.json.Decoder()
 _redis: Redis | None = None
 STREAM = "bench:bare"
+LOOP = "uvloop"
+"""The event loop the services are shipped with (Dockerfile, `make run`): the bench serves
+this app and ingest on it."""
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:

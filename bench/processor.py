@@ -11,36 +11,44 @@ histogram_quantile; its bucket bound is an upper bound).
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import psycopg
 import redis
 
 from bench import workload
 from bench.load import open_loop
-from bench.rule_engine import TWENTY_RULES
+from bench.rule_engine import rules as rule_set
 from bench.stack import Project, Stack, fetch
 from bricqs.schemas import ENVELOPE_FIELD
 from bricqs.stream import stream_key
+from bricqs_devstack.servers import start_postgres
 from bricqs_processor.settings import ProcessorSettings
 
 
 def drain(
     stack: Stack,
     *,
-    rules: bool,
+    rules: bool = False,
     events: int,
     batch_size: int | None = None,
     prepare: Callable[[Project], None] | None = None,
+    rule_count: int | None = None,
 ) -> dict[str, Any]:
-    """Events per second one processor stores, with 0 or 20 active rules (at the
-    processor's default BATCH_SIZE unless one is given); `prepare` sets up the new
-    project further before its events are sent (a webhook endpoint, say)."""
+    """Events per second one processor stores, with 0 or 20 active rules (`rule_count`
+    others: `bench.rule_engine.rules`), at the processor's default BATCH_SIZE unless one is
+    given; `prepare` sets up the new project further before its events are sent (a
+    webhook endpoint, say). With what PostgreSQL did per event: rows written, and
+    statements run when pg_stat_statements is loaded (`enable_statement_stats`)."""
     batch_size = batch_size or ProcessorSettings().batch_size
-    project = stack.project(f"drain-{20 if rules else 0}", TWENTY_RULES if rules else [])
+    count = rule_count if rule_count is not None else 20 if rules else 0
+    project = stack.project(f"drain-{count}", rule_set(count))
     if prepare is not None:
         prepare(project)
     stack.reset_stream()
@@ -53,6 +61,7 @@ def drain(
             for payload in payloads[start : start + 5_000]:
                 pipe.xadd(stream_key(0), {ENVELOPE_FIELD: payload})
             pipe.execute()
+        before = database_work(stack.database_url, postgres_pid(stack))
         _, child = stack.processor(BATCH_SIZE=str(batch_size))
         deadline = time.monotonic() + 300
         # Done when the group has read every entry and has none pending: the processor
@@ -63,6 +72,10 @@ def drain(
             _check(child, deadline)
             time.sleep(0.005)
         finished_at = datetime.now(UTC)
+        processor_cpu = cpu_seconds(child.pid)
+        # Stopped before counting: a server process publishes its statistics on exit.
+        stack.stop(child)
+        work = database_work(stack.database_url, postgres_pid(stack)) - before
         stored = stack.stored_events(project.project_id)
         if stored != events:
             raise RuntimeError(f"{stored} of {events} events stored after every ack")
@@ -80,12 +93,119 @@ def drain(
     # included.
     elapsed = (finished_at - first[0]).total_seconds()
     return {
-        "rules": 20 if rules else 0,
+        "rules": count,
         "events": events,
         "batch_size": batch_size,
         "seconds": round(elapsed, 3),
         "events_per_second": round(events / elapsed, 1) if elapsed > 0 else 0.0,
+        "rows_per_event": round(work.rows / events, 2),
+        "statements_per_event": (
+            None if work.statements is None else round(work.statements / events, 3)
+        ),
+        # CPU time per event: steadier than rates on a shared machine, for A/B comparisons.
+        "processor_cpu_us_per_event": round(1e6 * processor_cpu / events, 1),
+        "postgres_cpu_us_per_event": (
+            None if work.cpu is None else round(1e6 * work.cpu / events, 1)
+        ),
     }
+
+
+def rule_cost(stack: Stack, events: dict[int, int]) -> list[dict[str, Any]]:
+    """The drain at each rule count (`events[count]` events), and its rate over the
+    0-rule drain of the same run: what each added rule costs."""
+    rows = [drain(stack, rule_count=n, events=e) for n, e in sorted(events.items())]
+    base = rows[0]["events_per_second"] if rows and rows[0]["rules"] == 0 else None
+    for row in rows:
+        if base:
+            row["vs_0_rules"] = round(row["events_per_second"] / base, 3)
+        print(
+            f"  processor, {row['rules']} rules: {row['events_per_second']:,.0f} ev/s,"
+            f" {row['rows_per_event']} rows/ev, {row['statements_per_event']} stmts/ev",
+            file=sys.stderr,
+        )
+    return rows
+
+
+class DatabaseWork(NamedTuple):
+    """PostgreSQL's running totals of work: rows written, statements run (None when
+    pg_stat_statements is not loaded), CPU seconds of all its processes (None when it
+    runs elsewhere)."""
+
+    rows: int
+    statements: int | None
+    cpu: float | None = None
+
+    def __sub__(self, other: object) -> DatabaseWork:
+        assert isinstance(other, DatabaseWork)
+
+        def minus(a: Any, b: Any) -> Any:
+            return None if a is None or b is None else a - b
+
+        return DatabaseWork(
+            self.rows - other.rows,
+            minus(self.statements, other.statements),
+            minus(self.cpu, other.cpu),
+        )
+
+
+def postgres_pid(stack: Stack) -> int | None:
+    """The postmaster's process id, when the stack started PostgreSQL itself."""
+    return next((s.process.pid for s in stack.servers if s.name == "postgres"), None)
+
+
+def cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """User + system CPU of a process (with its ended children's, and those running, when
+    `children`), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def own(p: int) -> tuple[int, int]:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        # utime, stime, cutime, cstime are fields 14-17 (the list starts at field 3).
+        return int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
+
+    used, ended = own(pid)
+    if not children:
+        return used / ticks
+    running = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    running += own(int(entry.name))[0]
+            except (OSError, ValueError):
+                continue  # gone meanwhile
+    return (used + ended + running) / ticks
+
+
+def database_work(database_url: str, pid: int | None = None) -> DatabaseWork:
+    """The totals now (a new session: statistics are a snapshot per transaction)."""
+    cpu = None if pid is None else cpu_seconds(pid, children=True)
+    with psycopg.connect(database_url, autocommit=True) as db:
+        row = db.execute(
+            "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_user_tables"
+        ).fetchone()
+        rows = int(row[0]) if row else 0
+        try:
+            found = db.execute(
+                "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements"
+                " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ).fetchone()
+        except psycopg.Error:
+            return DatabaseWork(rows, None, cpu)
+    return DatabaseWork(rows, int(found[0]) if found else 0, cpu)
+
+
+def enable_statement_stats(stack: Stack) -> None:
+    """Load pg_stat_statements into the stack's own PostgreSQL: it must be preloaded, so
+    the server is restarted on its data and port."""
+    index, server = next((i, s) for i, s in enumerate(stack.servers) if s.name == "postgres")
+    with psycopg.connect(stack.database_url, autocommit=True) as db:
+        db.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+    server.stop()
+    stack.servers[index] = start_postgres(server.data_dir, server.port, fsync=True)
+    with psycopg.connect(stack.database_url, autocommit=True) as db:
+        db.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
 
 
 def _all_acknowledged(client: redis.Redis) -> bool:
@@ -117,7 +237,9 @@ def end_to_end(
             seconds=seconds,
         )
         expected = before + answers.requests - answers.errors
-        deadline = time.monotonic() + 120
+        # A processor slower than the offered rate still has a backlog to drain: waited
+        # for (at 500 events/s at least), so the lag it causes is measured, not a timeout.
+        deadline = time.monotonic() + 120 + answers.requests / 500
         with psycopg.connect(stack.database_url, autocommit=True) as db:
             while stack.stored_events(project.project_id) < expected:
                 _check(child, deadline)

@@ -242,6 +242,42 @@ TWENTY_RULES: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
+RULE_COUNTS = (0, 1, 5, 10, 20, 50)
+"""The rule counts of the processor's cost table."""
+
+
+def rules(n: int) -> list[tuple[str, dict[str, Any]]]:
+    """`n` active definitions: the first `n` of TWENTY_RULES, then copies of them under new
+    codes whose criteria and triggers are their own (each copy's conditions name its
+    number), so every rule added writes its own rows, as distinct rules of a project do."""
+    found = list(TWENTY_RULES[:n])
+    copy = 1
+    while len(found) < n:
+        for segment, raw in TWENTY_RULES[: n - len(found)]:
+            found.append((segment, _variant(raw, copy) | {"code": f"{raw['code']}-{copy}"}))
+        copy += 1
+    return found
+
+
+def _variant(value: Any, copy: int) -> Any:
+    """`value` with every criterion and trigger also asking for a property the events never
+    have, or this copy's number in it (always true, but a criterion of its own)."""
+    if isinstance(value, list):
+        return [_variant(v, copy) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {k: _variant(v, copy) for k, v in value.items()}
+    if "fact_type" in out:
+        own = {
+            "any": [
+                {"path": "variant", "op": "exists", "value": False},
+                {"path": "variant", "op": "eq", "value": copy},
+            ]
+        }
+        out["where"] = {"all": [out["where"], own]} if "where" in out else own
+    return out
+
+
 def twenty_rules() -> RuleSet:
     """The benchmark's rule set (also used by the processor benchmark)."""
     definitions = []

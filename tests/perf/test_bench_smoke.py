@@ -50,6 +50,8 @@ def test_bench_smoke_measures_every_part_and_writes_results(
     assert results["ingest"]["async_single"]["unloaded"]["requests"] > 0
     assert {"rules_0", "rules_20", "matching_only"} == set(results["processor"])
     assert all(d["events_per_second"] > 0 for d in results["processor"].values())
+    assert [r["rules"] for r in results["rule_cost"]] == [0, 1, 5, 10, 20, 50]
+    assert all(r["events_per_second"] > 0 and r["rows_per_event"] > 0 for r in results["rule_cost"])
     assert results["end_to_end"]["events"] > 0
     assert results["reference"]["bare_asgi"]["requests"] > 0
     assert results["reference"]["redis_xadd"]["ops_per_second"] > 0
@@ -59,9 +61,14 @@ def test_bench_smoke_measures_every_part_and_writes_results(
         "batch_vs_redis_xadd_events",
         "sync_vs_redis_xadd_events",
     }
-    for row in ("async single, saturation", "processor, 20 rules", "reference: bare ASGI"):
+    for row in (
+        "async single, saturation",
+        "processor, 20 rules",
+        "reference: bare ASGI",
+        "cost per rule",
+    ):
         assert row in printed
-    assert len(results["targets"]) == 6
+    assert len(results["targets"]) == 7
 
 
 def test_client_bench_measures_track_cost_and_the_ratio_to_wrk(

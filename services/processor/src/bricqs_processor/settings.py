@@ -58,7 +58,7 @@ class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
             " its share; stored as concurrent transactions of about 250 entries (at most"
             " DATABASE_POOL_SIZE - 1 at once).",
         ),
-    ] = 1_000
+    ] = 2_000
     block_ms: Annotated[
         int,
         Meta(

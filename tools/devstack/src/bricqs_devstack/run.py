@@ -28,6 +28,8 @@ INGEST_PORT = int(os.environ.get("INGEST_PORT", "8000"))
 API_PORT = int(os.environ.get("API_PORT", "8001"))
 SYNC_PORT = int(os.environ.get("SYNC_PORT", "8002"))
 INGEST_WORKERS = int(os.environ.get("INGEST_WORKERS", "1"))
+EVENT_LOOP = "uvloop"
+"""Granian's event loop for ingest and the api, as the images run them (Dockerfile)."""
 
 
 def service_commands(bin_dir: Path) -> list[tuple[str, list[str], dict[str, str]]]:
@@ -38,7 +40,10 @@ def service_commands(bin_dir: Path) -> list[tuple[str, list[str], dict[str, str]
     own, so sync traffic sent there never delays the async endpoints (in Kubernetes the
     ingress routes the sync path to its own Deployment the same way).
     """
-    granian = [str(bin_dir / "granian"), "--interface", "asgi", "--factory", "--host", "127.0.0.1"]
+    granian = [
+        *(str(bin_dir / "granian"), "--interface", "asgi", "--factory", "--host", "127.0.0.1"),
+        *("--loop", EVENT_LOOP),
+    ]
 
     def serve(port: int, workers: int, target: str) -> list[str]:
         return [

@@ -293,8 +293,16 @@ async def _judge_badges_and_challenges(
             judged_at(objective.criterion, pid, read)
         challenge_points[(pid, code)] = (points, now_point)
 
+    # Most (criterion, participant) pairs are judged for one badge or challenge: their one
+    # list has no repeats (evaluation_points makes none), so it is taken as it is.
     plan = [
-        (criterion, pid, list({p.label: p for points in lists for p in points}.values()))
+        (
+            criterion,
+            pid,
+            lists[0]
+            if len(lists) == 1
+            else list({p.label: p for points in lists for p in points}.values()),
+        )
         for (_, pid), (criterion, lists) in wanted.items()
     ]
     ranges, distinct_ranges = bucket_ranges(plan)
@@ -308,6 +316,8 @@ async def _judge_badges_and_challenges(
         criterion: CompiledCriterion, pid: str, points: list[EvaluationPoint], at_least: float
     ) -> bool:
         found = values[(criterion.criterion_id, pid)]
+        if len(points) == 1:  # the whole history or one period: most judgements
+            return found[points[0].label] >= at_least
         return any(found[p.label] >= at_least for p in points)
 
     awards: list[tuple[str, str, str, str, str | None]] = []
