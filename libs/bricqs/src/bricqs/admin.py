@@ -1,4 +1,4 @@
-"""`bricqs-admin`: migrations, projects, keys and the dead-letter streams.
+"""`bricqs-admin`: migrations, projects, keys, the dead-letter streams, leaderboard rebuilds.
 
 It is the only way to mint keys. Every command prints a human line, or JSON with
 `--json`. The database comes from `--database-url` or `DATABASE_URL`; Redis (for the
@@ -23,6 +23,7 @@ import psycopg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from bricqs.admin_leaderboards import LeaderboardAdminError, add_leaderboard_commands
 from bricqs.keys import ENVIRONMENTS
 from bricqs.local_stack import read_local_stack
 from bricqs.schemas import ENVELOPE_FIELD, decode_envelope
@@ -399,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_replay.add_argument("ids", nargs="*", help="dead-letter entry ids (from dlq list)")
     dlq_replay.add_argument("--all", action="store_true", help="replay every dead letter")
     dlq_replay.set_defaults(run=cmd_dlq_replay, needs="redis")
+    add_leaderboard_commands(sub, add)
     return parser
 
 
@@ -434,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     try:
         result = asyncio.run(args.run(args))
-    except (AdminError, MigrationError, psycopg.Error, RedisError) as exc:
+    except (AdminError, LeaderboardAdminError, MigrationError, psycopg.Error, RedisError) as exc:
         if args.json:
             print(msgspec.json.encode({"error": str(exc)}).decode())
         else:

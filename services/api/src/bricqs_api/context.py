@@ -28,6 +28,7 @@ from bricqs.mechanics.state import (
     tiers_state,
 )
 from bricqs.participant_tokens import ParticipantTokens
+from bricqs.storage.standings import Standings
 from bricqs.storage.tenants import Conn, KeyOwner, Tenant
 from bricqs.web.auth import authenticate
 from bricqs.web.cors import ProjectOrigins
@@ -191,6 +192,11 @@ def provide_rule_cache(clients: NamedDependency[ApiClients]) -> RuleCache:
     return clients.rules
 
 
+def provide_standings(clients: NamedDependency[ApiClients]) -> Standings:
+    """The leaderboards' Redis read model, on the worker's Redis client."""
+    return Standings(clients.redis)
+
+
 DEPENDENCIES = {
     "clients": Provide(provide_clients, sync_to_thread=False),
     "conn": Provide(provide_connection),
@@ -200,6 +206,7 @@ DEPENDENCIES = {
     "rule_cache": Provide(provide_rule_cache, sync_to_thread=False),
     "participant": Provide(provide_participant),
     "page": Provide(provide_page, sync_to_thread=False),
+    "standings": Provide(provide_standings, sync_to_thread=False),
 }
 
 # What handlers declare to receive the dependencies above.
@@ -209,3 +216,4 @@ CallerTenant = NamedDependency[Tenant]
 TenantRules = NamedDependency[RuleSet]
 Participant = NamedDependency[ParticipantView]
 Page = NamedDependency[PageRequest]
+BoardStandings = NamedDependency[Standings]
