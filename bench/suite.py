@@ -1,6 +1,6 @@
 """`make bench`: the whole system on loopback, measured, in one table and one JSON file.
 
-    uv run --locked python -m bench [--smoke] [--only ingest,processor,reference]
+    uv run --locked python -m bench [--smoke] [--only ingest,processor,reference,leaderboards]
 
 Starts throwaway Redis and PostgreSQL (durable settings), then measures, one Granian
 worker for each HTTP app:
@@ -13,6 +13,8 @@ worker for each HTTP app:
 - references: a bare ASGI app that only decodes the body and does one XADD
   (`bench/bare_asgi.py`, same Granian settings), and redis-benchmark XADD with
   pipelining; and our ratio to each.
+- leaderboards (only when named in --only: it fills a board of 1M participants): see
+  `bench/leaderboards.py`.
 Results go to `.bench/bench-<time>.json` (and `.bench/latest.json`); `--compare` prints
 the change against an earlier file. Numbers from a shared machine drift between runs:
 compare ratios within one run. `--smoke` runs every step for about a second (for CI).
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from bench import workload
+from bench import leaderboards, workload
 from bench.load import LoadResult, open_loop, redis_xadd, wrk
 from bench.processor import drain, end_to_end
 from bench.rule_engine import TWENTY_RULES, make_facts, matching_rate
@@ -311,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
             _ingest(stack, plan, results)
         if "processor" in parts:
             _processor(stack, plan, results)
+        if "leaderboards" in parts:
+            results["leaderboards"] = leaderboards.run(stack, args.smoke)
     finally:
         stack.close()
     results["seconds"] = round(time.monotonic() - started, 1)

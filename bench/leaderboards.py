@@ -1,0 +1,243 @@
+"""Leaderboard benchmarks (issue 14).
+
+    uv run --locked python -m bench --only leaderboards [--smoke]
+    uv run --locked python -m bench.leaderboards [--sizes 10000,100000,1000000] [--pairs 3]
+
+- reads: one all-time points board with N participants (filled through the storage layer:
+  the ledger written in chunks, then the board rebuilt from it, timed), read through the
+  api (one Granian worker, one keep-alive connection, one request at a time): top 10, one
+  participant's rank, the 5 around one participant; p50/p99 per size, the 1M / 10k ratio,
+  and the Redis memory per entry (MEMORY USAGE of the sorted set and the member hash);
+- processor: drain rate with 20 rules, with an all-time points board against without, in
+  alternating pairs (the machine may be shared: compare within a pair).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import random
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+import psycopg
+import redis
+from redis.asyncio import Redis
+
+from bench.processor import drain
+from bench.stack import Project, Stack
+from bricqs.mechanics.cache import RuleCache
+from bricqs.mechanics.definitions import KINDS, parse_definition
+from bricqs.mechanics.standings import keys_of, rebuild
+from bricqs.storage.definitions import create_definition
+from bricqs.storage.ledger import LedgerEntry, write_ledger
+from bricqs.storage.standings import Standings
+from bricqs.storage.tenants import Tenant
+
+BOARD = {"code": "bench-board", "name": "Bench board"}
+_CHUNK = 20_000
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much each part does."""
+
+    sizes: tuple[int, ...]
+    requests: int
+    drain_events: int
+    pairs: int
+
+
+FULL = Plan(sizes=(10_000, 100_000, 1_000_000), requests=2_000, drain_events=20_000, pairs=3)
+SMOKE = Plan(sizes=(200, 1_000), requests=50, drain_events=300, pairs=1)
+
+
+async def _add_board(database_url: str, redis_url: str, tenant: Tenant) -> float:
+    """Define the board and build it from the ledger; the build's seconds."""
+    async with (
+        await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn,
+        Redis.from_url(redis_url, socket_timeout=60) as client,
+    ):
+        kind, schema = KINDS["leaderboards"]
+        parsed = parse_definition(schema, BOARD)
+        assert not isinstance(parsed, list), parsed
+        body = msgspec.json.encode(parsed).decode()
+        await create_definition(conn, tenant, kind, BOARD["code"], "active", body)
+        board = (await RuleCache(0)(conn, tenant)).leaderboards[BOARD["code"]]
+        started = time.perf_counter()
+        await conn.execute("SET statement_timeout = 0")
+        async with conn.transaction():
+            await rebuild(conn, Standings(client), tenant, board, datetime.now(UTC))
+        return time.perf_counter() - started
+
+
+async def _fill_ledger(database_url: str, tenant: Tenant, participants: int) -> None:
+    """One award per participant, amounts and times drawn so that ties happen."""
+    rng = random.Random(participants)
+    start = datetime.now(UTC) - timedelta(days=30)
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        for first in range(0, participants, _CHUNK):
+            entries = [
+                LedgerEntry(
+                    entry_id=f"pts_bench_{i:08d}",
+                    participant_id=f"p{i:07d}",
+                    amount=rng.randrange(1, 50_000),
+                    kind="award",
+                    source="manual",
+                    fact_id=None,
+                    cap_bucket=None,
+                    occurred_at=start + timedelta(seconds=rng.randrange(30 * 86_400)),
+                )
+                for i in range(first, min(first + _CHUNK, participants))
+            ]
+            async with conn.transaction():
+                await write_ledger(conn, tenant, entries)
+
+
+def _latencies(port: int, key: str, paths: list[str]) -> dict[str, float]:
+    """p50/p99 in ms of `paths` requested one at a time on one keep-alive connection."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    took = []
+    for path in paths:
+        started = time.perf_counter()
+        connection.request("GET", path, headers={"X-API-Key": key})
+        response = connection.getresponse()
+        response.read()
+        took.append(time.perf_counter() - started)
+        if response.status != 200:
+            raise RuntimeError(f"GET {path}: {response.status}")
+    connection.close()
+    took.sort()
+    return {
+        "requests": len(took),
+        "p50_ms": round(1000 * took[len(took) // 2], 2),
+        "p99_ms": round(1000 * took[min(len(took) - 1, int(0.99 * len(took)))], 2),
+    }
+
+
+def _memory(redis_url: str, tenant: Tenant, participants: int) -> dict[str, float]:
+    keys = keys_of(tenant, BOARD["code"], 0)
+    with redis.Redis.from_url(redis_url) as client:
+        zset = int(client.memory_usage(keys.group(""), samples=0) or 0)
+        members = int(client.memory_usage(keys.members, samples=0) or 0)
+    return {
+        "sorted_set_bytes_per_entry": round(zset / participants, 1),
+        "member_hash_bytes_per_entry": round(members / participants, 1),
+        "mb_per_million": round((zset + members) / participants, 1),
+    }
+
+
+def reads(stack: Stack, sizes: list[int], requests: int) -> dict[str, Any]:
+    """Read latencies through the api per board size, and the mirror's memory."""
+    port, child = stack.granian("bricqs_api.app:create_app")
+    results: dict[str, Any] = {}
+    try:
+        for size in sizes:
+            project = stack.project(f"bench-board-{size}")
+            tenant = Tenant(project.project_id, "live")
+            started = time.perf_counter()
+            asyncio.run(_fill_ledger(stack.database_url, tenant, size))
+            filled = time.perf_counter() - started
+            built = asyncio.run(_add_board(stack.database_url, stack.redis_url, tenant))
+            rng = random.Random(size)
+            base = f"/api/v1/gamify/leaderboards/{BOARD['code']}"
+            who = [f"p{rng.randrange(size):07d}" for _ in range(requests)]
+            row: dict[str, Any] = {
+                "fill_seconds": round(filled, 1),
+                "rebuild_seconds": round(built, 1),
+                "top10": _latencies(port, project.key, [f"{base}?limit=10"] * requests),
+                "rank": _latencies(port, project.key, [f"{base}/rank/{p}" for p in who]),
+                "around5": _latencies(port, project.key, [f"{base}/around/{p}?k=5" for p in who]),
+                **_memory(stack.redis_url, tenant, size),
+            }
+            results[str(size)] = row
+            print(f"  leaderboard reads, {size:,} participants: {_line(row)}", file=sys.stderr)
+    finally:
+        stack.stop(child)
+    low, high = str(min(sizes)), str(max(sizes))
+    results["ratio_p50_largest_vs_smallest"] = {
+        kind: round(results[high][kind]["p50_ms"] / results[low][kind]["p50_ms"], 2)
+        for kind in ("top10", "rank", "around5")
+    }
+    return results
+
+
+def _line(row: dict[str, Any]) -> str:
+    return (
+        ", ".join(
+            f"{kind} p50 {row[kind]['p50_ms']} ms p99 {row[kind]['p99_ms']} ms"
+            for kind in ("top10", "rank", "around5")
+        )
+        + f"; {row['mb_per_million']} MB per 1M entries"
+    )
+
+
+def board_overhead(stack: Stack, *, events: int, pairs: int) -> dict[str, Any]:
+    """Drain rates with 20 rules, with and without a points board, alternating the order."""
+
+    def with_board(project: Project) -> None:
+        tenant = Tenant(project.project_id, "live")
+        asyncio.run(_add_board(stack.database_url, stack.redis_url, tenant))
+
+    ratios, runs = [], []
+    for pair in range(pairs):
+        order = (False, True) if pair % 2 == 0 else (True, False)
+        rates = {}
+        for boarded in order:
+            result = drain(
+                stack, rules=True, events=events, prepare=with_board if boarded else None
+            )
+            rates[boarded] = result["events_per_second"]
+            print(f"  drain, points board={boarded}: {rates[boarded]:,.0f} ev/s", file=sys.stderr)
+        runs.append({"without": rates[False], "with_points_board": rates[True]})
+        ratios.append(rates[True] / rates[False])
+    return {
+        "events": events,
+        "runs": runs,
+        "ratios": [round(r, 3) for r in ratios],
+        "median_ratio": round(statistics.median(ratios), 3),
+    }
+
+
+def run(stack: Stack, smoke: bool) -> dict[str, Any]:
+    """Both leaderboard benchmarks, at the smoke or the full plan."""
+    plan = SMOKE if smoke else FULL
+    return {
+        "reads": reads(stack, list(plan.sizes), plan.requests),
+        "processor": board_overhead(stack, events=plan.drain_events, pairs=plan.pairs),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the leaderboard benchmarks alone; print JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--requests", type=int, default=FULL.requests)
+    parser.add_argument("--events", type=int, default=FULL.drain_events)
+    parser.add_argument("--pairs", type=int, default=FULL.pairs)
+    parser.add_argument("--skip-reads", action="store_true")
+    parser.add_argument("--skip-processor", action="store_true")
+    args = parser.parse_args(argv)
+    stack = Stack.start()
+    results: dict[str, Any] = {}
+    try:
+        if not args.skip_reads:
+            sizes = [int(s) for s in args.sizes.split(",")]
+            results["reads"] = reads(stack, sizes, args.requests)
+        if not args.skip_processor:
+            results["processor"] = board_overhead(stack, events=args.events, pairs=args.pairs)
+    finally:
+        stack.close()
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
