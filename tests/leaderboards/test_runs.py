@@ -195,3 +195,49 @@ def test_past_runs_are_listed_readable_and_entries_say_how_they_moved(
         "/api/v1/gamify/leaderboards/monthly", headers=story.headers, params={"run": current + 1}
     )
     assert (future.status_code, future.json()["code"]) == (404, "run_not_found")
+
+
+def test_a_finished_run_announces_its_leaders_once_and_rules_reward_the_winner(
+    story: Story, postgres_server: Server, redis_server: Server
+) -> None:
+    tenant = Tenant(story.tenant.project_id, "live")
+    _define_monthly(postgres_server.url, tenant)
+    story.define(
+        "points-rules",
+        {
+            "code": "winner",
+            "name": "Winner",
+            "trigger": {
+                "fact_type": "leaderboard.finished",
+                "where": {"path": "rank", "op": "eq", "value": 1},
+            },
+            "amount": {"fixed": 500},
+        },
+    )
+    now = datetime.now(UTC)
+    last_month = (now.replace(day=1) - timedelta(days=1)).replace(day=15, hour=12)
+    asyncio.run(_last_month(postgres_server.url, redis_server.url, tenant, last_month))
+    # The first processing for the tenant after the run ended announces it.
+    story.send("earn", "dan", {"n": 1})
+    story.send("earn", "dan", {"n": 1})
+    finished = story.get("/participants/ann/facts", fact_type="leaderboard.finished")["items"]
+    assert [f["properties"] for f in finished] == [
+        {
+            "leaderboard": "monthly",
+            "run": run_of(_monthly(), last_month),
+            "rank": 1,
+            "score": 50,
+            "participants": 3,
+        }
+    ]
+    for pid, rank in (("bob", 2), ("cat", 3)):
+        (fact,) = story.get(f"/participants/{pid}/facts", fact_type="leaderboard.finished")["items"]
+        assert fact["properties"]["rank"] == rank
+    # Rules fire on it: the winner's 500 points (earned as the new run began).
+    assert story.get("/participants/ann/points")["balance"] == 500
+    assert story.get("/participants/bob/points")["balance"] == 0
+    assert story.get("/leaderboards/monthly/rank/ann")["score"] == 500
+
+
+def _monthly() -> Any:
+    return RuleSet.compile([Leaderboard(code="m", name="M", period="monthly")]).leaderboards["m"]

@@ -37,7 +37,7 @@ from bricqs.mechanics.ruleset import (
     RuleSet,
     tier_level,
 )
-from bricqs.mechanics.standings import keep_standings, utc_now
+from bricqs.mechanics.standings import finished_runs, keep_standings, utc_now
 from bricqs.mechanics.windows import period_index, period_key
 from bricqs.schemas import Fact
 from bricqs.storage.awards import award_badges, complete_challenges
@@ -134,7 +134,7 @@ async def apply_mechanics(
         by_tenant[Tenant(fact.project_id, fact.environment)].append(fact)
     for tenant, tenant_facts in by_tenant.items():
         rules = await rules_for(conn, tenant)
-        current = tenant_facts
+        current = [*tenant_facts, *await finished_runs(conn, tenant, rules, utc_now())]
         outcomes: list[Fact] = []
         for depth in range(MAX_CHAIN_DEPTH + 1):
             current = [f for f in current if not rules.is_empty_for(f.fact_type)]

@@ -19,27 +19,34 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, time
+from typing import Any
 
+from bricqs.ids import new_fact_id
 from bricqs.mechanics.ruleset import LEADERBOARD_PERIODS, CompiledLeaderboard, RuleSet
 from bricqs.mechanics.windows import period_index, period_key, period_start, zone
 from bricqs.schemas import Fact
+from bricqs.storage.events import insert_facts
 from bricqs.storage.participants import participant_groups
 from bricqs.storage.rankings import (
     ScoreRow,
     add_to_scores,
     built_boards,
+    built_shape,
     criterion_ranking,
+    finish_runs,
     lock_board,
     note_runs,
     points_ranking,
     regroup,
     replace_run,
+    run_leaders,
     run_standings,
     set_scores,
 )
 from bricqs.storage.rankings import criterion_values as read_criterion_values
 from bricqs.storage.standings import Push, RunKeys, Standing, Standings
 from bricqs.storage.tenants import Conn, Tenant
+from bricqs.storage.webhook_outbox import enqueue_outcomes
 
 NO_GROUP = ""
 
@@ -269,9 +276,10 @@ async def _load(
 
 
 async def is_built(conn: Conn, tenant: Tenant, board: CompiledLeaderboard) -> bool:
-    """Whether the board's standings are kept for its current definition."""
-    code = board.leaderboard.code
-    return bool(await built_boards(conn, tenant, {code: shape(board)}))
+    """Whether the board's standings are kept for its current definition (no lock taken:
+    a reader that then rebuilds takes the board's lock exclusive, and holding it shared
+    first could deadlock with another such reader)."""
+    return await built_shape(conn, tenant, board.leaderboard.code) == shape(board)
 
 
 async def move_to_group(
@@ -304,6 +312,59 @@ async def move_to_group(
         changes.append((code, run, new))
         await standings.move(keys_of(tenant, code, run), participant_id, old, new)
     await regroup(conn, tenant, participant_id, changes)
+
+
+# (project, environment, board) -> the run during which this process last looked for
+# finished runs: one look per board and run boundary, not per batch.
+_looked: dict[tuple[str, str, str], int] = {}
+
+
+async def finished_runs(conn: Conn, tenant: Tenant, rules: RuleSet, now: datetime) -> list[Fact]:
+    """`leaderboard.finished` facts for the leaders of each run of the tenant's repeating
+    boards that ended before `now` and was not announced yet, stored and owed to the
+    webhooks; the caller feeds them to the rules (to reward the winners).
+
+    Runs end by the clock but are announced by the first processing for the tenant after
+    the end (there is no scheduler); each once, whichever writer gets there first."""
+    facts: list[Fact] = []
+    for code, board in sorted(rules.leaderboards.items()):
+        if board.leaderboard.period == "all_time":
+            continue
+        current = run_of(board, now)
+        memo = (tenant.project_id, tenant.environment, code)
+        if _looked.get(memo) == current:
+            continue
+        for run in await finish_runs(conn, tenant, code, current):
+            _, ended = run_bounds(board, run)
+            assert ended is not None
+            top = board.leaderboard.finished_top
+            for group, rank, pid, score, size in await run_leaders(conn, tenant, code, run, top):
+                properties: dict[str, Any] = {
+                    "leaderboard": code,
+                    "run": run,
+                    "rank": rank,
+                    "score": int(score) if score == int(score) else score,
+                    "participants": size,
+                }
+                if board.leaderboard.group_by is not None:
+                    properties["group"] = group
+                facts.append(
+                    Fact(
+                        fact_id=new_fact_id(),
+                        fact_type="leaderboard.finished",
+                        project_id=tenant.project_id,
+                        environment=tenant.environment,
+                        participant_id=pid,
+                        event_id=f"lbr_{code}_{run}",
+                        properties=properties,
+                        occurred_at=ended,
+                    )
+                )
+        _looked[memo] = current
+    if facts:
+        await insert_facts(conn, facts)
+        await enqueue_outcomes(conn, tenant, facts)
+    return facts
 
 
 def utc_now() -> datetime:

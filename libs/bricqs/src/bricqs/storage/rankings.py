@@ -92,6 +92,17 @@ async def built_boards(conn: Conn, tenant: Tenant, shapes: dict[str, str]) -> se
     return {code for code, shape in await cursor.fetchall() if shape == shapes[code]}
 
 
+async def built_shape(conn: Conn, tenant: Tenant, code: str) -> str | None:
+    """The shape the board was last built for (None: never built); takes no lock."""
+    cursor = await conn.execute(
+        "SELECT shape FROM leaderboard_builds"
+        " WHERE project_id = %s AND environment = %s AND leaderboard = %s",
+        (tenant.project_id, tenant.environment, code),
+    )
+    row = await cursor.fetchone()
+    return None if row is None else str(row[0])
+
+
 async def lock_board(conn: Conn, tenant: Tenant, code: str) -> None:
     """Take the board's lock exclusive for the transaction: no writer runs meanwhile."""
     await conn.execute(
@@ -280,3 +291,40 @@ async def board_runs(
         (tenant.project_id, tenant.environment, code, before, before, limit),
     )
     return [(r[0], r[1], r[2]) for r in await cursor.fetchall()]
+
+
+async def finish_runs(conn: Conn, tenant: Tenant, code: str, current: int) -> list[int]:
+    """Mark the board's runs before `current` that are not yet finished as finished; the
+    runs this call marked (a concurrent writer's commit makes its later call mark none)."""
+    cursor = await conn.execute(
+        "UPDATE leaderboard_runs SET finished_at = now()"
+        " WHERE project_id = %s AND environment = %s AND leaderboard = %s AND run < %s"
+        " AND finished_at IS NULL RETURNING run",
+        (tenant.project_id, tenant.environment, code, current),
+    )
+    return sorted(r[0] for r in await cursor.fetchall())
+
+
+async def run_leaders(
+    conn: Conn, tenant: Tenant, code: str, run: int, top: int
+) -> list[tuple[str, int, str, float, int]]:
+    """The `top` of each group of a run: (group, rank, participant, score, group size).
+
+    Sorts the run's rows once: called once per run, when it finishes."""
+    cursor = await conn.execute(
+        """
+        SELECT group_value, rank, participant_id, score, size FROM (
+            SELECT group_value, participant_id, score,
+                   row_number() OVER w AS rank,
+                   count(*) OVER (PARTITION BY group_value) AS size
+            FROM leaderboard_scores
+            WHERE project_id = %s AND environment = %s AND leaderboard = %s AND run = %s
+            WINDOW w AS (PARTITION BY group_value
+                         ORDER BY score DESC, reached_at ASC, participant_id ASC)
+        ) ranked
+        WHERE rank <= %s
+        ORDER BY group_value, rank
+        """,
+        (tenant.project_id, tenant.environment, code, run, top),
+    )
+    return [(r[0], int(r[1]), r[2], float(r[3]), int(r[4])) for r in await cursor.fetchall()]
