@@ -177,7 +177,8 @@ class Standings:
         existing = [k async for k in self.redis.scan_iter(match=f"{_glob(keys.prefix)}:*")]
         if existing:
             for start in range(0, len(existing), 500):
-                await self.redis.delete(*existing[start : start + 500])
+                # UNLINK: a large set is freed in the background, not in Redis' thread.
+                await self.redis.unlink(*existing[start : start + 500])
         count = 0
         chunk: list[tuple[str, Standing]] = []
         for item in standings:
