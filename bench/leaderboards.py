@@ -122,6 +122,20 @@ def _latencies(port: int, key: str, paths: list[str]) -> dict[str, float]:
     }
 
 
+def _settle(stack: Stack) -> None:
+    """Let the fill's aftermath pass before reads are timed: PostgreSQL's checkpoint and
+    Redis' background save or AOF rewrite (a fork of a large process stalls it)."""
+    with psycopg.connect(stack.database_url, autocommit=True) as db:
+        db.execute("CHECKPOINT")
+    with redis.Redis.from_url(stack.redis_url) as client:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            info: Any = client.info("persistence")
+            if not (info.get("rdb_bgsave_in_progress") or info.get("aof_rewrite_in_progress")):
+                return
+            time.sleep(0.5)
+
+
 def _memory(redis_url: str, tenant: Tenant, participants: int) -> dict[str, float]:
     keys = keys_of(tenant, BOARD["code"], 0)
     with redis.Redis.from_url(redis_url) as client:
@@ -146,9 +160,11 @@ def reads(stack: Stack, sizes: list[int], requests: int) -> dict[str, Any]:
             asyncio.run(_fill_ledger(stack.database_url, tenant, size))
             filled = time.perf_counter() - started
             built = asyncio.run(_add_board(stack.database_url, stack.redis_url, tenant))
+            _settle(stack)
             rng = random.Random(size)
             base = f"/api/v1/gamify/leaderboards/{BOARD['code']}"
             who = [f"p{rng.randrange(size):07d}" for _ in range(requests)]
+            _latencies(port, project.key, [f"{base}?limit=10"] * (requests // 10))  # warm-up
             row: dict[str, Any] = {
                 "fill_seconds": round(filled, 1),
                 "rebuild_seconds": round(built, 1),
