@@ -198,9 +198,12 @@ def _line(row: dict[str, Any]) -> str:
 def board_overhead(stack: Stack, *, events: int, pairs: int) -> dict[str, Any]:
     """Drain rates with 20 rules, with and without a points board, alternating the order."""
 
+    boarded_projects: list[Tenant] = []
+
     def with_board(project: Project) -> None:
         tenant = Tenant(project.project_id, "live")
         asyncio.run(_add_board(stack.database_url, stack.redis_url, tenant))
+        boarded_projects.append(tenant)
 
     ratios, runs = [], []
     for pair in range(pairs):
@@ -211,6 +214,12 @@ def board_overhead(stack: Stack, *, events: int, pairs: int) -> dict[str, Any]:
                 stack, rules=True, events=events, prepare=with_board if boarded else None
             )
             rates[boarded] = result["events_per_second"]
+            if boarded:  # the board was kept: its mirror ranks the drained participants
+                keys = keys_of(boarded_projects[-1], BOARD["code"], 0)
+                with redis.Redis.from_url(stack.redis_url) as client:
+                    ranked = int(client.zcard(keys.group("")))
+                if ranked == 0:
+                    raise RuntimeError("the points board ranks nobody after the drain")
             print(f"  drain, points board={boarded}: {rates[boarded]:,.0f} ev/s", file=sys.stderr)
         runs.append({"without": rates[False], "with_points_board": rates[True]})
         ratios.append(rates[True] / rates[False])
