@@ -8,8 +8,11 @@
   api (one Granian worker, one keep-alive connection, one request at a time): top 10, one
   participant's rank, the 5 around one participant; p50/p99 per size, the 1M / 10k ratio,
   and the Redis memory per entry (MEMORY USAGE of the sorted set and the member hash);
-- processor: drain rate with 20 rules, with an all-time points board against without, in
-  alternating pairs (the machine may be shared: compare within a pair).
+- processor: drain rate with the 20 rules (two of which are boards nobody read, so never
+  built), with an all-time points board added against without, in alternating pairs (the
+  machine may be shared: compare within a pair); and the batch transaction alone, in
+  process, with the 20 rules less their boards, with the points board against without,
+  interleaved batch by batch (less exposed to drift).
 """
 
 from __future__ import annotations
@@ -31,11 +34,15 @@ import psycopg
 import redis
 from redis.asyncio import Redis
 
+from bench import workload
 from bench.processor import drain
+from bench.rule_engine import TWENTY_RULES
 from bench.stack import Project, Stack
 from bricqs.mechanics.cache import RuleCache
 from bricqs.mechanics.definitions import KINDS, parse_definition
 from bricqs.mechanics.standings import keys_of, rebuild
+from bricqs.pipeline import process_envelopes
+from bricqs.schemas import decode_envelope
 from bricqs.storage.definitions import create_definition
 from bricqs.storage.ledger import LedgerEntry, write_ledger
 from bricqs.storage.standings import Standings
@@ -231,12 +238,71 @@ def board_overhead(stack: Stack, *, events: int, pairs: int) -> dict[str, Any]:
     }
 
 
+async def _batch_costs(
+    stack: Stack, tenants: dict[bool, Tenant], batches: int, size: int
+) -> dict[bool, list[float]]:
+    """Seconds per batch transaction of each tenant, batches interleaved (A B, B A, ...)."""
+    payloads = {
+        boarded: [decode_envelope(p) for p in workload.envelopes(t.project_id, batches * size)]
+        for boarded, t in tenants.items()
+    }
+    took: dict[bool, list[float]] = {False: [], True: []}
+    rules = RuleCache(60)
+    async with (
+        await psycopg.AsyncConnection.connect(stack.database_url) as conn,
+        Redis.from_url(stack.redis_url) as client,
+    ):
+        for i in range(batches):
+            for boarded in (False, True) if i % 2 == 0 else (True, False):
+                batch = payloads[boarded][i * size : (i + 1) * size]
+                started = time.perf_counter()
+                async with conn.transaction():
+                    await process_envelopes(
+                        conn,
+                        batch,
+                        idempotency_ttl=timedelta(days=1),
+                        rules_for=rules,
+                        report=False,
+                        standings=Standings(client),
+                    )
+                took[boarded].append(time.perf_counter() - started)
+    return took
+
+
+def batch_cost(stack: Stack, *, batches: int, size: int) -> dict[str, Any]:
+    """The processor's batch transaction in process, with the 20 rules less their boards,
+    for a project with an all-time points board and one without, interleaved batch by
+    batch: less exposed to a shared machine's drift than two whole drains."""
+    tenants = {}
+    # The 20 rules without their two boards: the only board is the one under test.
+    rules = [r for r in TWENTY_RULES if r[0] != "leaderboards"]
+    for boarded in (False, True):
+        project = stack.project(f"batch-cost-{boarded}", rules)
+        tenants[boarded] = Tenant(project.project_id, "live")
+    asyncio.run(_add_board(stack.database_url, stack.redis_url, tenants[True]))
+    took = asyncio.run(_batch_costs(stack, tenants, batches, size))
+    without, with_board = statistics.median(took[False]), statistics.median(took[True])
+    print(
+        f"  batch of {size}, median: {1000 * without:.2f} ms without a board,"
+        f" {1000 * with_board:.2f} ms with",
+        file=sys.stderr,
+    )
+    return {
+        "batches": batches,
+        "size": size,
+        "median_ms_without": round(1000 * without, 2),
+        "median_ms_with_points_board": round(1000 * with_board, 2),
+        "throughput_ratio": round(without / with_board, 3),
+    }
+
+
 def run(stack: Stack, smoke: bool) -> dict[str, Any]:
     """Both leaderboard benchmarks, at the smoke or the full plan."""
     plan = SMOKE if smoke else FULL
     return {
         "reads": reads(stack, list(plan.sizes), plan.requests),
         "processor": board_overhead(stack, events=plan.drain_events, pairs=plan.pairs),
+        "batch_cost": batch_cost(stack, batches=plan.drain_events // 100, size=100),
     }
 
 
@@ -258,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             results["reads"] = reads(stack, sizes, args.requests)
         if not args.skip_processor:
             results["processor"] = board_overhead(stack, events=args.events, pairs=args.pairs)
+            results["batch_cost"] = batch_cost(stack, batches=args.events // 100, size=100)
     finally:
         stack.close()
     print(json.dumps(results, indent=2))

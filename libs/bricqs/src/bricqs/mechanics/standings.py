@@ -100,12 +100,13 @@ def points_earned(
     for board in boards:
         if board.leaderboard.metric != "points":
             continue
+        repeating = board.leaderboard.period != "all_time"
         current = run_of(board, now)
         for fact in awarded:
             amount = fact.properties.get("amount")
             if not isinstance(amount, int) or amount <= 0:
                 continue
-            run = run_of(board, fact.occurred_at)
+            run = run_of(board, fact.occurred_at) if repeating else 0
             if run < current:
                 continue
             key = (board.leaderboard.code, run, fact.participant_id)
@@ -174,11 +175,8 @@ async def keep_standings(
     groups = await _groups(conn, tenant, boards, [*earned, *absolute])
     rows = await add_to_scores(conn, tenant, [_in_group(r, groups) for r in earned])
     rows += await set_scores(conn, tenant, [_in_group(r, groups) for r in absolute])
-    await note_runs(
-        conn,
-        tenant,
-        sorted({(r.leaderboard, r.run, *run_bounds(boards[r.leaderboard], r.run)) for r in rows}),
-    )
+    runs = sorted({(r.leaderboard, r.run) for r in rows})
+    await note_runs(conn, tenant, [(c, r, *run_bounds(boards[c], r)) for c, r in runs])
     if standings is not None:
         await standings.push([_push(tenant, r) for r in rows])
 

@@ -27,16 +27,22 @@ from redis.asyncio import Redis
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LOAD_CHUNK = 5000
 
-# Replace a participant's entry: ZREM the old member (any group it was in is the caller's
-# KEYS[2]: groups move only through `move`), ZADD the new one. Absolute values, so a
-# repeat changes nothing.
+# Replace participants' entries, ARGV = (participant, -value, member) triples: ZREM each
+# old member (any group it was in is the caller's KEYS[2]: groups move only through
+# `move`), ZADD the new one. Absolute values, so a repeat changes nothing. One call per
+# run and group of a batch, not one per participant: the round trips and the client's
+# work per command are what a batch pays.
 _SET = """
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-if old ~= ARGV[3] then
-  if old then redis.call('ZREM', KEYS[2], old) end
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+for i = 1, #ARGV, 3 do
+  local pid, score, member = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local old = redis.call('HGET', KEYS[1], pid)
+  if old ~= member then
+    if old then redis.call('ZREM', KEYS[2], old) end
+    redis.call('HSET', KEYS[1], pid, member)
+  end
+  redis.call('ZADD', KEYS[2], score, member)
 end
-return redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+return #ARGV / 3
 """
 
 # A participant's rank (0-based), negated score and the set's size; nil when unranked.
@@ -146,15 +152,17 @@ class Standings:
 
     async def push(self, pushes: Sequence[Push]) -> None:
         """Mirror absolute standings (idempotent: a repeat changes nothing)."""
-        if not pushes:
+        by_set: dict[tuple[str, str], list[Any]] = {}
+        for p in pushes:
+            args = by_set.setdefault((p.keys.members, p.keys.group(p.group)), [])
+            args += (p.standing.participant_id, -p.standing.score, member(p.standing))
+        if len(by_set) == 1:
+            ((keys, args),) = by_set.items()
+            await self._set(keys=list(keys), args=args)
             return
         async with self.redis.pipeline(transaction=False) as pipe:
-            for p in pushes:
-                await self._set(
-                    keys=[p.keys.members, p.keys.group(p.group)],
-                    args=[p.standing.participant_id, -p.standing.score, member(p.standing)],
-                    client=pipe,
-                )
+            for keys, args in by_set.items():
+                await self._set(keys=list(keys), args=args, client=pipe)
             await pipe.execute()
 
     async def move(self, keys: RunKeys, participant_id: str, old: str, new: str) -> None:
