@@ -1,6 +1,6 @@
 """`make bench`: the whole system on loopback, measured, in one table and one JSON file.
 
-    uv run --locked python -m bench [--smoke] [--only ingest,processor,reference]
+    uv run --locked python -m bench [--smoke] [--only ingest,processor,reference,leaderboards]
 
 Starts throwaway Redis and PostgreSQL (durable settings), then measures, one Granian
 worker for each HTTP app:
@@ -15,6 +15,8 @@ worker for each HTTP app:
 - references: a bare ASGI app that only decodes the body and does one XADD
   (`bench/bare_asgi.py`, same Granian settings and event loop), and redis-benchmark XADD with
   pipelining; and our ratio to each.
+- leaderboards (only when named in --only: it fills a board of 1M participants): see
+  `bench/leaderboards.py`.
 Results go to `.bench/bench-<time>.json` (and `.bench/latest.json`); `--compare` prints
 the change against an earlier file. Numbers from a shared machine drift between runs:
 compare ratios within one run. `--smoke` runs every step for about a second (for CI).
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from bench import scaling, workload
+from bench import leaderboards, scaling, workload
 from bench.bare_asgi import LOOP
 from bench.load import LoadResult, open_loop, redis_xadd, wrk
 from bench.processor import enable_statement_stats, end_to_end, rule_cost
@@ -342,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
             _processor(stack, plan, results)
         if "scaling" in parts:
             results["scaling"] = scaling.run(stack, smoke=args.smoke)
+        if "leaderboards" in parts:
+            results["leaderboards"] = leaderboards.run(stack, args.smoke)
     finally:
         stack.close()
     results["seconds"] = round(time.monotonic() - started, 1)

@@ -1,4 +1,4 @@
-"""`bricqs-admin`: migrations, projects, keys and the dead-letter streams.
+"""`bricqs-admin`: migrations, projects, keys, the dead-letter streams, leaderboard rebuilds.
 
 It is the only way to mint keys. Every command prints a human line, or JSON with
 `--json`. The database comes from `--database-url` or `DATABASE_URL`; Redis (for the
@@ -22,6 +22,7 @@ import msgspec
 import psycopg
 from redis.exceptions import RedisClusterException, RedisError
 
+from bricqs.admin_leaderboards import LeaderboardAdminError, add_leaderboard_commands
 from bricqs.keys import ENVIRONMENTS
 from bricqs.local_stack import read_local_stack
 from bricqs.redis_connect import RedisClient, connect_redis
@@ -408,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_replay.add_argument("ids", nargs="*", help="dead-letter entry ids (from dlq list)")
     dlq_replay.add_argument("--all", action="store_true", help="replay every dead letter")
     dlq_replay.set_defaults(run=cmd_dlq_replay, needs="redis")
+    add_leaderboard_commands(sub, add)
     return parser
 
 
@@ -445,7 +447,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     try:
         result = asyncio.run(args.run(args))
-    except (AdminError, MigrationError, psycopg.Error, RedisError, RedisClusterException) as exc:
+    except (
+        AdminError,
+        LeaderboardAdminError,
+        MigrationError,
+        psycopg.Error,
+        RedisError,
+        RedisClusterException,
+    ) as exc:
         if args.json:
             print(msgspec.json.encode({"error": str(exc)}).decode())
         else:

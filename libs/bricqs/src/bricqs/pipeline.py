@@ -12,6 +12,7 @@ from bricqs.mechanics.apply import Effects, RuleSource, apply_mechanics
 from bricqs.schemas import Envelope
 from bricqs.storage.events import StoreResult, store_events, upsert_catalog
 from bricqs.storage.locks import lock_participants
+from bricqs.storage.standings import Standings
 from bricqs.storage.tenants import Conn
 
 
@@ -30,10 +31,12 @@ async def process_envelopes(
     idempotency_ttl: timedelta,
     rules_for: RuleSource,
     report: bool = True,
+    standings: Standings | None = None,
 ) -> Processed:
     """Store `envelopes` and run mechanics for the facts this call inserted.
 
     `report=False` leaves `effects` empty, for callers that do not answer with them.
+    `standings` is where leaderboard standings are mirrored (None: PostgreSQL only).
 
     In pipeline mode: statements whose results are not read (the inserts and upserts
     without RETURNING) are sent without waiting, and PostgreSQL runs them while Python
@@ -45,7 +48,7 @@ async def process_envelopes(
         )
         stored = await store_events(conn, envelopes, idempotency_ttl=idempotency_ttl, catalog=False)
         effects = (
-            await apply_mechanics(conn, rules_for, stored.facts, report=report)
+            await apply_mechanics(conn, rules_for, stored.facts, report=report, standings=standings)
             if stored.facts
             else {}
         )

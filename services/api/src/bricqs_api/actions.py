@@ -19,11 +19,12 @@ from bricqs.mechanics.manual import (
     change_points,
 )
 from bricqs.storage.definitions import get_definition
+from bricqs.storage.standings import Standings
 from bricqs.storage.tenants import Conn, Tenant
 from bricqs.validation import IDEMPOTENCY_KEY, FieldError
 from bricqs.web.auth import requires
 from bricqs.web.problems import ProblemError
-from bricqs_api.context import PROBLEMS, CallerTenant, Connection
+from bricqs_api.context import PROBLEMS, BoardStandings, CallerTenant, Connection
 
 ParticipantId = Annotated[str, Meta(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
@@ -63,6 +64,7 @@ async def _change(
     tenant: Tenant,
     rule_cache: RuleCache,
     sign: int,
+    standings: Standings,
 ) -> dict[str, Any]:
     key = _key(request, data.idempotency_key)
     try:
@@ -75,6 +77,7 @@ async def _change(
                 sign * data.amount,
                 reason=data.reason,
                 idempotency_key=key,
+                standings=standings,
             )
     except InsufficientBalance as exc:
         raise ProblemError(
@@ -113,9 +116,10 @@ class ManualActionController(Controller):
         conn: Connection,
         tenant: CallerTenant,
         rule_cache: NamedDependency[RuleCache],
+        standings: BoardStandings,
     ) -> dict[str, Any]:
         """Award points by hand (idempotent with an idempotency key)."""
-        return await _change(request, data, conn, tenant, rule_cache, +1)
+        return await _change(request, data, conn, tenant, rule_cache, +1, standings)
 
     @post("/points/deduct", responses=PROBLEMS, status_code=200)
     async def deduct_points(
@@ -125,9 +129,10 @@ class ManualActionController(Controller):
         conn: Connection,
         tenant: CallerTenant,
         rule_cache: NamedDependency[RuleCache],
+        standings: BoardStandings,
     ) -> dict[str, Any]:
         """Deduct points atomically; more than the balance is 409 insufficient_balance."""
-        return await _change(request, data, conn, tenant, rule_cache, -1)
+        return await _change(request, data, conn, tenant, rule_cache, -1, standings)
 
     @post("/badges/award", responses=PROBLEMS, status_code=200)
     async def award_badge_by_hand(
@@ -136,12 +141,13 @@ class ManualActionController(Controller):
         conn: Connection,
         tenant: CallerTenant,
         rule_cache: NamedDependency[RuleCache],
+        standings: BoardStandings,
     ) -> dict[str, Any]:
         """Award a badge by hand; awarding it again changes nothing (`awarded: false`)."""
         async with conn.transaction():
             if await get_definition(conn, tenant, "badge", data.badge_code) is None:
                 raise ProblemError(404, "definition_not_found", f"No badge {data.badge_code!r}.")
             awarded = await award_badge(
-                conn, tenant, rule_cache, data.participant_id, data.badge_code
+                conn, tenant, rule_cache, data.participant_id, data.badge_code, standings
             )
         return {"participant_id": data.participant_id, "badge": data.badge_code, "awarded": awarded}

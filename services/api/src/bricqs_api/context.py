@@ -33,6 +33,7 @@ from bricqs.mechanics.state import (
 )
 from bricqs.participant_tokens import ParticipantTokens
 from bricqs.redis_connect import RedisClient
+from bricqs.storage.standings import Standings
 from bricqs.storage.tenants import Conn, KeyOwner, Tenant
 from bricqs.web.auth import authenticate
 from bricqs.web.cors import ProjectOrigins
@@ -208,6 +209,11 @@ def provide_rule_cache(clients: NamedDependency[ApiClients]) -> RuleCache:
     return clients.rules
 
 
+def provide_standings(clients: NamedDependency[ApiClients]) -> Standings:
+    """The leaderboards' Redis read model, on the worker's Redis client."""
+    return Standings(clients.redis)
+
+
 DEPENDENCIES = {
     "clients": Provide(provide_clients, sync_to_thread=False),
     "conn": Provide(provide_connection),
@@ -217,6 +223,7 @@ DEPENDENCIES = {
     "rule_cache": Provide(provide_rule_cache, sync_to_thread=False),
     "participant": Provide(provide_participant),
     "page": Provide(provide_page, sync_to_thread=False),
+    "standings": Provide(provide_standings, sync_to_thread=False),
 }
 
 # A controller's `dependencies` for reads a standby may answer: `conn` from the read pool.
@@ -229,3 +236,4 @@ CallerTenant = NamedDependency[Tenant]
 TenantRules = NamedDependency[RuleSet]
 Participant = NamedDependency[ParticipantView]
 Page = NamedDependency[PageRequest]
+BoardStandings = NamedDependency[Standings]

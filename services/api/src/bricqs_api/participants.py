@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 from litestar import Controller, get, patch
+from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
 from bricqs.mechanics import state
+from bricqs.mechanics.cache import RuleCache
 from bricqs.mechanics.definitions import timezone_errors
+from bricqs.mechanics.standings import move_to_group
+from bricqs.participant_attributes import attribute_errors
 from bricqs.storage.facts import list_facts
 from bricqs.storage.ledger import list_ledger
-from bricqs.storage.participants import merge_attributes
+from bricqs.storage.locks import lock_participants
+from bricqs.storage.participants import merge_attributes, participant_groups
 from bricqs.web.auth import requires
 from bricqs.web.problems import ProblemError
 from bricqs_api.context import (
     PROBLEMS,
     READS,
+    BoardStandings,
     CallerTenant,
     Connection,
     FactTypeQuery,
@@ -31,6 +38,9 @@ class ParticipantUpdate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     """Attributes of a participant the mechanics use."""
 
     timezone: str | None = None
+    attributes: dict[str, Any] | None = None
+    """Free attributes (string, number, boolean; null removes one) that leaderboards
+    group by; bounded by `bricqs.participant_attributes`."""
 
 
 class ParticipantController(Controller):
@@ -126,16 +136,44 @@ class ParticipantAttributesController(Controller):
         data: JSONBody[ParticipantUpdate],
         conn: Connection,
         tenant: CallerTenant,
+        rule_cache: NamedDependency[RuleCache],
+        standings: BoardStandings,
     ) -> dict[str, Any]:
-        """Set attributes (the IANA `timezone` that streaks with timezone "participant" use)."""
+        """Set attributes: the IANA `timezone` that streaks with timezone "participant" use,
+        and free `attributes` (a grouped leaderboard moves the participant to its new group)."""
+        errors = timezone_errors(data.timezone, "timezone") if data.timezone is not None else []
+        errors += attribute_errors(data.attributes or {})
+        if errors:
+            raise ProblemError(422, "validation_failed", "The update is invalid.", errors=errors)
+        changes = dict(data.attributes or {})
         if data.timezone is not None:
-            errors = timezone_errors(data.timezone, "timezone")
-            if errors:
-                raise ProblemError(
-                    422, "validation_failed", "The update is invalid.", errors=errors
+            changes["timezone"] = data.timezone
+        async with conn.transaction():
+            await lock_participants(conn, [(tenant.project_id, tenant.environment, participant_id)])
+            rules = await rule_cache(conn, tenant)
+            grouped = sorted(
+                {a for b in rules.leaderboards.values() if (a := b.leaderboard.group_by) in changes}
+            )
+            before = {
+                a: await participant_groups(conn, tenant, a, [participant_id]) for a in grouped
+            }
+            merged = await merge_attributes(
+                conn, tenant, participant_id, msgspec.json.encode(changes).decode()
+            )
+            if grouped:
+                after = {
+                    a: g[participant_id]
+                    for a in grouped
+                    if (g := await participant_groups(conn, tenant, a, [participant_id]))
+                }
+                await move_to_group(
+                    conn,
+                    standings,
+                    tenant,
+                    rules,
+                    participant_id,
+                    {a: g[participant_id] for a, g in before.items() if g},
+                    after,
+                    datetime.now(UTC),
                 )
-        attributes = msgspec.json.encode(
-            {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}
-        ).decode()
-        merged = await merge_attributes(conn, tenant, participant_id, attributes)
         return {"participant_id": participant_id, "attributes": merged}

@@ -22,6 +22,7 @@ from bricqs.facts import custom_fact_type
 from bricqs.ids import fact_id_for_event
 from bricqs.pipeline import process_envelopes
 from bricqs.storage.events import Outcome, find_stored_event
+from bricqs.storage.standings import Standings
 from bricqs.storage.tenants import KeyOwner
 from bricqs.web.auth import authenticate
 from bricqs.web.problems import ProblemError, database_overloaded
@@ -79,6 +80,7 @@ async def ingest_sync(
                 [envelope],
                 idempotency_ttl=timedelta(days=ctx.settings.idempotency_retention_days),
                 rules_for=ctx.rules,
+                standings=Standings(ctx.redis),
             )
     except ProblemError:
         if limit:

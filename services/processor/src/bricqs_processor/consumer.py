@@ -65,6 +65,7 @@ from bricqs.pipeline import process_envelopes
 from bricqs.redis_connect import REDIS_ERRORS, RedisClient
 from bricqs.storage.events import Outcome, StoreResult
 from bricqs.storage.health import ping
+from bricqs.storage.standings import Standings
 from bricqs.stream import CONSUMER_GROUP, stream_key
 from bricqs_processor import metrics
 from bricqs_processor.deadletter import dead_letter
@@ -390,7 +391,12 @@ class StreamConsumer:
                 # transaction is rolled back.
                 async with asyncio.timeout(self.settings.batch_timeout_ms / 1000), c.transaction():
                     processed = await process_envelopes(
-                        c, envelopes, idempotency_ttl=self._ttl, rules_for=self.rules, report=False
+                        c,
+                        envelopes,
+                        idempotency_ttl=self._ttl,
+                        rules_for=self.rules,
+                        report=False,
+                        standings=Standings(self.redis),
                     )
                 metrics.DATABASE_DURATION.observe(time.perf_counter() - started)
                 return processed.stored

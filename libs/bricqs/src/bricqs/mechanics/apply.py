@@ -37,6 +37,7 @@ from bricqs.mechanics.ruleset import (
     RuleSet,
     tier_level,
 )
+from bricqs.mechanics.standings import finished_runs, keep_standings, utc_now
 from bricqs.mechanics.windows import period_index, period_key
 from bricqs.schemas import Fact
 from bricqs.storage.awards import award_badges, complete_challenges
@@ -45,6 +46,7 @@ from bricqs.storage.events import insert_facts
 from bricqs.storage.ledger import LedgerEntry, earned_in_cap_buckets, write_ledger
 from bricqs.storage.participants import participant_timezones
 from bricqs.storage.progress import add_distinct_values, add_progress, read_buckets
+from bricqs.storage.standings import Standings
 from bricqs.storage.streaks import add_streak_periods, read_streak_periods, save_streak_states
 from bricqs.storage.tenants import Conn, Tenant
 from bricqs.storage.webhook_outbox import enqueue_outcomes
@@ -114,7 +116,12 @@ class _Round:
 
 
 async def apply_mechanics(
-    conn: Conn, rules_for: RuleSource, facts: Sequence[Fact], *, report: bool = True
+    conn: Conn,
+    rules_for: RuleSource,
+    facts: Sequence[Fact],
+    *,
+    report: bool = True,
+    standings: Standings | None = None,
 ) -> dict[str, Effects]:
     """Run every tenant's mechanics for `facts` (newly inserted); effects by event id.
 
@@ -127,7 +134,7 @@ async def apply_mechanics(
         by_tenant[Tenant(fact.project_id, fact.environment)].append(fact)
     for tenant, tenant_facts in by_tenant.items():
         rules = await rules_for(conn, tenant)
-        current = tenant_facts
+        current = [*tenant_facts, *await finished_runs(conn, tenant, rules, utc_now())]
         outcomes: list[Fact] = []
         for depth in range(MAX_CHAIN_DEPTH + 1):
             current = [f for f in current if not rules.is_empty_for(f.fact_type)]
@@ -144,6 +151,7 @@ async def apply_mechanics(
             current = outcome.system_facts
         # The webhooks owed for the outcomes, once per tenant, in the storing transaction.
         await enqueue_outcomes(conn, tenant, outcomes)
+        await keep_standings(conn, standings, tenant, rules, [*tenant_facts, *outcomes], utc_now())
     return effects
 
 

@@ -18,6 +18,7 @@ from bricqs.validation import FieldError
 
 Code = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")]
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
+AttributeName = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 FactType = Annotated[
     str, Meta(min_length=1, max_length=120, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
 ]
@@ -154,6 +155,10 @@ class Leaderboard(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     criterion: Criterion | None = None
     period: Literal["all_time", "daily", "weekly", "monthly"] = "all_time"
     timezone: str = "UTC"
+    group_by: AttributeName | None = None
+    """A participant attribute (`team`, `country`…): each of its values ranks apart."""
+    finished_top: Annotated[int, Meta(ge=0, le=100)] = 3
+    """How many of a finished run's leaders get a `leaderboard.finished` fact."""
     description: str = ""
     status: Status = "active"
 

@@ -19,6 +19,7 @@ from bricqs.storage.balances import apply_balance_changes, read_balance
 from bricqs.storage.events import insert_facts
 from bricqs.storage.ledger import LedgerEntry, ManualEntry, find_manual_entry, write_ledger
 from bricqs.storage.locks import lock_participants
+from bricqs.storage.standings import Standings
 from bricqs.storage.tenants import Conn, Tenant
 from bricqs.storage.webhook_outbox import enqueue_outcomes
 
@@ -75,6 +76,7 @@ async def change_points(
     *,
     reason: str,
     idempotency_key: str | None,
+    standings: Standings | None = None,
 ) -> PointsChange:
     """Award (amount > 0) or deduct (amount < 0) points atomically.
 
@@ -155,7 +157,7 @@ async def change_points(
                 now,
             )
         ]
-    await _record_outcomes(conn, tenant, rules_for, facts)
+    await _record_outcomes(conn, tenant, rules_for, facts, standings)
     return PointsChange(entry.entry_id, participant_id, amount, new_balance, duplicate=False)
 
 
@@ -175,7 +177,12 @@ async def _replay(
 
 
 async def award_badge(
-    conn: Conn, tenant: Tenant, rules_for: RuleSource, participant_id: str, badge_code: str
+    conn: Conn,
+    tenant: Tenant,
+    rules_for: RuleSource,
+    participant_id: str,
+    badge_code: str,
+    standings: Standings | None = None,
 ) -> bool:
     """Award a badge by hand; False when the participant already had it (idempotent)."""
     await lock_participants(conn, [(tenant.project_id, tenant.environment, participant_id)])
@@ -193,14 +200,18 @@ async def award_badge(
         {"badge": badge_code, "award_key": "once"},
         now,
     )
-    await _record_outcomes(conn, tenant, rules_for, [fact])
+    await _record_outcomes(conn, tenant, rules_for, [fact], standings)
     return True
 
 
 async def _record_outcomes(
-    conn: Conn, tenant: Tenant, rules_for: RuleSource, facts: list[Fact]
+    conn: Conn,
+    tenant: Tenant,
+    rules_for: RuleSource,
+    facts: list[Fact],
+    standings: Standings | None,
 ) -> None:
     """Store manual outcomes with the webhooks they owe, and let rules chained on them fire."""
     await insert_facts(conn, facts)
     await enqueue_outcomes(conn, tenant, facts)
-    await apply_mechanics(conn, rules_for, facts)
+    await apply_mechanics(conn, rules_for, facts, standings=standings)

@@ -24,17 +24,43 @@ async def participant_timezones(
 async def merge_attributes(
     conn: Conn, tenant: Tenant, participant_id: str, attributes: str
 ) -> dict[str, Any]:
-    """Merge `attributes` (a JSON object) into a participant's, creating the participant
-    if unseen; return all its attributes."""
+    """Merge `attributes` (a JSON object; a null removes that attribute) into a
+    participant's, creating the participant if unseen; return all its attributes."""
     cursor = await conn.execute(
         "INSERT INTO participants AS p (project_id, environment, participant_id,"
         " first_seen_at, last_seen_at, event_count, attributes)"
-        " VALUES (%s, %s, %s, now(), now(), 0, %s::jsonb)"
+        " VALUES (%s, %s, %s, now(), now(), 0, jsonb_strip_nulls(%s::jsonb))"
         " ON CONFLICT (project_id, environment, participant_id)"
-        " DO UPDATE SET attributes = p.attributes || EXCLUDED.attributes"
+        " DO UPDATE SET attributes = jsonb_strip_nulls(p.attributes || %s::jsonb)"
         " RETURNING attributes",
-        (tenant.project_id, tenant.environment, participant_id, attributes),
+        (tenant.project_id, tenant.environment, participant_id, attributes, attributes),
     )
     row = await cursor.fetchone()
     assert row is not None
     return dict(row[0])
+
+
+async def participant_groups(
+    conn: Conn, tenant: Tenant, attribute: str, participant_ids: Sequence[str]
+) -> dict[str, str]:
+    """The value of `attribute`, as text, of the participants that have one."""
+    if not participant_ids:
+        return {}
+    cursor = await conn.execute(
+        "SELECT participant_id, attributes->>%s FROM participants"
+        " WHERE project_id = %s AND environment = %s AND participant_id = ANY(%s)"
+        " AND attributes ? %s",
+        (attribute, tenant.project_id, tenant.environment, list(participant_ids), attribute),
+    )
+    return {r[0]: r[1] for r in await cursor.fetchall() if r[1] is not None}
+
+
+async def read_attributes(conn: Conn, tenant: Tenant, participant_id: str) -> dict[str, Any]:
+    """A participant's attributes ({} when unseen)."""
+    cursor = await conn.execute(
+        "SELECT attributes FROM participants"
+        " WHERE project_id = %s AND environment = %s AND participant_id = %s",
+        (tenant.project_id, tenant.environment, participant_id),
+    )
+    row = await cursor.fetchone()
+    return dict(row[0]) if row else {}

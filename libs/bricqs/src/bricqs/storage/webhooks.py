@@ -21,6 +21,7 @@ EVENT_TYPES = frozenset(
         "challenge.completed",
         "streak.extended",
         "tier.changed",
+        "leaderboard.finished",
     }
 )
 ALL_TYPES = "*"
