@@ -17,7 +17,7 @@ from litestar.testing import TestClient
 
 from bricqs_devstack.servers import Server
 from bricqs_dispatcher.delivery import Dispatcher
-from bricqs_dispatcher.main import make_client, make_pool
+from bricqs_dispatcher.main import make_pool, make_sender
 from bricqs_dispatcher.settings import DispatcherSettings
 from tests.conftest import Story, Tenant, api_client
 
@@ -152,15 +152,15 @@ class DispatcherThread:
     async def _serve(self) -> None:
         pool = make_pool(self.settings)
         await pool.open()
-        client = make_client(self.settings)
+        sender = make_sender(self.settings)
         self.dispatcher = Dispatcher(
-            self.settings, pool, client, clock=self.clock, random_fraction=lambda: 0.5
+            self.settings, pool, sender, clock=self.clock, random_fraction=lambda: 0.5
         )
         self.started.set()
         try:
             await self.dispatcher.run()
         finally:
-            await client.aclose()
+            await sender.aclose()
             await pool.close()
 
     def wait_rounds(self, count: int = 2) -> None:

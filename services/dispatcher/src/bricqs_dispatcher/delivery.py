@@ -22,8 +22,6 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import anyio
-import httpx
 import msgspec
 from psycopg_pool import AsyncConnectionPool
 
@@ -36,8 +34,9 @@ from bricqs.storage.webhook_outbox import (
     purge_finished,
     record_attempts,
 )
-from bricqs.webhook_targets import Target, UnsafeTarget, resolve_target
+from bricqs.webhook_targets import Resolver, UnsafeTarget
 from bricqs_dispatcher import metrics
+from bricqs_dispatcher.http import Sender
 from bricqs_dispatcher.schedule import next_attempt_at, parse_retry_after
 from bricqs_dispatcher.settings import DispatcherSettings
 from bricqs_dispatcher.signing import signature_headers
@@ -73,17 +72,6 @@ def payload(message: DueMessage) -> bytes:
     )
 
 
-def request_url(target: Target) -> tuple[str, dict[str, str], dict[str, Any]]:
-    """(URL, headers, extensions) that connect to the checked address, not to whatever
-    the host name resolves to by the time the connection is made."""
-    address = f"[{target.address}]" if ":" in target.address else target.address
-    default_port = 443 if target.scheme == "https" else 80
-    host = target.host if target.port == default_port else f"{target.host}:{target.port}"
-    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-    url = f"{target.scheme}://{address}:{target.port}{target.path}"
-    return url, {"host": host}, extensions
-
-
 class Dispatcher:
     """Delivers the outbox until stopped."""
 
@@ -91,14 +79,15 @@ class Dispatcher:
         self,
         settings: DispatcherSettings,
         pool: AsyncConnectionPool[Any],
-        client: httpx.AsyncClient,
+        sender: Sender,
         *,
         clock: Clock = utc_now,
         random_fraction: Callable[[], float] = random.random,
     ) -> None:
         self.settings = settings
         self._pool = pool
-        self._client = client
+        self._sender = sender
+        self._resolver = Resolver(ttl_seconds=settings.dns_cache_seconds)
         self._clock = clock
         self._random = random_fraction
         self._token = ulid()
@@ -228,12 +217,12 @@ class Dispatcher:
         retry_after: float | None = None
         error: str | None = None
         try:
-            target = await resolve_target(
+            # Resolved and checked once per attempt; the connection goes to that address.
+            target = await self._resolver.target(
                 message.url, allow_private=self.settings.webhooks_allow_private
             )
-            url, headers, extensions = request_url(target)
             now = self._clock()
-            headers |= signature_headers(
+            headers = signature_headers(
                 message_id=message.fact_id,
                 delivery_id="dlv_" + ulid(),
                 event_type=message.fact_type,
@@ -241,16 +230,16 @@ class Dispatcher:
                 body=body,
                 secrets=message.secrets,
             )
-            # anyio's deadline, not asyncio's: httpcore's own anyio cancel scopes inside
-            # it took asyncio.timeout's cancellation for theirs (the attempt then ended in
-            # a bare CancelledError, its result lost).
-            with anyio.fail_after(self.settings.attempt_timeout_seconds):
-                http_status, retry_after = await self._post(url, headers, extensions, body)
+            async with asyncio.timeout(self.settings.attempt_timeout_seconds):
+                answer = await self._sender.post(target, headers, body)
+            http_status = answer.status
+            if http_status in (429, 503):
+                retry_after = parse_retry_after(answer.retry_after)
         except UnsafeTarget as exc:
             error = f"refused: {exc}"
         except TimeoutError:
             error = "timeout"
-        except (httpx.HTTPError, OSError) as exc:
+        except (OSError, EOFError, asyncio.LimitOverrunError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
         except Exception as exc:  # a defect here must not leave the message leased
             log.exception("attempt of %s failed unexpectedly", message.fact_id)
@@ -258,30 +247,6 @@ class Dispatcher:
         elapsed = time.perf_counter() - started
         metrics.ATTEMPT_SECONDS.observe(elapsed)
         return self._outcome(message, http_status, retry_after, error, elapsed)
-
-    async def _post(
-        self, url: str, headers: dict[str, str], extensions: dict[str, Any], body: bytes
-    ) -> tuple[int, float | None]:
-        """POST without following redirects; read at most RESPONSE_LIMIT_BYTES of the
-        answer (a receiver cannot make us hold a large body)."""
-        request = self._client.build_request(
-            "POST", url, headers=headers, content=body, extensions=extensions
-        )
-        response = await self._client.send(request, stream=True, follow_redirects=False)
-        try:
-            read = 0
-            async for chunk in response.aiter_raw():
-                read += len(chunk)
-                if read >= self.settings.response_limit_bytes:
-                    break
-        finally:
-            await response.aclose()
-        retry_after = (
-            parse_retry_after(response.headers.get("retry-after"))
-            if response.status_code in (429, 503)
-            else None
-        )
-        return response.status_code, retry_after
 
     def _outcome(
         self,

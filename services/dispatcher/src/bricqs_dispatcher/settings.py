@@ -52,6 +52,10 @@ class DispatcherSettings(msgspec.Struct, frozen=True, kw_only=True):
         int, Meta(ge=0, le=1_048_576, description="Most bytes of a response body read.")
     ] = 4_096
     webhooks_allow_private: WebhooksAllowPrivate = False
+    dns_cache_seconds: Annotated[
+        float,
+        Meta(ge=0, le=3_600, description="How long an endpoint host's addresses are reused."),
+    ] = 30.0
     delivered_retention_days: Annotated[
         int, Meta(ge=1, description="Delivered messages are purged after this many days.")
     ] = 7
