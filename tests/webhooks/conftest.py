@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import psycopg
 import pytest
 from litestar.testing import TestClient
 
@@ -226,3 +227,42 @@ def subscribe(story: Story, url: str, event_types: list[str] | None = None) -> d
     )
     assert response.status_code == 201, response.text
     return dict(response.json())
+
+
+@dataclass
+class Scene:
+    """What most webhook tests use together: the tenant's story, the receiver, the
+    database, and dispatchers on the test's clock."""
+
+    hooks: Story
+    receiver: Receiver
+    database_url: str
+    db: psycopg.Connection[Any]
+    clock: MovableClock
+
+    def dispatcher(self, **overrides: Any) -> DispatcherThread:
+        """A dispatcher (start it with `with`) on this scene's database and clock."""
+        return DispatcherThread(dispatcher_settings(self.database_url, **overrides), self.clock)
+
+    def subscribe(self, path: str, behaviour: Behaviour, types: list[str] | None = None) -> str:
+        """An endpoint for `path` on the receiver, answering with `behaviour`; its id."""
+        return str(subscribe(self.hooks, self.receiver.on(path, behaviour), types)["endpoint_id"])
+
+    def statuses(self, endpoint_id: str) -> list[tuple[str, int]]:
+        """(status, attempts) of the endpoint's messages, by message id."""
+        rows = self.db.execute(
+            "SELECT status, attempts FROM webhook_messages WHERE endpoint_id = %s ORDER BY fact_id",
+            (endpoint_id,),
+        ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+
+@pytest.fixture
+def scene(
+    hooks: Story,
+    receiver: Receiver,
+    postgres_server: Server,
+    db: psycopg.Connection[Any],
+    clock: MovableClock,
+) -> Scene:
+    return Scene(hooks, receiver, postgres_server.url, db, clock)

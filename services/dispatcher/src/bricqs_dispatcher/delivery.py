@@ -2,9 +2,10 @@
 
 Each round records the attempts finished since the last one and claims as many due
 messages as there is room for, in one transaction. Attempts run concurrently, at most
-MAX_IN_FLIGHT in all and MAX_IN_FLIGHT_PER_ENDPOINT per endpoint, so a slow endpoint
-holds only its own share; a round starts whenever an attempt ends, or every
-POLL_INTERVAL_MS when idle.
+MAX_IN_FLIGHT in this replica and MAX_IN_FLIGHT_PER_ENDPOINT per endpoint across every
+replica (the claim counts the endpoint's leases in PostgreSQL), so a slow endpoint holds
+only its own share; a round starts whenever an attempt ends, or every POLL_INTERVAL_MS
+when idle.
 
 Time comes from an injectable clock (schedules, leases, timestamps), so tests advance it
 instead of waiting hours for a retry.
@@ -17,7 +18,6 @@ import contextlib
 import logging
 import random
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,15 +29,17 @@ from bricqs.ids import ulid
 from bricqs.storage.webhook_outbox import (
     Attempt,
     DueMessage,
+    backlog,
     claim_due,
     disable_endpoint,
     purge_finished,
     record_attempts,
+    sweep_orphans,
 )
 from bricqs.webhook_targets import Resolver, UnsafeTarget
 from bricqs_dispatcher import metrics
 from bricqs_dispatcher.http import Sender
-from bricqs_dispatcher.schedule import next_attempt_at, parse_retry_after
+from bricqs_dispatcher.schedule import RETRY_HORIZON, next_attempt_at, parse_retry_after
 from bricqs_dispatcher.settings import DispatcherSettings
 from bricqs_dispatcher.signing import signature_headers
 
@@ -45,6 +47,8 @@ log = logging.getLogger("bricqs.dispatcher")
 
 Clock = Callable[[], datetime]
 PURGE_INTERVAL = timedelta(hours=1)
+MAINTENANCE_INTERVAL = timedelta(seconds=30)
+"""How often orphans are swept and the backlog gauges read."""
 _json = msgspec.json.Encoder()
 
 
@@ -91,13 +95,13 @@ class Dispatcher:
         self._clock = clock
         self._random = random_fraction
         self._token = ulid()
-        self._in_flight: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
         self._finished: list[Attempt] = []
         self._gone: set[str] = set()
         self._wake = asyncio.Event()
         self._stopping = False
         self._next_purge = clock()
+        self._next_maintenance = clock()
         self.last_round = time.monotonic()
         """When a round last completed (the liveness probe reads it)."""
         self.rounds = 0
@@ -151,23 +155,12 @@ class Dispatcher:
                     token=self._token,
                     limit=room,
                     per_endpoint=self.settings.max_in_flight_per_endpoint,
-                    in_flight=self._in_flight,
                 )
                 if room > 0
                 else []
             )
-            if now >= self._next_purge:
-                metrics.PURGED.inc(
-                    await purge_finished(
-                        conn,
-                        delivered_before=now
-                        - timedelta(days=self.settings.delivered_retention_days),
-                        failed_before=now - timedelta(days=self.settings.failed_retention_days),
-                    )
-                )
-                self._next_purge = now + PURGE_INTERVAL
+            await self._maintain(conn, now)
         for message in claimed:
-            self._in_flight[message.endpoint_id] += 1
             task = asyncio.create_task(self._attempt(message))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -175,6 +168,30 @@ class Dispatcher:
         self.last_round = time.monotonic()
         self.rounds += 1
         return len(claimed)
+
+    async def _maintain(self, conn: Any, now: datetime) -> None:
+        """Sweep orphans and read the backlog every MAINTENANCE_INTERVAL, purge finished
+        messages every PURGE_INTERVAL (every replica does: each step is idempotent)."""
+        if now >= self._next_maintenance:
+            deleted, failed = await sweep_orphans(
+                conn, now=now, disabled_before=now - RETRY_HORIZON
+            )
+            metrics.SWEPT.labels("deleted").inc(deleted)
+            metrics.SWEPT.labels("failed").inc(failed)
+            due = await backlog(conn, now)
+            metrics.DUE.set(due.due)
+            metrics.OLDEST_DUE_SECONDS.set(due.oldest_due_seconds)
+            metrics.DISABLED_ENDPOINTS.set(due.disabled_endpoints)
+            self._next_maintenance = now + MAINTENANCE_INTERVAL
+        if now >= self._next_purge:
+            metrics.PURGED.inc(
+                await purge_finished(
+                    conn,
+                    delivered_before=now - timedelta(days=self.settings.delivered_retention_days),
+                    failed_before=now - timedelta(days=self.settings.failed_retention_days),
+                )
+            )
+            self._next_purge = now + PURGE_INTERVAL
 
     async def _record(self) -> None:
         async with self._recording():
@@ -204,9 +221,6 @@ class Dispatcher:
             # Appended after the await: `_recording` swaps the list meanwhile.
             self._finished.append(attempt)
         finally:
-            self._in_flight[message.endpoint_id] -= 1
-            if self._in_flight[message.endpoint_id] <= 0:
-                del self._in_flight[message.endpoint_id]
             self._wake.set()
 
     async def _send(self, message: DueMessage) -> Attempt:

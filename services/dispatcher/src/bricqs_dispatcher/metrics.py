@@ -22,6 +22,19 @@ ENDPOINTS_DISABLED = Counter(
 ROUND_ERRORS = Counter(
     "bricqs_dispatcher_round_errors_total", "Claim or record rounds that failed (retried)."
 )
+SWEPT = Counter(
+    "bricqs_dispatcher_swept_total",
+    "Messages no claim would take: deleted (endpoint gone) or failed (endpoint disabled).",
+    ["action"],
+)
+DUE = Gauge("bricqs_dispatcher_due_messages", "Messages due to enabled endpoints, unclaimed.")
+OLDEST_DUE_SECONDS = Gauge(
+    "bricqs_dispatcher_oldest_due_seconds",
+    "How long the oldest unclaimed due message has waited past its attempt time.",
+)
+DISABLED_ENDPOINTS = Gauge(
+    "bricqs_dispatcher_disabled_endpoints", "Endpoints disabled (by a 410 or by hand)."
+)
 PURGED = Counter("bricqs_dispatcher_purged_total", "Finished messages purged by retention.")
 
 

@@ -41,7 +41,7 @@ class DispatcherSettings(msgspec.Struct, frozen=True, kw_only=True):
         Meta(
             ge=1,
             le=1_000,
-            description="Attempts in flight at once to one endpoint (per dispatcher replica).",
+            description="Attempts in flight at once to one endpoint, all replicas together.",
         ),
     ] = 20
     poll_interval_ms: Annotated[
