@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from bricqs_devstack.servers import Server, free_port
+from tests.deploy.helpers import alert_rules
 from tests.processes import wait_until
 from tests.webhooks.test_crash import start_dispatcher
 
@@ -39,3 +40,18 @@ def test_dispatcher_serves_metrics_and_health_and_stops_cleanly(
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(20) == 0, log.read_text()
+
+
+def test_alerts_watch_failures_backlog_age_and_disabled_endpoints() -> None:
+    rules = {rule["alert"]: rule["expr"] for rule in alert_rules()}
+    text = "\n".join(rules.values())
+    for needed in (
+        'up{job="bricqs-dispatcher"}',
+        'bricqs_dispatcher_attempts_total{result=~"retry|failed"}',
+        'bricqs_dispatcher_attempts_total{result="failed"}',
+        "bricqs_dispatcher_oldest_due_seconds",
+        "bricqs_dispatcher_disabled_endpoints",
+        "bricqs_dispatcher_endpoints_disabled_total",
+        "bricqs_dispatcher_round_errors_total",
+    ):
+        assert needed in text, needed

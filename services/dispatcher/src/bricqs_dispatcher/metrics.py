@@ -37,6 +37,12 @@ DISABLED_ENDPOINTS = Gauge(
 )
 PURGED = Counter("bricqs_dispatcher_purged_total", "Finished messages purged by retention.")
 
+# Every labelled series exists at 0 from the start, so rate() and increase() see the first.
+for _result in ("delivered", "retry", "failed"):
+    ATTEMPTS.labels(_result)
+for _action in ("deleted", "failed"):
+    SWEPT.labels(_action)
+
 
 def render() -> tuple[bytes, str]:
     """The exposition text and its content type."""
