@@ -16,11 +16,15 @@ import psycopg
 import pytest
 from litestar.testing import TestClient
 
+from bricqs.webhook_secrets import new_key
 from bricqs_devstack.servers import Server
 from bricqs_dispatcher.delivery import Dispatcher
 from bricqs_dispatcher.main import make_pool, make_sender
 from bricqs_dispatcher.settings import DispatcherSettings
 from tests.conftest import Story, Tenant, api_client
+
+SECRETS_KEYS = f"test:{new_key()}"
+"""WEBHOOK_SECRETS_KEYS of the api and the dispatchers of these tests."""
 
 
 @dataclass(frozen=True)
@@ -191,6 +195,7 @@ def dispatcher_settings(database_url: str, **overrides: Any) -> DispatcherSettin
     values: dict[str, Any] = {
         "database_url": database_url,
         "webhooks_allow_private": True,
+        "webhook_secrets_keys": SECRETS_KEYS,
         "poll_interval_ms": 20,
         "attempt_timeout_seconds": 1.0,
         "lease_seconds": 30.0,
@@ -208,8 +213,14 @@ def clock() -> MovableClock:
 
 @pytest.fixture
 def open_api(redis_server: Server, postgres_server: Server) -> Iterator[TestClient[Any]]:
-    """The api, accepting webhook URLs on loopback (as local runs and tests do)."""
-    with api_client(redis_server.url, postgres_server.url, webhooks_allow_private=True) as client:
+    """The api, accepting webhook URLs on loopback (as local runs and tests do), sealing
+    secrets with the tests' keys."""
+    with api_client(
+        redis_server.url,
+        postgres_server.url,
+        webhooks_allow_private=True,
+        webhook_secrets_keys=SECRETS_KEYS,
+    ) as client:
         yield client
 
 

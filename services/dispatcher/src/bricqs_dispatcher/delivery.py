@@ -36,6 +36,8 @@ from bricqs.storage.webhook_outbox import (
     record_attempts,
     sweep_orphans,
 )
+from bricqs.storage.webhooks import reseal_secrets
+from bricqs.webhook_secrets import SecretKeyError, secret_box
 from bricqs.webhook_targets import Resolver, UnsafeTarget
 from bricqs_dispatcher import metrics
 from bricqs_dispatcher.http import Sender
@@ -92,6 +94,7 @@ class Dispatcher:
         self._pool = pool
         self._sender = sender
         self._resolver = Resolver(ttl_seconds=settings.dns_cache_seconds)
+        self._box = secret_box(settings.webhook_secrets_keys)
         self._clock = clock
         self._random = random_fraction
         self._token = ulid()
@@ -182,6 +185,7 @@ class Dispatcher:
             metrics.DUE.set(due.due)
             metrics.OLDEST_DUE_SECONDS.set(due.oldest_due_seconds)
             metrics.DISABLED_ENDPOINTS.set(due.disabled_endpoints)
+            metrics.SECRETS_RESEALED.inc(await reseal_secrets(conn, self._box))
             self._next_maintenance = now + MAINTENANCE_INTERVAL
         if now >= self._next_purge:
             metrics.PURGED.inc(
@@ -242,7 +246,7 @@ class Dispatcher:
                 event_type=message.fact_type,
                 timestamp=int(now.timestamp()),
                 body=body,
-                secrets=message.secrets,
+                secrets=[self._box.open(s, message.endpoint_id) for s in message.secrets],
             )
             async with asyncio.timeout(self.settings.attempt_timeout_seconds):
                 answer = await self._sender.post(target, headers, body)
@@ -251,6 +255,8 @@ class Dispatcher:
                 retry_after = parse_retry_after(answer.retry_after)
         except UnsafeTarget as exc:
             error = f"refused: {exc}"
+        except SecretKeyError as exc:
+            error = f"signing secret: {exc}"
         except TimeoutError:
             error = "timeout"
         except (OSError, EOFError, asyncio.LimitOverrunError) as exc:

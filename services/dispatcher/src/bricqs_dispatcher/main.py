@@ -100,6 +100,8 @@ def main() -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    if not settings.webhook_secrets_keys:
+        log.warning("WEBHOOK_SECRETS_KEYS is empty: endpoint secrets stay stored in clear")
     try:
         asyncio.run(serve(settings))
     except OSError as exc:

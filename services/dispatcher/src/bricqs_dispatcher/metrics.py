@@ -35,6 +35,10 @@ OLDEST_DUE_SECONDS = Gauge(
 DISABLED_ENDPOINTS = Gauge(
     "bricqs_dispatcher_disabled_endpoints", "Endpoints disabled (by a 410 or by hand)."
 )
+SECRETS_RESEALED = Counter(
+    "bricqs_dispatcher_secrets_resealed_total",
+    "Endpoints whose secrets were encrypted under the first WEBHOOK_SECRETS_KEYS key.",
+)
 PURGED = Counter("bricqs_dispatcher_purged_total", "Finished messages purged by retention.")
 
 # Every labelled series exists at 0 from the start, so rate() and increase() see the first.

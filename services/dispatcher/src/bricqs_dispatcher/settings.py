@@ -16,6 +16,7 @@ import msgspec
 from msgspec import Meta
 
 from bricqs.settings import DatabaseUrl, LogLevel, WebhooksAllowPrivate
+from bricqs.webhook_secrets import WebhookSecretsKeys
 
 
 class DispatcherSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,6 +53,7 @@ class DispatcherSettings(msgspec.Struct, frozen=True, kw_only=True):
         int, Meta(ge=0, le=1_048_576, description="Most bytes of a response body read.")
     ] = 4_096
     webhooks_allow_private: WebhooksAllowPrivate = False
+    webhook_secrets_keys: WebhookSecretsKeys = ""
     dns_cache_seconds: Annotated[
         float,
         Meta(ge=0, le=3_600, description="How long an endpoint host's addresses are reused."),
