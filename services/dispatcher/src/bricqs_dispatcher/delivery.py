@@ -149,6 +149,8 @@ class Dispatcher:
         """Record finished attempts and start new ones; how many were started."""
         now = self._clock()
         async with self._recording() as conn:
+            # Before the claim, so the endpoints it locks are not held through this.
+            await self._maintain(conn, now)
             room = self.settings.max_in_flight - len(self._tasks)
             claimed = (
                 await claim_due(
@@ -162,7 +164,6 @@ class Dispatcher:
                 if room > 0
                 else []
             )
-            await self._maintain(conn, now)
         for message in claimed:
             task = asyncio.create_task(self._attempt(message))
             self._tasks.add(task)
