@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bricqs.webhook_targets import Target
-from bricqs_dispatcher.http import Sender
+from bricqs_dispatcher.http import IDLE_SECONDS, Sender
 
 # What the receiver answers its nth request (0-based): raw bytes, then whether to close.
 Script = Callable[[int], tuple[bytes, bool]]
@@ -115,3 +115,29 @@ def test_a_body_ended_by_the_close_and_informational_answers() -> None:
     receiver, sender, answers = asyncio.run(exchange(lambda n: (untold, True), 2))
     assert answers == [(200, None)] * 2
     assert sender.connections_opened == receiver.connections == 2
+
+
+def test_idle_connections_past_their_time_are_pruned() -> None:
+    now = [0.0]
+
+    async def scenario() -> tuple[int, int, int]:
+        receiver = RawReceiver(lambda n: (NO_CONTENT, False))
+        server = await asyncio.start_server(receiver.serve, "127.0.0.1", 0)
+        target = Target(
+            "http", "hooks.example", server.sockets[0].getsockname()[1], "/", "127.0.0.1"
+        )
+        sender = Sender(response_limit_bytes=1024, max_idle_per_target=4, clock=lambda: now[0])
+        try:
+            await sender.post(target, {}, b"{}")
+            kept = sender.pooled
+            now[0] = IDLE_SECONDS - 1
+            early = sender.prune()
+            now[0] = IDLE_SECONDS + 1
+            return kept, early, sender.prune()
+        finally:
+            await sender.aclose()
+            server.close()
+            await server.wait_closed()
+
+    kept, early, late = asyncio.run(scenario())
+    assert (kept, early, late) == (1, 0, 1)

@@ -187,6 +187,7 @@ class Dispatcher:
             metrics.OLDEST_DUE_SECONDS.set(due.oldest_due_seconds)
             metrics.DISABLED_ENDPOINTS.set(due.disabled_endpoints)
             metrics.SECRETS_RESEALED.inc(await reseal_secrets(conn, self._box))
+            self._sender.prune()
             self._next_maintenance = now + MAINTENANCE_INTERVAL
         if now >= self._next_purge:
             metrics.PURGED.inc(

@@ -15,6 +15,7 @@ import asyncio
 import ssl
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bricqs.webhook_targets import Target
@@ -64,11 +65,13 @@ class Sender:
         max_idle_per_target: int,
         user_agent: str = "bricqs-webhooks/1",
         ssl_context: ssl.SSLContext | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._limit = response_limit_bytes
         self._max_idle = max_idle_per_target
         self._agent = user_agent
         self._ssl = ssl_context or ssl.create_default_context()
+        self._clock = clock
         self._idle: defaultdict[PoolKey, deque[_Connection]] = defaultdict(deque)
         self.connections_opened = 0
         """Connections opened so far (tests check that keep-alive reuses them)."""
@@ -86,6 +89,25 @@ class Sender:
                 pass  # closed by the receiver while idle: try on a fresh connection
         return await self._exchange(key, await self._open(target), request)
 
+    def prune(self) -> int:
+        """Close the pooled connections idle too long or closed by their receiver (an
+        endpoint no longer sent to would otherwise keep them); how many."""
+        now = self._clock()
+        closed = 0
+        for key, idle in list(self._idle.items()):
+            for connection in [c for c in idle if not c.usable(now)]:
+                idle.remove(connection)
+                connection.close()
+                closed += 1
+            if not idle:
+                del self._idle[key]
+        return closed
+
+    @property
+    def pooled(self) -> int:
+        """Idle connections kept for reuse."""
+        return sum(len(idle) for idle in self._idle.values())
+
     async def aclose(self) -> None:
         """Close every pooled connection."""
         for idle in self._idle.values():
@@ -94,7 +116,7 @@ class Sender:
 
     def _take(self, key: PoolKey) -> _Connection | None:
         idle = self._idle.get(key)
-        now = time.monotonic()
+        now = self._clock()
         while idle:
             connection = idle.pop()
             if connection.usable(now):
@@ -107,7 +129,7 @@ class Sender:
         if len(idle) >= self._max_idle:
             connection.close()
             return
-        connection.idle_since = time.monotonic()
+        connection.idle_since = self._clock()
         idle.append(connection)
 
     async def _open(self, target: Target) -> _Connection:
