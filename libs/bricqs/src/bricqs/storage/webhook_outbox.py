@@ -83,11 +83,13 @@ async def claim_due(
     that dies mid-attempt leaves them due again when it ends, and that lost attempt is
     counted (a message that keeps killing dispatchers still runs out of attempts).
     """
+    # A LATERAL probe with LIMIT 1, not EXISTS: the planner may turn EXISTS into a hash
+    # join over every due message (28 ms a round with 17,000 due, seen in the benchmark).
     cursor = await conn.execute(
-        "SELECT e.endpoint_id FROM webhook_endpoints e WHERE e.enabled AND EXISTS ("
+        "SELECT e.endpoint_id FROM webhook_endpoints e CROSS JOIN LATERAL ("
         "  SELECT 1 FROM webhook_messages m WHERE m.endpoint_id = e.endpoint_id"
-        "  AND m.status = 'pending' AND m.next_attempt_at <= %s)"
-        " LIMIT %s FOR NO KEY UPDATE SKIP LOCKED",
+        "  AND m.status = 'pending' AND m.next_attempt_at <= %s LIMIT 1) AS due"
+        " WHERE e.enabled LIMIT %s FOR NO KEY UPDATE OF e SKIP LOCKED",
         (now, limit),
     )
     endpoint_ids = [row[0] for row in await cursor.fetchall()]
