@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -55,3 +58,19 @@ def test_alerts_watch_failures_backlog_age_and_disabled_endpoints() -> None:
         "bricqs_dispatcher_round_errors_total",
     ):
         assert needed in text, needed
+
+
+@pytest.mark.slow
+def test_the_delivery_bench_runs() -> None:
+    # The numbers are not judged here: only that the bench still drives the dispatcher.
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.webhooks", "--only", "deliveries", "--messages", "300"],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    result = json.loads(run.stdout)["deliveries"]
+    assert result["received"] >= result["messages"] == 300
