@@ -31,6 +31,10 @@ from bricqs.storage.events import insert_facts
 from bricqs.storage.tenants import Tenant
 from bricqs.storage.webhook_outbox import enqueue_outcomes
 from bricqs.storage.webhooks import create_endpoint
+from bricqs.webhook_secrets import new_key, secret_box
+
+# Secrets sealed as in production: the dispatcher decrypts one per attempt.
+KEYS = f"bench:{new_key()}"
 
 
 def subscribe_all(database_url: str, url: str) -> Any:
@@ -46,6 +50,7 @@ def subscribe_all(database_url: str, url: str) -> Any:
                     event_types=["*"],
                     description="bench",
                     enabled=True,
+                    box=secret_box(KEYS),
                 )
 
         asyncio.run(create())
@@ -142,6 +147,7 @@ def deliveries(stack: Stack, *, messages: int) -> dict[str, Any]:
                 event_types=["*"],
                 description="bench",
                 enabled=True,
+                box=secret_box(KEYS),
             )
             now = datetime.now(UTC)
             for start in range(0, messages, 5_000):
@@ -165,7 +171,12 @@ def deliveries(stack: Stack, *, messages: int) -> dict[str, Any]:
     asyncio.run(owe())
     child = subprocess.Popen(
         [str(BIN / "bricqs-dispatcher")],
-        env=stack.env(WEBHOOKS_ALLOW_PRIVATE="true", METRICS_PORT="0", POLL_INTERVAL_MS="50"),
+        env=stack.env(
+            WEBHOOKS_ALLOW_PRIVATE="true",
+            METRICS_PORT="0",
+            POLL_INTERVAL_MS="50",
+            WEBHOOK_SECRETS_KEYS=KEYS,
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )

@@ -103,7 +103,7 @@ def live(
     client.flushdb()
     tenant = make_tenant(postgres_server.url)
     ingest_port, processor_port, failing_port = free_port(), free_port(), free_port()
-    api_port = free_port()
+    api_port, dispatcher_port = free_port(), free_port()
     processor_env = {"METRICS_HOST": "127.0.0.1", "STATS_INTERVAL_MS": "200"}
     dead_redis = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     with (
@@ -147,6 +147,18 @@ def live(
             f"http://127.0.0.1:{api_port}",
             logs / "api.log",
         ) as api,
+        running(
+            image_argv("dispatcher"),
+            env_for(
+                "dispatcher",
+                redis_server.url,
+                postgres_server.url,
+                METRICS_PORT=str(dispatcher_port),
+                METRICS_HOST="127.0.0.1",
+            ),
+            f"http://127.0.0.1:{dispatcher_port}",
+            logs / "dispatcher.log",
+        ) as dispatcher,
     ):
         send_traffic(ingest.url, tenant.live_key)
         send_api_traffic(api.url, tenant.live_key)
@@ -177,6 +189,7 @@ def live(
                 "ingest": scrape(ingest.url),
                 "processor": scrape(processor.url) | scrape(failing.url),
                 "api": scrape(api.url),
+                "dispatcher": scrape(dispatcher.url),
             },
             urls={"ingest": ingest.url, "processor": processor.url, "api": api.url},
         )

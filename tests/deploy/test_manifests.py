@@ -59,6 +59,7 @@ PROD_EXTERNAL_SECRETS = {
     ("bricqs-connections", "DATABASE_URL"),
     ("bricqs-keda-redis", "address"),
     ("bricqs-keda-redis", "password"),
+    ("bricqs-webhook-secrets", "WEBHOOK_SECRETS_KEYS"),
 }
 
 

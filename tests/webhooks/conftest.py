@@ -12,14 +12,19 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import psycopg
 import pytest
 from litestar.testing import TestClient
 
+from bricqs.webhook_secrets import new_key
 from bricqs_devstack.servers import Server
 from bricqs_dispatcher.delivery import Dispatcher
-from bricqs_dispatcher.main import make_client, make_pool
+from bricqs_dispatcher.main import make_pool, make_sender
 from bricqs_dispatcher.settings import DispatcherSettings
 from tests.conftest import Story, Tenant, api_client
+
+SECRETS_KEYS = f"test:{new_key()}"
+"""WEBHOOK_SECRETS_KEYS of the api and the dispatchers of these tests."""
 
 
 @dataclass(frozen=True)
@@ -152,15 +157,15 @@ class DispatcherThread:
     async def _serve(self) -> None:
         pool = make_pool(self.settings)
         await pool.open()
-        client = make_client(self.settings)
+        sender = make_sender(self.settings)
         self.dispatcher = Dispatcher(
-            self.settings, pool, client, clock=self.clock, random_fraction=lambda: 0.5
+            self.settings, pool, sender, clock=self.clock, random_fraction=lambda: 0.5
         )
         self.started.set()
         try:
             await self.dispatcher.run()
         finally:
-            await client.aclose()
+            await sender.aclose()
             await pool.close()
 
     def wait_rounds(self, count: int = 2) -> None:
@@ -190,6 +195,7 @@ def dispatcher_settings(database_url: str, **overrides: Any) -> DispatcherSettin
     values: dict[str, Any] = {
         "database_url": database_url,
         "webhooks_allow_private": True,
+        "webhook_secrets_keys": SECRETS_KEYS,
         "poll_interval_ms": 20,
         "attempt_timeout_seconds": 1.0,
         "lease_seconds": 30.0,
@@ -207,8 +213,14 @@ def clock() -> MovableClock:
 
 @pytest.fixture
 def open_api(redis_server: Server, postgres_server: Server) -> Iterator[TestClient[Any]]:
-    """The api, accepting webhook URLs on loopback (as local runs and tests do)."""
-    with api_client(redis_server.url, postgres_server.url, webhooks_allow_private=True) as client:
+    """The api, accepting webhook URLs on loopback (as local runs and tests do), sealing
+    secrets with the tests' keys."""
+    with api_client(
+        redis_server.url,
+        postgres_server.url,
+        webhooks_allow_private=True,
+        webhook_secrets_keys=SECRETS_KEYS,
+    ) as client:
         yield client
 
 
@@ -226,3 +238,42 @@ def subscribe(story: Story, url: str, event_types: list[str] | None = None) -> d
     )
     assert response.status_code == 201, response.text
     return dict(response.json())
+
+
+@dataclass
+class Scene:
+    """What most webhook tests use together: the tenant's story, the receiver, the
+    database, and dispatchers on the test's clock."""
+
+    hooks: Story
+    receiver: Receiver
+    database_url: str
+    db: psycopg.Connection[Any]
+    clock: MovableClock
+
+    def dispatcher(self, **overrides: Any) -> DispatcherThread:
+        """A dispatcher (start it with `with`) on this scene's database and clock."""
+        return DispatcherThread(dispatcher_settings(self.database_url, **overrides), self.clock)
+
+    def subscribe(self, path: str, behaviour: Behaviour, types: list[str] | None = None) -> str:
+        """An endpoint for `path` on the receiver, answering with `behaviour`; its id."""
+        return str(subscribe(self.hooks, self.receiver.on(path, behaviour), types)["endpoint_id"])
+
+    def statuses(self, endpoint_id: str) -> list[tuple[str, int]]:
+        """(status, attempts) of the endpoint's messages, by message id."""
+        rows = self.db.execute(
+            "SELECT status, attempts FROM webhook_messages WHERE endpoint_id = %s ORDER BY fact_id",
+            (endpoint_id,),
+        ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+
+@pytest.fixture
+def scene(
+    hooks: Story,
+    receiver: Receiver,
+    postgres_server: Server,
+    db: psycopg.Connection[Any],
+    clock: MovableClock,
+) -> Scene:
+    return Scene(hooks, receiver, postgres_server.url, db, clock)

@@ -16,7 +16,7 @@ import pytest
 from bricqs_devstack.servers import Server, free_port
 from tests.conftest import Story, service_env
 from tests.processes import wait_until
-from tests.webhooks.conftest import Receiver, answer, subscribe
+from tests.webhooks.conftest import SECRETS_KEYS, Receiver, answer, subscribe
 from tests.webhooks.test_outbox import define_points_and_badge
 
 
@@ -27,6 +27,7 @@ def start_dispatcher(
         "redis://127.0.0.1:1/0",
         database_url,
         WEBHOOKS_ALLOW_PRIVATE="true",
+        WEBHOOK_SECRETS_KEYS=SECRETS_KEYS,
         ATTEMPT_TIMEOUT_SECONDS="0.5",
         LEASE_SECONDS="1",
         POLL_INTERVAL_MS="20",

@@ -13,18 +13,10 @@ from typing import Any
 import psycopg
 from standardwebhooks.webhooks import Webhook
 
-from bricqs_devstack.servers import Server
 from bricqs_dispatcher.schedule import MAX_ATTEMPTS, RETRY_DELAYS_SECONDS
 from tests.conftest import Story
 from tests.processes import wait_until
-from tests.webhooks.conftest import (
-    DispatcherThread,
-    MovableClock,
-    Receiver,
-    answer,
-    dispatcher_settings,
-    subscribe,
-)
+from tests.webhooks.conftest import Scene, answer, subscribe
 from tests.webhooks.test_outbox import define_points_and_badge
 
 OUTCOME_TYPES = [
@@ -96,29 +88,23 @@ def mixed_workload(story: Story) -> None:
     assert response.status_code == 200, response.text
 
 
-def test_every_outcome_reaches_the_endpoint_signed(
-    hooks: Story,
-    receiver: Receiver,
-    postgres_server: Server,
-    db: psycopg.Connection[Any],
-    clock: MovableClock,
-) -> None:
-    endpoint = subscribe(hooks, receiver.on("/all", answer(200)))
-    mixed_workload(hooks)
-    rows = db.execute(
+def test_every_outcome_reaches_the_endpoint_signed(scene: Scene) -> None:
+    endpoint = subscribe(scene.hooks, scene.receiver.on("/all", answer(200)))
+    mixed_workload(scene.hooks)
+    rows = scene.db.execute(
         "SELECT fact_id, fact_type FROM facts WHERE project_id = %s AND fact_type = ANY(%s)",
-        (hooks.tenant.project_id, OUTCOME_TYPES),
+        (scene.hooks.tenant.project_id, OUTCOME_TYPES),
     ).fetchall()
     expected = {fact_id for fact_id, _ in rows}
     assert {t for _, t in rows} == set(OUTCOME_TYPES)  # the workload made every kind
 
-    with DispatcherThread(dispatcher_settings(postgres_server.url), clock):
+    with scene.dispatcher():
         wait_until(
-            lambda: {r.headers["webhook-id"] for r in receiver.at("/all")} >= expected,
+            lambda: {r.headers["webhook-id"] for r in scene.receiver.at("/all")} >= expected,
             20,
             "every outcome delivered",
         )
-    got = receiver.at("/all")
+    got = scene.receiver.at("/all")
     assert {r.headers["webhook-id"] for r in got} == expected
     verifier = Webhook(endpoint["secret"])
     key = base64.b64decode(endpoint["secret"].removeprefix("whsec_"))
@@ -129,126 +115,111 @@ def test_every_outcome_reaches_the_endpoint_signed(
         assert request.headers["x-bricqs-signature"] == f"sha256={plain}"
         assert request.headers["x-bricqs-event"] == body["type"]
         assert body["data"]["fact_id"] == request.headers["webhook-id"]
-        assert body["data"]["project_id"] == hooks.tenant.project_id
+        assert body["data"]["project_id"] == scene.hooks.tenant.project_id
         assert body["data"]["environment"] == "live"
-    statuses = db.execute(
+    statuses = scene.db.execute(
         "SELECT status, count(*) FROM webhook_messages WHERE endpoint_id = %s GROUP BY 1",
         (endpoint["endpoint_id"],),
     ).fetchall()
     assert statuses == [("delivered", len(expected))]
 
 
-def test_500_then_200_is_retried_after_the_first_delay(
-    hooks: Story,
-    receiver: Receiver,
-    postgres_server: Server,
-    db: psycopg.Connection[Any],
-    clock: MovableClock,
-) -> None:
-    url = receiver.on("/flaky", lambda n: (500, {}, 0.0) if n == 0 else (200, {}, 0.0))
-    endpoint = subscribe(hooks, url, ["points.awarded"])
-    award(hooks, "f1")
-    with DispatcherThread(dispatcher_settings(postgres_server.url), clock) as dispatcher:
-        wait_until(lambda: message(db, endpoint["endpoint_id"])["attempts"] == 1, 20, "attempt 1")
-        first = message(db, endpoint["endpoint_id"])
+def test_500_then_200_is_retried_after_the_first_delay(scene: Scene) -> None:
+    url = scene.receiver.on("/flaky", lambda n: (500, {}, 0.0) if n == 0 else (200, {}, 0.0))
+    endpoint = subscribe(scene.hooks, url, ["points.awarded"])
+    award(scene.hooks, "f1")
+    with scene.dispatcher() as dispatcher:
+        wait_until(
+            lambda: message(scene.db, endpoint["endpoint_id"])["attempts"] == 1, 20, "attempt 1"
+        )
+        first = message(scene.db, endpoint["endpoint_id"])
         assert (first["status"], first["http"]) == ("pending", 500)
         # The test's random fraction is 0.5: the wait is exactly the nominal first delay.
-        assert (first["next"] - clock.now).total_seconds() == RETRY_DELAYS_SECONDS[0]
-        clock.advance(RETRY_DELAYS_SECONDS[0] - 1)
+        assert (first["next"] - scene.clock.now).total_seconds() == RETRY_DELAYS_SECONDS[0]
+        scene.clock.advance(RETRY_DELAYS_SECONDS[0] - 1)
         # Rounds at this time are observed before asserting nothing more was sent.
         dispatcher.wait_rounds()
-        assert len(receiver.at("/flaky")) == 1
-        clock.advance(1)
-        wait_until(lambda: message(db, endpoint["endpoint_id"])["status"] == "delivered", 20, "2")
-    got = receiver.at("/flaky")
+        assert len(scene.receiver.at("/flaky")) == 1
+        scene.clock.advance(1)
+        wait_until(
+            lambda: message(scene.db, endpoint["endpoint_id"])["status"] == "delivered", 20, "2"
+        )
+    got = scene.receiver.at("/flaky")
     assert len(got) == 2
     assert got[0].headers["webhook-id"] == got[1].headers["webhook-id"]
     assert got[0].headers["x-bricqs-delivery"] != got[1].headers["x-bricqs-delivery"]
 
 
-def test_a_timeout_is_retried_on_schedule_until_the_message_fails(
-    hooks: Story,
-    receiver: Receiver,
-    postgres_server: Server,
-    db: psycopg.Connection[Any],
-    clock: MovableClock,
-) -> None:
-    endpoint = subscribe(hooks, receiver.on("/slow", answer(200, delay=3.0)), ["points.awarded"])
-    award(hooks, "t1")
-    settings = dispatcher_settings(postgres_server.url, attempt_timeout_seconds=0.3)
-    with DispatcherThread(settings, clock):
+def test_a_timeout_is_retried_on_schedule_until_the_message_fails(scene: Scene) -> None:
+    endpoint = subscribe(
+        scene.hooks, scene.receiver.on("/slow", answer(200, delay=3.0)), ["points.awarded"]
+    )
+    award(scene.hooks, "t1")
+    with scene.dispatcher(attempt_timeout_seconds=0.3):
         for attempt in range(1, MAX_ATTEMPTS + 1):
             wait_until(
-                lambda a=attempt: message(db, endpoint["endpoint_id"])["attempts"] == a,
+                lambda a=attempt: message(scene.db, endpoint["endpoint_id"])["attempts"] == a,
                 20,
                 f"attempt {attempt}",
             )
-            stored = message(db, endpoint["endpoint_id"])
+            stored = message(scene.db, endpoint["endpoint_id"])
             assert stored["error"] == "timeout"
             if attempt < MAX_ATTEMPTS:
                 assert stored["status"] == "pending"
-                delay = (stored["next"] - clock.now).total_seconds()
+                delay = (stored["next"] - scene.clock.now).total_seconds()
                 assert delay == RETRY_DELAYS_SECONDS[attempt - 1]
-                clock.advance(delay)
-    assert message(db, endpoint["endpoint_id"])["status"] == "failed"
+                scene.clock.advance(delay)
+    assert message(scene.db, endpoint["endpoint_id"])["status"] == "failed"
     total = sum(RETRY_DELAYS_SECONDS)
     assert 2.5 * 86_400 < total < 3 * 86_400  # about three days of retries
 
 
-def test_429_retry_after_is_honoured(
-    hooks: Story,
-    receiver: Receiver,
-    postgres_server: Server,
-    db: psycopg.Connection[Any],
-    clock: MovableClock,
-) -> None:
-    url = receiver.on(
+def test_429_retry_after_is_honoured(scene: Scene) -> None:
+    url = scene.receiver.on(
         "/busy", lambda n: (429, {"retry-after": "120"}, 0.0) if n == 0 else (200, {}, 0.0)
     )
-    endpoint = subscribe(hooks, url, ["points.awarded"])
-    award(hooks, "b1")
-    with DispatcherThread(dispatcher_settings(postgres_server.url), clock):
-        wait_until(lambda: message(db, endpoint["endpoint_id"])["attempts"] == 1, 20, "attempt 1")
-        stored = message(db, endpoint["endpoint_id"])
+    endpoint = subscribe(scene.hooks, url, ["points.awarded"])
+    award(scene.hooks, "b1")
+    with scene.dispatcher():
+        wait_until(
+            lambda: message(scene.db, endpoint["endpoint_id"])["attempts"] == 1, 20, "attempt 1"
+        )
+        stored = message(scene.db, endpoint["endpoint_id"])
         assert stored["http"] == 429
-        assert (stored["next"] - clock.now).total_seconds() == 120
-        clock.advance(120)
-        wait_until(lambda: message(db, endpoint["endpoint_id"])["status"] == "delivered", 20, "2")
+        assert (stored["next"] - scene.clock.now).total_seconds() == 120
+        scene.clock.advance(120)
+        wait_until(
+            lambda: message(scene.db, endpoint["endpoint_id"])["status"] == "delivered", 20, "2"
+        )
 
 
-def test_410_disables_the_endpoint(
-    hooks: Story,
-    receiver: Receiver,
-    postgres_server: Server,
-    db: psycopg.Connection[Any],
-    clock: MovableClock,
-) -> None:
-    endpoint = subscribe(hooks, receiver.on("/gone", answer(410)), ["points.awarded"])
+def test_410_disables_the_endpoint(scene: Scene) -> None:
+    endpoint = subscribe(scene.hooks, scene.receiver.on("/gone", answer(410)), ["points.awarded"])
     for pid in ("g1", "g2"):
-        award(hooks, pid)
-    with DispatcherThread(dispatcher_settings(postgres_server.url), clock) as dispatcher:
+        award(scene.hooks, pid)
+    with scene.dispatcher() as dispatcher:
         wait_until(
             lambda: (
-                not hooks.api.get(
+                not scene.hooks.api.get(
                     f"/api/v1/gamify/admin/webhooks/{endpoint['endpoint_id']}",
-                    headers=hooks.headers,
+                    headers=scene.hooks.headers,
                 ).json()["enabled"]
             ),
             20,
             "the endpoint disabled",
         )
         dispatcher.wait_rounds()
-        sent = len(receiver.at("/gone"))
-        clock.advance(86_400)
+        sent = len(scene.receiver.at("/gone"))
+        scene.clock.advance(86_400)
         dispatcher.wait_rounds()
-        assert len(receiver.at("/gone")) == sent
-    shown = hooks.api.get(
-        f"/api/v1/gamify/admin/webhooks/{endpoint['endpoint_id']}", headers=hooks.headers
+        assert len(scene.receiver.at("/gone")) == sent
+    shown = scene.hooks.api.get(
+        f"/api/v1/gamify/admin/webhooks/{endpoint['endpoint_id']}", headers=scene.hooks.headers
     ).json()
     assert shown["disabled_reason"] == "the receiver answered 410 Gone"
     statuses = [
         r[0]
-        for r in db.execute(
+        for r in scene.db.execute(
             "SELECT status FROM webhook_messages WHERE endpoint_id = %s",
             (endpoint["endpoint_id"],),
         ).fetchall()
@@ -258,50 +229,49 @@ def test_410_disables_the_endpoint(
     assert set(statuses) <= {"failed", "pending"}
 
     # The delivery log shows it, and a failed message can be sent again.
-    log = hooks.api.get(
+    log = scene.hooks.api.get(
         f"/api/v1/gamify/admin/webhooks/{endpoint['endpoint_id']}/deliveries",
-        headers=hooks.headers,
+        headers=scene.hooks.headers,
     ).json()["items"]
     failed = [d for d in log if d["status"] == "failed"]
     assert failed and all(d["last_status"] == 410 and d["attempts"] == 1 for d in failed)
     retry = f"/api/v1/gamify/admin/webhooks/{endpoint['endpoint_id']}/deliveries"
-    retried = hooks.api.post(f"{retry}/{failed[0]['message_id']}/retry", headers=hooks.headers)
+    retried = scene.hooks.api.post(
+        f"{retry}/{failed[0]['message_id']}/retry", headers=scene.hooks.headers
+    )
     assert retried.status_code == 202, retried.text
-    again = db.execute(
+    again = scene.db.execute(
         "SELECT status FROM webhook_messages WHERE endpoint_id = %s AND fact_id = %s",
         (endpoint["endpoint_id"], failed[0]["message_id"]),
     ).fetchone()
     assert again == ("pending",)
 
 
-def test_replay_sends_the_messages_of_a_time_range_again(
-    hooks: Story,
-    receiver: Receiver,
-    postgres_server: Server,
-    db: psycopg.Connection[Any],
-    clock: MovableClock,
-) -> None:
-    endpoint = subscribe(hooks, receiver.on("/replay", answer(200)), ["points.awarded"])
-    award(hooks, "y1")
-    award(hooks, "y2")
+def test_replay_sends_the_messages_of_a_time_range_again(scene: Scene) -> None:
+    endpoint = subscribe(scene.hooks, scene.receiver.on("/replay", answer(200)), ["points.awarded"])
+    award(scene.hooks, "y1")
+    award(scene.hooks, "y2")
     replay = f"/api/v1/gamify/admin/webhooks/{endpoint['endpoint_id']}/replay"
-    with DispatcherThread(dispatcher_settings(postgres_server.url), clock):
-        wait_until(lambda: len(receiver.at("/replay")) == 2, 20, "the first deliveries")
+    with scene.dispatcher():
+        wait_until(lambda: len(scene.receiver.at("/replay")) == 2, 20, "the first deliveries")
         wait_until(
-            lambda: {message["status"] for message in deliveries(hooks, endpoint)} == {"delivered"},
+            lambda: (
+                {message["status"] for message in deliveries(scene.hooks, endpoint)}
+                == {"delivered"}
+            ),
             20,
             "both recorded",
         )
         now = datetime.now(UTC)
-        nothing_failed = hooks.api.post(
+        nothing_failed = scene.hooks.api.post(
             replay,
-            headers=hooks.headers,
+            headers=scene.hooks.headers,
             json={"since": (now - timedelta(hours=1)).isoformat(), "until": now.isoformat()},
         )
         assert nothing_failed.json() == {"replayed": 0}  # only failed ones by default
-        again = hooks.api.post(
+        again = scene.hooks.api.post(
             replay,
-            headers=hooks.headers,
+            headers=scene.hooks.headers,
             json={
                 "since": (now - timedelta(hours=1)).isoformat(),
                 "until": (now + timedelta(hours=1)).isoformat(),
@@ -310,8 +280,8 @@ def test_replay_sends_the_messages_of_a_time_range_again(
         )
         assert again.status_code == 202, again.text
         assert again.json() == {"replayed": 2}
-        wait_until(lambda: len(receiver.at("/replay")) == 4, 20, "the replayed deliveries")
-    ids = [r.headers["webhook-id"] for r in receiver.at("/replay")]
+        wait_until(lambda: len(scene.receiver.at("/replay")) == 4, 20, "the replayed deliveries")
+    ids = [r.headers["webhook-id"] for r in scene.receiver.at("/replay")]
     assert sorted(ids[:2]) == sorted(ids[2:])  # the same messages, the same webhook-ids
 
 

@@ -5,22 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import psycopg
 import pytest
 from litestar.testing import TestClient
 from standardwebhooks.webhooks import Webhook
 
-from bricqs_devstack.servers import Server
 from tests.conftest import Story, Tenant
 from tests.processes import wait_until
-from tests.webhooks.conftest import (
-    DispatcherThread,
-    MovableClock,
-    Receiver,
-    answer,
-    dispatcher_settings,
-    subscribe,
-)
+from tests.webhooks.conftest import Scene, answer, subscribe
 from tests.webhooks.test_delivery import award, message
 
 ROOT = "/api/v1/gamify/admin/webhooks"
@@ -78,98 +69,82 @@ def test_private_targets_are_refused_unless_allowed(
     assert subscribe(hooks, url)["url"] == url
 
 
-def test_the_dispatcher_refuses_a_private_target_at_send_time(
-    hooks: Story,
-    receiver: Receiver,
-    postgres_server: Server,
-    db: psycopg.Connection[Any],
-    clock: MovableClock,
-) -> None:
-    endpoint = subscribe(hooks, receiver.on("/inside", answer(200)), ["points.awarded"])
-    award(hooks, "s1")
-    settings = dispatcher_settings(postgres_server.url, webhooks_allow_private=False)
-    with DispatcherThread(settings, clock):
-        wait_until(lambda: message(db, endpoint["endpoint_id"])["attempts"] == 1, 20, "attempt")
-    stored = message(db, endpoint["endpoint_id"])
+def test_the_dispatcher_refuses_a_private_target_at_send_time(scene: Scene) -> None:
+    endpoint = subscribe(scene.hooks, scene.receiver.on("/inside", answer(200)), ["points.awarded"])
+    award(scene.hooks, "s1")
+    with scene.dispatcher(webhooks_allow_private=False):
+        wait_until(
+            lambda: message(scene.db, endpoint["endpoint_id"])["attempts"] == 1, 20, "attempt"
+        )
+    stored = message(scene.db, endpoint["endpoint_id"])
     assert stored["status"] == "pending"
     assert stored["error"].startswith("refused: ")
     assert "loopback" in stored["error"]
-    assert receiver.at("/inside") == []
+    assert scene.receiver.at("/inside") == []
 
 
-def test_a_rotated_secret_signs_next_to_the_new_one_during_the_overlap(
-    hooks: Story,
-    receiver: Receiver,
-    postgres_server: Server,
-    clock: MovableClock,
-) -> None:
-    endpoint = subscribe(hooks, receiver.on("/rotate", answer(200)), ["points.awarded"])
-    rotated = hooks.api.post(
+def test_a_rotated_secret_signs_next_to_the_new_one_during_the_overlap(scene: Scene) -> None:
+    endpoint = subscribe(scene.hooks, scene.receiver.on("/rotate", answer(200)), ["points.awarded"])
+    rotated = scene.hooks.api.post(
         f"{ROOT}/{endpoint['endpoint_id']}/rotate-secret",
-        headers=hooks.headers,
+        headers=scene.hooks.headers,
         json={"overlap_seconds": 3600},
     )
     assert rotated.status_code == 200, rotated.text
     new_secret = rotated.json()["secret"]
     assert new_secret != endpoint["secret"]
     assert rotated.json()["secret_rotating_until"] is not None
-    award(hooks, "k1")
-    with DispatcherThread(dispatcher_settings(postgres_server.url), clock):
-        wait_until(lambda: receiver.at("/rotate"), 20, "the delivery")
-    request = receiver.at("/rotate")[0]
+    award(scene.hooks, "k1")
+    with scene.dispatcher():
+        wait_until(lambda: scene.receiver.at("/rotate"), 20, "the delivery")
+    request = scene.receiver.at("/rotate")[0]
     assert len(request.headers["webhook-signature"].split(" ")) == 2
     for secret in (endpoint["secret"], new_secret):
         assert Webhook(secret).verify(request.body, request.headers)["type"] == "points.awarded"
 
 
-def test_a_slow_endpoint_does_not_delay_the_others(
-    hooks: Story,
-    receiver: Receiver,
-    postgres_server: Server,
-    db: psycopg.Connection[Any],
-    clock: MovableClock,
-) -> None:
-    slow = subscribe(hooks, receiver.on("/slow", answer(200, delay=6.0)), ["points.awarded"])
-    fast = subscribe(hooks, receiver.on("/fast", answer(200)), ["points.awarded"])
-    for n in range(8):
-        award(hooks, f"p{n}")
-    settings = dispatcher_settings(
-        postgres_server.url,
-        attempt_timeout_seconds=10.0,
-        lease_seconds=30.0,
-        max_in_flight=6,
-        max_in_flight_per_endpoint=2,
+def test_a_slow_endpoint_does_not_delay_the_others(scene: Scene) -> None:
+    slow = subscribe(
+        scene.hooks, scene.receiver.on("/slow", answer(200, delay=6.0)), ["points.awarded"]
     )
+    fast = subscribe(scene.hooks, scene.receiver.on("/fast", answer(200)), ["points.awarded"])
+    for n in range(8):
+        award(scene.hooks, f"p{n}")
 
     def delivered(endpoint_id: str) -> int:
-        row = db.execute(
+        row = scene.db.execute(
             "SELECT count(*) FROM webhook_messages WHERE endpoint_id = %s AND status = 'delivered'",
             (endpoint_id,),
         ).fetchone()
         assert row is not None
         return int(row[0])
 
-    with DispatcherThread(settings, clock):
+    with scene.dispatcher(
+        attempt_timeout_seconds=10.0,
+        lease_seconds=30.0,
+        max_in_flight=6,
+        max_in_flight_per_endpoint=2,
+    ):
         wait_until(lambda: delivered(fast["endpoint_id"]) == 8, 20, "the fast endpoint served")
         # Everything for the fast endpoint went through while the slow one still holds its
         # first two (its bound): none of the slow endpoint's answers has come back yet.
         assert delivered(slow["endpoint_id"]) == 0
-        assert len(receiver.at("/slow")) == 2
+        assert len(scene.receiver.at("/slow")) == 2
 
 
-def test_the_test_route_sends_a_signed_sample_message(
-    hooks: Story, receiver: Receiver, postgres_server: Server, clock: MovableClock
-) -> None:
+def test_the_test_route_sends_a_signed_sample_message(scene: Scene) -> None:
     # Subscribed to badges only: a test message goes to it all the same.
-    endpoint = subscribe(hooks, receiver.on("/sample", answer(200)), ["badge.awarded"])
-    sent = hooks.api.post(f"{ROOT}/{endpoint['endpoint_id']}/test", headers=hooks.headers)
+    endpoint = subscribe(scene.hooks, scene.receiver.on("/sample", answer(200)), ["badge.awarded"])
+    sent = scene.hooks.api.post(
+        f"{ROOT}/{endpoint['endpoint_id']}/test", headers=scene.hooks.headers
+    )
     assert sent.status_code == 202, sent.text
-    missing = hooks.api.post(f"{ROOT}/whe_{'0' * 26}/test", headers=hooks.headers)
+    missing = scene.hooks.api.post(f"{ROOT}/whe_{'0' * 26}/test", headers=scene.hooks.headers)
     assert missing.status_code == 404
-    with DispatcherThread(dispatcher_settings(postgres_server.url), clock):
-        wait_until(lambda: receiver.at("/sample"), 20, "the test message")
-    (request,) = receiver.at("/sample")
+    with scene.dispatcher():
+        wait_until(lambda: scene.receiver.at("/sample"), 20, "the test message")
+    (request,) = scene.receiver.at("/sample")
     assert request.headers["webhook-id"] == sent.json()["message_id"]
     body = Webhook(endpoint["secret"]).verify(request.body, request.headers)
     assert body["type"] == "webhook.test"
-    assert body["data"]["project_id"] == hooks.tenant.project_id
+    assert body["data"]["project_id"] == scene.hooks.tenant.project_id

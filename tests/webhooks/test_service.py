@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from bricqs_devstack.servers import Server, free_port
+from tests.deploy.helpers import alert_rules
 from tests.processes import wait_until
 from tests.webhooks.test_crash import start_dispatcher
 
@@ -39,3 +43,34 @@ def test_dispatcher_serves_metrics_and_health_and_stops_cleanly(
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(20) == 0, log.read_text()
+
+
+def test_alerts_watch_failures_backlog_age_and_disabled_endpoints() -> None:
+    rules = {rule["alert"]: rule["expr"] for rule in alert_rules()}
+    text = "\n".join(rules.values())
+    for needed in (
+        'up{job="bricqs-dispatcher"}',
+        'bricqs_dispatcher_attempts_total{result=~"retry|failed"}',
+        'bricqs_dispatcher_attempts_total{result="failed"}',
+        "bricqs_dispatcher_oldest_due_seconds",
+        "bricqs_dispatcher_disabled_endpoints",
+        "bricqs_dispatcher_endpoints_disabled_total",
+        "bricqs_dispatcher_round_errors_total",
+    ):
+        assert needed in text, needed
+
+
+@pytest.mark.slow
+def test_the_delivery_bench_runs() -> None:
+    # The numbers are not judged here: only that the bench still drives the dispatcher.
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.webhooks", "--only", "deliveries", "--messages", "300"],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    result = json.loads(run.stdout)["deliveries"]
+    assert result["received"] >= result["messages"] == 300

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -69,14 +71,39 @@ def refuse_reason(address: IpAddress) -> str | None:
 async def resolve_target(url: str, *, allow_private: bool) -> Target:
     """Resolve the URL's host and check every address it resolves to; connect to the
     first one (the one that was checked, whatever the name resolves to later)."""
-    scheme, host, port, path = parse_url(url)
-    try:
-        literal: IpAddress | None = ipaddress.ip_address(host)
-    except ValueError:
-        literal = None
-    if literal is not None:
-        addresses = [literal]
-    else:
+    return await Resolver(ttl_seconds=0).target(url, allow_private=allow_private)
+
+
+class Resolver:
+    """Resolves and checks targets, keeping each host's addresses for `ttl_seconds` so a
+    busy endpoint costs one lookup per TTL, not one per attempt. The check runs on every
+    call, cached addresses included, and the address returned is the one connected to."""
+
+    def __init__(self, *, ttl_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._cache: dict[tuple[str, int], tuple[float, list[IpAddress]]] = {}
+
+    async def target(self, url: str, *, allow_private: bool) -> Target:
+        """The checked target of `url`; UnsafeTarget when it may not be sent to."""
+        scheme, host, port, path = parse_url(url)
+        addresses = await self._addresses(host, port)
+        if not allow_private:
+            for address in addresses:
+                reason = refuse_reason(address)
+                if reason is not None:
+                    raise UnsafeTarget(f"the host {host!r} resolves to {reason} ({address})")
+        return Target(scheme, host, port, path, str(addresses[0]))
+
+    async def _addresses(self, host: str, port: int) -> list[IpAddress]:
+        try:
+            return [ipaddress.ip_address(host)]
+        except ValueError:
+            pass
+        now = self._clock()
+        cached = self._cache.get((host, port))
+        if cached is not None and cached[0] > now:
+            return cached[1]
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(
                 host, port, type=socket.SOCK_STREAM
@@ -86,9 +113,8 @@ async def resolve_target(url: str, *, allow_private: bool) -> Target:
         addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
         if not addresses:
             raise UnsafeTarget(f"the host {host!r} does not resolve")
-    if not allow_private:
-        for address in addresses:
-            reason = refuse_reason(address)
-            if reason is not None:
-                raise UnsafeTarget(f"the host {host!r} resolves to {reason} ({address})")
-    return Target(scheme, host, port, path, str(addresses[0]))
+        if self._ttl > 0:
+            if len(self._cache) >= 10_000:
+                self._cache.clear()  # a bound, not an LRU: refilled at one lookup per host
+            self._cache[(host, port)] = (now + self._ttl, addresses)
+        return addresses

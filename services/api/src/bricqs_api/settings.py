@@ -19,6 +19,7 @@ from bricqs.settings import (
     RulesRefreshSeconds,
     WebhooksAllowPrivate,
 )
+from bricqs.webhook_secrets import WebhookSecretsKeys
 
 
 class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -46,4 +47,5 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     participant_token_secret: ParticipantTokenSecret = ""
     rules_refresh_seconds: RulesRefreshSeconds = 2.0
     webhooks_allow_private: WebhooksAllowPrivate = False
+    webhook_secrets_keys: WebhookSecretsKeys = ""
     log_level: LogLevel = "INFO"

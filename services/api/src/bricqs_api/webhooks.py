@@ -30,6 +30,7 @@ from bricqs.storage.webhooks import (
 from bricqs.validation import FieldError
 from bricqs.web.auth import requires
 from bricqs.web.problems import ProblemError
+from bricqs.webhook_secrets import secret_box
 from bricqs.webhook_targets import UnsafeTarget, resolve_target
 from bricqs_api.context import PROBLEMS, ApiClients, Page
 
@@ -135,6 +136,7 @@ class WebhookController(Controller):
             event_types=fields["event_types"],
             description=data.description,
             enabled=data.enabled,
+            box=secret_box(clients.settings.webhook_secrets_keys),
         )
         return {**_body(endpoint), "secret": secret}
 
@@ -196,9 +198,11 @@ class WebhookController(Controller):
         data: JSONBody[SecretRotation],
         conn: NamedDependency[Conn],
         tenant: NamedDependency[Tenant],
+        clients: NamedDependency[ApiClients],
     ) -> dict[str, Any]:
         """A new secret, shown this once; the old one signs too until the overlap ends."""
-        rotated = await rotate_secret(conn, tenant, endpoint_id, data.overlap_seconds)
+        box = secret_box(clients.settings.webhook_secrets_keys)
+        rotated = await rotate_secret(conn, tenant, endpoint_id, data.overlap_seconds, box)
         if rotated is None:
             _found(None, endpoint_id)
         assert rotated is not None

@@ -2,9 +2,10 @@
 
 Each round records the attempts finished since the last one and claims as many due
 messages as there is room for, in one transaction. Attempts run concurrently, at most
-MAX_IN_FLIGHT in all and MAX_IN_FLIGHT_PER_ENDPOINT per endpoint, so a slow endpoint
-holds only its own share; a round starts whenever an attempt ends, or every
-POLL_INTERVAL_MS when idle.
+MAX_IN_FLIGHT in this replica and MAX_IN_FLIGHT_PER_ENDPOINT per endpoint across every
+replica (the claim counts the endpoint's leases in PostgreSQL), so a slow endpoint holds
+only its own share; a round starts whenever an attempt ends, or every POLL_INTERVAL_MS
+when idle.
 
 Time comes from an injectable clock (schedules, leases, timestamps), so tests advance it
 instead of waiting hours for a retry.
@@ -17,13 +18,10 @@ import contextlib
 import logging
 import random
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import anyio
-import httpx
 import msgspec
 from psycopg_pool import AsyncConnectionPool
 
@@ -31,14 +29,19 @@ from bricqs.ids import ulid
 from bricqs.storage.webhook_outbox import (
     Attempt,
     DueMessage,
+    backlog,
     claim_due,
     disable_endpoint,
     purge_finished,
     record_attempts,
+    sweep_orphans,
 )
-from bricqs.webhook_targets import Target, UnsafeTarget, resolve_target
+from bricqs.storage.webhooks import reseal_secrets
+from bricqs.webhook_secrets import SecretKeyError, secret_box
+from bricqs.webhook_targets import Resolver, UnsafeTarget
 from bricqs_dispatcher import metrics
-from bricqs_dispatcher.schedule import next_attempt_at, parse_retry_after
+from bricqs_dispatcher.http import Sender
+from bricqs_dispatcher.schedule import RETRY_HORIZON, next_attempt_at, parse_retry_after
 from bricqs_dispatcher.settings import DispatcherSettings
 from bricqs_dispatcher.signing import signature_headers
 
@@ -46,6 +49,8 @@ log = logging.getLogger("bricqs.dispatcher")
 
 Clock = Callable[[], datetime]
 PURGE_INTERVAL = timedelta(hours=1)
+MAINTENANCE_INTERVAL = timedelta(seconds=30)
+"""How often orphans are swept and the backlog gauges read."""
 _json = msgspec.json.Encoder()
 
 
@@ -73,17 +78,6 @@ def payload(message: DueMessage) -> bytes:
     )
 
 
-def request_url(target: Target) -> tuple[str, dict[str, str], dict[str, Any]]:
-    """(URL, headers, extensions) that connect to the checked address, not to whatever
-    the host name resolves to by the time the connection is made."""
-    address = f"[{target.address}]" if ":" in target.address else target.address
-    default_port = 443 if target.scheme == "https" else 80
-    host = target.host if target.port == default_port else f"{target.host}:{target.port}"
-    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-    url = f"{target.scheme}://{address}:{target.port}{target.path}"
-    return url, {"host": host}, extensions
-
-
 class Dispatcher:
     """Delivers the outbox until stopped."""
 
@@ -91,24 +85,26 @@ class Dispatcher:
         self,
         settings: DispatcherSettings,
         pool: AsyncConnectionPool[Any],
-        client: httpx.AsyncClient,
+        sender: Sender,
         *,
         clock: Clock = utc_now,
         random_fraction: Callable[[], float] = random.random,
     ) -> None:
         self.settings = settings
         self._pool = pool
-        self._client = client
+        self._sender = sender
+        self._resolver = Resolver(ttl_seconds=settings.dns_cache_seconds)
+        self._box = secret_box(settings.webhook_secrets_keys)
         self._clock = clock
         self._random = random_fraction
         self._token = ulid()
-        self._in_flight: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
         self._finished: list[Attempt] = []
         self._gone: set[str] = set()
         self._wake = asyncio.Event()
         self._stopping = False
         self._next_purge = clock()
+        self._next_maintenance = clock()
         self.last_round = time.monotonic()
         """When a round last completed (the liveness probe reads it)."""
         self.rounds = 0
@@ -153,6 +149,8 @@ class Dispatcher:
         """Record finished attempts and start new ones; how many were started."""
         now = self._clock()
         async with self._recording() as conn:
+            # Before the claim, so the endpoints it locks are not held through this.
+            await self._maintain(conn, now)
             room = self.settings.max_in_flight - len(self._tasks)
             claimed = (
                 await claim_due(
@@ -162,23 +160,11 @@ class Dispatcher:
                     token=self._token,
                     limit=room,
                     per_endpoint=self.settings.max_in_flight_per_endpoint,
-                    in_flight=self._in_flight,
                 )
                 if room > 0
                 else []
             )
-            if now >= self._next_purge:
-                metrics.PURGED.inc(
-                    await purge_finished(
-                        conn,
-                        delivered_before=now
-                        - timedelta(days=self.settings.delivered_retention_days),
-                        failed_before=now - timedelta(days=self.settings.failed_retention_days),
-                    )
-                )
-                self._next_purge = now + PURGE_INTERVAL
         for message in claimed:
-            self._in_flight[message.endpoint_id] += 1
             task = asyncio.create_task(self._attempt(message))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -186,6 +172,32 @@ class Dispatcher:
         self.last_round = time.monotonic()
         self.rounds += 1
         return len(claimed)
+
+    async def _maintain(self, conn: Any, now: datetime) -> None:
+        """Sweep orphans and read the backlog every MAINTENANCE_INTERVAL, purge finished
+        messages every PURGE_INTERVAL (every replica does: each step is idempotent)."""
+        if now >= self._next_maintenance:
+            deleted, failed = await sweep_orphans(
+                conn, now=now, disabled_before=now - RETRY_HORIZON
+            )
+            metrics.SWEPT.labels("deleted").inc(deleted)
+            metrics.SWEPT.labels("failed").inc(failed)
+            due = await backlog(conn, now)
+            metrics.DUE.set(due.due)
+            metrics.OLDEST_DUE_SECONDS.set(due.oldest_due_seconds)
+            metrics.DISABLED_ENDPOINTS.set(due.disabled_endpoints)
+            metrics.SECRETS_RESEALED.inc(await reseal_secrets(conn, self._box))
+            self._sender.prune()
+            self._next_maintenance = now + MAINTENANCE_INTERVAL
+        if now >= self._next_purge:
+            metrics.PURGED.inc(
+                await purge_finished(
+                    conn,
+                    delivered_before=now - timedelta(days=self.settings.delivered_retention_days),
+                    failed_before=now - timedelta(days=self.settings.failed_retention_days),
+                )
+            )
+            self._next_purge = now + PURGE_INTERVAL
 
     async def _record(self) -> None:
         async with self._recording():
@@ -215,9 +227,6 @@ class Dispatcher:
             # Appended after the await: `_recording` swaps the list meanwhile.
             self._finished.append(attempt)
         finally:
-            self._in_flight[message.endpoint_id] -= 1
-            if self._in_flight[message.endpoint_id] <= 0:
-                del self._in_flight[message.endpoint_id]
             self._wake.set()
 
     async def _send(self, message: DueMessage) -> Attempt:
@@ -228,29 +237,31 @@ class Dispatcher:
         retry_after: float | None = None
         error: str | None = None
         try:
-            target = await resolve_target(
+            # Resolved and checked once per attempt; the connection goes to that address.
+            target = await self._resolver.target(
                 message.url, allow_private=self.settings.webhooks_allow_private
             )
-            url, headers, extensions = request_url(target)
             now = self._clock()
-            headers |= signature_headers(
+            headers = signature_headers(
                 message_id=message.fact_id,
                 delivery_id="dlv_" + ulid(),
                 event_type=message.fact_type,
                 timestamp=int(now.timestamp()),
                 body=body,
-                secrets=message.secrets,
+                secrets=[self._box.open(s, message.endpoint_id) for s in message.secrets],
             )
-            # anyio's deadline, not asyncio's: httpcore's own anyio cancel scopes inside
-            # it took asyncio.timeout's cancellation for theirs (the attempt then ended in
-            # a bare CancelledError, its result lost).
-            with anyio.fail_after(self.settings.attempt_timeout_seconds):
-                http_status, retry_after = await self._post(url, headers, extensions, body)
+            async with asyncio.timeout(self.settings.attempt_timeout_seconds):
+                answer = await self._sender.post(target, headers, body)
+            http_status = answer.status
+            if http_status in (429, 503):
+                retry_after = parse_retry_after(answer.retry_after)
         except UnsafeTarget as exc:
             error = f"refused: {exc}"
+        except SecretKeyError as exc:
+            error = f"signing secret: {exc}"
         except TimeoutError:
             error = "timeout"
-        except (httpx.HTTPError, OSError) as exc:
+        except (OSError, EOFError, asyncio.LimitOverrunError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
         except Exception as exc:  # a defect here must not leave the message leased
             log.exception("attempt of %s failed unexpectedly", message.fact_id)
@@ -258,30 +269,6 @@ class Dispatcher:
         elapsed = time.perf_counter() - started
         metrics.ATTEMPT_SECONDS.observe(elapsed)
         return self._outcome(message, http_status, retry_after, error, elapsed)
-
-    async def _post(
-        self, url: str, headers: dict[str, str], extensions: dict[str, Any], body: bytes
-    ) -> tuple[int, float | None]:
-        """POST without following redirects; read at most RESPONSE_LIMIT_BYTES of the
-        answer (a receiver cannot make us hold a large body)."""
-        request = self._client.build_request(
-            "POST", url, headers=headers, content=body, extensions=extensions
-        )
-        response = await self._client.send(request, stream=True, follow_redirects=False)
-        try:
-            read = 0
-            async for chunk in response.aiter_raw():
-                read += len(chunk)
-                if read >= self.settings.response_limit_bytes:
-                    break
-        finally:
-            await response.aclose()
-        retry_after = (
-            parse_retry_after(response.headers.get("retry-after"))
-            if response.status_code in (429, 503)
-            else None
-        )
-        return response.status_code, retry_after
 
     def _outcome(
         self,

@@ -14,7 +14,6 @@ import sys
 import time
 from typing import Any
 
-import httpx
 from psycopg_pool import AsyncConnectionPool
 
 from bricqs.settings import load_or_exit
@@ -23,6 +22,7 @@ from bricqs.storage.pools import database_pool
 from bricqs.web.probes import ProbeServer
 from bricqs_dispatcher import metrics
 from bricqs_dispatcher.delivery import Dispatcher
+from bricqs_dispatcher.http import Sender
 from bricqs_dispatcher.settings import DispatcherSettings
 
 log = logging.getLogger("bricqs.dispatcher")
@@ -43,18 +43,12 @@ def make_pool(settings: DispatcherSettings) -> AsyncConnectionPool[Any]:
     )
 
 
-def make_client(settings: DispatcherSettings) -> httpx.AsyncClient:
-    """The HTTP client: keep-alive connections to each endpoint, no redirects, no proxies
-    from the environment (a proxy would bypass the address checks)."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.attempt_timeout_seconds),
-        limits=httpx.Limits(
-            max_connections=settings.max_in_flight,
-            max_keepalive_connections=settings.max_in_flight,
-        ),
-        follow_redirects=False,
-        trust_env=False,
-        headers={"user-agent": "bricqs-webhooks/1"},
+def make_sender(settings: DispatcherSettings) -> Sender:
+    """The HTTP client: keep-alive connections to each endpoint's checked address, no
+    redirects, no proxies (a proxy would bypass the address checks)."""
+    return Sender(
+        response_limit_bytes=settings.response_limit_bytes,
+        max_idle_per_target=settings.max_in_flight_per_endpoint,
     )
 
 
@@ -62,8 +56,8 @@ async def serve(settings: DispatcherSettings) -> None:
     """Deliver until a stop signal; then finish the attempts in flight and close."""
     pool = make_pool(settings)
     await pool.open(wait=False)
-    client = make_client(settings)
-    dispatcher = Dispatcher(settings, pool, client)
+    sender = make_sender(settings)
+    dispatcher = Dispatcher(settings, pool, sender)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, dispatcher.stop)
@@ -99,7 +93,7 @@ async def serve(settings: DispatcherSettings) -> None:
         await dispatcher.run()
     finally:
         await probes.close()
-        await client.aclose()
+        await sender.aclose()
         await pool.close()
 
 
@@ -109,6 +103,8 @@ def main() -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    if not settings.webhook_secrets_keys:
+        log.warning("WEBHOOK_SECRETS_KEYS is empty: endpoint secrets stay stored in clear")
     try:
         asyncio.run(serve(settings))
     except OSError as exc:

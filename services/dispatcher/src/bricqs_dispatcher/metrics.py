@@ -22,7 +22,30 @@ ENDPOINTS_DISABLED = Counter(
 ROUND_ERRORS = Counter(
     "bricqs_dispatcher_round_errors_total", "Claim or record rounds that failed (retried)."
 )
+SWEPT = Counter(
+    "bricqs_dispatcher_swept_total",
+    "Messages no claim would take: deleted (endpoint gone) or failed (endpoint disabled).",
+    ["action"],
+)
+DUE = Gauge("bricqs_dispatcher_due_messages", "Messages due to enabled endpoints, unclaimed.")
+OLDEST_DUE_SECONDS = Gauge(
+    "bricqs_dispatcher_oldest_due_seconds",
+    "How long the oldest unclaimed due message has waited past its attempt time.",
+)
+DISABLED_ENDPOINTS = Gauge(
+    "bricqs_dispatcher_disabled_endpoints", "Endpoints disabled (by a 410 or by hand)."
+)
+SECRETS_RESEALED = Counter(
+    "bricqs_dispatcher_secrets_resealed_total",
+    "Endpoints whose secrets were encrypted under the first WEBHOOK_SECRETS_KEYS key.",
+)
 PURGED = Counter("bricqs_dispatcher_purged_total", "Finished messages purged by retention.")
+
+# Every labelled series exists at 0 from the start, so rate() and increase() see the first.
+for _result in ("delivered", "retry", "failed"):
+    ATTEMPTS.labels(_result)
+for _action in ("deleted", "failed"):
+    SWEPT.labels(_action)
 
 
 def render() -> tuple[bytes, str]:

@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+JITTER = 0.2
+"""Each wait is drawn in [1 - JITTER, 1 + JITTER] times its nominal value."""
 RETRY_DELAYS_SECONDS = (5, 300, 1_800, 7_200, 18_000, *([36_000] * 6))
 """The wait after each failed attempt; after the last one the message has failed."""
 MAX_ATTEMPTS = len(RETRY_DELAYS_SECONDS) + 1
-JITTER = 0.2
-"""Each wait is drawn in [1 - JITTER, 1 + JITTER] times its nominal value."""
+RETRY_HORIZON = timedelta(seconds=sum(RETRY_DELAYS_SECONDS) * (1 + JITTER))
+"""How long after its first attempt a message can still be retried."""
 RETRY_AFTER_BOUNDS = (1, 86_400)
 """A receiver's Retry-After is honoured within these seconds."""
 

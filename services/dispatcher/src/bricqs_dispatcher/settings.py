@@ -16,6 +16,7 @@ import msgspec
 from msgspec import Meta
 
 from bricqs.settings import DatabaseTransactionPooling, DatabaseUrl, LogLevel, WebhooksAllowPrivate
+from bricqs.webhook_secrets import WebhookSecretsKeys
 
 
 class DispatcherSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -42,7 +43,7 @@ class DispatcherSettings(msgspec.Struct, frozen=True, kw_only=True):
         Meta(
             ge=1,
             le=1_000,
-            description="Attempts in flight at once to one endpoint (per dispatcher replica).",
+            description="Attempts in flight at once to one endpoint, all replicas together.",
         ),
     ] = 20
     poll_interval_ms: Annotated[
@@ -53,6 +54,11 @@ class DispatcherSettings(msgspec.Struct, frozen=True, kw_only=True):
         int, Meta(ge=0, le=1_048_576, description="Most bytes of a response body read.")
     ] = 4_096
     webhooks_allow_private: WebhooksAllowPrivate = False
+    webhook_secrets_keys: WebhookSecretsKeys = ""
+    dns_cache_seconds: Annotated[
+        float,
+        Meta(ge=0, le=3_600, description="How long an endpoint host's addresses are reused."),
+    ] = 30.0
     delivered_retention_days: Annotated[
         int, Meta(ge=1, description="Delivered messages are purged after this many days.")
     ] = 7

@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 from bricqs.ids import ulid
 from bricqs.storage.tenants import Conn, Tenant
+from bricqs.webhook_secrets import SecretBox
 
 # The outcomes an endpoint can subscribe to; `*` means all of them.
 EVENT_TYPES = frozenset(
@@ -61,22 +62,24 @@ async def create_endpoint(
     event_types: Sequence[str],
     description: str,
     enabled: bool,
+    box: SecretBox,
 ) -> tuple[Endpoint, str]:
-    """A new endpoint and its secret (which nothing returns again)."""
+    """A new endpoint and its secret (which nothing returns again), stored sealed."""
     secret = new_secret()
+    endpoint_id = "whe_" + ulid()
     cursor = await conn.execute(
         "INSERT INTO webhook_endpoints (endpoint_id, project_id, environment, url,"  # noqa: S608 - constant column list
         " event_types, description, enabled, secret) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
         f" RETURNING {_ENDPOINT_COLUMNS}",
         (
-            "whe_" + ulid(),
+            endpoint_id,
             tenant.project_id,
             tenant.environment,
             url,
             list(event_types),
             description,
             enabled,
-            secret,
+            box.seal(secret, endpoint_id),
         ),
     )
     row = await cursor.fetchone()
@@ -131,7 +134,7 @@ async def update_endpoint(
 
 
 async def rotate_secret(
-    conn: Conn, tenant: Tenant, endpoint_id: str, overlap_seconds: int
+    conn: Conn, tenant: Tenant, endpoint_id: str, overlap_seconds: int, box: SecretBox
 ) -> tuple[Endpoint, str] | None:
     """A new secret; the old one still signs (a second signature) for `overlap_seconds`."""
     secret = new_secret()
@@ -140,10 +143,40 @@ async def rotate_secret(
         " previous_secret_expires_at = now() + make_interval(secs => %s), updated_at = now()"
         " WHERE project_id = %s AND environment = %s AND endpoint_id = %s"
         f" RETURNING {_ENDPOINT_COLUMNS}",
-        (secret, overlap_seconds, tenant.project_id, tenant.environment, endpoint_id),
+        (
+            box.seal(secret, endpoint_id),
+            overlap_seconds,
+            tenant.project_id,
+            tenant.environment,
+            endpoint_id,
+        ),
     )
     row = await cursor.fetchone()
     return (Endpoint(*row), secret) if row else None
+
+
+async def reseal_secrets(conn: Conn, box: SecretBox, *, limit: int = 500) -> int:
+    """Seal under the box's first key up to `limit` endpoints' secrets stored in clear or
+    under an older key it still holds (after a key rotation, or from before encryption);
+    how many. A secret under a key the box lacks is left as it is."""
+    if box.primary is None:
+        return 0
+    cursor = await conn.execute(
+        "SELECT endpoint_id, secret, previous_secret FROM webhook_endpoints"
+        " WHERE (SELECT bool_or(s IS NOT NULL AND split_part(s, ':', 2) <> %(primary)s"
+        "   AND (s NOT LIKE 'enc1:%%' OR split_part(s, ':', 2) = ANY(%(known)s)))"
+        "   FROM unnest(ARRAY[secret, previous_secret]) AS s)"
+        " LIMIT %(limit)s FOR NO KEY UPDATE SKIP LOCKED",
+        {"primary": box.primary, "known": box.key_ids, "limit": limit},
+    )
+    rows = await cursor.fetchall()
+    for endpoint_id, *stored in rows:
+        secret, previous = (box.reseal(s, endpoint_id) if s else None for s in stored)
+        await conn.execute(
+            "UPDATE webhook_endpoints SET secret = %s, previous_secret = %s WHERE endpoint_id = %s",
+            (secret, previous, endpoint_id),
+        )
+    return len(rows)
 
 
 async def delete_endpoint(conn: Conn, tenant: Tenant, endpoint_id: str) -> bool:
