@@ -15,6 +15,7 @@ from typing import Any
 
 from litestar import Controller, Response, delete, get
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 
 from bricqs.participant_keys import ParticipantKeys
 from bricqs.storage import participant_data
@@ -35,6 +36,16 @@ from bricqs_api.context import (
 ERASE_BATCH_ROWS = 1000
 
 
+# 202: the participant still has queued events; the erasure is recorded, send it again.
+ERASURE_RESPONSES = {
+    **PROBLEMS,
+    202: ResponseSpec(
+        data_container=dict[str, Any],
+        description="Waiting for the participant's queued events; repeat after Retry-After.",
+    ),
+}
+
+
 def _answer(erasure: Erasure, status: str) -> dict[str, Any]:
     return {"status": status, **erasure._asdict()}
 
@@ -46,7 +57,7 @@ class ParticipantDataController(Controller):
     tags = ("participants",)
     security = requires("admin")
 
-    @delete("/", status_code=200, responses=PROBLEMS)
+    @delete("/", status_code=200, responses=ERASURE_RESPONSES)
     async def erase_participant(
         self,
         participant_id: ParticipantPath,
