@@ -25,6 +25,8 @@ from bricqs.storage.tenants import Tenant
 from bricqs.stream import CONSUMER_GROUP, STREAM_PREFIX
 
 _PAGE = 500
+# Keys looked at per SCAN call: an erasure walks the whole keyspace, in few round trips.
+_SCAN_COUNT = 1000
 
 
 def _text(value: Any) -> str:
@@ -63,7 +65,10 @@ class ParticipantKeys:
     async def queued(self) -> Queued:
         """The participant's stream entries, and whether each has been processed."""
         found = Queued()
-        async for raw in self.redis.scan_iter(match=f"{STREAM_PREFIX}:*", _type="stream"):
+        streams = self.redis.scan_iter(
+            match=f"{STREAM_PREFIX}:*", _type="stream", count=_SCAN_COUNT
+        )
+        async for raw in streams:
             stream = _text(raw)
             ids = await self._entries_of(stream, found.event_ids)
             if not ids:
@@ -127,7 +132,9 @@ class ParticipantKeys:
     async def remove_keys(self, event_ids: set[str]) -> int:
         """Delete or trim the tenant's keys that hold the participant; how many changed."""
         changed = 0
-        async for raw in self.redis.scan_iter(match=f"*{_glob(self.tenant.project_id)}*"):
+        async for raw in self.redis.scan_iter(
+            match=f"*{_glob(self.tenant.project_id)}*", count=_SCAN_COUNT
+        ):
             key = _text(raw)
             if all(p.search(key) for p in self._names_tenant):
                 changed += await self._remove_from(key, event_ids)

@@ -17,7 +17,7 @@ from litestar import Controller, Response, delete, get
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 
-from bricqs.participant_keys import ParticipantKeys
+from bricqs.participant_keys import ParticipantKeys, Queued
 from bricqs.storage import participant_data
 from bricqs.storage.participant_data import Erasure
 from bricqs.stream import IDEMPOTENCY_TTL_SECONDS
@@ -72,7 +72,7 @@ class ParticipantDataController(Controller):
         queued = await keys.queued()
         latest = await participant_data.latest_erasure(conn, tenant, participant_id)
         if latest is None or latest.completed_at is not None:
-            if latest is not None and not await self._anything_left(conn, tenant, keys):
+            if latest is not None and not await self._anything_left(conn, tenant, keys, queued):
                 return Response(_answer(latest, "erased"))
             latest = await participant_data.start_erasure(
                 conn, tenant, participant_id, caller.key_id
@@ -101,9 +101,10 @@ class ParticipantDataController(Controller):
         return Response(_answer(done, "erased"))
 
     @staticmethod
-    async def _anything_left(conn: Connection, tenant: CallerTenant, keys: ParticipantKeys) -> bool:
+    async def _anything_left(
+        conn: Connection, tenant: CallerTenant, keys: ParticipantKeys, queued: Queued
+    ) -> bool:
         """Whether rows or queued entries of the participant exist again (a new erasure)."""
-        queued = await keys.queued()
         if queued.entries:
             return True
         rows = await participant_data.export_rows(conn, tenant, keys.participant_id)
