@@ -335,3 +335,40 @@ def read_write_key(url: str, tenant: Tenant) -> str:
         return plain
 
     return asyncio.run(create())
+
+
+def test_an_erasure_cut_short_is_resumed_by_the_next_delete_with_its_committed_batches_kept(
+    rights: Story, postgres_server: Server, pid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bricqs_api import data_rights
+
+    define_mechanics(rights)
+    send(rights, pid, 3)
+    total = len(own_ids(postgres_server.url, rights.tenant.project_id, pid))
+    erase_batch = data_rights.participant_data.erase_batch
+    calls = 0
+
+    async def crash_after_one_batch(*args: Any) -> int:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise RuntimeError("the api worker dies here")
+        return await erase_batch(*args)
+
+    monkeypatch.setattr(data_rights, "ERASE_BATCH_ROWS", 2)
+    monkeypatch.setattr(data_rights.participant_data, "erase_batch", crash_after_one_batch)
+    assert erase(rights, pid).status_code == 500
+    with psycopg.connect(postgres_server.url) as conn:
+        row = conn.execute(
+            "SELECT erasure_id, rows_erased, completed_at FROM participant_erasures"
+            " WHERE project_id = %s",
+            (rights.tenant.project_id,),
+        ).fetchone()
+    assert row is not None and row[1:] == (2, None)
+    assert own_ids(postgres_server.url, rights.tenant.project_id, pid)
+    monkeypatch.setattr(data_rights.participant_data, "erase_batch", erase_batch)
+    resumed = erase(rights, pid)
+    assert resumed.status_code == 200, resumed.text
+    assert resumed.json()["erasure_id"] == row[0]
+    assert own_ids(postgres_server.url, rights.tenant.project_id, pid) == set()
+    assert resumed.json()["rows_erased"] > total
