@@ -19,8 +19,9 @@ import redis
 from psycopg import sql
 
 from bricqs.schemas import Envelope, encode_envelope
-from bricqs.storage import tenants
-from bricqs.stream import CONSUMER_GROUP, stream_key
+from bricqs.storage import participant_data, tenants
+from bricqs.storage.tenants import Tenant as TenantScope
+from bricqs.stream import CONSUMER_GROUP, rate_bucket_key, stream_key
 from bricqs_devstack.servers import Server
 from tests.conftest import Story, Tenant, make_tenant
 from tests.webhooks.conftest import hooks, open_api  # noqa: F401 - fixtures
@@ -207,6 +208,9 @@ def test_erasure_leaves_no_row_or_key_holding_the_participant_and_no_other_total
     story.api.patch(
         f"{GAMIFY}/participants/{pid}", headers=story.headers, json={"timezone": "Asia/Tokyo"}
     )
+    # The rate bucket of the participant's tokens, as ingest keeps it (`bricqs.web.auth`).
+    bucket = rate_bucket_key(f"participant:{story.tenant.project_id}:live:{pid}")
+    redis_client.hset(bucket, mapping={"tokens": "9", "ts": "1"})
     send(other_story, pid, 2, key=f"{pid}-first")
     send(test_env, pid, 4)
     redis_client.xgroup_create(stream_key(0), CONSUMER_GROUP, id="$", mkstream=True)
@@ -238,6 +242,7 @@ def test_erasure_leaves_no_row_or_key_holding_the_participant_and_no_other_total
     board = story.get("/leaderboards/all")
     assert [e["participant_id"] for e in board["entries"]] == [bob]
     assert redis_client.xlen(stream_key(0)) == 1
+    assert not redis_client.exists(bucket)
     assert redis_client.zrange(boards[story.tenant.project_id], 0, -1) == [bob.encode()]
     assert len(redis_client.zrange(boards[other.project_id], 0, -1)) == 2
 
@@ -372,3 +377,18 @@ def test_an_erasure_cut_short_is_resumed_by_the_next_delete_with_its_committed_b
     assert resumed.json()["erasure_id"] == row[0]
     assert own_ids(postgres_server.url, rights.tenant.project_id, pid) == set()
     assert resumed.json()["rows_erased"] > total
+
+
+def test_concurrent_erasures_of_one_participant_share_one_record(
+    postgres_server: Server, tenant: Tenant, pid: str
+) -> None:
+    async def start_twice() -> tuple[str, str]:
+        url = postgres_server.url
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            scope = TenantScope(tenant.project_id, "live")
+            first = await participant_data.start_erasure(conn, scope, pid, "key_a")
+            second = await participant_data.start_erasure(conn, scope, pid, "key_b")
+        return first.erasure_id, second.erasure_id
+
+    first, second = asyncio.run(start_twice())
+    assert first == second

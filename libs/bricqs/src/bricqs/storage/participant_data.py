@@ -167,12 +167,14 @@ async def latest_erasure(conn: Conn, tenant: Tenant, participant_id: str) -> Era
 async def start_erasure(
     conn: Conn, tenant: Tenant, participant_id: str, requested_by: str
 ) -> Erasure:
-    """Record a new erasure request, not yet completed."""
+    """Record a new erasure request, not yet completed (or the one in progress)."""
     cursor = await conn.execute(
         sql.SQL(
             "INSERT INTO participant_erasures"
             " (erasure_id, project_id, environment, participant_hash, requested_by)"
-            " VALUES (%s, %s, %s, %s, %s) RETURNING {}"
+            " VALUES (%s, %s, %s, %s, %s)"
+            " ON CONFLICT (project_id, environment, participant_hash)"
+            " WHERE completed_at IS NULL DO NOTHING RETURNING {}"
         ).format(_ERASURE_COLUMNS),
         (
             "era_" + ulid(),
@@ -183,8 +185,12 @@ async def start_erasure(
         ),
     )
     row = await cursor.fetchone()
-    assert row is not None
-    return Erasure(*row)
+    if row is not None:
+        return Erasure(*row)
+    # A concurrent request started one first: carry on with it.
+    started = await latest_erasure(conn, tenant, participant_id)
+    assert started is not None
+    return started
 
 
 async def count_erased(conn: Conn, erasure_id: str, *, rows: int, keys: int) -> None:

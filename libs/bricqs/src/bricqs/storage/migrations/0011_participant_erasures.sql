@@ -15,3 +15,7 @@ CREATE TABLE participant_erasures (
 );
 CREATE INDEX participant_erasures_participant
     ON participant_erasures (project_id, environment, participant_hash, requested_at);
+-- At most one erasure in progress per participant: concurrent requests share it.
+CREATE UNIQUE INDEX participant_erasures_open
+    ON participant_erasures (project_id, environment, participant_hash)
+    WHERE completed_at IS NULL;
