@@ -21,7 +21,13 @@ from psycopg import sql
 from bricqs.schemas import Envelope, encode_envelope
 from bricqs.storage import participant_data, tenants
 from bricqs.storage.tenants import Tenant as TenantScope
-from bricqs.stream import CONSUMER_GROUP, rate_bucket_key, stream_key
+from bricqs.stream import (
+    CONSUMER_GROUP,
+    DeadLetter,
+    dead_letter_key,
+    rate_bucket_key,
+    stream_key,
+)
 from bricqs_devstack.servers import Server
 from tests.conftest import Story, Tenant, make_tenant
 from tests.webhooks.conftest import hooks, open_api  # noqa: F401 - fixtures
@@ -171,10 +177,10 @@ def keys_naming(client: redis.Redis, needles: set[str], foreign: set[str]) -> li
     return hits
 
 
-def queue(client: redis.Redis, tenant_project: str, participant: str) -> bytes:
-    """An event of the participant on shard 0's stream, as ingest would queue it."""
+def envelope_of(tenant_project: str, participant: str) -> Envelope:
+    """An event of the participant as ingest queues it."""
     now = datetime.now(UTC)
-    envelope = Envelope(
+    return Envelope(
         event_id=f"evt_queued{uuid.uuid4().hex[:8]}",
         project_id=tenant_project,
         environment="live",
@@ -184,6 +190,11 @@ def queue(client: redis.Redis, tenant_project: str, participant: str) -> bytes:
         occurred_at=now,
         received_at=now,
     )
+
+
+def queue(client: redis.Redis, tenant_project: str, participant: str) -> bytes:
+    """An event of the participant on shard 0's stream."""
+    envelope = envelope_of(tenant_project, participant)
     entry: bytes = client.xadd(stream_key(0), {"e": encode_envelope(envelope)})
     return entry
 
@@ -215,6 +226,9 @@ def test_erasure_leaves_no_row_or_key_holding_the_participant_and_no_other_total
     send(test_env, pid, 4)
     redis_client.xgroup_create(stream_key(0), CONSUMER_GROUP, id="$", mkstream=True)
     queue(redis_client, other.project_id, pid)  # another project's queued event stays
+    payload = encode_envelope(envelope_of(story.tenant.project_id, pid))
+    dead = DeadLetter(payload, "rejected", stream_key(0), "1-0", 1)
+    redis_client.xadd(dead_letter_key(0), dead.fields())
     # A sorted set as a Redis leaderboard would keep one, in both projects.
     boards = {p: f"bricqs:lb:{{{p}}}:live:all" for p in (story.tenant.project_id, other.project_id)}
     for board_key in boards.values():
@@ -243,6 +257,7 @@ def test_erasure_leaves_no_row_or_key_holding_the_participant_and_no_other_total
     assert [e["participant_id"] for e in board["entries"]] == [bob]
     assert redis_client.xlen(stream_key(0)) == 1
     assert not redis_client.exists(bucket)
+    assert redis_client.xlen(dead_letter_key(0)) == 0
     assert redis_client.zrange(boards[story.tenant.project_id], 0, -1) == [bob.encode()]
     assert len(redis_client.zrange(boards[other.project_id], 0, -1)) == 2
 
@@ -283,6 +298,8 @@ def test_erasure_waits_for_the_participants_queued_events(
     waiting = erase(rights, pid)
     assert waiting.status_code == 202, waiting.text
     assert waiting.json()["status"] == "waiting_for_queued_events"
+    queued = rights.get(f"/participants/{pid}/export")["queued_events"]
+    assert [(e["participant_id"], e["event_name"]) for e in queued] == [(pid, "purchase")]
     assert "Retry-After" in waiting.headers
     # Delivered but not acknowledged is still not processed.
     redis_client.xreadgroup(CONSUMER_GROUP, "p1", {stream_key(0): ">"}, count=10)

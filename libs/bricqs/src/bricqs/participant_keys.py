@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 from bricqs.redis_connect import RedisClient
-from bricqs.schemas import ENVELOPE_FIELD, decode_envelope
+from bricqs.schemas import ENVELOPE_FIELD, Envelope, decode_envelope
 from bricqs.storage.tenants import Tenant
 from bricqs.stream import CONSUMER_GROUP, STREAM_PREFIX
 
@@ -46,7 +46,12 @@ class Queued:
     """Entry ids by stream."""
     waiting: int = 0
     """How many of them the processors have yet to process."""
-    event_ids: set[str] = field(default_factory=set)
+    events: dict[str, Envelope] = field(default_factory=dict)
+    """The queued (or dead-lettered) events themselves, by event id."""
+
+    @property
+    def event_ids(self) -> set[str]:
+        return set(self.events)
 
 
 def _segment(value: str) -> re.Pattern[str]:
@@ -70,7 +75,7 @@ class ParticipantKeys:
         )
         async for raw in streams:
             stream = _text(raw)
-            ids = await self._entries_of(stream, found.event_ids)
+            ids = await self._entries_of(stream, found.events)
             if not ids:
                 continue
             found.entries[stream] = ids
@@ -78,7 +83,7 @@ class ParticipantKeys:
                 found.waiting += await self._unprocessed(stream, ids)
         return found
 
-    async def _entries_of(self, stream: str, event_ids: set[str]) -> list[str]:
+    async def _entries_of(self, stream: str, events: dict[str, Envelope]) -> list[str]:
         """Ids of the participant's entries on `stream`, read a page at a time."""
         ids: list[str] = []
         start = "-"
@@ -88,13 +93,13 @@ class ParticipantKeys:
                 envelope = self._envelope(fields.get(ENVELOPE_FIELD, b""))
                 if envelope is not None:
                     ids.append(_text(entry_id))
-                    event_ids.add(envelope)
+                    events[envelope.event_id] = envelope
             if len(page) < _PAGE:
                 return ids
             start = "(" + _text(page[-1][0])
 
-    def _envelope(self, payload: bytes) -> str | None:
-        """The event id of an envelope of the participant, else None."""
+    def _envelope(self, payload: bytes) -> Envelope | None:
+        """The envelope in `payload` if it is one of the participant's, else None."""
         try:
             envelope = decode_envelope(payload)
         except (msgspec.DecodeError, ValueError):
@@ -104,7 +109,7 @@ class ParticipantKeys:
             self.tenant.environment,
             self.participant_id,
         )
-        return envelope.event_id if mine else None
+        return envelope if mine else None
 
     async def _unprocessed(self, stream: str, ids: list[str]) -> int:
         """How many of `ids` the consumer group has not delivered, or not acknowledged."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 from litestar import Controller, Response, delete, get
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
@@ -115,7 +116,7 @@ class ParticipantDataController(Controller):
         self, participant: Participant, clients: NamedDependency[ApiClients]
     ) -> dict[str, Any]:
         """Everything held about the participant: the state the state API shows, every
-        stored row by table, and events still queued."""
+        stored row by table, and their events still on the streams."""
         rows = await participant_data.export_rows(
             participant.conn, participant.tenant, participant.participant_id
         )
@@ -132,5 +133,5 @@ class ParticipantDataController(Controller):
                 "tiers": await participant.tiers(),
             },
             "stored": rows,
-            "queued_event_ids": sorted(queued.event_ids),
+            "queued_events": [msgspec.to_builtins(e) for e in queued.events.values()],
         }
