@@ -409,3 +409,32 @@ def test_concurrent_erasures_of_one_participant_share_one_record(
 
     first, second = asyncio.run(start_twice())
     assert first == second
+
+
+def test_a_table_added_later_keyed_by_participant_is_exported_and_erased_unchanged(
+    rights: Story, postgres_server: Server, pid: str
+) -> None:
+    table = f"later_scores_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE {} (project_id text, environment text, participant_id text,"
+                " score int)"
+            ).format(sql.Identifier(table))
+        )
+        try:
+            conn.execute(
+                sql.SQL("INSERT INTO {} VALUES (%s, 'live', %s, 7), (%s, 'live', 'bob', 3)").format(
+                    sql.Identifier(table)
+                ),
+                (rights.tenant.project_id, pid, rights.tenant.project_id),
+            )
+            exported = rights.get(f"/participants/{pid}/export")["stored"][table]
+            assert exported == [{"participant_id": pid, "score": 7}]
+            assert erase(rights, pid).json()["rows_erased"] == 1
+            left = conn.execute(
+                sql.SQL("SELECT participant_id FROM {}").format(sql.Identifier(table))
+            )
+            assert left.fetchall() == [("bob",)]
+        finally:
+            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(table)))
