@@ -28,6 +28,7 @@ from bricqs.web.problems import exception_handlers
 from bricqs_api.actions import ManualActionController
 from bricqs_api.catalog import CatalogController
 from bricqs_api.context import DEPENDENCIES, ApiClients, cors_context, scope_guard
+from bricqs_api.data_rights import ParticipantDataController
 from bricqs_api.definitions import definition_controllers
 from bricqs_api.leaderboards import LeaderboardController
 from bricqs_api.participant_tokens import ParticipantTokenController
@@ -114,6 +115,7 @@ def create_app(settings: ApiSettings | None = None) -> Litestar:
                     *definition_controllers,
                     ParticipantController,
                     ParticipantAttributesController,
+                    ParticipantDataController,
                     ParticipantTokenController,
                     ManualActionController,
                     LeaderboardController,
