@@ -12,6 +12,8 @@ fi
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 # The benchmark's load generator (`make bench`, and its smoke test in `make test`).
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+# The console's browser tests (tests/console) drive Debian's Chromium through Playwright.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 
 if ((${#missing[@]})); then
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
