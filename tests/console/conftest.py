@@ -16,7 +16,9 @@ from litestar.testing import TestClient
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from bricqs_devstack.servers import Server
-from tests.conftest import Tenant, api_client, make_tenant
+from bricqs_api.app import create_app
+from bricqs_api.settings import ApiSettings
+from tests.conftest import Tenant, make_tenant
 from tests.ingest.helpers import granian_app
 
 CHROMIUM = "/usr/bin/chromium"
@@ -42,8 +44,16 @@ def console_url(redis_server: Server, postgres_server: Server) -> Iterator[str]:
 
 @pytest.fixture
 def console_client(redis_server: Server, postgres_server: Server) -> Iterator[TestClient[Any]]:
-    """The api with its console in process, for what needs no browser."""
-    with api_client(redis_server.url, postgres_server.url, console_session_secret=SECRET) as client:
+    """The api with its console in process, for what needs no browser; over "https", so
+    the client sends the Secure cookies back as a browser does."""
+    settings = ApiSettings(
+        redis_url=redis_server.url,
+        database_url=postgres_server.url,
+        log_level="WARNING",
+        rules_refresh_seconds=0,
+        console_session_secret=SECRET,
+    )
+    with TestClient(create_app(settings), base_url="https://127.0.0.1") as client:
         yield client
 
 
