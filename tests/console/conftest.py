@@ -15,9 +15,9 @@ import pytest
 from litestar.testing import TestClient
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from bricqs_devstack.servers import Server
 from bricqs_api.app import create_app
 from bricqs_api.settings import ApiSettings
+from bricqs_devstack.servers import Server
 from tests.conftest import Tenant, make_tenant
 from tests.ingest.helpers import granian_app
 

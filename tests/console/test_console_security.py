@@ -9,7 +9,6 @@ from typing import Any
 import psycopg
 from litestar.testing import TestClient
 
-from bricqs.storage.tenants import create_key
 from bricqs_api.console.session import ConsoleSessions
 from tests.conftest import Story, Tenant, make_tenant
 from tests.console.conftest import form_token
