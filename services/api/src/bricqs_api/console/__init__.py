@@ -23,6 +23,7 @@ from bricqs_api.console.participants import ParticipantPages
 from bricqs_api.console.rendering import EXCEPTION_HANDLERS, add_security_headers
 from bricqs_api.console.session import provide_sessions, provide_user
 from bricqs_api.console.signin import SignInController
+from bricqs_api.console.webhooks import WebhookPages
 from bricqs_api.settings import ApiSettings
 
 CSRF_COOKIE = "bricqs_console_csrf"
@@ -51,6 +52,7 @@ def console_routes(settings: ApiSettings) -> list[ControllerRouterHandler]:
                 ParticipantPages,
                 LeaderboardPages,
                 DeadLetterPages,
+                WebhookPages,
                 create_static_files_router(
                     path="/static",
                     directories=[Path(__file__).parent / "static"],
