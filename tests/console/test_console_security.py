@@ -85,9 +85,9 @@ def test_an_expired_or_tampered_session_is_no_session() -> None:
 def test_signed_out_revoked_or_unscoped_keys_are_refused(
     console_client: TestClient[Any], tenant: Tenant, postgres_server: Any
 ) -> None:
-    assert console_client.get("/console/", follow_redirects=False).headers["location"] == (
-        "/console/sign-in"
-    )
+    for path in ("/console", "/console/", "/console/participants/p"):
+        answer = console_client.get(path, follow_redirects=False)
+        assert answer.headers["location"] == "/console/sign-in", path
     with psycopg.connect(postgres_server.url, autocommit=True) as conn:
         conn.execute(
             "UPDATE api_keys SET scopes = '{ingest}' WHERE key_id = %s", (tenant.test_key_id,)
