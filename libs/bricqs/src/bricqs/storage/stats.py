@@ -1,7 +1,9 @@
-"""Counts over a tenant's facts for the console's overview and event pages.
+"""Counts over a tenant's events and facts for the console's overview and event pages.
 
-Every read walks the (project, environment, fact_type, occurred_at) index: one range per
-fact type, so a page costs what the window holds, not what the tenant ever stored.
+No index serves facts by type and time (each index on facts is paid on every event, see
+migration 0005), so these reads range over the primary keys instead: event and fact ids
+are ULIDs, which sort by creation time, so "since T" is a range of ids from the lowest id
+of T's millisecond.
 """
 
 from __future__ import annotations
@@ -9,60 +11,54 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from bricqs.ids import ulid
 from bricqs.storage.facts import FactRow
 from bricqs.storage.tenants import Conn, Tenant
 
 
-async def fact_types(conn: Conn, tenant: Tenant) -> list[str]:
-    """Every fact type the tenant has, by name (a skip scan: one index probe per type)."""
+def id_floor(prefix: str, at: datetime) -> str:
+    """The lowest id with `prefix` (`evt_`, `fact_`) made at or after `at`."""
+    return prefix + ulid(int(at.timestamp() * 1000))[:10] + "0" * 16
+
+
+async def event_counts(
+    conn: Conn, tenant: Tenant, ranges: Sequence[tuple[datetime, datetime]]
+) -> list[int]:
+    """How many events were received in each [start, end) (by their ids: the time ingest
+    accepted them)."""
     cursor = await conn.execute(
-        "WITH RECURSIVE types AS ("
-        " (SELECT fact_type FROM facts WHERE project_id = %(p)s AND environment = %(e)s"
-        "  ORDER BY fact_type LIMIT 1)"
-        " UNION ALL"
-        " SELECT (SELECT f.fact_type FROM facts f WHERE f.project_id = %(p)s"
-        "  AND f.environment = %(e)s AND f.fact_type > types.fact_type"
-        "  ORDER BY f.fact_type LIMIT 1) FROM types WHERE types.fact_type IS NOT NULL)"
-        " SELECT fact_type FROM types WHERE fact_type IS NOT NULL",
-        {"p": tenant.project_id, "e": tenant.environment},
+        "SELECT (SELECT count(*) FROM events e WHERE e.project_id = %s AND e.environment = %s"
+        " AND e.event_id >= r.low AND e.event_id < r.high)"
+        " FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS r(low, high, n) ORDER BY r.n",
+        (
+            tenant.project_id,
+            tenant.environment,
+            [id_floor("evt_", start) for start, _ in ranges],
+            [id_floor("evt_", end) for _, end in ranges],
+        ),
     )
-    return [row[0] for row in await cursor.fetchall()]
+    return [int(row[0]) for row in await cursor.fetchall()]
 
 
-async def counts_since(
-    conn: Conn, tenant: Tenant, types: Sequence[str], since: datetime
-) -> dict[str, int]:
-    """How many facts of each of `types` occurred at or after `since` (types with none
-    are left out)."""
+async def fact_counts_since(conn: Conn, tenant: Tenant, since: datetime) -> dict[str, int]:
+    """Facts made since `since`, by type (a custom fact is made when its event is received)."""
     cursor = await conn.execute(
-        "SELECT t, (SELECT count(*) FROM facts f WHERE f.project_id = %s AND f.environment = %s"
-        " AND f.fact_type = t AND f.occurred_at >= %s) FROM unnest(%s::text[]) AS t",
-        (tenant.project_id, tenant.environment, since, list(types)),
+        "SELECT fact_type, count(*) FROM facts WHERE project_id = %s AND environment = %s"
+        " AND fact_id >= %s GROUP BY fact_type",
+        (tenant.project_id, tenant.environment, id_floor("fact_", since)),
     )
-    return {fact_type: count for fact_type, count in await cursor.fetchall() if count}
-
-
-async def hourly_counts(
-    conn: Conn, tenant: Tenant, types: Sequence[str], since: datetime, until: datetime
-) -> dict[datetime, int]:
-    """Facts of `types` per hour (UTC) in [since, until); empty hours are left out."""
-    cursor = await conn.execute(
-        "SELECT date_trunc('hour', occurred_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', count(*)"
-        " FROM facts WHERE project_id = %s AND environment = %s AND fact_type = ANY(%s)"
-        " AND occurred_at >= %s AND occurred_at < %s GROUP BY 1",
-        (tenant.project_id, tenant.environment, list(types), since, until),
-    )
-    return {hour: count for hour, count in await cursor.fetchall()}
+    return {fact_type: int(count) for fact_type, count in await cursor.fetchall()}
 
 
 async def recent_facts_of_type(
-    conn: Conn, tenant: Tenant, fact_type: str, limit: int
+    conn: Conn, tenant: Tenant, fact_type: str, since: datetime, limit: int
 ) -> list[tuple[str, FactRow]]:
-    """The newest facts of one type, with their participant, newest first."""
+    """The newest facts of one type made since `since`, with their participant, newest
+    first (`since` bounds the walk for a type that is rare)."""
     cursor = await conn.execute(
         "SELECT participant_id, fact_id, fact_type, event_id, properties, occurred_at,"
-        " created_at FROM facts WHERE project_id = %s AND environment = %s AND fact_type = %s"
-        " ORDER BY occurred_at DESC LIMIT %s",
-        (tenant.project_id, tenant.environment, fact_type, limit),
+        " created_at FROM facts WHERE project_id = %s AND environment = %s AND fact_id >= %s"
+        " AND fact_type = %s ORDER BY fact_id DESC LIMIT %s",
+        (tenant.project_id, tenant.environment, id_floor("fact_", since), fact_type, limit),
     )
     return [(row[0], FactRow(*row[1:])) for row in await cursor.fetchall()]

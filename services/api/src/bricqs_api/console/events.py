@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get
@@ -16,6 +17,8 @@ from bricqs_api.console.rendering import page
 from bricqs_api.console.session import SignedIn
 
 RECENT = 50
+RECENT_WINDOW = timedelta(days=1)
+"""How far before the event was last seen its facts are looked for (a bound on the walk)."""
 EventName = Annotated[str, PathParameter(pattern=r"^[^\x00-\x1f\x7f]{1,255}$")]
 
 
@@ -42,5 +45,16 @@ class EventPages(Controller):
         conn: NamedDependency[Conn],
     ) -> Response[str]:
         """The event's most recent facts, with their properties."""
-        facts = await recent_facts_of_type(conn, user.tenant, custom_fact_type(event_name), RECENT)
+        seen = [e for e in await read_catalog(conn, user.tenant) if e.event_name == event_name]
+        facts = (
+            await recent_facts_of_type(
+                conn,
+                user.tenant,
+                custom_fact_type(event_name),
+                seen[0].last_seen_at - RECENT_WINDOW,
+                RECENT,
+            )
+            if seen
+            else []
+        )
         return page(request, "event.html", user=user, event_name=event_name, facts=facts)

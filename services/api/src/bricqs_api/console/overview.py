@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from bricqs.facts import CUSTOM_FACT_PREFIX
-from bricqs.storage.stats import counts_since, fact_types, hourly_counts
+from bricqs.storage.stats import event_counts, fact_counts_since
 from bricqs.storage.tenants import Conn
 from bricqs.stream import CONSUMER_GROUP, stream_key
 from bricqs_api.console.dead_letters import tenant_letters
@@ -82,22 +82,27 @@ class OverviewPage(Controller):
         """Today's activity of the tenant, and the health of the pipeline."""
         now = datetime.now(UTC)
         day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        types = await fact_types(conn, user.tenant)
-        events = [t for t in types if t.startswith(CUSTOM_FACT_PREFIX)]
-        today = await counts_since(conn, user.tenant, types, day_start)
-        last_hour = await counts_since(conn, user.tenant, events, now - timedelta(hours=1))
-        last_minute = await counts_since(conn, user.tenant, events, now - RATE_WINDOW)
-        hourly = await hourly_counts(conn, user.tenant, events, day_start, now)
+        hours = [day_start + timedelta(hours=h) for h in range(now.hour + 1)]
+        # Ids are made by other hosts' clocks: "until now" ends well after now.
+        later = now + timedelta(days=1)
+        counts = await event_counts(
+            conn,
+            user.tenant,
+            [(hour, hour + timedelta(hours=1)) for hour in hours]
+            + [(now - timedelta(hours=1), later), (now - RATE_WINDOW, later)],
+        )
+        hourly, (last_hour, last_minute) = counts[: len(hours)], counts[len(hours) :]
+        today = await fact_counts_since(conn, user.tenant, day_start)
         shards = clients.settings.stream_shards
         outcomes = {t: n for t, n in today.items() if not t.startswith(CUSTOM_FACT_PREFIX)}
         return page(
             request,
             "overview.html",
             user=user,
-            events_today=sum(n for t, n in today.items() if t.startswith(CUSTOM_FACT_PREFIX)),
-            events_last_hour=sum(last_hour.values()),
-            events_per_second=sum(last_minute.values()) / RATE_WINDOW.total_seconds(),
-            bars=hour_bars(hourly, day_start),
+            events_today=sum(hourly),
+            events_last_hour=last_hour,
+            events_per_second=last_minute / RATE_WINDOW.total_seconds(),
+            bars=hour_bars(dict(zip(hours, hourly, strict=True)), day_start),
             chart_height=CHART_HEIGHT,
             backlog=await backlog(clients.redis, shards),
             dead_letters=len(await tenant_letters(clients.redis, shards, user.tenant)),
