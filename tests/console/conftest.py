@@ -57,8 +57,10 @@ def console_client(redis_server: Server, postgres_server: Server) -> Iterator[Te
         yield client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Chromium, for one module: Playwright's sync API keeps an event loop running in this
+    thread while it lives, where later tests' asyncio.run could not start."""
     if not Path(CHROMIUM).exists():
         pytest.fail("Chromium is missing: run scripts/install-deps.sh")
     with sync_playwright() as playwright:

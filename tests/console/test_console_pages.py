@@ -110,3 +110,20 @@ def test_leaderboards_page_and_explain_an_unsupported_period(
         "/console/leaderboards", params={"board": "buyers", "period": "daily"}
     )
     assert refused.status_code == 422 and "kept per weekly only" in refused.text
+
+
+def test_the_overview_counts_todays_events_and_outcomes(
+    console_client: TestClient[Any], story: Story, tenant: Tenant
+) -> None:
+    story.define("points-rules", RULE)
+    for participant in ("a", "b", "a"):
+        story.send("purchase", participant, timestamp="2020-01-01T00:00:00Z")
+    story.send("login", "a")
+    sign_in(console_client, tenant.live_key)
+    page = console_client.get("/console/").text
+    # Counted when received, whatever the events' own timestamps say.
+    assert '<b id="events-today">4</b>' in page and '<b id="events-last-hour">4</b>' in page
+    types = dict(re.findall(r"<tr><td>([a-z_.]+)</td><td class=\"num\">(\d+)</td></tr>", page))
+    assert types == {"custom.purchase": "3", "custom.login": "1", "points.awarded": "3"}
+    bars = re.findall(r'<rect x="\d+" y="\d+" width="16" height="(\d+)">', page)
+    assert len(bars) == 24 and bars.count("100") == 1  # this hour's bar is the tallest

@@ -161,7 +161,8 @@ def test_a_test_key_sees_test_data_only_and_no_other_project(
             "/console/definitions/points-rules/buy"
             not in console_client.get("/console/definitions").text
         )
-        assert console_client.get("/console/definitions/points-rules/buy").status_code == 404
+        missing = console_client.get("/console/definitions/points-rules/buy")
+        assert missing.status_code == 404 and "No points-rules definition" in missing.text
         assert ">purchase<" not in console_client.get("/console/events").text
         assert "None.</td>" in console_client.get("/console/events/purchase").text
     console_client.cookies.clear()

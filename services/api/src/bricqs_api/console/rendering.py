@@ -11,7 +11,7 @@ import msgspec
 from jinja2 import Environment, PackageLoader, select_autoescape
 from litestar import Request, Response
 from litestar.enums import MediaType
-from litestar.exceptions import PermissionDeniedException
+from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.response import Redirect
 from litestar.utils.scope.state import ScopeState
 from markupsafe import Markup
@@ -82,7 +82,9 @@ def add_security_headers(response: Response[Any]) -> Response[Any]:
 
 
 def _refusal(request: Request[Any, Any, Any], status: int, message: str) -> Response[str]:
-    response = page(request, "refused.html", status_code=status, user=None, message=message)
+    response = page(
+        request, "refused.html", status_code=status, user=None, message=message, status=status
+    )
     return add_security_headers(response)
 
 
@@ -106,7 +108,13 @@ def csrf_refused(request: Request[Any, Any, Any], exc: PermissionDeniedException
     return _refusal(request, 403, "The form was not sent from a console page. Reload and retry.")
 
 
+def not_found(request: Request[Any, Any, Any], exc: NotFoundException) -> Response[Any]:
+    """404 as a console page, naming what is missing."""
+    return _refusal(request, 404, exc.detail)
+
+
 EXCEPTION_HANDLERS: dict[Any, Any] = {
+    NotFoundException: not_found,
     NotSignedIn: not_signed_in,
     ScopeMissing: scope_missing,
     PermissionDeniedException: csrf_refused,
