@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, NamedTuple
 
 from bricqs.ids import ulid
-from bricqs.storage.facts import FactRow
 from bricqs.storage.tenants import Conn, Tenant
 
 
@@ -50,15 +50,26 @@ async def fact_counts_since(conn: Conn, tenant: Tenant, since: datetime) -> dict
     return {fact_type: int(count) for fact_type, count in await cursor.fetchall()}
 
 
-async def recent_facts_of_type(
-    conn: Conn, tenant: Tenant, fact_type: str, since: datetime, limit: int
-) -> list[tuple[str, FactRow]]:
-    """The newest facts of one type made since `since`, with their participant, newest
-    first (`since` bounds the walk for a type that is rare)."""
+class RecentEvent(NamedTuple):
+    """A stored event, as the console's event page lists it."""
+
+    event_id: str
+    participant_id: str
+    properties: dict[str, Any]
+    occurred_at: datetime
+    received_at: datetime
+
+
+async def recent_events(
+    conn: Conn, tenant: Tenant, event_name: str, since: datetime, limit: int
+) -> list[RecentEvent]:
+    """The newest events of one name received since `since`, newest first (`since` bounds
+    the walk for a name that is rare). The events table holds no outcomes, so the walk
+    skips only other names."""
     cursor = await conn.execute(
-        "SELECT participant_id, fact_id, fact_type, event_id, properties, occurred_at,"
-        " created_at FROM facts WHERE project_id = %s AND environment = %s AND fact_id >= %s"
-        " AND fact_type = %s ORDER BY fact_id DESC LIMIT %s",
-        (tenant.project_id, tenant.environment, id_floor("fact_", since), fact_type, limit),
+        "SELECT event_id, participant_id, properties, occurred_at, received_at FROM events"
+        " WHERE project_id = %s AND environment = %s AND event_id >= %s AND event_name = %s"
+        " ORDER BY event_id DESC LIMIT %s",
+        (tenant.project_id, tenant.environment, id_floor("evt_", since), event_name, limit),
     )
-    return [(row[0], FactRow(*row[1:])) for row in await cursor.fetchall()]
+    return [RecentEvent(*row) for row in await cursor.fetchall()]

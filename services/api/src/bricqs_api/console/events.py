@@ -9,16 +9,15 @@ from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
 from litestar.params import PathParameter
 
-from bricqs.facts import custom_fact_type
 from bricqs.storage.catalog import read_catalog
-from bricqs.storage.stats import recent_facts_of_type
+from bricqs.storage.stats import recent_events
 from bricqs.storage.tenants import Conn
 from bricqs_api.console.rendering import page
 from bricqs_api.console.session import SignedIn
 
 RECENT = 50
 RECENT_WINDOW = timedelta(days=1)
-"""How far before the event was last seen its facts are looked for (a bound on the walk)."""
+"""How far before the name was last seen its events are looked for (a bound on the walk)."""
 EventName = Annotated[str, PathParameter(pattern=r"^[^\x00-\x1f\x7f]{1,255}$")]
 
 
@@ -44,17 +43,13 @@ class EventPages(Controller):
         user: SignedIn,
         conn: NamedDependency[Conn],
     ) -> Response[str]:
-        """The event's most recent facts, with their properties."""
+        """The event's most recent occurrences, with their properties."""
         seen = [e for e in await read_catalog(conn, user.tenant) if e.event_name == event_name]
-        facts = (
-            await recent_facts_of_type(
-                conn,
-                user.tenant,
-                custom_fact_type(event_name),
-                seen[0].last_seen_at - RECENT_WINDOW,
-                RECENT,
+        events = (
+            await recent_events(
+                conn, user.tenant, event_name, seen[0].last_seen_at - RECENT_WINDOW, RECENT
             )
             if seen
             else []
         )
-        return page(request, "event.html", user=user, event_name=event_name, facts=facts)
+        return page(request, "event.html", user=user, event_name=event_name, events=events)
