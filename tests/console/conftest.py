@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from litestar.testing import TestClient
 from playwright.sync_api import Browser, Page, sync_playwright
@@ -98,6 +99,17 @@ def screenshot(page: Page, name: str) -> None:
         page.set_viewport_size(size)
         page.screenshot(path=SCREENSHOTS / f"{name}-{label}.png", full_page=True)
     page.set_viewport_size(DESKTOP)
+
+
+def set_key(
+    database_url: str, key_id: str, *, scopes: str | None = None, revoke: bool = False
+) -> None:
+    """Give a key other scopes (a PostgreSQL array literal, '{read}') or revoke it."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        if scopes is not None:
+            conn.execute("UPDATE api_keys SET scopes = %s WHERE key_id = %s", (scopes, key_id))
+        if revoke:
+            conn.execute("UPDATE api_keys SET revoked_at = now() WHERE key_id = %s", (key_id,))
 
 
 def form_token(html: str) -> str:

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import psycopg
 from litestar.testing import TestClient
 
 from bricqs_api.console.session import ConsoleSessions
 from tests.conftest import Story, Tenant, make_tenant
-from tests.console.conftest import form_token
+from tests.console.conftest import form_token, set_key
 
 RULE = {
     "code": "buy",
@@ -88,14 +87,12 @@ def test_signed_out_revoked_or_unscoped_keys_are_refused(
     for path in ("/console", "/console/", "/console/participants/p"):
         answer = console_client.get(path, follow_redirects=False)
         assert answer.headers["location"] == "/console/sign-in", path
-    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
-        conn.execute(
-            "UPDATE api_keys SET scopes = '{ingest}' WHERE key_id = %s", (tenant.test_key_id,)
-        )
-        conn.execute(
-            "UPDATE api_keys SET revoked_at = now() WHERE key_id = %s", (tenant.live_key_id,)
-        )
+    set_key(postgres_server.url, tenant.test_key_id, scopes="{ingest}")
     assert sign_in(console_client, tenant.test_key).status_code == 401  # ingest only
+    set_key(postgres_server.url, tenant.live_key_id, revoke=True)
+    refused = sign_in(console_client, tenant.live_key)
+    assert refused.status_code == 401 and "unknown or revoked" in refused.text
+    assert sign_in(console_client, "bq_live_" + "x" * 40).status_code == 401
 
 
 def test_a_revoked_key_ends_its_sessions(
@@ -103,10 +100,7 @@ def test_a_revoked_key_ends_its_sessions(
 ) -> None:
     sign_in(console_client, tenant.live_key)
     assert console_client.get("/console/", follow_redirects=False).status_code == 200
-    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
-        conn.execute(
-            "UPDATE api_keys SET revoked_at = now() WHERE key_id = %s", (tenant.live_key_id,)
-        )
+    set_key(postgres_server.url, tenant.live_key_id, revoke=True)
     assert console_client.get("/console/", follow_redirects=False).status_code == 303
     token = form_token(console_client.get("/console/sign-in").text)
     answer = console_client.post(
@@ -129,10 +123,7 @@ def test_sign_out_ends_the_session(console_client: TestClient[Any], tenant: Tena
 def test_a_read_key_reads_but_cannot_act(
     console_client: TestClient[Any], tenant: Tenant, postgres_server: Any
 ) -> None:
-    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
-        conn.execute(
-            "UPDATE api_keys SET scopes = '{read}' WHERE key_id = %s", (tenant.live_key_id,)
-        )
+    set_key(postgres_server.url, tenant.live_key_id, scopes="{read}")
     sign_in(console_client, tenant.live_key)
     page = console_client.get("/console/participants/p").text
     assert "By hand" not in page

@@ -13,7 +13,7 @@ from bricqs.storage.tenants import Tenant as StorageTenant
 from bricqs.storage.webhook_outbox import enqueue_test_message
 from bricqs.storage.webhooks import create_endpoint
 from tests.conftest import Tenant, make_tenant
-from tests.console.conftest import form_token
+from tests.console.conftest import form_token, set_key
 from tests.console.test_console_security import sign_in
 
 
@@ -69,10 +69,7 @@ def test_an_admin_sees_endpoints_and_deliveries_and_retries_a_failed_one(
 def test_webhooks_are_for_admin_keys_only(
     console_client: TestClient[Any], tenant: Tenant, postgres_server: Any
 ) -> None:
-    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
-        conn.execute(
-            "UPDATE api_keys SET scopes = '{read}' WHERE key_id = %s", (tenant.live_key_id,)
-        )
+    set_key(postgres_server.url, tenant.live_key_id, scopes="{read}")
     sign_in(console_client, tenant.live_key)
     assert "/console/webhooks" not in console_client.get("/console/").text
     assert console_client.get("/console/webhooks").status_code == 403
