@@ -102,6 +102,17 @@ def test_a_person_runs_a_project_from_the_console(
     base, key = console_url, project.live_key
     context = browser.new_context(viewport=DESKTOP, timezone_id="Asia/Tokyo")
     page = context.new_page()
+    # A script or style the CSP refuses, or a missing asset, shows as a console error; the
+    # field errors' 422 is the one error answer this story expects.
+    errors: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            message.type == "error"
+            and "status of 422" not in message.text
+            and errors.append(page.url + " " + message.text)
+        ),
+    )
     sign_in(page, base, key)
     _create_rule_with_a_mistake_then_fix_it(page, base)
 
@@ -164,6 +175,7 @@ def test_a_person_runs_a_project_from_the_console(
     screenshot(page, "sign-in")
     page.goto(f"{base}/console/participants/alice")
     assert page.url == f"{base}/console/sign-in"
+    assert errors == [], "\n".join(errors)
     context.close()
 
 
