@@ -15,6 +15,8 @@ command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 # The connection pooler the scale tests put in front of PostgreSQL (Debian installs it in
 # /usr/sbin, which is not on every PATH).
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+# The console's browser tests (tests/console) drive Debian's Chromium through Playwright.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 
 if ((${#missing[@]})); then
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then

@@ -27,6 +27,7 @@ from bricqs.web.metrics import mark_worker_dead, metrics_endpoint, request_metri
 from bricqs.web.problems import exception_handlers
 from bricqs_api.actions import ManualActionController
 from bricqs_api.catalog import CatalogController
+from bricqs_api.console import console_routes
 from bricqs_api.context import DEPENDENCIES, ApiClients, cors_context, scope_guard
 from bricqs_api.data_rights import ParticipantDataController
 from bricqs_api.definitions import definition_controllers
@@ -131,6 +132,7 @@ def create_app(settings: ApiSettings | None = None) -> Litestar:
             api,
             health_router(lambda: _readiness(app.state.clients)),
             metrics_endpoint,
+            *console_routes(settings),
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=exception_handlers,

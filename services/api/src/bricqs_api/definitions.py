@@ -48,7 +48,8 @@ def _found(row: DefinitionRow | None, segment: str, code: str) -> DefinitionRow:
     return row
 
 
-async def _check(conn: Conn, tenant: Tenant, definition: Definition) -> None:
+async def check_definition(conn: Conn, tenant: Tenant, definition: Definition) -> None:
+    """422 with field errors for a definition that breaks a rule beyond its types."""
     errors = semantic_errors(definition)
     if isinstance(definition, Challenge) and definition.reward and definition.reward.badge:
         badge = await get_definition(conn, tenant, "badge", definition.reward.badge)
@@ -82,7 +83,7 @@ def definition_controller(segment: str, kind: str, schema: type[Definition]) -> 
             conn: NamedDependency[Conn],
             tenant: NamedDependency[Tenant],
         ) -> dict[str, Any]:
-            await _check(conn, tenant, data)
+            await check_definition(conn, tenant, data)
             body = msgspec.json.encode(data).decode()
             row = await create_definition(conn, tenant, kind, data.code, data.status, body)
             if row is None:
@@ -138,7 +139,7 @@ def definition_controller(segment: str, kind: str, schema: type[Definition]) -> 
                     "The code cannot change.",
                     errors=[FieldError("code", f"must be {code!r}", "immutable")],
                 )
-            await _check(conn, tenant, data)
+            await check_definition(conn, tenant, data)
             body = msgspec.json.encode(data).decode()
             row = await update_definition(conn, tenant, kind, code, data.status, body)
             return definition_body(_found(row, segment, code))

@@ -163,7 +163,7 @@ def _change(rank: int, previous: int | None) -> dict[str, Any]:
     return {"previous_rank": previous + 1, "change": change}
 
 
-async def _read(
+async def open_board(
     conn: Conn,
     standings: Standings,
     tenant: Tenant,
@@ -172,6 +172,9 @@ async def _read(
     run: int | None,
     group: str | None,
 ) -> BoardRead:
+    """A read of one active board's run (the current one when `run` is None) and group:
+    404 for an unknown board, 4xx for a wrong run or group (the api's routes and the
+    console's page share it)."""
     board = _board(rules, code)
     chosen = _run(board, run, datetime.now(UTC))
     return BoardRead(conn, standings, tenant, board, chosen, _group(board, group))
@@ -207,19 +210,8 @@ class LeaderboardController(Controller):
         """Participants from rank `offset` + 1, with rank and score; ties go to who reached
         the score first, then by participant id. `run` reads a past run of a repeating
         board (its final standings); `group` is required on a grouped board."""
-        read = await _read(conn, standings, tenant, rules, code, run, group)
-        definition = read.board.leaderboard
-        if period is not None and period != definition.period:
-            return await _other_period(conn, tenant, read, period, limit, offset)
-        keys = await read.keys()
-        total, rows = await standings.top(keys, read.group, offset, limit)
-        return {
-            **read.head(definition.period),
-            "total_participants": total,
-            "offset": offset,
-            "next_offset": offset + limit if offset + limit < total else None,
-            "entries": await read.entries(offset, rows),
-        }
+        read = await open_board(conn, standings, tenant, rules, code, run, group)
+        return await board_page(read, period, limit, offset)
 
     @get("/{code:str}/rank/{participant_id:str}", responses=PROBLEMS)
     async def leaderboard_rank(
@@ -235,35 +227,8 @@ class LeaderboardController(Controller):
         group: GroupParam = None,
     ) -> dict[str, Any]:
         """One participant's rank, score and percentile (share of participants ranked below)."""
-        read = await _read(conn, standings, tenant, rules, code, run, group)
-        definition = read.board.leaderboard
-        if period is not None and period != definition.period:
-            ranking = await _period_ranking(conn, tenant, read, period)
-            found = next((i for i, (pid, _) in enumerate(ranking) if pid == participant_id), None)
-            if found is None:
-                raise _not_ranked(participant_id, code)
-            rank, score, total = found, ranking[found][1], len(ranking)
-            head = {**read.head(period), "run": None}
-        else:
-            ranked = await standings.rank(await read.keys(), read.group, participant_id)
-            if ranked is None:
-                raise _not_ranked(participant_id, code)
-            rank, score, total = ranked
-            head = read.head(definition.period)
-        answer = {
-            **head,
-            "participant_id": participant_id,
-            "rank": rank + 1,
-            "score": _score(score),
-            "total_participants": total,
-            "percentile": round(100.0 * (total - rank - 1) / total, 2),
-        }
-        if (
-            head["run"] is not None
-            and (previous := await read.previous_ranks([participant_id])) is not None
-        ):
-            answer.update(_change(rank, previous.get(participant_id)))
-        return answer
+        read = await open_board(conn, standings, tenant, rules, code, run, group)
+        return await board_rank(read, participant_id, period)
 
     @get("/{code:str}/around/{participant_id:str}", responses=PROBLEMS)
     async def leaderboard_around(
@@ -279,7 +244,7 @@ class LeaderboardController(Controller):
         group: GroupParam = None,
     ) -> dict[str, Any]:
         """The `k` entries above and below a participant, and theirs."""
-        read = await _read(conn, standings, tenant, rules, code, run, group)
+        read = await open_board(conn, standings, tenant, rules, code, run, group)
         found = await standings.around(await read.keys(), read.group, participant_id, k)
         if found is None:
             raise _not_ranked(participant_id, code)
@@ -315,6 +280,58 @@ class LeaderboardController(Controller):
             ],
             "next_before": runs[-1][0] if len(runs) == limit else None,
         }
+
+
+async def board_page(
+    read: BoardRead, period: str | None, limit: int, offset: int
+) -> dict[str, Any]:
+    """The answer of `GET /leaderboards/{code}`: entries from rank `offset` + 1 (the api's
+    route and the console's page share it)."""
+    definition = read.board.leaderboard
+    if period is not None and period != definition.period:
+        return await _other_period(read.conn, read.tenant, read, period, limit, offset)
+    keys = await read.keys()
+    total, rows = await read.standings.top(keys, read.group, offset, limit)
+    return {
+        **read.head(definition.period),
+        "total_participants": total,
+        "offset": offset,
+        "next_offset": offset + limit if offset + limit < total else None,
+        "entries": await read.entries(offset, rows),
+    }
+
+
+async def board_rank(read: BoardRead, participant_id: str, period: str | None) -> dict[str, Any]:
+    """The answer of `GET /leaderboards/{code}/rank/{participant_id}`; 404 `not_ranked`."""
+    definition = read.board.leaderboard
+    code = definition.code
+    if period is not None and period != definition.period:
+        ranking = await _period_ranking(read.conn, read.tenant, read, period)
+        found = next((i for i, (pid, _) in enumerate(ranking) if pid == participant_id), None)
+        if found is None:
+            raise _not_ranked(participant_id, code)
+        rank, score, total = found, ranking[found][1], len(ranking)
+        head = {**read.head(period), "run": None}
+    else:
+        ranked = await read.standings.rank(await read.keys(), read.group, participant_id)
+        if ranked is None:
+            raise _not_ranked(participant_id, code)
+        rank, score, total = ranked
+        head = read.head(definition.period)
+    answer = {
+        **head,
+        "participant_id": participant_id,
+        "rank": rank + 1,
+        "score": _score(score),
+        "total_participants": total,
+        "percentile": round(100.0 * (total - rank - 1) / total, 2),
+    }
+    if (
+        head["run"] is not None
+        and (previous := await read.previous_ranks([participant_id])) is not None
+    ):
+        answer.update(_change(rank, previous.get(participant_id)))
+    return answer
 
 
 async def _period_ranking(

@@ -17,6 +17,7 @@ from bricqs.settings import (
     RedisUrl,
     RetryAfterSeconds,
     RulesRefreshSeconds,
+    StreamShards,
     WebhooksAllowPrivate,
 )
 from bricqs.webhook_secrets import WebhookSecretsKeys
@@ -48,4 +49,19 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     rules_refresh_seconds: RulesRefreshSeconds = 2.0
     webhooks_allow_private: WebhooksAllowPrivate = False
     webhook_secrets_keys: WebhookSecretsKeys = ""
+    stream_shards: StreamShards = 1
+    console_session_secret: Annotated[
+        str,
+        Meta(
+            description="Signs the web console's session and CSRF cookies; empty turns the"
+            " console (/console) off; changing it signs everyone out."
+        ),
+    ] = ""
+    console_session_hours: Annotated[
+        float, Meta(gt=0, le=720, description="How long a console sign-in lasts.")
+    ] = 8.0
+    console_cookie_secure: Annotated[
+        bool,
+        Meta(description="Mark console cookies Secure (sent over HTTPS only, and localhost)."),
+    ] = True
     log_level: LogLevel = "INFO"

@@ -1,0 +1,111 @@
+"""Overview: events today and in the last hour (with a chart of today by hour), events/s
+now, the processor's backlog, dead letters, facts by type and the top outcomes today."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from litestar import Controller, Request, Response, get
+from litestar.di import NamedDependency
+from redis.exceptions import ResponseError
+
+from bricqs.facts import CUSTOM_FACT_PREFIX
+from bricqs.redis_connect import RedisClient
+from bricqs.storage.stats import event_counts, fact_counts_since
+from bricqs.storage.tenants import Conn
+from bricqs.stream import CONSUMER_GROUP, stream_key
+from bricqs_api.console.dead_letters import tenant_letters
+from bricqs_api.console.rendering import page
+from bricqs_api.console.session import SignedIn
+from bricqs_api.context import ApiClients
+
+RATE_WINDOW = timedelta(minutes=1)
+CHART_HEIGHT = 100
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What the processors have yet to do, over every shard (every project's events)."""
+
+    lag: int
+    """Entries on the streams not yet read by the consumer group."""
+    pending: int
+    """Entries read but not yet acknowledged."""
+
+
+async def backlog(redis: RedisClient, shards: int) -> Backlog:
+    """The consumer group's lag and pending count, summed over the shards."""
+    lag = pending = 0
+    for shard in range(shards):
+        try:
+            groups: Any = await redis.xinfo_groups(stream_key(shard))
+        except ResponseError:  # no stream yet: nothing sent to this shard
+            continue
+        for group in groups:
+            name = group.get("name")
+            if name in (CONSUMER_GROUP, CONSUMER_GROUP.encode()):
+                lag += int(group.get("lag") or 0)
+                pending += int(group.get("pending") or 0)
+    return Backlog(lag, pending)
+
+
+def hour_bars(counts: dict[datetime, int], day_start: datetime) -> list[dict[str, Any]]:
+    """The chart's 24 bars (one per UTC hour of the day), scaled to CHART_HEIGHT."""
+    hours = [day_start + timedelta(hours=h) for h in range(24)]
+    peak = max(counts.values(), default=0) or 1
+    return [
+        {
+            "hour": hour.hour,
+            "count": counts.get(hour, 0),
+            "height": round(CHART_HEIGHT * counts.get(hour, 0) / peak),
+        }
+        for hour in hours
+    ]
+
+
+class OverviewPage(Controller):
+    """The console's first page."""
+
+    path = "/"
+    include_in_schema = False
+
+    @get("/")
+    async def overview(
+        self,
+        request: Request[Any, Any, Any],
+        user: SignedIn,
+        conn: NamedDependency[Conn],
+        clients: NamedDependency[ApiClients],
+    ) -> Response[str]:
+        """Today's activity of the tenant, and the health of the pipeline."""
+        now = datetime.now(UTC)
+        day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        hours = [day_start + timedelta(hours=h) for h in range(now.hour + 1)]
+        # Ids are made by other hosts' clocks: "until now" ends well after now.
+        later = now + timedelta(days=1)
+        counts = await event_counts(
+            conn,
+            user.tenant,
+            [(hour, hour + timedelta(hours=1)) for hour in hours]
+            + [(now - timedelta(hours=1), later), (now - RATE_WINDOW, later)],
+        )
+        hourly, (last_hour, last_minute) = counts[: len(hours)], counts[len(hours) :]
+        today = await fact_counts_since(conn, user.tenant, day_start)
+        shards = clients.settings.stream_shards
+        outcomes = {t: n for t, n in today.items() if not t.startswith(CUSTOM_FACT_PREFIX)}
+        return page(
+            request,
+            "overview.html",
+            user=user,
+            events_today=sum(hourly),
+            events_last_hour=last_hour,
+            events_per_second=last_minute / RATE_WINDOW.total_seconds(),
+            bars=hour_bars(dict(zip(hours, hourly, strict=True)), day_start),
+            chart_height=CHART_HEIGHT,
+            backlog=await backlog(clients.redis, shards),
+            dead_letters=len(await tenant_letters(clients.redis, shards, user.tenant)),
+            today=sorted(today.items(), key=lambda item: -item[1]),
+            outcomes=sorted(outcomes.items(), key=lambda item: -item[1])[:5],
+        )
