@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from bricqs_devstack.servers import Server
-from bricqs_processor.consumer import HOT_CHUNK, plan_transactions
 from bricqs_processor.entries import Entry
+from bricqs_processor.lanes import HOT_CHUNK, plan_transactions
 from tests.conftest import Tenant
 from tests.processor.conftest import (
     ProcessorFactory,

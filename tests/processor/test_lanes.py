@@ -8,8 +8,8 @@ import redis
 
 from bricqs.stream import dead_letter_key
 from bricqs_devstack.servers import Server
-from bricqs_processor.consumer import LANE_SIZE, split_into_lanes
 from bricqs_processor.entries import Entry
+from bricqs_processor.lanes import LANE_SIZE, split_into_lanes
 from tests.conftest import Tenant
 from tests.processor.conftest import (
     ProcessorFactory,

@@ -21,6 +21,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from bricqs.participant_keys import ParticipantKeys, Queued
 from bricqs.storage import participant_data
 from bricqs.storage.participant_data import Erasure
+from bricqs.storage.standings import Standings
 from bricqs.stream import IDEMPOTENCY_TTL_SECONDS
 from bricqs.web.auth import requires
 from bricqs_api.context import (
@@ -90,7 +91,12 @@ class ParticipantDataController(Controller):
         event_ids = queued.event_ids | await participant_data.recent_idempotent_event_ids(
             conn, tenant, participant_id, since
         )
-        removed_keys = await keys.remove_entries(queued) + await keys.remove_keys(event_ids)
+        # Leaderboard mirrors first: their entries are found through the members hash,
+        # which the generic sweep (remove_keys) would drop.
+        removed_keys = await Standings(clients.redis).forget(
+            tenant.project_id, tenant.environment, participant_id
+        )
+        removed_keys += await keys.remove_entries(queued) + await keys.remove_keys(event_ids)
         await participant_data.count_erased(conn, latest.erasure_id, rows=0, keys=removed_keys)
         await conn.commit()
         while rows := await participant_data.erase_batch(

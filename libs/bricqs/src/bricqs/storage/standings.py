@@ -77,6 +77,15 @@ redis.call('ZADD', KEYS[3], score, member)
 return 1
 """
 
+# Remove a participant from one run: KEYS = (the members hash, every group's set).
+_FORGET = """
+local member = redis.call('HGET', KEYS[1], ARGV[1])
+if not member then return 0 end
+for i = 2, #KEYS do redis.call('ZREM', KEYS[i], member) end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return 1
+"""
+
 
 @dataclass(frozen=True)
 class RunKeys:
@@ -149,6 +158,7 @@ class Standings:
         self._rank = redis.register_script(_RANK)
         self._around = redis.register_script(_AROUND)
         self._move = redis.register_script(_MOVE)
+        self._forget = redis.register_script(_FORGET)
 
     async def push(self, pushes: Sequence[Push]) -> None:
         """Mirror absolute standings (idempotent: a repeat changes nothing)."""
@@ -171,6 +181,22 @@ class Standings:
         await self._move(
             keys=[keys.members, keys.group(old), keys.group(new)], args=[participant_id]
         )
+
+    async def forget(self, project_id: str, environment: str, participant_id: str) -> int:
+        """Remove a participant from every run and group of the tenant's boards (an
+        erasure: their PostgreSQL standings go with their other rows); how many runs held
+        them."""
+        tenant = f"bricqs:lb:{{{_glob(project_id)}:{_glob(environment)}:"
+        forgotten = 0
+        async for raw in self.redis.scan_iter(match=f"{tenant}*}}:*:m", count=1000):
+            hash_key = raw.decode() if isinstance(raw, bytes) else raw
+            prefix = hash_key.removesuffix(":m")
+            groups = [
+                g.decode() if isinstance(g, bytes) else g
+                async for g in self.redis.scan_iter(match=f"{_glob(prefix)}:z:*", count=1000)
+            ]
+            forgotten += int(await self._forget(keys=[hash_key, *groups], args=[participant_id]))
+        return forgotten
 
     async def is_ready(self, keys: RunKeys, shape: str) -> bool:
         """Whether the run's mirror was loaded for this board shape."""
