@@ -69,6 +69,7 @@ def test_make_run_serves_the_whole_system_and_stops_cleanly(tmp_path: Path) -> N
             "API_PORT",
             "SYNC_PORT",
             "METRICS_PORT",
+            "DISPATCHER_METRICS_PORT",
         )
     }
     env = {
@@ -93,7 +94,10 @@ def test_make_run_serves_the_whole_system_and_stops_cleanly(tmp_path: Path) -> N
         keys = wait_for(lambda: json.loads(keys_file.read_text()), 90, "the demo keys file")
         ingest = f"http://127.0.0.1:{ports['INGEST_PORT']}"
         api = f"http://127.0.0.1:{ports['API_PORT']}"
-        for base in (ingest, api, f"http://127.0.0.1:{ports['METRICS_PORT']}"):
+        probes = [
+            f"http://127.0.0.1:{ports[p]}" for p in ("METRICS_PORT", "DISPATCHER_METRICS_PORT")
+        ]
+        for base in (ingest, api, *probes):
             wait_for(lambda b=base: httpx.get(f"{b}/health/ready").status_code == 200, 60, base)
 
         # The README's first example, as a user would paste it.

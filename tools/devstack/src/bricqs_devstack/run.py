@@ -27,6 +27,9 @@ DEV_POSTGRES_PORT = int(os.environ.get("DEV_POSTGRES_PORT", "15432"))
 INGEST_PORT = int(os.environ.get("INGEST_PORT", "8000"))
 API_PORT = int(os.environ.get("API_PORT", "8001"))
 SYNC_PORT = int(os.environ.get("SYNC_PORT", "8002"))
+# The processor's probes take METRICS_PORT (9100); the dispatcher's get a port of their own,
+# or a METRICS_PORT set for the processor would be taken twice.
+DISPATCHER_METRICS_PORT = int(os.environ.get("DISPATCHER_METRICS_PORT", "9102"))
 INGEST_WORKERS = int(os.environ.get("INGEST_WORKERS", "1"))
 EVENT_LOOP = "uvloop"
 """Granian's event loop for ingest and the api, as the images run them (Dockerfile)."""
@@ -61,7 +64,11 @@ def service_commands(bin_dir: Path) -> list[tuple[str, list[str], dict[str, str]
             {"INGEST_ENDPOINTS": "sync"},
         ),
         ("processor", [str(bin_dir / "bricqs-processor")], {}),
-        ("dispatcher", [str(bin_dir / "bricqs-dispatcher")], {}),
+        (
+            "dispatcher",
+            [str(bin_dir / "bricqs-dispatcher")],
+            {"METRICS_PORT": str(DISPATCHER_METRICS_PORT)},
+        ),
         ("api", serve(API_PORT, 1, "bricqs_api.app:create_app"), {}),
     ]
 
