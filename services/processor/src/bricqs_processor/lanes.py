@@ -7,6 +7,13 @@ from __future__ import annotations
 
 from bricqs_processor.entries import Entry
 
+# A batch is stored as several transactions at once, of about LANE_SIZE entries each,
+# split by participant: while PostgreSQL works on one, Python works on another (alone, a
+# batch leaves PostgreSQL idle during its Python work and Python idle during its
+# statements). Their participants differ, so their advisory locks never meet; the rows
+# every writer shares (the event catalog) are written last, in sorted order, so they
+# cannot deadlock. One pooled connection is left for housekeeping and the health check.
+#
 # Measured (20 rules, one replica): 1,000-entry batches in 3-4 lanes store 7-10% more
 # events/s than 500-entry batches in 2; smaller lanes (125) gain nothing.
 LANE_SIZE = 250
