@@ -29,7 +29,9 @@ async def cmd_leaderboard_rebuild(args: argparse.Namespace) -> dict[str, Any]:
     """Rebuild one leaderboard of one project's environment."""
     if not args.redis_url:
         raise LeaderboardAdminError("set REDIS_URL or pass --redis-url: the mirror is rebuilt too")
-    async with await psycopg.AsyncConnection.connect(args.database_url) as conn:
+    async with await psycopg.AsyncConnection.connect(
+        args.database_url, prepare_threshold=None
+    ) as conn:
         project = await tenants.find_project(conn, args.project)
         if project is None:
             raise LeaderboardAdminError(
@@ -40,11 +42,11 @@ async def cmd_leaderboard_rebuild(args: argparse.Namespace) -> dict[str, Any]:
         if board is None:
             raise LeaderboardAdminError(f"no active leaderboard {args.code!r} in {args.env}")
         redis = connect_redis(args.redis_url, cluster=args.redis_cluster, timeout_s=30)
-        async with redis:
-            # A large board takes longer than a request's statement timeout would allow.
-            await conn.execute("SET statement_timeout = 0")
-            async with conn.transaction():
-                count = await rebuild(conn, Standings(redis), tenant, board, datetime.now(UTC))
+        async with redis, conn.transaction():
+            # A large board takes longer than a request's statement timeout would
+            # allow; LOCAL, so nothing outlives the transaction behind PgBouncer.
+            await conn.execute("SET LOCAL statement_timeout = 0")
+            count = await rebuild(conn, Standings(redis), tenant, board, datetime.now(UTC))
     return {
         "leaderboard": args.code,
         "participants": count,
