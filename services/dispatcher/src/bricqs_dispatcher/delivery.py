@@ -15,11 +15,10 @@ instead of waiting hours for a retry.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -158,20 +157,7 @@ class Dispatcher:
         """Record finished attempts and start new ones; how many were started."""
         now = self._clock()
         await self._maintain(now)
-        async with self._recording() as conn:
-            room = self.settings.max_in_flight - len(self._tasks)
-            claimed = (
-                await claim_due(
-                    conn,
-                    now=now,
-                    lease_until=now + timedelta(seconds=self.settings.lease_seconds),
-                    token=self._token,
-                    limit=room,
-                    per_endpoint=self.settings.max_in_flight_per_endpoint,
-                )
-                if room > 0
-                else []
-            )
+        claimed = await self._record(now, room=self.settings.max_in_flight - len(self._tasks))
         for message in claimed:
             task = asyncio.create_task(self._attempt(message))
             self._tasks.add(task)
@@ -215,24 +201,34 @@ class Dispatcher:
             )
             self._next_purge = now + PURGE_INTERVAL
 
-    async def _record(self) -> None:
-        async with self._recording():
-            pass
+    async def _record(self, now: datetime | None = None, room: int = 0) -> list[DueMessage]:
+        """One transaction: record the attempts finished so far, then claim up to `room`
+        messages due at `now`; if it does not commit (whatever failed in it), the
+        attempts are kept for the next one.
 
-    @contextlib.asynccontextmanager
-    async def _recording(self) -> AsyncIterator[Any]:
-        """A transaction that first records the attempts finished so far; if it does not
-        commit (whatever failed in it), they are kept for the next one."""
+        Pipelined, the claim read once committed: BEGIN, the records, the claim's two
+        statements and COMMIT travel in one round trip."""
         finished, self._finished = self._finished, []
         gone, self._gone = self._gone, set()
         try:
-            # Pipelined: BEGIN and the records travel with the claim's first statement,
-            # so a round costs three round trips (the claim's two, COMMIT), not five.
-            async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
-                await record_attempts(conn, finished)
-                for endpoint_id in gone:
-                    await disable_endpoint(conn, endpoint_id, "the receiver answered 410 Gone")
-                yield conn
+            async with self._pool.connection() as conn:
+                async with conn.pipeline(), conn.transaction():
+                    await record_attempts(conn, finished)
+                    for endpoint_id in gone:
+                        await disable_endpoint(conn, endpoint_id, "the receiver answered 410 Gone")
+                    claim = (
+                        await claim_due(
+                            conn,
+                            now=now,
+                            lease_until=now + timedelta(seconds=self.settings.lease_seconds),
+                            token=self._token,
+                            limit=room,
+                            per_endpoint=self.settings.max_in_flight_per_endpoint,
+                        )
+                        if now is not None and room > 0
+                        else None
+                    )
+                claimed = await claim.messages() if claim else []
         except BaseException:
             self._finished = finished + self._finished
             self._gone |= gone
@@ -240,11 +236,12 @@ class Dispatcher:
         if finished:
             metrics.ROUND_RECORDS.observe(len(finished))
         metrics.ENDPOINTS_DISABLED.inc(len(gone))
+        return claimed
 
     async def _attempt(self, message: DueMessage) -> None:
         try:
             attempt = await self._send(message)
-            # Appended after the await: `_recording` swaps the list meanwhile.
+            # Appended after the await: `_record` swaps the list meanwhile.
             self._finished.append(attempt)
         finally:
             self._wake.set()
