@@ -18,7 +18,7 @@ from litestar.testing import TestClient
 
 from bricqs.webhook_secrets import new_key
 from bricqs_devstack.servers import Server
-from bricqs_dispatcher.delivery import Dispatcher
+from bricqs_dispatcher.delivery import GATHER_SECONDS, Dispatcher
 from bricqs_dispatcher.main import make_pool, make_sender
 from bricqs_dispatcher.settings import DispatcherSettings
 from tests.conftest import Story, Tenant, api_client
@@ -136,9 +136,15 @@ class MovableClock:
 class DispatcherThread:
     """A Dispatcher on its own event loop in a thread, with the test's clock."""
 
-    def __init__(self, settings: DispatcherSettings, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        settings: DispatcherSettings,
+        clock: Callable[[], datetime],
+        gather_seconds: float = GATHER_SECONDS,
+    ) -> None:
         self.settings = settings
         self.clock = clock
+        self.gather_seconds = gather_seconds
         self.loop = asyncio.new_event_loop()
         self.dispatcher: Dispatcher | None = None
         self.error: BaseException | None = None
@@ -159,7 +165,12 @@ class DispatcherThread:
         await pool.open()
         sender = make_sender(self.settings)
         self.dispatcher = Dispatcher(
-            self.settings, pool, sender, clock=self.clock, random_fraction=lambda: 0.5
+            self.settings,
+            pool,
+            sender,
+            clock=self.clock,
+            random_fraction=lambda: 0.5,
+            gather_seconds=self.gather_seconds,
         )
         self.started.set()
         try:
@@ -251,9 +262,13 @@ class Scene:
     db: psycopg.Connection[Any]
     clock: MovableClock
 
-    def dispatcher(self, **overrides: Any) -> DispatcherThread:
+    def dispatcher(
+        self, gather_seconds: float = GATHER_SECONDS, **overrides: Any
+    ) -> DispatcherThread:
         """A dispatcher (start it with `with`) on this scene's database and clock."""
-        return DispatcherThread(dispatcher_settings(self.database_url, **overrides), self.clock)
+        return DispatcherThread(
+            dispatcher_settings(self.database_url, **overrides), self.clock, gather_seconds
+        )
 
     def subscribe(self, path: str, behaviour: Behaviour, types: list[str] | None = None) -> str:
         """An endpoint for `path` on the receiver, answering with `behaviour`; its id."""

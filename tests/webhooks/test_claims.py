@@ -4,8 +4,12 @@ would take (endpoint deleted, or disabled past the retry schedule) are swept."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import asyncio
+from datetime import datetime, timedelta
 
+import psycopg
+
+from bricqs.storage.webhook_outbox import Attempt, claim_due, record_attempts
 from bricqs_dispatcher.schedule import RETRY_HORIZON
 from tests.processes import wait_until
 from tests.webhooks.conftest import Scene, answer
@@ -75,3 +79,62 @@ def test_orphans_are_swept(scene: Scene) -> None:
     ).fetchone() or (None,)
     assert reason == "the endpoint was disabled until the end of the retry schedule"
     assert scene.receiver.received == []
+
+
+def test_pipelined_claims_count_every_replicas_leases(scene: Scene) -> None:
+    # Claims sent as the dispatcher sends them (pipelined: the second statement does not
+    # wait for the first's result), by replicas interleaved on one endpoint.
+    scene.db.execute(  # what earlier tests left pending in the shared outbox
+        "UPDATE webhook_messages SET status = 'failed', finished_at = now()"
+        " WHERE status = 'pending'"
+    )
+    endpoint = scene.subscribe("/pipelined", answer(200), ["points.awarded"])
+    for n in range(3):
+        award(scene.hooks, f"p{n}")
+    now = scene.clock.now
+
+    async def claim(conn: psycopg.AsyncConnection[object], token: str) -> list[str]:
+        claimed = await claim_due(
+            conn,
+            now=now,
+            lease_until=now + timedelta(minutes=1),
+            token=token,
+            limit=10,
+            per_endpoint=2,
+        )
+        return [m.fact_id for m in await claimed.messages() if m.endpoint_id == endpoint]
+
+    async def replica(token: str) -> list[str]:
+        connecting = psycopg.AsyncConnection.connect(scene.database_url)
+        async with await connecting as conn, conn.pipeline(), conn.transaction():
+            return await claim(conn, token)
+
+    async def interleave() -> tuple[list[str], list[str], list[str], list[str]]:
+        async with await psycopg.AsyncConnection.connect(scene.database_url) as first:
+            async with first.pipeline(), first.transaction():
+                leased = await claim(first, "first")
+                # The first replica holds the endpoint: another skips it.
+                while_held = await replica("second")
+            after = await replica("third")  # the endpoint's two places are taken
+            await record_attempts(first, [done(endpoint, leased[0], "first", now)])
+            await first.commit()
+        return leased, while_held, after, await replica("fourth")
+
+    leased, while_held, after, freed = asyncio.run(interleave())
+    assert (len(leased), while_held, after) == (2, [], [])
+    assert len(freed) == 1 and freed[0] not in leased
+
+
+def done(endpoint_id: str, fact_id: str, token: str, at: datetime) -> Attempt:
+    """A delivered attempt of a claimed message."""
+    return Attempt(
+        endpoint_id=endpoint_id,
+        fact_id=fact_id,
+        token=token,
+        status="delivered",
+        next_attempt_at=at,
+        http_status=200,
+        latency_ms=1,
+        error=None,
+        at=at,
+    )

@@ -4,8 +4,9 @@ Each round records the attempts finished since the last one and claims as many d
 messages as there is room for, in one transaction. Attempts run concurrently, at most
 MAX_IN_FLIGHT in this replica and MAX_IN_FLIGHT_PER_ENDPOINT per endpoint across every
 replica (the claim counts the endpoint's leases in PostgreSQL), so a slow endpoint holds
-only its own share; a round starts whenever an attempt ends, or every POLL_INTERVAL_MS
-when idle.
+only its own share; a round starts when an attempt ends (after waiting up to
+GATHER_SECONDS for the others in flight, to record them together), or every
+POLL_INTERVAL_MS when idle.
 
 Time comes from an injectable clock (schedules, leases, timestamps), so tests advance it
 instead of waiting hours for a retry.
@@ -14,11 +15,10 @@ instead of waiting hours for a retry.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -51,6 +51,11 @@ Clock = Callable[[], datetime]
 PURGE_INTERVAL = timedelta(hours=1)
 MAINTENANCE_INTERVAL = timedelta(seconds=30)
 """How often orphans are swept and the backlog gauges read."""
+GATHER_SECONDS = 0.005
+"""Once an attempt has finished, how long the next round waits for the others in flight to
+finish too: every round commits (one WAL flush) and a message holds its endpoint's place
+until its result is recorded, so a round that records them together frees every place
+at once instead of one round after another each freeing a few."""
 _json = msgspec.json.Encoder()
 
 
@@ -89,6 +94,7 @@ class Dispatcher:
         *,
         clock: Clock = utc_now,
         random_fraction: Callable[[], float] = random.random,
+        gather_seconds: float = GATHER_SECONDS,
     ) -> None:
         self.settings = settings
         self._pool = pool
@@ -97,6 +103,7 @@ class Dispatcher:
         self._box = secret_box(settings.webhook_secrets_keys)
         self._clock = clock
         self._random = random_fraction
+        self._gather_seconds = gather_seconds
         self._token = ulid()
         self._tasks: set[asyncio.Task[None]] = set()
         self._finished: list[Attempt] = []
@@ -134,13 +141,14 @@ class Dispatcher:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            if self._finished:
-                continue
-            try:
-                async with asyncio.timeout(self.settings.poll_interval_ms / 1000):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
+            if not self._finished:
+                try:
+                    async with asyncio.timeout(self.settings.poll_interval_ms / 1000):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+            if self._finished and self._tasks and not self._stopping:
+                await asyncio.wait(set(self._tasks), timeout=self._gather_seconds)
         if self._tasks:
             await asyncio.wait(self._tasks)
         await self._record()
@@ -148,22 +156,8 @@ class Dispatcher:
     async def round(self) -> int:
         """Record finished attempts and start new ones; how many were started."""
         now = self._clock()
-        async with self._recording() as conn:
-            # Before the claim, so the endpoints it locks are not held through this.
-            await self._maintain(conn, now)
-            room = self.settings.max_in_flight - len(self._tasks)
-            claimed = (
-                await claim_due(
-                    conn,
-                    now=now,
-                    lease_until=now + timedelta(seconds=self.settings.lease_seconds),
-                    token=self._token,
-                    limit=room,
-                    per_endpoint=self.settings.max_in_flight_per_endpoint,
-                )
-                if room > 0
-                else []
-            )
+        await self._maintain(now)
+        claimed = await self._record(now, room=self.settings.max_in_flight - len(self._tasks))
         for message in claimed:
             task = asyncio.create_task(self._attempt(message))
             self._tasks.add(task)
@@ -173,9 +167,17 @@ class Dispatcher:
         self.rounds += 1
         return len(claimed)
 
-    async def _maintain(self, conn: Any, now: datetime) -> None:
+    async def _maintain(self, now: datetime) -> None:
         """Sweep orphans and read the backlog every MAINTENANCE_INTERVAL, purge finished
-        messages every PURGE_INTERVAL (every replica does: each step is idempotent)."""
+        messages every PURGE_INTERVAL (every replica does: each step is idempotent).
+
+        In a transaction of its own, out of the round's pipeline (it reads row counts)."""
+        if now < self._next_maintenance and now < self._next_purge:
+            return
+        async with self._pool.connection() as conn, conn.transaction():
+            await self._maintain_in(conn, now)
+
+    async def _maintain_in(self, conn: Any, now: datetime) -> None:
         if now >= self._next_maintenance:
             deleted, failed = await sweep_orphans(
                 conn, now=now, disabled_before=now - RETRY_HORIZON
@@ -199,32 +201,47 @@ class Dispatcher:
             )
             self._next_purge = now + PURGE_INTERVAL
 
-    async def _record(self) -> None:
-        async with self._recording():
-            pass
+    async def _record(self, now: datetime | None = None, room: int = 0) -> list[DueMessage]:
+        """One transaction: record the attempts finished so far, then claim up to `room`
+        messages due at `now`; if it does not commit (whatever failed in it), the
+        attempts are kept for the next one.
 
-    @contextlib.asynccontextmanager
-    async def _recording(self) -> AsyncIterator[Any]:
-        """A transaction that first records the attempts finished so far; if it does not
-        commit (whatever failed in it), they are kept for the next one."""
+        Pipelined, the claim read once committed: BEGIN, the records, the claim's two
+        statements and COMMIT travel in one round trip."""
         finished, self._finished = self._finished, []
         gone, self._gone = self._gone, set()
         try:
-            async with self._pool.connection() as conn, conn.transaction():
-                await record_attempts(conn, finished)
-                for endpoint_id in gone:
-                    await disable_endpoint(conn, endpoint_id, "the receiver answered 410 Gone")
-                yield conn
+            async with self._pool.connection() as conn:
+                async with conn.pipeline(), conn.transaction():
+                    await record_attempts(conn, finished)
+                    for endpoint_id in gone:
+                        await disable_endpoint(conn, endpoint_id, "the receiver answered 410 Gone")
+                    claim = (
+                        await claim_due(
+                            conn,
+                            now=now,
+                            lease_until=now + timedelta(seconds=self.settings.lease_seconds),
+                            token=self._token,
+                            limit=room,
+                            per_endpoint=self.settings.max_in_flight_per_endpoint,
+                        )
+                        if now is not None and room > 0
+                        else None
+                    )
+                claimed = await claim.messages() if claim else []
         except BaseException:
             self._finished = finished + self._finished
             self._gone |= gone
             raise
+        if finished:
+            metrics.ROUND_RECORDS.observe(len(finished))
         metrics.ENDPOINTS_DISABLED.inc(len(gone))
+        return claimed
 
     async def _attempt(self, message: DueMessage) -> None:
         try:
             attempt = await self._send(message)
-            # Appended after the await: `_recording` swaps the list meanwhile.
+            # Appended after the await: `_record` swaps the list meanwhile.
             self._finished.append(attempt)
         finally:
             self._wake.set()

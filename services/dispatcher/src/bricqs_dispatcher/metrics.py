@@ -15,6 +15,11 @@ ATTEMPT_SECONDS = Histogram(
     "Time of one delivery attempt, from connection to the response's end.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
+ROUND_RECORDS = Histogram(
+    "bricqs_dispatcher_round_records",
+    "Attempt results recorded by one round (each round is one commit).",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+)
 IN_FLIGHT = Gauge("bricqs_dispatcher_in_flight", "Attempts in flight.")
 ENDPOINTS_DISABLED = Counter(
     "bricqs_dispatcher_endpoints_disabled_total", "Endpoints disabled after a 410 Gone."

@@ -63,6 +63,18 @@ class DueMessage(NamedTuple):
     created_at: datetime
 
 
+class Claim:
+    """A claim whose messages are read once its transaction has committed: in pipeline
+    mode the claim, the COMMIT and the results then travel in one round trip."""
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    async def messages(self) -> list[DueMessage]:
+        """The messages claimed."""
+        return [DueMessage(*row) for row in await self._cursor.fetchall()]
+
+
 async def claim_due(
     conn: Conn,
     *,
@@ -71,7 +83,7 @@ async def claim_due(
     token: str,
     limit: int,
     per_endpoint: int,
-) -> list[DueMessage]:
+) -> Claim:
     """Claim up to `limit` messages due at `now` until `lease_until`, at most
     `per_endpoint` leased at once to any endpoint, counting every replica's leases.
 
@@ -79,27 +91,28 @@ async def claim_due(
     messages (SKIP LOCKED: another replica claiming for one skips it); the second starts
     after those locks are held, so its snapshot sees every lease committed by the
     replica that held an endpoint before, and its count of leases is the cluster's.
+    The first hands the endpoints it locked to the second in a setting local to the
+    transaction, so the second need not wait for its result: both can be pipelined.
     Messages are leased by moving their next attempt to the lease's end; a dispatcher
     that dies mid-attempt leaves them due again when it ends, and that lost attempt is
     counted (a message that keeps killing dispatchers still runs out of attempts).
     """
     # A LATERAL probe with LIMIT 1, not EXISTS: the planner may turn EXISTS into a hash
     # join over every due message (28 ms a round with 17,000 due, seen in the benchmark).
-    cursor = await conn.execute(
-        "SELECT e.endpoint_id FROM webhook_endpoints e CROSS JOIN LATERAL ("
+    await conn.execute(
+        "SELECT set_config('bricqs.claimed_endpoints', coalesce(array_agg(locked.id), '{}')"
+        "::text, true) FROM ("
+        " SELECT e.endpoint_id AS id FROM webhook_endpoints e CROSS JOIN LATERAL ("
         "  SELECT 1 FROM webhook_messages m WHERE m.endpoint_id = e.endpoint_id"
         "  AND m.status = 'pending' AND m.next_attempt_at <= %s LIMIT 1) AS due"
-        " WHERE e.enabled LIMIT %s FOR NO KEY UPDATE OF e SKIP LOCKED",
+        " WHERE e.enabled LIMIT %s FOR NO KEY UPDATE OF e SKIP LOCKED) AS locked",
         (now, limit),
     )
-    endpoint_ids = [row[0] for row in await cursor.fetchall()]
-    if not endpoint_ids:
-        return []
     cursor = await conn.execute(
         """
         WITH picked AS (
             SELECT m.endpoint_id, m.fact_id, m.lease_token
-            FROM unnest(%(endpoints)s::text[]) AS ends(id)
+            FROM unnest(current_setting('bricqs.claimed_endpoints')::text[]) AS ends(id)
             CROSS JOIN LATERAL (
                 SELECT endpoint_id, fact_id, lease_token FROM webhook_messages m
                 WHERE m.endpoint_id = ends.id AND m.status = 'pending'
@@ -131,7 +144,6 @@ async def claim_due(
             f.properties, f.occurred_at, f.created_at
         """,
         {
-            "endpoints": endpoint_ids,
             "now": now,
             "per_endpoint": per_endpoint,
             "limit": limit,
@@ -139,7 +151,7 @@ async def claim_due(
             "token": token,
         },
     )
-    return [DueMessage(*row) for row in await cursor.fetchall()]
+    return Claim(cursor)
 
 
 @dataclass(frozen=True)
