@@ -75,6 +75,14 @@ def _goals(definition: Definition, rules: RuleSet) -> list[Goal]:
     return []
 
 
+def _reached(definition: Definition, met: list[set[str]]) -> bool:
+    """As the engine judges: each badge criterion in any of its windows, every objective of
+    a challenge within one same window (they share the challenge's)."""
+    if isinstance(definition, Badge):
+        return (all if definition.combine == "all" else any)(met)
+    return bool(set.intersection(*met))
+
+
 def preview(definition: Definition, facts: Sequence[Fact]) -> Preview:
     """Run `definition` (whatever its status) over `facts` of one participant."""
     rules = RuleSet.compile([msgspec.structs.replace(definition, status="active")])
@@ -96,14 +104,13 @@ def preview(definition: Definition, facts: Sequence[Fact]) -> Preview:
             )
         for cid, pid, bucket, value, _ in matched.distinct:
             distinct[(cid, pid, bucket)].add(value)
-        met: list[bool] = []
+        met: list[set[str]] = []
         for goal in result.goals:
             points = evaluation_points(goal.criterion.window, [fact.occurred_at])
             values = values_at(goal.criterion, fact.participant_id, points, progress, distinct)
             effect.values[goal.label] = max(values.values(), default=0.0)
-            met.append(effect.values[goal.label] >= goal.target)
-        combine = definition.combine if isinstance(definition, Badge) else "all"
-        if met and result.reached_by is None and (all(met) if combine == "all" else any(met)):
+            met.append({label for label, value in values.items() if value >= goal.target})
+        if met and result.reached_by is None and _reached(definition, met):
             effect.reached, result.reached_by = True, fact
         for streak, hit in matched.streak_hits:
             effect.streak_period = period_key(
