@@ -5,7 +5,8 @@
 Fills one project with `--participants` participants (two events each, through one
 `bricqs-processor` and the benchmark's 20 rules: points, badges, challenges, streaks, a
 weekly leaderboard), serves the api with its console under Granian, signs in and times
-each page `--requests` times, one request at a time. A time is the client's, on loopback:
+each page `--requests` times, one request at a time, and the definitions editor's preview
+(a form post) as many times. A time is the client's, on loopback:
 the server's time plus the HTTP round trip, so an upper bound of the server's.
 """
 
@@ -134,6 +135,39 @@ def time_pages(client: httpx.Client, requests: int) -> dict[str, dict[str, float
     return results
 
 
+PREVIEW = {
+    "definition": json.dumps(
+        {
+            "code": "preview",
+            "name": "Preview",
+            "trigger": {"fact_type": BUY},
+            "amount": {"property": "amount", "multiplier": 2},
+        }
+    ),
+    "participant": "user_4242",
+    "facts": "500",
+}
+
+
+def time_preview(client: httpx.Client, requests: int) -> dict[str, float]:
+    """The definitions editor's preview (a form post) of a draft points rule over one
+    participant's last 500 facts."""
+    page = client.get("/console/definitions/points-rules/new").text
+    token = re.search(r'name="_csrf_token" value="([^"]+)"', page)
+    assert token is not None
+    form = PREVIEW | {"_csrf_token": token[1]}
+    samples = []
+    for _ in range(requests + 1):  # the first is a warm-up
+        started = time.perf_counter()
+        answer = client.post("/console/definitions/preview/points-rules", data=form)
+        samples.append((time.perf_counter() - started) * 1000)
+        assert answer.status_code == 200 and 'id="preview"' in answer.text, answer.text[:500]
+    return {
+        "median_ms": round(statistics.median(samples[1:]), 1),
+        "max_ms": round(max(samples[1:]), 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--participants", type=int, default=100_000)
@@ -151,6 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         client = signed_in(f"http://127.0.0.1:{port}", project.key)
         try:
             pages = time_pages(client, args.requests)
+            pages["definition preview (post)"] = time_preview(client, args.requests)
         finally:
             client.close()
     finally:

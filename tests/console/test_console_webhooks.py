@@ -12,7 +12,7 @@ from litestar.testing import TestClient
 from bricqs.storage.tenants import Tenant as StorageTenant
 from bricqs.storage.webhook_outbox import enqueue_test_message
 from bricqs.storage.webhooks import create_endpoint
-from bricqs.webhook_secrets import secret_box
+from bricqs.webhook_secrets import SecretBox
 from tests.conftest import Tenant, make_tenant
 from tests.console.conftest import form_token, set_key
 from tests.console.test_console_security import sign_in
@@ -29,7 +29,7 @@ def _endpoint_with_a_failed_message(database_url: str, project_id: str) -> tuple
                 event_types=["*"],
                 description="crm",
                 enabled=True,
-                box=secret_box(""),  # the api's default: no WEBHOOK_SECRETS_KEYS
+                box=SecretBox(""),  # the console's api runs with no secrets key either
             )
             message_id = await enqueue_test_message(conn, tenant, endpoint.endpoint_id)
             assert message_id is not None

@@ -1,9 +1,10 @@
 """Counts over a tenant's events and facts for the console's overview and event pages.
 
-No index serves facts by type and time (each index on facts is paid on every event, see
-migration 0005), so these reads range over the primary keys instead: event and fact ids
-are ULIDs, which sort by creation time, so "since T" is a range of ids from the lowest id
-of T's millisecond.
+The overview reads the per-minute fact counts that storing keeps (migration 0013). The
+event page walks the events themselves: no index serves them by name and time (each index
+is paid on every event, see migration 0005), so it ranges over the primary key instead:
+event ids are ULIDs, which sort by creation time, so "since T" is a range of ids from the
+lowest id of T's millisecond.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from bricqs.facts import CUSTOM_FACT_PREFIX
 from bricqs.ids import ulid
 from bricqs.storage.tenants import Conn, Tenant
 
@@ -21,33 +23,31 @@ def id_floor(prefix: str, at: datetime) -> str:
     return prefix + ulid(int(at.timestamp() * 1000))[:10] + "0" * 16
 
 
-async def event_counts(
-    conn: Conn, tenant: Tenant, ranges: Sequence[tuple[datetime, datetime]]
-) -> list[int]:
-    """How many events were received in each [start, end) (by their ids: the time ingest
-    accepted them)."""
+async def facts_by_hour(
+    conn: Conn, tenant: Tenant, day_start: datetime
+) -> dict[tuple[int, str], int]:
+    """Facts stored from `day_start` on, by (hours since `day_start`, fact type): a read of
+    the per-minute counts (migration 0013), proportional to the minutes, not the facts."""
     cursor = await conn.execute(
-        "SELECT (SELECT count(*) FROM events e WHERE e.project_id = %s AND e.environment = %s"
-        " AND e.event_id >= r.low AND e.event_id < r.high)"
-        " FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS r(low, high, n) ORDER BY r.n",
-        (
-            tenant.project_id,
-            tenant.environment,
-            [id_floor("evt_", start) for start, _ in ranges],
-            [id_floor("evt_", end) for _, end in ranges],
-        ),
+        "SELECT floor(extract(epoch FROM minute - %s) / 3600)::int, fact_type, sum(count)"
+        " FROM fact_counts WHERE project_id = %s AND environment = %s AND minute >= %s"
+        " GROUP BY 1, 2",
+        (day_start, tenant.project_id, tenant.environment, day_start),
+    )
+    return {(hour, fact_type): int(count) for hour, fact_type, count in await cursor.fetchall()}
+
+
+async def events_since(conn: Conn, tenant: Tenant, times: Sequence[datetime]) -> list[int]:
+    """Events stored since each of `times` (to the minute: counts are kept per minute), as
+    their custom facts (one per event)."""
+    cursor = await conn.execute(
+        "SELECT (SELECT coalesce(sum(c.count), 0) FROM fact_counts c"
+        " WHERE c.project_id = %s AND c.environment = %s AND c.minute >= date_trunc('minute', t.s)"
+        " AND starts_with(c.fact_type, %s))"
+        " FROM unnest(%s::timestamptz[]) WITH ORDINALITY AS t(s, n) ORDER BY t.n",
+        (tenant.project_id, tenant.environment, CUSTOM_FACT_PREFIX, list(times)),
     )
     return [int(row[0]) for row in await cursor.fetchall()]
-
-
-async def fact_counts_since(conn: Conn, tenant: Tenant, since: datetime) -> dict[str, int]:
-    """Facts made since `since`, by type (a custom fact is made when its event is received)."""
-    cursor = await conn.execute(
-        "SELECT fact_type, count(*) FROM facts WHERE project_id = %s AND environment = %s"
-        " AND fact_id >= %s GROUP BY fact_type",
-        (tenant.project_id, tenant.environment, id_floor("fact_", since)),
-    )
-    return {fact_type: int(count) for fact_type, count in await cursor.fetchall()}
 
 
 class RecentEvent(NamedTuple):

@@ -1,9 +1,11 @@
 """Definitions: every mechanic listed with its status; a JSON editor that creates and
 replaces them through the api's own validation, showing each field error by its path;
-pause, resume and archive."""
+pause, resume and archive; a preview of what the editor's draft would have done over a
+participant's last facts (read only: see bricqs.mechanics.preview)."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 import msgspec
@@ -14,6 +16,8 @@ from litestar.params import PathParameter
 from litestar.response import Redirect
 
 from bricqs.mechanics.definitions import KINDS, Definition, parse_definition
+from bricqs.mechanics.preview import MAX_FACTS, preview
+from bricqs.schemas import Fact
 from bricqs.storage.definitions import (
     DefinitionRow,
     create_definition,
@@ -21,6 +25,7 @@ from bricqs.storage.definitions import (
     list_definitions,
     update_definition,
 )
+from bricqs.storage.facts import list_facts
 from bricqs.storage.tenants import Conn, Tenant
 from bricqs.validation import FieldError
 from bricqs.web.problems import ProblemError
@@ -34,6 +39,8 @@ Segment = Annotated[str, PathParameter(pattern=r"^[a-z][a-z\-]{0,31}$")]
 SEGMENT_BY_KIND = {kind: segment for segment, (kind, _) in KINDS.items()}
 STATUS_ACTIONS = {"pause": "paused", "resume": "active", "archive": "archived"}
 STARTER = '{\n  "code": "",\n  "name": ""\n}'
+PARTICIPANT_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,255}$")  # as the api's ParticipantPath
+DEFAULT_PREVIEW_FACTS = 100
 
 
 def _kind(segment: str) -> tuple[str, type[Definition]]:
@@ -153,6 +160,58 @@ class DefinitionPages(Controller):
         await update_definition(conn, user.tenant, row.kind, code, checked.status, body)
         return Redirect(f"/console/definitions/{segment}/{code}", status_code=303)
 
+    @post("/preview/{segment:str}", status_code=200)
+    async def preview_draft(
+        self,
+        request: Request[Any, Any, Any],
+        segment: Segment,
+        data: Annotated[dict[str, str], Form],
+        user: SignedIn,
+        conn: NamedDependency[Conn],
+    ) -> Response[str]:
+        """What the editor's draft would have done over a participant's last facts: it is
+        judged like a save, then evaluated in memory; nothing is written."""
+        text = data.get("definition", "")
+        participant = data.get("participant", "")
+        stored = await get_definition(conn, user.tenant, _kind(segment)[0], data.get("code", ""))
+        checked = await _validated(conn, user.tenant, segment, text)
+        errors = checked if isinstance(checked, list) else []
+        if not PARTICIPANT_ID.match(participant):
+            errors.append(FieldError("participant", "a participant id is needed", "required"))
+        count = int(data["facts"]) if data.get("facts", "").isdigit() else DEFAULT_PREVIEW_FACTS
+        if not 1 <= count <= MAX_FACTS:
+            errors.append(FieldError("facts", f"from 1 to {MAX_FACTS}", "out_of_range"))
+        if errors or isinstance(checked, list):
+            return _editor(request, user, segment, stored, text, errors, participant, count)
+        rows = await list_facts(
+            conn, user.tenant, participant, after=None, fact_type=None, limit=count
+        )
+        facts = [
+            Fact(
+                fact_id=row.fact_id,
+                fact_type=row.fact_type,
+                project_id=user.tenant.project_id,
+                environment=user.tenant.environment,
+                participant_id=participant,
+                event_id=row.event_id,
+                properties=row.properties,
+                occurred_at=row.occurred_at,
+            )
+            for row in rows
+        ]
+        return _editor(
+            request,
+            user,
+            segment,
+            stored,
+            text,
+            [],
+            participant,
+            count,
+            outcome=preview(checked, facts),
+            read=len(facts),
+        )
+
     @post("/{segment:str}/{code:str}/status", status_code=303)
     async def change_status(
         self,
@@ -180,6 +239,9 @@ def _editor(
     row: Any,
     text: str,
     errors: list[FieldError],
+    participant: str = "",
+    facts: int = DEFAULT_PREVIEW_FACTS,
+    **shown: Any,
 ) -> Response[str]:
     return page(
         request,
@@ -191,4 +253,8 @@ def _editor(
         text=text,
         errors=errors,
         actions=STATUS_ACTIONS,
+        participant=participant,
+        facts=facts,
+        max_facts=MAX_FACTS,
+        **shown,
     )

@@ -13,7 +13,7 @@ from redis.exceptions import ResponseError
 
 from bricqs.facts import CUSTOM_FACT_PREFIX
 from bricqs.redis_connect import RedisClient
-from bricqs.storage.stats import event_counts, fact_counts_since
+from bricqs.storage.stats import events_since, facts_by_hour
 from bricqs.storage.tenants import Conn
 from bricqs.stream import CONSUMER_GROUP, stream_key
 from bricqs_api.console.dead_letters import tenant_letters
@@ -82,27 +82,29 @@ class OverviewPage(Controller):
         """Today's activity of the tenant, and the health of the pipeline."""
         now = datetime.now(UTC)
         day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        hours = [day_start + timedelta(hours=h) for h in range(now.hour + 1)]
-        # Ids are made by other hosts' clocks: "until now" ends well after now.
-        later = now + timedelta(days=1)
-        counts = await event_counts(
-            conn,
-            user.tenant,
-            [(hour, hour + timedelta(hours=1)) for hour in hours]
-            + [(now - timedelta(hours=1), later), (now - RATE_WINDOW, later)],
+        by_hour = await facts_by_hour(conn, user.tenant, day_start)
+        # The rate is over the minute before this one and this one so far.
+        rate_since = now.replace(second=0, microsecond=0) - RATE_WINDOW
+        last_hour, last_minutes = await events_since(
+            conn, user.tenant, [now - timedelta(hours=1), rate_since]
         )
-        hourly, (last_hour, last_minute) = counts[: len(hours)], counts[len(hours) :]
-        today = await fact_counts_since(conn, user.tenant, day_start)
+        hourly: dict[datetime, int] = {}
+        today: dict[str, int] = {}
+        for (hour, fact_type), count in by_hour.items():
+            today[fact_type] = today.get(fact_type, 0) + count
+            if fact_type.startswith(CUSTOM_FACT_PREFIX):
+                at = day_start + timedelta(hours=hour)
+                hourly[at] = hourly.get(at, 0) + count
         shards = clients.settings.stream_shards
         outcomes = {t: n for t, n in today.items() if not t.startswith(CUSTOM_FACT_PREFIX)}
         return page(
             request,
             "overview.html",
             user=user,
-            events_today=sum(hourly),
+            events_today=sum(hourly.values()),
             events_last_hour=last_hour,
-            events_per_second=last_minute / RATE_WINDOW.total_seconds(),
-            bars=hour_bars(dict(zip(hours, hourly, strict=True)), day_start),
+            events_per_second=last_minutes / (now - rate_since).total_seconds(),
+            bars=hour_bars(hourly, day_start),
             chart_height=CHART_HEIGHT,
             backlog=await backlog(clients.redis, shards),
             dead_letters=len(await tenant_letters(clients.redis, shards, user.tenant)),
