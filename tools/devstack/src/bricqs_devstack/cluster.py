@@ -129,22 +129,7 @@ def start_redis_cluster(
         for index in range(primaries * (1 + replicas_per_primary)):
             node_dir = data_dir / f"node-{index}"
             node_dir.mkdir(parents=True, exist_ok=True)
-            nodes.append(
-                start_redis(
-                    node_dir,
-                    extra_args=[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        str(node_dir.resolve() / "nodes.conf"),
-                        "--cluster-port",
-                        str(free_port()),
-                        # Short, so a dead primary's replica takes over within a test.
-                        "--cluster-node-timeout",
-                        "2000",
-                    ],
-                )
-            )
+            nodes.append(start_cluster_node(node_dir))
         cluster = RedisClusterServers(nodes)
         addresses = [f"127.0.0.1:{server.port}" for server in nodes]
         cluster.cli(
@@ -162,3 +147,34 @@ def start_redis_cluster(
             server.stop()
         raise
     return cluster
+
+
+# Tries per node: its client and bus ports are picked free, but another process may take
+# one before redis-server binds it ("Address already in use"); new ports are picked then.
+NODE_START_TRIES = 3
+
+
+def start_cluster_node(node_dir: Path) -> Server:
+    """One cluster-enabled redis-server in `node_dir`, on new ports if one picked was taken."""
+    attempt = 1
+    while True:
+        try:
+            return start_redis(
+                node_dir,
+                extra_args=[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    str(node_dir.resolve() / "nodes.conf"),
+                    "--cluster-port",
+                    str(free_port()),
+                    # Short, so a dead primary's replica takes over within a test.
+                    "--cluster-node-timeout",
+                    "2000",
+                ],
+            )
+        except DevStackError as exc:
+            if "Address already in use" not in str(exc) or attempt >= NODE_START_TRIES:
+                raise
+            (node_dir / "nodes.conf").unlink(missing_ok=True)  # written with the lost ports
+            attempt += 1
