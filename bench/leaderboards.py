@@ -35,7 +35,7 @@ import redis
 from redis.asyncio import Redis
 
 from bench import workload
-from bench.processor import drain
+from bench.processor import drains_with_and_without
 from bench.rule_engine import TWENTY_RULES
 from bench.stack import Project, Stack
 from bricqs.mechanics.cache import RuleCache
@@ -204,38 +204,27 @@ def _line(row: dict[str, Any]) -> str:
 
 def board_overhead(stack: Stack, *, events: int, pairs: int) -> dict[str, Any]:
     """Drain rates with 20 rules, with and without a points board, alternating the order."""
-
-    boarded_projects: list[Tenant] = []
+    boarded: list[Tenant] = []
 
     def with_board(project: Project) -> None:
         tenant = Tenant(project.project_id, "live")
         asyncio.run(_add_board(stack.database_url, stack.redis_url, tenant))
-        boarded_projects.append(tenant)
+        boarded.append(tenant)
 
-    ratios, runs = [], []
-    for pair in range(pairs):
-        order = (False, True) if pair % 2 == 0 else (True, False)
-        rates = {}
-        for boarded in order:
-            result = drain(
-                stack, rules=True, events=events, prepare=with_board if boarded else None
-            )
-            rates[boarded] = result["events_per_second"]
-            if boarded:  # the board was kept: its mirror ranks the drained participants
-                keys = keys_of(boarded_projects[-1], BOARD["code"], 0)
-                with redis.Redis.from_url(stack.redis_url) as client:
-                    ranked = int(client.zcard(keys.group("")))
-                if ranked == 0:
-                    raise RuntimeError("the points board ranks nobody after the drain")
-            print(f"  drain, points board={boarded}: {rates[boarded]:,.0f} ev/s", file=sys.stderr)
-        runs.append({"without": rates[False], "with_points_board": rates[True]})
-        ratios.append(rates[True] / rates[False])
-    return {
-        "events": events,
-        "runs": runs,
-        "ratios": [round(r, 3) for r in ratios],
-        "median_ratio": round(statistics.median(ratios), 3),
-    }
+    def board_ranks_the_drain() -> None:  # the board was kept: its mirror ranks them
+        keys = keys_of(boarded[-1], BOARD["code"], 0)
+        with redis.Redis.from_url(stack.redis_url) as client:
+            if int(client.zcard(keys.group(""))) == 0:
+                raise RuntimeError("the points board ranks nobody after the drain")
+
+    return drains_with_and_without(
+        stack,
+        events=events,
+        pairs=pairs,
+        prepare=with_board,
+        name="points_board",
+        check=board_ranks_the_drain,
+    )
 
 
 async def _batch_costs(

@@ -12,6 +12,7 @@ histogram_quantile; its bucket bound is an upper bound).
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -107,6 +108,38 @@ def drain(
         "postgres_cpu_us_per_event": (
             None if work.cpu is None else round(1e6 * work.cpu / events, 1)
         ),
+    }
+
+
+def drains_with_and_without(
+    stack: Stack,
+    *,
+    events: int,
+    pairs: int,
+    prepare: Callable[[Project], None],
+    name: str,
+    check: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Drain rates with 20 rules, without and with `prepare` (the run's key: `with_<name>`),
+    which goes first alternating per pair; the ratio with/without per pair and its median.
+    `check` runs after each drain with `prepare`, to prove the feature was at work."""
+    ratios, runs = [], []
+    for pair in range(pairs):
+        order = (False, True) if pair % 2 == 0 else (True, False)
+        rates = {}
+        for active in order:
+            result = drain(stack, rules=True, events=events, prepare=prepare if active else None)
+            rates[active] = result["events_per_second"]
+            if active and check is not None:
+                check()
+            print(f"  drain, {name}={active}: {rates[active]:,.0f} ev/s", file=sys.stderr)
+        runs.append({"without": rates[False], f"with_{name}": rates[True]})
+        ratios.append(rates[True] / rates[False])
+    return {
+        "events": events,
+        "runs": runs,
+        "ratios": [round(r, 3) for r in ratios],
+        "median_ratio": round(statistics.median(ratios), 3),
     }
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ from typing import Any
 
 import psycopg
 
-from bench.processor import drain
+from bench.processor import drains_with_and_without
 from bench.stack import BIN, Project, Stack
 from bricqs.ids import new_fact_id
 from bricqs.schemas import Fact
@@ -60,26 +59,10 @@ def subscribe_all(database_url: str, url: str) -> Any:
 
 def outbox_overhead(stack: Stack, *, events: int, pairs: int) -> dict[str, Any]:
     """Drain rates with and without a `*` endpoint, alternating which goes first."""
-    ratios = []
-    runs = []
-    for pair in range(pairs):
-        order = (False, True) if pair % 2 == 0 else (True, False)
-        rates = {}
-        for subscribed in order:
-            prepare = subscribe_all(stack.database_url, "https://example.com/hook")
-            result = drain(
-                stack, rules=True, events=events, prepare=prepare if subscribed else None
-            )
-            rates[subscribed] = result["events_per_second"]
-            print(f"  drain, endpoint={subscribed}: {rates[subscribed]:,.0f} ev/s", file=sys.stderr)
-        runs.append({"without": rates[False], "with_star_endpoint": rates[True]})
-        ratios.append(rates[True] / rates[False])
-    return {
-        "events": events,
-        "runs": runs,
-        "ratios": [round(r, 3) for r in ratios],
-        "median_ratio": round(statistics.median(ratios), 3),
-    }
+    prepare = subscribe_all(stack.database_url, "https://example.com/hook")
+    return drains_with_and_without(
+        stack, events=events, pairs=pairs, prepare=prepare, name="star_endpoint"
+    )
 
 
 class FastReceiver:
