@@ -34,6 +34,7 @@ from bricqs.storage.migrate import (
     MigrationError,
     migrate,
 )
+from bricqs.storage.pools import command_connection
 from bricqs.storage.tenants import SCOPES, Scope
 from bricqs.stream import DeadLetter, dead_letter_key, stream_key
 
@@ -54,10 +55,7 @@ def _default(value: Any) -> Any:
 
 
 async def _connect(args: argparse.Namespace) -> psycopg.AsyncConnection[Any]:
-    # No prepared statements: DATABASE_URL may lead to PgBouncer in transaction mode.
-    return await psycopg.AsyncConnection.connect(
-        args.database_url, autocommit=True, prepare_threshold=None
-    )
+    return await command_connection(args.database_url)
 
 
 async def cmd_migrate(args: argparse.Namespace) -> dict[str, Any]:

@@ -9,13 +9,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
-
 from bricqs.keys import ENVIRONMENTS
 from bricqs.mechanics.cache import RuleCache
 from bricqs.mechanics.standings import rebuild
 from bricqs.redis_connect import connect_redis
 from bricqs.storage import tenants
+from bricqs.storage.pools import command_connection
 from bricqs.storage.standings import Standings
 
 Adder = Callable[..., argparse.ArgumentParser]
@@ -29,9 +28,7 @@ async def cmd_leaderboard_rebuild(args: argparse.Namespace) -> dict[str, Any]:
     """Rebuild one leaderboard of one project's environment."""
     if not args.redis_url:
         raise LeaderboardAdminError("set REDIS_URL or pass --redis-url: the mirror is rebuilt too")
-    async with await psycopg.AsyncConnection.connect(
-        args.database_url, prepare_threshold=None
-    ) as conn:
+    async with await command_connection(args.database_url) as conn:
         project = await tenants.find_project(conn, args.project)
         if project is None:
             raise LeaderboardAdminError(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 
@@ -74,3 +75,9 @@ def database_pool(
         open=False,
         name=name,
     )
+
+
+async def command_connection(url: str) -> psycopg.AsyncConnection[Any]:
+    """One autocommit connection for a short command (`bricqs-admin`): no prepared
+    statements, since `url` may lead to PgBouncer in transaction mode."""
+    return await psycopg.AsyncConnection.connect(url, autocommit=True, prepare_threshold=None)
