@@ -70,10 +70,14 @@ def create_app(settings: IngestSettings | None = None) -> Litestar:
         # endpoint answers 503 database_unavailable by itself meanwhile.
         return {"redis": ingest_context(app.state).redis.ping}
 
-    handlers = {"all": [ingest_event, ingest_batch, ingest_sync], "sync": [ingest_sync]}
+    served = {
+        "all": [ingest_event, ingest_batch, ingest_sync],
+        "async": [ingest_event, ingest_batch],
+        "sync": [ingest_sync],
+    }[settings.ingest_endpoints]
     api = Router(
         path="/api/v1",
-        route_handlers=handlers.get(settings.ingest_endpoints, [ingest_event, ingest_batch]),
+        route_handlers=served,
         security=INGEST_SECURITY,
     )
     # The fast path answers POST /ingest/events itself: only where that route is served.
