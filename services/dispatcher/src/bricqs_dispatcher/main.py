@@ -16,6 +16,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from bricqs.runtime import ShutdownSteps
 from bricqs.settings import load_or_exit
 from bricqs.storage.health import ping
 from bricqs.storage.pools import database_pool
@@ -92,9 +93,12 @@ async def serve(settings: DispatcherSettings) -> None:
     try:
         await dispatcher.run()
     finally:
-        await probes.close()
-        await sender.aclose()
-        await pool.close()
+        steps = ShutdownSteps(log)
+        await steps.run("probe server", probes.close())
+        await steps.run("http client", sender.aclose())
+        await steps.run("postgres pool", pool.close())
+        if not steps.clean:
+            steps.exit_now()
 
 
 def main() -> int:

@@ -8,7 +8,6 @@ finishes and acknowledges the batch in hand, the pools close and the process exi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import faulthandler
 import logging
 import signal
@@ -18,7 +17,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from bricqs.redis_connect import RedisClient, connect_redis
-from bricqs.runtime import tune_garbage_collector
+from bricqs.runtime import ShutdownSteps, tune_garbage_collector
 from bricqs.settings import load_or_exit
 from bricqs.storage.health import ping
 from bricqs.storage.pools import database_pool
@@ -99,15 +98,16 @@ async def serve(settings: ProcessorSettings) -> None:
     try:
         await consumer.run()
     finally:
+        steps = ShutdownSteps(log)
         for task in chores:
             task.cancel()
-        for task in chores:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await steps.run("chores", asyncio.gather(*chores, return_exceptions=True))
         if health is not None:
-            await health.close()
-        await pool.close()
-        await redis.aclose()
+            await steps.run("probe server", health.close())
+        await steps.run("postgres pool", pool.close())
+        await steps.run("redis", redis.aclose())
+        if not steps.clean:
+            steps.exit_now()
 
 
 def main() -> int:
