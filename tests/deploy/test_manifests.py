@@ -377,6 +377,13 @@ def test_migration_job_runs_the_admin_migrate_command() -> None:
     command = container["command"]
     assert command[0] == "/app/.venv/bin/bricqs-admin"
     assert command[-1] == "migrate"
+    # Behind PgBouncer the migration needs the primary's own address: an optional key.
+    direct = {e["name"]: e for e in container["env"]}["DATABASE_DIRECT_URL"]
+    assert direct["valueFrom"]["secretKeyRef"] == {
+        "name": "bricqs-connections",
+        "key": "DATABASE_DIRECT_URL",
+        "optional": True,
+    }
     scripts = tomllib.loads((ROOT / "libs/bricqs/pyproject.toml").read_text())["project"]
     assert "bricqs-admin" in scripts["scripts"]
     assert pod_spec(job)["restartPolicy"] == "Never"

@@ -68,3 +68,24 @@ def test_with_no_server_named_or_running_the_error_gives_the_command_to_type(
     done = admin("project", "list", cwd=tmp_path)
     assert done.returncode == 2
     assert "--database-url postgresql://bricqs@127.0.0.1:15432/bricqs" in done.stderr
+
+
+def test_migrate_takes_the_direct_address_when_database_url_leads_to_a_pooler(
+    postgres_server: Server, tmp_path: Path
+) -> None:
+    # DATABASE_URL here leads nowhere (as a pooler's address would lead to a pooler, where
+    # the migration's session lock means nothing); DATABASE_DIRECT_URL is the primary.
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BRICQS_DATA_DIR")}
+    env |= {"DATABASE_URL": "postgresql://bricqs@127.0.0.1:1/nowhere?connect_timeout=2"}
+    env |= {"DATABASE_DIRECT_URL": postgres_server.url}
+    run = [ADMIN, "--json"]
+    done = subprocess.run(
+        [*run, "migrate"], capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert "applied" in json.loads(done.stdout)
+    # Other commands keep DATABASE_URL: they run in transactions, fine behind a pooler.
+    listed = subprocess.run(
+        [*run, "project", "list"], capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path
+    )
+    assert listed.returncode != 0

@@ -348,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_ATTEMPTS,
         help="tries per file before giving up on a lock",
     )
-    migrate_cmd.set_defaults(run=cmd_migrate)
+    migrate_cmd.set_defaults(run=cmd_migrate, needs_session=True)
 
     project = add(sub, "project", help="projects (tenants)")
     project_sub = project.add_subparsers(dest="action", required=True)
@@ -413,7 +413,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _find_servers(args: argparse.Namespace) -> None:
     """Fill the URLs not given: from the environment, else from a running `make run`."""
-    args.database_url = args.database_url or os.environ.get("DATABASE_URL")
+    # A command holding a session (migrate's advisory lock) cannot go through a transaction
+    # pooler: DATABASE_DIRECT_URL, when set, is the primary's own address for it, while
+    # DATABASE_URL may point at PgBouncer for the services.
+    direct = (
+        os.environ.get("DATABASE_DIRECT_URL") if getattr(args, "needs_session", False) else None
+    )
+    args.database_url = args.database_url or direct or os.environ.get("DATABASE_URL")
     args.redis_url = args.redis_url or os.environ.get("REDIS_URL")
     cluster = os.environ.get("REDIS_CLUSTER", "").strip().lower() in ("1", "true", "yes")
     args.redis_cluster = getattr(args, "redis_cluster", False) or cluster
