@@ -52,11 +52,12 @@ CUSTOM_RESOURCES = {
     ("PrometheusRule", "monitoring.coreos.com/v1"),
 }
 # bricqs-admin reads these (DATABASE_URL always, REDIS_URL for the DLQ commands).
-ADMIN_ENV = {"DATABASE_URL", "REDIS_URL"}
+ADMIN_ENV = {"DATABASE_URL", "DATABASE_DIRECT_URL", "REDIS_URL"}
 # Secrets prod expects to exist in the namespace: (secret, key) pairs, all in the README.
 PROD_EXTERNAL_SECRETS = {
     ("bricqs-connections", "REDIS_URL"),
     ("bricqs-connections", "DATABASE_URL"),
+    ("bricqs-connections", "DATABASE_DIRECT_URL"),  # optional: the migration behind PgBouncer
     ("bricqs-keda-redis", "address"),
     ("bricqs-keda-redis", "password"),
     ("bricqs-webhook-secrets", "WEBHOOK_SECRETS_KEYS"),
