@@ -190,7 +190,7 @@ async def claim_reward(
                 raise IdempotencyConflict
             balance, _, _ = await read_balance(conn, tenant, participant_id)
             return ClaimOutcome(earlier, balance, duplicate=True)
-    row = await store.get_reward(conn, tenant, reward_code)
+    row = await store.get_reward(conn, tenant, reward_code, count_codes=False)
     if row is None or row.status == "archived":
         raise RewardNotFound(reward_code)
     reward = stored_reward(row)
@@ -213,15 +213,14 @@ async def claim_reward(
             standings=standings,
         )
         debit, balance = change.entry_id, change.balance
-    # Taken last: a stock reward's row stays locked from here to the commit.
+    # A pool's code is taken before the claim that names it (SKIP LOCKED: claims of one
+    # pool do not wait for each other); a stock unit last, since the reward's row stays
+    # locked from its update to the commit and every claim of that reward waits for it.
     code = None
     if row.code_pool:
         code = await store.take_code(conn, tenant, reward_code, claim_id)
-        taken = code is not None
-    else:
-        taken = row.stock is None or await store.take_stock(conn, tenant, reward_code)
-    if not taken:
-        raise ClaimRefused(OUT_OF_STOCK, balance + reward.cost)
+        if code is None:
+            raise ClaimRefused(OUT_OF_STOCK, balance + reward.cost)
     claim = ClaimRow(
         claim_id=claim_id,
         participant_id=participant_id,
@@ -242,6 +241,8 @@ async def claim_reward(
     await _record(
         conn, tenant, rules_for, _fact(tenant, claim, "reward.claimed", now, reward.type), standings
     )
+    if row.stock is not None and not await store.take_stock(conn, tenant, reward_code):
+        raise ClaimRefused(OUT_OF_STOCK, balance + reward.cost)
     return ClaimOutcome(claim, balance, duplicate=False)
 
 

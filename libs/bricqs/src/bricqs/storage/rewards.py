@@ -10,15 +10,16 @@ from typing import Any, NamedTuple
 from bricqs.storage.tenants import Conn, Tenant
 
 # What a pool reward has left, or a stock reward (NULL: unlimited).
-_REMAINING = """
-    CASE WHEN r.code_pool THEN (
-        SELECT count(*) FROM reward_codes c WHERE c.project_id = r.project_id
-          AND c.environment = r.environment AND c.reward_code = r.code
-          AND c.status = 'available')
-    WHEN r.stock IS NOT NULL THEN GREATEST(r.stock - r.claimed, 0) END
-"""
-_REWARD = f"""r.code, r.status, r.body, r.stock, r.code_pool, ({_REMAINING}) AS remaining,
+_POOL_LEFT = """(SELECT count(*) FROM reward_codes c WHERE c.project_id = r.project_id
+    AND c.environment = r.environment AND c.reward_code = r.code AND c.status = 'available')"""
+_COLUMNS = """r.code, r.status, r.body, r.stock, r.code_pool,
+    CASE WHEN r.code_pool THEN {pool_left}
+    WHEN r.stock IS NOT NULL THEN GREATEST(r.stock - r.claimed, 0) END AS remaining,
     r.version, r.created_at, r.updated_at"""
+_REWARD = _COLUMNS.format(pool_left=_POOL_LEFT)
+# The same without counting a pool's codes (its `remaining` is then NULL): a claim needs
+# no count, and counting reads as many index entries as the pool has codes left.
+_REWARD_UNCOUNTED = _COLUMNS.format(pool_left="NULL")
 
 
 class RewardRow(NamedTuple):
@@ -71,10 +72,13 @@ async def update_reward(
     return None if row is None else RewardRow(*row)
 
 
-async def get_reward(conn: Conn, tenant: Tenant, code: str) -> RewardRow | None:
-    """One reward by code."""
+async def get_reward(
+    conn: Conn, tenant: Tenant, code: str, *, count_codes: bool = True
+) -> RewardRow | None:
+    """One reward by code (a pool's `remaining` is None unless `count_codes`)."""
+    columns = _REWARD if count_codes else _REWARD_UNCOUNTED
     cursor = await conn.execute(
-        f"SELECT {_REWARD} FROM rewards r"  # noqa: S608 - constant column lists
+        f"SELECT {columns} FROM rewards r"  # noqa: S608 - constant column lists
         " WHERE r.project_id = %s AND r.environment = %s AND r.code = %s",
         (tenant.project_id, tenant.environment, code),
     )
