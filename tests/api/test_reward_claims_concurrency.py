@@ -128,3 +128,17 @@ def test_concurrent_claims_with_one_idempotency_key_make_one_claim_and_one_deduc
     assert sum(not a.json()["duplicate"] for a in answers) == 1
     rows = stored(postgres_server.url, tenant.project_id)
     assert (rows["claims"], rows["balances"], rows["ledger"]) == (1, 90, 90)
+
+
+def test_concurrent_cancels_of_one_claim_refund_it_once(
+    api: TestClient[Any], tenant: Tenant, postgres_server: Server
+) -> None:
+    shop = Shop(api, tenant.live_key)
+    shop.define("mug", cost=10, stock=1)
+    shop.award("ann", 10)
+    claim = shop.claim("mug", "ann").json()
+    answers = race([lambda: shop.cancel(claim["claim_id"]) for _ in range(CLIENTS)])
+    assert {a.status_code for a in answers} == {200}
+    assert sum(not a.json()["duplicate"] for a in answers) == 1
+    rows = stored(postgres_server.url, tenant.project_id)
+    assert (rows["balances"], rows["ledger"], rows["counted"]) == (10, 10, 0)

@@ -195,7 +195,9 @@ async def claim_reward(
         raise RewardNotFound(reward_code)
     reward = stored_reward(row)
     balance, _, _ = await read_balance(conn, tenant, participant_id)
-    held = (await store.claims_per_reward(conn, tenant, participant_id)).get(reward_code, 0)
+    held = 0
+    if reward.limit_per_participant is not None:  # else no need to count them
+        held = (await store.claims_per_reward(conn, tenant, participant_id)).get(reward_code, 0)
     reasons = refusals(reward, row.remaining, now, balance, held)
     if reasons:
         raise ClaimRefused(reasons[0], balance)
