@@ -63,8 +63,10 @@ def wrk(
     connections: int,
     seconds: float,
     threads: int = 1,
+    script: Path = WRK_SCRIPT,
 ) -> LoadResult:
-    """Keep `connections` busy for `seconds` with POSTs of `bodies` in turn."""
+    """Keep `connections` busy for `seconds` with POSTs of `bodies` in turn (`script`
+    reads them: wrk_paths.lua takes a path before each body)."""
     binary = shutil.which("wrk")
     if binary is None:
         raise RuntimeError("wrk not found; install it (Debian: apt-get install wrk)")
@@ -75,7 +77,7 @@ def wrk(
             [
                 binary,
                 *("-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s"),
-                *("--timeout", "10s", "-s", str(WRK_SCRIPT)),
+                *("--timeout", "10s", "-s", str(script)),
                 f"http://127.0.0.1:{port}{path}",
                 *("--", path, key, file.name),
             ],

@@ -34,6 +34,7 @@ from bricqs_api.definitions import definition_controllers
 from bricqs_api.leaderboards import LeaderboardController
 from bricqs_api.participant_tokens import ParticipantTokenController
 from bricqs_api.participants import ParticipantAttributesController, ParticipantController
+from bricqs_api.rewards import reward_controllers
 from bricqs_api.settings import ApiSettings
 from bricqs_api.webhooks import WebhookController
 
@@ -121,6 +122,7 @@ def create_app(settings: ApiSettings | None = None) -> Litestar:
                     ManualActionController,
                     LeaderboardController,
                     WebhookController,
+                    *reward_controllers,
                 ],
             ),
             CatalogController,

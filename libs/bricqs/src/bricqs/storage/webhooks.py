@@ -23,6 +23,8 @@ EVENT_TYPES = frozenset(
         "streak.extended",
         "tier.changed",
         "leaderboard.finished",
+        "reward.claimed",
+        "reward.cancelled",
     }
 )
 ALL_TYPES = "*"
