@@ -23,6 +23,10 @@ EVENT_TYPES = frozenset(
         "streak.extended",
         "tier.changed",
         "leaderboard.finished",
+        "streak.at_risk",
+        "streak.lost",
+        "streak.freeze_consumed",
+        "challenge.expired",
     }
 )
 ALL_TYPES = "*"
