@@ -3,6 +3,7 @@ a replica killed mid-transaction. The clock is the test's (`rounds(…, now)`)."
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -12,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from redis.asyncio import Redis
 
+from bricqs.ids import new_fact_id
+from bricqs.mechanics.cache import RuleCache
+from bricqs.mechanics.standings import keep_standings, rebuild
+from bricqs.schemas import Fact
+from bricqs.storage.standings import Standings
+from bricqs.storage.tenants import Tenant as MechanicsTenant
 from bricqs_devstack.servers import Server
 from tests.conftest import Story, Tenant
 from tests.processes import wait_until
@@ -222,3 +230,66 @@ def test_a_closed_challenge_window_expires_once_for_those_with_progress_only(
         ("challenge.expired", "tried", "", "2026-05-01T00:00:00+00:00")
     ]
     assert webhook_messages(db, story.tenant.project_id) == [("challenge.expired", 1)]
+
+
+MARCH = at("2026-03-15T12:00:00Z")
+
+
+async def march_standings(url: str, redis_url: str, tenant: MechanicsTenant) -> None:
+    """March's run of the monthly board as the processor kept it in March."""
+    async with (
+        await psycopg.AsyncConnection.connect(url, autocommit=True) as conn,
+        Redis.from_url(redis_url) as redis,
+    ):
+        rules = await RuleCache(0)(conn, tenant)
+        standings = Standings(redis)
+        async with conn.transaction():
+            await rebuild(conn, standings, tenant, rules.leaderboards["monthly"], MARCH)
+            earned = [
+                Fact(
+                    fact_id=new_fact_id(),
+                    fact_type="points.awarded",
+                    project_id=tenant.project_id,
+                    environment=tenant.environment,
+                    participant_id=pid,
+                    event_id="evt_march",
+                    properties={"amount": amount},
+                    occurred_at=MARCH,
+                )
+                for pid, amount in (("ann", 50), ("bob", 40))
+            ]
+            await keep_standings(conn, standings, tenant, rules, earned, MARCH)
+
+
+def test_a_run_is_announced_when_it_ends_once_and_not_again_by_a_later_fact(
+    story: Story, postgres_server: Server, redis_server: Server, db: psycopg.Connection[Any]
+) -> None:
+    story.define("leaderboards", {"code": "monthly", "name": "Monthly", "period": "monthly"})
+    story.define(
+        "points-rules",
+        {
+            "code": "winner",
+            "name": "Winner",
+            "trigger": {
+                "fact_type": "leaderboard.finished",
+                "where": {"path": "rank", "op": "eq", "value": 1},
+            },
+            "amount": {"fixed": 500},
+        },
+    )
+    tenant = MechanicsTenant(story.tenant.project_id, "live")
+    asyncio.run(march_standings(postgres_server.url, redis_server.url, tenant))
+    url = postgres_server.url
+    rounds(url, at("2026-03-31T23:59:59Z"), replicas=2)
+    assert emitted(db, story.tenant) == []
+    rounds(url, at("2026-04-01T00:00:00Z"), replicas=2)
+    announced = [
+        ("leaderboard.finished", "ann", "", "2026-04-01T00:00:00+00:00"),
+        ("leaderboard.finished", "bob", "", "2026-04-01T00:00:00+00:00"),
+    ]
+    assert emitted(db, story.tenant) == announced
+    assert story.get("/participants/ann/points")["balance"] == 500  # the rules ran on it
+    rounds(url, at("2026-04-01T00:05:00Z"), replicas=2)
+    story.send("anything", "dan")  # the path that announced runs before the scheduler
+    assert emitted(db, story.tenant) == announced
+    assert story.get("/participants/ann/points")["balance"] == 500

@@ -125,3 +125,19 @@ def watched(result: Walk) -> int | None:
     """The period whose end decides the run next (the one after its last covered
     period), or None when there is no unbroken run to watch."""
     return result.runs[-1].last + 1 if result.alive else None
+
+
+def to_restore(
+    active: Iterable[int], bridged: Iterable[int], ended: int, streak: Streak
+) -> list[int]:
+    """The missed periods a restore bridges: those of the latest break, from the lost
+    period to the next active one (or to `ended`); none when no run broke after the last
+    restore, so restoring twice is restoring once."""
+    periods, kept = sorted(set(active)), sorted(set(bridged))
+    result = walk(periods, kept, ended, streak)
+    breaks = [i for i in result.lost if not kept or i > kept[-1]]
+    if not breaks:
+        return []
+    start = breaks[-1]
+    stop = next((p for p in periods if p > start), ended + 1)
+    return list(range(start, stop))
