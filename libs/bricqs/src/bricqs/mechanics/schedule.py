@@ -39,7 +39,7 @@ from bricqs.storage.streaks import (
     claim_due_deadlines,
     read_bridged_periods,
     read_streak_periods,
-    replace_deadline,
+    replace_deadlines,
 )
 from bricqs.storage.tenants import Conn, Tenant
 from bricqs.storage.webhook_outbox import enqueue_outcomes
@@ -173,16 +173,18 @@ async def judge_streaks(conn: Conn, rules_for: RuleSource, now: datetime, limit:
         active = await read_streak_periods(conn, tenant, pairs)
         bridged = await read_bridged_periods(conn, tenant, pairs)
         owed: list[Fact] = []
+        changes: list[tuple[Deadline, Deadline | None]] = []
         for d, pair in zip(deadlines, pairs, strict=True):
             compiled = rules.streaks.get(d.streak_code)
             if compiled is None or pair not in active:  # the streak was removed or paused
-                await replace_deadline(conn, d, None)
+                changes.append((d, None))
                 continue
             facts, following = judge_deadline(
                 compiled.streak, d, active[pair], bridged.get(pair, []), now
             )
-            await replace_deadline(conn, d, following)
+            changes.append((d, following))
             owed += facts
+        await replace_deadlines(conn, changes)
         await emit(conn, rules_for, tenant, owed)
     return len(claimed)
 

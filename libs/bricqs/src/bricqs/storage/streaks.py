@@ -187,19 +187,43 @@ async def claim_due_deadlines(conn: Conn, now: datetime, limit: int) -> list[Dea
     ]
 
 
-async def replace_deadline(conn: Conn, old: Deadline, new: Deadline | None) -> None:
-    """Move a claimed deadline to what comes next, or drop it (None: nothing to watch)."""
-    key = (old.tenant.project_id, old.tenant.environment, old.streak_code, old.participant_id)
-    if new is None:
+async def replace_deadlines(
+    conn: Conn, changes: Sequence[tuple[Deadline, Deadline | None]]
+) -> None:
+    """Move claimed deadlines to what comes next, or drop them (None: nothing to watch);
+    two statements whatever their number."""
+    gone = [old for old, new in changes if new is None]
+    moved = [new for _, new in changes if new is not None]
+    if gone:
         await conn.execute(
-            "DELETE FROM streak_deadlines WHERE project_id = %s AND environment = %s"
-            " AND streak_code = %s AND participant_id = %s",
-            key,
+            "DELETE FROM streak_deadlines d USING unnest(%b::text[], %b::text[], %b::text[],"
+            " %b::text[]) AS t(p, e, code, pid) WHERE d.project_id = t.p AND d.environment = t.e"
+            " AND d.streak_code = t.code AND d.participant_id = t.pid",
+            _key_columns(gone),
         )
-        return
-    await conn.execute(
-        "UPDATE streak_deadlines SET period = %s, timezone = %s, at_risk_at = %s, ends_at = %s"
-        " WHERE project_id = %s AND environment = %s AND streak_code = %s"
-        " AND participant_id = %s",
-        (new.period, new.timezone, new.at_risk_at, new.ends_at, *key),
+    if moved:
+        await conn.execute(
+            "UPDATE streak_deadlines d SET period = t.period, timezone = t.tz,"
+            " at_risk_at = t.at_risk_at, ends_at = t.ends_at"
+            " FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::text[],"
+            " %b::timestamptz[], %b::timestamptz[])"
+            " AS t(p, e, code, pid, period, tz, at_risk_at, ends_at)"
+            " WHERE d.project_id = t.p AND d.environment = t.e AND d.streak_code = t.code"
+            " AND d.participant_id = t.pid",
+            (
+                *_key_columns(moved),
+                [d.period for d in moved],
+                [d.timezone for d in moved],
+                [d.at_risk_at for d in moved],
+                [d.ends_at for d in moved],
+            ),
+        )
+
+
+def _key_columns(deadlines: Sequence[Deadline]) -> tuple[list[str], ...]:
+    return (
+        [d.tenant.project_id for d in deadlines],
+        [d.tenant.environment for d in deadlines],
+        [d.streak_code for d in deadlines],
+        [d.participant_id for d in deadlines],
     )
