@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from bricqs.storage.standings import Standings
 from bricqs.storage.tenants import Tenant as MechanicsTenant
 from bricqs_devstack.servers import Server
 from tests.conftest import Story, Tenant
-from tests.processes import wait_until
+from tests.processes import ProcessorFactory, wait_until
 from tests.processor.schedule_helpers import (
     rounds,
     subscribe_all,
@@ -293,3 +293,32 @@ def test_a_run_is_announced_when_it_ends_once_and_not_again_by_a_later_fact(
     story.send("anything", "dan")  # the path that announced runs before the scheduler
     assert emitted(db, story.tenant) == announced
     assert story.get("/participants/ann/points")["balance"] == 500
+
+
+def test_two_processors_run_the_scheduler_and_emit_a_past_loss_once(
+    story: Story, processors: ProcessorFactory, db: psycopg.Connection[Any]
+) -> None:
+    """The real processes, on the real clock: a run last kept three days ago is lost on
+    the day after, emitted by whichever processor's scheduler gets there, once."""
+    daily_in_paris(story)
+    kept = datetime.now(UTC).replace(hour=10, minute=0, second=0, microsecond=0)
+    kept -= timedelta(days=3)
+    story.send("run", "anne", timestamp=kept.isoformat().replace("+00:00", "Z"))
+    both = [processors.start(SCHEDULER_ENABLED="true", SCHEDULER_INTERVAL_MS="50") for _ in "ab"]
+    wait_until(lambda: emitted(db, story.tenant), 30, "the loss", processors.logs)
+    for processor in both:  # each has run rounds since: nothing more to emit
+        rounds_before = processor.metrics().get("bricqs_processor_scheduler_rounds_total", 0)
+        wait_until(
+            lambda p=processor, n=rounds_before: (
+                p.metrics().get("bricqs_processor_scheduler_rounds_total", 0) > n + 1
+            ),
+            30,
+            "two more rounds",
+            processors.logs,
+        )
+    ((kind, pid, period, _),) = emitted(db, story.tenant)
+    assert (kind, pid, period) == (
+        "streak.lost",
+        "anne",
+        (kept + timedelta(days=1)).date().isoformat(),
+    )

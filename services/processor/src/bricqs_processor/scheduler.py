@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from bricqs.mechanics.apply import RuleSource
 from bricqs.mechanics.schedule import DUE_WORK, DueWork
 from bricqs.mechanics.standings import utc_now
+from bricqs_processor import metrics
 
 log = logging.getLogger("bricqs.scheduler")
 
@@ -69,7 +70,8 @@ class Scheduler:
         one tries again (nothing it claimed was committed, so it is all still due)."""
         while True:
             try:
-                await self.round()
+                metrics.SCHEDULER_ITEMS.inc(await self.round())
+                metrics.SCHEDULER_ROUNDS.inc()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
