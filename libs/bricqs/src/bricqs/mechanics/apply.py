@@ -15,7 +15,6 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -39,7 +38,7 @@ from bricqs.mechanics.ruleset import (
     tier_level,
 )
 from bricqs.mechanics.standings import finished_runs, keep_standings, utc_now
-from bricqs.mechanics.streak_runs import Walk, moment_index, period_end, walk, watched
+from bricqs.mechanics.streak_runs import deadline_after, moment_index, walk
 from bricqs.mechanics.windows import period_key
 from bricqs.schemas import Fact
 from bricqs.storage.awards import award_badges, complete_challenges
@@ -50,7 +49,6 @@ from bricqs.storage.participants import participant_timezones
 from bricqs.storage.progress import add_distinct_values, add_progress, read_buckets
 from bricqs.storage.standings import Standings
 from bricqs.storage.streaks import (
-    Deadline,
     add_streak_periods,
     read_bridged_periods,
     read_streak_periods,
@@ -176,21 +174,6 @@ async def _run_round(conn: Conn, r: _Round, facts: list[Fact]) -> None:
 
 # ---------------------------------------------------------------------------------------
 # Streaks
-
-
-def deadline_after(
-    tenant: Tenant, streak: Streak, participant_id: str, timezone: str, result: Walk
-) -> Deadline | None:
-    """When the run `result` ends with is next judged (None when it is broken)."""
-    period = watched(result)
-    if period is None:
-        return None
-    ends_at = period_end(streak, period, timezone)
-    hours = streak.at_risk_hours
-    # Never before the period starts: the warning is about this period's activity.
-    starts_at = period_end(streak, period - 1, timezone)
-    at_risk_at = max(ends_at - timedelta(hours=hours), starts_at) if hours is not None else None
-    return Deadline(tenant, streak.code, participant_id, period, timezone, at_risk_at, ends_at)
 
 
 async def _update_streaks(

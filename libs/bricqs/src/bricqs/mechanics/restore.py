@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from bricqs.mechanics.apply import deadline_after
 from bricqs.mechanics.definitions import Streak
-from bricqs.mechanics.streak_runs import moment_index, period_label, to_restore, walk
+from bricqs.mechanics.streak_runs import (
+    deadline_after,
+    moment_index,
+    period_label,
+    to_restore,
+    walk,
+)
 from bricqs.storage.locks import lock_participants
 from bricqs.storage.streaks import (
     add_bridged_periods,

@@ -20,10 +20,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from bricqs.mechanics.apply import RuleSource, apply_mechanics, deadline_after
+from bricqs.mechanics.apply import RuleSource, apply_mechanics
 from bricqs.mechanics.definitions import Streak
 from bricqs.mechanics.standings import finished_runs, forget_finished_look
-from bricqs.mechanics.streak_runs import moment_index, period_end, period_label, walk
+from bricqs.mechanics.streak_runs import (
+    deadline_after,
+    moment_index,
+    period_end,
+    period_label,
+    walk,
+)
 from bricqs.schemas import Fact
 from bricqs.storage.events import insert_facts
 from bricqs.storage.locks import lock_participants, try_lock_participants

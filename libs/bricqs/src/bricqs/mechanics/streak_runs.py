@@ -21,6 +21,8 @@ from datetime import UTC, datetime, time, timedelta
 
 from bricqs.mechanics.definitions import Streak
 from bricqs.mechanics.windows import period_index, period_start, zone
+from bricqs.storage.streaks import Deadline
+from bricqs.storage.tenants import Tenant
 
 
 @dataclass(frozen=True)
@@ -141,3 +143,18 @@ def to_restore(
     start = breaks[-1]
     stop = next((p for p in periods if p > start), ended + 1)
     return list(range(start, stop))
+
+
+def deadline_after(
+    tenant: Tenant, streak: Streak, participant_id: str, timezone: str, result: Walk
+) -> Deadline | None:
+    """When the run `result` ends with is next judged (None when it is broken)."""
+    period = watched(result)
+    if period is None:
+        return None
+    ends_at = period_end(streak, period, timezone)
+    hours = streak.at_risk_hours
+    # Never before the period starts: the warning is about this period's activity.
+    starts_at = period_end(streak, period - 1, timezone)
+    at_risk_at = max(ends_at - timedelta(hours=hours), starts_at) if hours is not None else None
+    return Deadline(tenant, streak.code, participant_id, period, timezone, at_risk_at, ends_at)
