@@ -36,6 +36,7 @@ from bricqs_api.participant_tokens import ParticipantTokenController
 from bricqs_api.participants import ParticipantAttributesController, ParticipantController
 from bricqs_api.rewards import reward_controllers
 from bricqs_api.settings import ApiSettings
+from bricqs_api.streaks import StreakAdminController
 from bricqs_api.webhooks import WebhookController
 
 
@@ -121,6 +122,7 @@ def create_app(settings: ApiSettings | None = None) -> Litestar:
                     ParticipantTokenController,
                     ManualActionController,
                     LeaderboardController,
+                    StreakAdminController,
                     WebhookController,
                     *reward_controllers,
                 ],

@@ -1,4 +1,5 @@
-"""`bricqs-processor`: run one consumer of the event streams until SIGTERM or SIGINT.
+"""`bricqs-processor`: run one consumer of the event streams until SIGTERM or SIGINT,
+with its chores and the scheduler of time-driven facts beside it.
 
 Settings come from environment variables (see `settings`); a bad value exits with code 2
 and a message naming the variable. On SIGTERM or SIGINT the consumer stops reading,
@@ -25,6 +26,7 @@ from bricqs.web.probes import ProbeServer
 from bricqs_processor import metrics
 from bricqs_processor.consumer import StreamConsumer
 from bricqs_processor.housekeeping import Housekeeping
+from bricqs_processor.scheduler import Scheduler
 from bricqs_processor.settings import ProcessorSettings
 
 log = logging.getLogger("bricqs.processor")
@@ -95,6 +97,15 @@ async def serve(settings: ProcessorSettings) -> None:
             raise StartupError(f"cannot listen on {settings.metrics_port}: {exc}") from exc
         log.info("metrics and health on %s:%d", settings.metrics_host, settings.metrics_port)
     chores = Housekeeping(settings, redis, pool).tasks()
+    if settings.scheduler_enabled:
+        scheduler = Scheduler(
+            pool,
+            consumer.rules,
+            limit=settings.scheduler_batch,
+            max_calls=settings.scheduler_max_batches,
+            connection_timeout_s=settings.database_timeout_ms / 1000,
+        )
+        chores.append(asyncio.create_task(scheduler.run(settings.scheduler_interval_ms / 1000)))
     try:
         await consumer.run()
     finally:

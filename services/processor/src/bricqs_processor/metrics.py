@@ -112,6 +112,14 @@ TRIMMED = Counter(
     "bricqs_processor_trimmed_total",
     "Acknowledged entries removed from the event streams.",
 )
+SCHEDULER_ROUNDS = Counter(
+    "bricqs_processor_scheduler_rounds_total",
+    "Scheduler rounds completed (everything due was handled, up to the round's bound).",
+)
+SCHEDULER_ITEMS = Counter(
+    "bricqs_processor_scheduler_items_total",
+    "Due items the scheduler looked at (deadlines, challenge participants, finished runs).",
+)
 TRIM_ROUNDS = Counter(
     "bricqs_processor_trim_rounds_total",
     "Trimming rounds completed (every stream trimmed as far as it could be).",

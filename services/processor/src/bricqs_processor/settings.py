@@ -162,6 +162,31 @@ class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
         ),
     ] = ""
     log_level: LogLevel = "INFO"
+    scheduler_enabled: Annotated[
+        bool,
+        Meta(
+            description="Run the scheduler (time-driven facts: streaks at risk, lost or"
+            " frozen, closed challenges, finished leaderboard runs) beside the consumer;"
+            " every replica may, they never emit a fact twice (docs/scheduler.md).",
+        ),
+    ] = True
+    scheduler_interval_ms: Annotated[
+        Milliseconds,
+        Meta(description="Pause between two scheduler rounds: how late a due fact may be."),
+    ] = 10_000
+    scheduler_batch: Annotated[
+        int,
+        Meta(ge=1, le=10_000, description="Due items handled per scheduler transaction."),
+    ] = 500
+    scheduler_max_batches: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=10_000,
+            description="Most transactions of one kind of due work per round; a larger"
+            " backlog waits for the next round (and for the other replicas).",
+        ),
+    ] = 20
 
     def __post_init__(self) -> None:
         worst = self.batch_timeout_ms + self.statement_timeout_ms

@@ -15,11 +15,11 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bricqs.ids import new_fact_id, ulid
+from bricqs.mechanics.definitions import Streak
 from bricqs.mechanics.evaluation import (
     EvaluationPoint,
     bucket_ranges,
@@ -38,7 +38,8 @@ from bricqs.mechanics.ruleset import (
     tier_level,
 )
 from bricqs.mechanics.standings import finished_runs, keep_standings, utc_now
-from bricqs.mechanics.windows import period_index, period_key
+from bricqs.mechanics.streak_runs import deadline_after, moment_index, walk
+from bricqs.mechanics.windows import period_key
 from bricqs.schemas import Fact
 from bricqs.storage.awards import award_badges, complete_challenges
 from bricqs.storage.balances import apply_balance_changes
@@ -47,7 +48,13 @@ from bricqs.storage.ledger import LedgerEntry, earned_in_cap_buckets, write_ledg
 from bricqs.storage.participants import participant_timezones
 from bricqs.storage.progress import add_distinct_values, add_progress, read_buckets
 from bricqs.storage.standings import Standings
-from bricqs.storage.streaks import add_streak_periods, read_streak_periods, save_streak_states
+from bricqs.storage.streaks import (
+    add_streak_periods,
+    read_bridged_periods,
+    read_streak_periods,
+    save_streak_states,
+    watch_deadlines,
+)
 from bricqs.storage.tenants import Conn, Tenant
 from bricqs.storage.webhook_outbox import enqueue_outcomes
 
@@ -169,29 +176,6 @@ async def _run_round(conn: Conn, r: _Round, facts: list[Fact]) -> None:
 # Streaks
 
 
-def runs(periods: list[int]) -> tuple[int, int, int]:
-    """(last index, length of the run ending there, longest run) of sorted indices."""
-    longest = current = 0
-    previous: int | None = None
-    for index in periods:
-        current = current + 1 if previous is not None and index == previous + 1 else 1
-        longest = max(longest, current)
-        previous = index
-    assert previous is not None
-    return previous, current, longest
-
-
-def run_length_at(periods: list[int], index: int) -> int:
-    """Length of the run of consecutive indices that contains `index`."""
-    present = set(periods)
-    low = high = index
-    while low - 1 in present:
-        low -= 1
-    while high + 1 in present:
-        high += 1
-    return high - low + 1
-
-
 async def _update_streaks(
     conn: Conn, r: _Round, matched: list[tuple[CompiledStreak, Fact]]
 ) -> None:
@@ -203,6 +187,7 @@ async def _update_streaks(
     zones = await participant_timezones(conn, r.tenant, needs_zone) if needs_zone else {}
     periods: dict[tuple[str, str, int], Fact] = {}
     timezone_of: dict[tuple[str, str], str] = {}
+    definitions: dict[str, Streak] = {}
     for streak, fact in matched:
         definition = streak.streak
         tz = definition.timezone
@@ -210,29 +195,37 @@ async def _update_streaks(
             tz = _valid_zone(zones.get(fact.participant_id))
         # Grace hours move the period boundary later: activity at 00:30 with 1 h of
         # grace still counts for the day before. Order-independent by construction.
-        moment = fact.occurred_at - timedelta(hours=definition.grace_hours)
-        key = (definition.code, fact.participant_id, period_index(moment, definition.period, tz))
+        key = (definition.code, fact.participant_id, moment_index(definition, fact.occurred_at, tz))
         periods.setdefault(key, fact)
         timezone_of[(definition.code, fact.participant_id)] = tz
+        definitions[definition.code] = definition
     new = await add_streak_periods(conn, r.tenant, list(periods))
     if not new:
         return
     pairs = sorted({(code, pid) for code, pid, _ in new})
     all_periods = await read_streak_periods(conn, r.tenant, pairs)
+    bridged = await read_bridged_periods(conn, r.tenant, pairs)
+    # Periods after the latest active one are judged by the scheduler when they end, not
+    # here: what a fact changes must not depend on when it is processed.
+    walks = {
+        pair: walk(active, bridged.get(pair, ()), active[-1], definitions[pair[0]])
+        for pair, active in all_periods.items()
+    }
     states = []
+    deadlines = []
     for code, pid in pairs:
-        last, run, longest = runs(all_periods[(code, pid)])
-        states.append((code, pid, last, run, longest, timezone_of[(code, pid)]))
+        result, tz = walks[(code, pid)], timezone_of[(code, pid)]
+        last = result.runs[-1]
+        states.append((code, pid, last.last, last.length, result.longest, tz))
+        deadline = deadline_after(r.tenant, definitions[code], pid, tz, result)
+        if deadline is not None:
+            deadlines.append(deadline)
     await save_streak_states(conn, r.tenant, states)
+    await watch_deadlines(conn, deadlines)
     for code, pid, index in new:
-        fact = periods[(code, pid, index)]
-        length = run_length_at(all_periods[(code, pid)], index)
-        properties = {
-            "streak": code,
-            "length": length,
-            "longest": runs(all_periods[(code, pid)])[2],
-        }
-        r.emit(fact, "streak.extended", properties)
+        result = walks[(code, pid)]
+        properties = {"streak": code, "length": result.length_at(index), "longest": result.longest}
+        r.emit(periods[(code, pid, index)], "streak.extended", properties)
 
 
 def _valid_zone(name: str | None) -> str:

@@ -144,6 +144,20 @@ class Streak(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     grace_hours: Annotated[int, Meta(ge=0, le=72)] = 0
     description: str = ""
     status: Status = "active"
+    freezes: StreakFreezes | None = None
+    """Freezes that cover missed periods instead of breaking the run (docs/economy.md)."""
+    at_risk_hours: Annotated[int, Meta(ge=1, le=168)] | None = None
+    """Hours before a period ends at which `streak.at_risk` is emitted, when the run's
+    participant has not been active in it yet; None emits none (docs/scheduler.md)."""
+
+
+class StreakFreezes(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Freezes of a streak: an initial stock, one more every `every` active periods, at
+    most `maximum` held; a missed period consumes one automatically."""
+
+    initial: Annotated[int, Meta(ge=0, le=100)] = 0
+    every: Annotated[int, Meta(ge=1, le=1000)] | None = None
+    maximum: Annotated[int, Meta(ge=0, le=100)] = 2
 
 
 class Leaderboard(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -350,6 +364,9 @@ def semantic_errors(definition: Definition) -> list[FieldError]:
             )
     elif isinstance(definition, Streak):
         errors += timezone_errors(definition.timezone, "timezone", allow_participant=True)
+        freezes = definition.freezes
+        if freezes is not None and freezes.initial > freezes.maximum:
+            errors.append(FieldError("freezes.initial", "at most freezes.maximum", "invalid_range"))
     elif isinstance(definition, Leaderboard):
         if definition.metric == "criterion":
             if definition.criterion is None:

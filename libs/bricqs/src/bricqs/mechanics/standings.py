@@ -365,6 +365,12 @@ async def finished_runs(conn: Conn, tenant: Tenant, rules: RuleSet, now: datetim
     return facts
 
 
+def forget_finished_look(tenant: Tenant) -> None:
+    """Look again for the tenant's finished runs next time (a look rolled back)."""
+    for memo in [m for m in _looked if m[:2] == (tenant.project_id, tenant.environment)]:
+        del _looked[memo]
+
+
 def utc_now() -> datetime:
     """The processing clock: which runs have ended is judged against it."""
     return datetime.now(UTC)

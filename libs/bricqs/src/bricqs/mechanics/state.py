@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from bricqs.mechanics.evaluation import bucket_ranges, criterion_value, current_point
 from bricqs.mechanics.ruleset import CompiledCriterion, RuleSet, tier_level
-from bricqs.mechanics.windows import period_index
+from bricqs.mechanics.streak_runs import moment_index, walk, watched
 from bricqs.storage.awards import list_badge_awards, list_completions
 from bricqs.storage.balances import read_balance
 from bricqs.storage.progress import read_buckets
-from bricqs.storage.streaks import read_streak_states
+from bricqs.storage.streaks import read_bridged_periods, read_streak_periods, read_streak_states
 from bricqs.storage.tenants import Conn, Tenant
 
 
@@ -102,25 +102,41 @@ async def challenges_state(
 async def streaks_state(
     conn: Conn, tenant: Tenant, rules: RuleSet, participant_id: str, now: datetime
 ) -> list[dict[str, Any]]:
-    """Current and longest runs, and whether the current run needs activity to survive."""
+    """Current and longest runs, freezes left, and whether the current run needs activity
+    to survive; periods missed up to `now` are judged as the scheduler judges them."""
     states = await read_streak_states(conn, tenant, participant_id)
+    pairs = [(code, participant_id) for code in rules.streaks if code in states]
+    active = await read_streak_periods(conn, tenant, pairs)
+    bridged = await read_bridged_periods(conn, tenant, pairs)
     result = []
     for code, compiled in rules.streaks.items():
         streak = compiled.streak
+        freezes = streak.freezes.initial if streak.freezes else 0
         state = states.get(code)
-        if state is None:
-            result.append({"streak": code, "current": 0, "longest": 0, "at_risk": False})
+        periods = active.get((code, participant_id))
+        if state is None or not periods:
+            result.append(
+                {
+                    "streak": code,
+                    "current": 0,
+                    "longest": 0,
+                    "at_risk": False,
+                    "freezes_left": freezes,
+                }
+            )
             continue
-        last_index, last_run, longest, tz = state
-        today = period_index(now - timedelta(hours=streak.grace_hours), streak.period, tz)
-        alive = last_index >= today - 1
+        tz = state[3]
+        today = moment_index(streak, now, tz)
+        found = walk(periods, bridged.get((code, participant_id), ()), today - 1, streak)
         result.append(
             {
                 "streak": code,
-                "current": last_run if alive else 0,
-                "longest": longest,
-                # Active last period but not yet this one: the run ends unless they act now.
-                "at_risk": alive and last_index == today - 1,
+                "current": found.current,
+                "longest": found.longest,
+                # Covered through the last period but not yet this one: the run ends
+                # (or takes a freeze) unless they act now.
+                "at_risk": watched(found) == today,
+                "freezes_left": found.freezes_left,
                 "timezone": tz,
             }
         )

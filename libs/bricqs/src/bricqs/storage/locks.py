@@ -23,3 +23,22 @@ async def lock_participants(conn: Conn, keys: Sequence[tuple[str, str, str]]) ->
         " ORDER BY n",
         ([k[0] for k in ordered], [k[1] for k in ordered], [k[2] for k in ordered]),
     )
+
+
+async def try_lock_participants(
+    conn: Conn, keys: Sequence[tuple[str, str, str]]
+) -> set[tuple[str, str, str]]:
+    """Take the locks of `lock_participants` that are free now, without waiting; those
+    taken. For a writer that already holds row locks a locking writer may wait on (the
+    scheduler's claimed deadlines), where waiting could deadlock."""
+    if not keys:
+        return set()
+    ordered = sorted(set(keys))
+    cursor = await conn.execute(
+        "SELECT n FROM unnest(%b::text[], %b::text[], %b::text[]) WITH ORDINALITY"
+        " AS t(p, e, pid, n)"
+        " WHERE pg_try_advisory_xact_lock(hashtextextended(p || chr(31) || e || chr(31) || pid, 0))"
+        " ORDER BY n",
+        ([k[0] for k in ordered], [k[1] for k in ordered], [k[2] for k in ordered]),
+    )
+    return {ordered[int(r[0]) - 1] for r in await cursor.fetchall()}

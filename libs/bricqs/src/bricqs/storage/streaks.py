@@ -1,8 +1,13 @@
-"""Streaks: the periods each participant was active in, and each run's state."""
+"""Streaks: the periods each participant was active in, those an admin bridged, each
+run's state, and the deadlines the scheduler judges runs at."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
+from typing import NamedTuple
+
+from psycopg import sql
 
 from bricqs.storage.tenants import Conn, Tenant
 
@@ -31,20 +36,30 @@ async def read_streak_periods(
     conn: Conn, tenant: Tenant, keys: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], list[int]]:
     """All active period indices per (streak, participant), ascending."""
+    return await _period_sets(conn, tenant, keys, "streak_periods")
+
+
+async def _period_sets(
+    conn: Conn, tenant: Tenant, keys: Sequence[tuple[str, str]], table: str
+) -> dict[tuple[str, str], list[int]]:
+    """Period indices of `table` per (streak, participant), ascending; absent when none."""
     if not keys:
         return {}
     unique = sorted(set(keys))
-    cursor = await conn.execute(
+    query = sql.SQL(
         """
         SELECT t.code, t.pid, s.periods
         FROM unnest(%b::text[], %b::text[]) AS t(code, pid)
         CROSS JOIN LATERAL (
-            SELECT array_agg(period_index ORDER BY period_index) AS periods FROM streak_periods s
+            SELECT array_agg(period_index ORDER BY period_index) AS periods FROM {} s
             WHERE s.project_id = %s AND s.environment = %s
               AND s.streak_code = t.code AND s.participant_id = t.pid
         ) s
         WHERE s.periods IS NOT NULL
-        """,
+        """
+    ).format(sql.Identifier(table))
+    cursor = await conn.execute(
+        query,
         ([k[0] for k in unique], [k[1] for k in unique], tenant.project_id, tenant.environment),
     )
     return {(r[0], r[1]): list(r[2]) for r in await cursor.fetchall()}
@@ -81,3 +96,134 @@ async def read_streak_states(
         (tenant.project_id, tenant.environment, participant_id),
     )
     return {r[0]: (r[1], r[2], r[3], r[4]) for r in await cursor.fetchall()}
+
+
+# ---------------------------------------------------------------------------------------
+# Freezes, restores and deadlines (migration 0017)
+
+
+class Deadline(NamedTuple):
+    """When a participant's run is next judged: `period` is the period being watched,
+    `at_risk_at` when `streak.at_risk` is owed (None: not owed or already emitted),
+    `ends_at` when the period ends."""
+
+    tenant: Tenant
+    streak_code: str
+    participant_id: str
+    period: int
+    timezone: str
+    at_risk_at: datetime | None
+    ends_at: datetime
+
+
+async def add_bridged_periods(
+    conn: Conn, tenant: Tenant, streak_code: str, participant_id: str, periods: Sequence[int]
+) -> list[int]:
+    """Record missed periods an admin restored as bridged; those new, ascending."""
+    if not periods:
+        return []
+    cursor = await conn.execute(
+        "INSERT INTO streak_bridges (project_id, environment, streak_code, participant_id,"
+        " period_index) SELECT %s, %s, %s, %s, p FROM unnest(%b::int[]) AS p"
+        " ON CONFLICT DO NOTHING RETURNING period_index",
+        (tenant.project_id, tenant.environment, streak_code, participant_id, sorted(periods)),
+    )
+    return sorted(int(r[0]) for r in await cursor.fetchall())
+
+
+async def read_bridged_periods(
+    conn: Conn, tenant: Tenant, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], list[int]]:
+    """Bridged period indices per (streak, participant), ascending; absent when none."""
+    return await _period_sets(conn, tenant, keys, "streak_bridges")
+
+
+async def watch_deadlines(conn: Conn, deadlines: Sequence[Deadline]) -> None:
+    """Insert or move deadlines forward: a row already watching a later period keeps it
+    (a late fact never takes back what the scheduler already judged)."""
+    if not deadlines:
+        return
+    rows = sorted(
+        deadlines,
+        key=lambda d: (d.tenant.project_id, d.tenant.environment, d.streak_code, d.participant_id),
+    )
+    await conn.execute(
+        """
+        INSERT INTO streak_deadlines AS d (project_id, environment, streak_code,
+            participant_id, period, timezone, at_risk_at, ends_at)
+        SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::int[],
+                             %b::text[], %b::timestamptz[], %b::timestamptz[])
+        ON CONFLICT (project_id, environment, streak_code, participant_id) DO UPDATE SET
+            period = EXCLUDED.period, timezone = EXCLUDED.timezone,
+            at_risk_at = EXCLUDED.at_risk_at, ends_at = EXCLUDED.ends_at
+        WHERE EXCLUDED.period > d.period
+        """,
+        (
+            [d.tenant.project_id for d in rows],
+            [d.tenant.environment for d in rows],
+            [d.streak_code for d in rows],
+            [d.participant_id for d in rows],
+            [d.period for d in rows],
+            [d.timezone for d in rows],
+            [d.at_risk_at for d in rows],
+            [d.ends_at for d in rows],
+        ),
+    )
+
+
+async def claim_due_deadlines(conn: Conn, now: datetime, limit: int) -> list[Deadline]:
+    """Lock up to `limit` deadlines due by `now`, earliest first, skipping those another
+    transaction holds: the caller's transaction owns them until it ends, and a rollback
+    (or a killed process) leaves them due."""
+    cursor = await conn.execute(
+        "SELECT project_id, environment, streak_code, participant_id, period, timezone,"
+        " at_risk_at, ends_at FROM streak_deadlines WHERE due_at <= %s"
+        " ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED",
+        (now, limit),
+    )
+    return [
+        Deadline(Tenant(r[0], r[1]), r[2], r[3], r[4], r[5], r[6], r[7])
+        for r in await cursor.fetchall()
+    ]
+
+
+async def replace_deadlines(
+    conn: Conn, changes: Sequence[tuple[Deadline, Deadline | None]]
+) -> None:
+    """Move claimed deadlines to what comes next, or drop them (None: nothing to watch);
+    two statements whatever their number."""
+    gone = [old for old, new in changes if new is None]
+    moved = [new for _, new in changes if new is not None]
+    if gone:
+        await conn.execute(
+            "DELETE FROM streak_deadlines d USING unnest(%b::text[], %b::text[], %b::text[],"
+            " %b::text[]) AS t(p, e, code, pid) WHERE d.project_id = t.p AND d.environment = t.e"
+            " AND d.streak_code = t.code AND d.participant_id = t.pid",
+            _key_columns(gone),
+        )
+    if moved:
+        await conn.execute(
+            "UPDATE streak_deadlines d SET period = t.period, timezone = t.tz,"
+            " at_risk_at = t.at_risk_at, ends_at = t.ends_at"
+            " FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::text[],"
+            " %b::timestamptz[], %b::timestamptz[])"
+            " AS t(p, e, code, pid, period, tz, at_risk_at, ends_at)"
+            " WHERE d.project_id = t.p AND d.environment = t.e AND d.streak_code = t.code"
+            " AND d.participant_id = t.pid",
+            (
+                *_key_columns(moved),
+                [d.period for d in moved],
+                [d.timezone for d in moved],
+                [d.at_risk_at for d in moved],
+                [d.ends_at for d in moved],
+            ),
+        )
+
+
+def _key_columns(deadlines: Sequence[Deadline]) -> tuple[list[str], ...]:
+    return (
+        [d.tenant.project_id for d in deadlines],
+        [d.tenant.environment for d in deadlines],
+        [d.streak_code for d in deadlines],
+        [d.participant_id for d in deadlines],
+    )

@@ -25,6 +25,10 @@ EVENT_TYPES = frozenset(
         "leaderboard.finished",
         "reward.claimed",
         "reward.cancelled",
+        "streak.at_risk",
+        "streak.lost",
+        "streak.freeze_consumed",
+        "challenge.expired",
     }
 )
 ALL_TYPES = "*"

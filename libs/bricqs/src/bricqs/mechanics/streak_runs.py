@@ -1,0 +1,160 @@
+"""A participant's streak runs, freezes and breaks, from the periods they were active in
+(pure).
+
+Everything here is a function of three things: the set of active period indices, the set
+of periods an admin bridged (a restore), and the latest period that has ended. Which fact
+arrived first, or in which batch, cannot change the answer, so redelivery, replay and
+late events all give the same state.
+
+Walking the periods in order: an active period extends the run and may earn a freeze
+(one every `every` active periods, at most `maximum` held); a bridged period keeps the
+run without lengthening it; a missed period is covered by a freeze when one is held
+(the run goes on, one fewer freeze), else it breaks the run (the period is lost). Missed
+periods after the latest active one count only once they have ended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+
+from bricqs.mechanics.definitions import Streak
+from bricqs.mechanics.windows import period_index, period_start, zone
+from bricqs.storage.streaks import Deadline
+from bricqs.storage.tenants import Tenant
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run of periods: its first active one, the last it covers (active, frozen or
+    bridged) and how many active periods it holds."""
+
+    first: int
+    last: int
+    length: int
+
+
+@dataclass
+class Walk:
+    """What the periods add up to."""
+
+    runs: list[Run] = field(default_factory=list)
+    freezes_left: int = 0
+    frozen: list[tuple[int, int]] = field(default_factory=list)
+    """(missed period a freeze covered, freezes left after it), ascending."""
+    lost: list[int] = field(default_factory=list)
+    """Missed periods that broke a run, ascending."""
+
+    @property
+    def longest(self) -> int:
+        """The longest run's length."""
+        return max((r.length for r in self.runs), default=0)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the latest run is unbroken (nothing lost after it)."""
+        return bool(self.runs) and not (self.lost and self.lost[-1] > self.runs[-1].last)
+
+    @property
+    def current(self) -> int:
+        """The latest run's length if it is unbroken, else 0."""
+        return self.runs[-1].length if self.alive else 0
+
+    def length_at(self, index: int) -> int:
+        """The length of the run covering period `index` (0 when none does)."""
+        return next((r.length for r in self.runs if r.first <= index <= r.last), 0)
+
+
+def walk(active: Iterable[int], bridged: Iterable[int], ended: int, streak: Streak) -> Walk:
+    """Runs, freezes and breaks of `active` periods with `bridged` ones, judging missed
+    periods after the latest active one up to `ended` (the latest period that has ended)."""
+    periods = sorted(set(active))
+    kept = set(bridged)
+    rules = streak.freezes
+    result = Walk(freezes_left=rules.initial if rules else 0)
+    first = last = length = 0
+    started = False
+
+    def gap(start: int, stop: int) -> bool:
+        """Judge missed periods start..stop; whether the run survives them."""
+        nonlocal last
+        for index in range(start, stop + 1):
+            if index in kept:
+                last = index
+            elif result.freezes_left > 0:
+                result.freezes_left -= 1
+                result.frozen.append((index, result.freezes_left))
+                last = index
+            else:
+                result.lost.append(index)
+                return False
+        return True
+
+    for earned, index in enumerate(periods, start=1):
+        if started and not gap(last + 1, index - 1):
+            result.runs.append(Run(first, last, length))
+            started = False
+        if not started:
+            first, length, started = index, 0, True
+        length += 1
+        last = index
+        if rules and rules.every and earned % rules.every == 0:
+            result.freezes_left = min(rules.maximum, result.freezes_left + 1)
+    if started:
+        gap(last + 1, ended)
+        result.runs.append(Run(first, last, length))
+    return result
+
+
+def moment_index(streak: Streak, moment: datetime, timezone: str) -> int:
+    """The period `moment` counts for (grace hours move every boundary later)."""
+    return period_index(moment - timedelta(hours=streak.grace_hours), streak.period, timezone)
+
+
+def period_end(streak: Streak, index: int, timezone: str) -> datetime:
+    """When period `index` ends, in UTC: the next period's local start plus the grace."""
+    start = datetime.combine(period_start(index + 1, streak.period), time(), zone(timezone))
+    return start.astimezone(UTC) + timedelta(hours=streak.grace_hours)
+
+
+def period_label(streak: Streak, index: int) -> str:
+    """The local date period `index` starts on (ISO), as facts name it."""
+    return period_start(index, streak.period).isoformat()
+
+
+def watched(result: Walk) -> int | None:
+    """The period whose end decides the run next (the one after its last covered
+    period), or None when there is no unbroken run to watch."""
+    return result.runs[-1].last + 1 if result.alive else None
+
+
+def to_restore(
+    active: Iterable[int], bridged: Iterable[int], ended: int, streak: Streak
+) -> list[int]:
+    """The missed periods a restore bridges: those of the latest break, from the lost
+    period to the next active one (or to `ended`); none when no run broke after the last
+    restore, so restoring twice is restoring once."""
+    periods, kept = sorted(set(active)), sorted(set(bridged))
+    result = walk(periods, kept, ended, streak)
+    breaks = [i for i in result.lost if not kept or i > kept[-1]]
+    if not breaks:
+        return []
+    start = breaks[-1]
+    stop = next((p for p in periods if p > start), ended + 1)
+    return list(range(start, stop))
+
+
+def deadline_after(
+    tenant: Tenant, streak: Streak, participant_id: str, timezone: str, result: Walk
+) -> Deadline | None:
+    """When the run `result` ends with is next judged (None when it is broken)."""
+    period = watched(result)
+    if period is None:
+        return None
+    ends_at = period_end(streak, period, timezone)
+    hours = streak.at_risk_hours
+    # Never before the period starts: the warning is about this period's activity.
+    starts_at = period_end(streak, period - 1, timezone)
+    at_risk_at = max(ends_at - timedelta(hours=hours), starts_at) if hours is not None else None
+    return Deadline(tenant, streak.code, participant_id, period, timezone, at_risk_at, ends_at)
