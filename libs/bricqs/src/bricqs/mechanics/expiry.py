@@ -101,7 +101,7 @@ async def _write_off(conn: Conn, tenant: Tenant, lots: list[DueLot]) -> list[Fac
                 "lot": lot.lot_id,
                 "earned_at": lot.earned_at.isoformat(),
                 "expires_at": lot.expires_at.isoformat(),
-                "balance": balances[lot.participant_id],
+                "balance": balances.get(lot.participant_id, 0),
             },
             occurred_at=lot.expires_at,
         )
