@@ -119,27 +119,45 @@ def drains_with_and_without(
     prepare: Callable[[Project], None],
     name: str,
     check: Callable[[], None] | None = None,
+    baseline: Callable[[Project], None] | None = None,
 ) -> dict[str, Any]:
     """Drain rates with 20 rules, without and with `prepare` (the run's key: `with_<name>`),
     which goes first alternating per pair; the ratio with/without per pair and its median.
-    `check` runs after each drain with `prepare`, to prove the feature was at work."""
-    ratios, runs = [], []
+    `check` runs after each drain with `prepare`, to prove the feature was at work;
+    `baseline`, when given, prepares the drains without. Also the CPU both processes spent
+    per event (processor and PostgreSQL), steadier than rates on a shared machine, and its
+    ratio without/with (read like the rates': below 1, the feature costs)."""
+    ratios, cpu_ratios, runs = [], [], []
     for pair in range(pairs):
         order = (False, True) if pair % 2 == 0 else (True, False)
-        rates = {}
+        rates, cpu = {}, {}
         for active in order:
-            result = drain(stack, rules=True, events=events, prepare=prepare if active else None)
+            result = drain(
+                stack, rules=True, events=events, prepare=prepare if active else baseline
+            )
             rates[active] = result["events_per_second"]
+            cpu[active] = result["processor_cpu_us_per_event"] + (
+                result["postgres_cpu_us_per_event"] or 0
+            )
             if active and check is not None:
                 check()
             print(f"  drain, {name}={active}: {rates[active]:,.0f} ev/s", file=sys.stderr)
-        runs.append({"without": rates[False], f"with_{name}": rates[True]})
+        runs.append(
+            {
+                "without": rates[False],
+                f"with_{name}": rates[True],
+                "cpu_us_per_event": {"without": cpu[False], f"with_{name}": cpu[True]},
+            }
+        )
         ratios.append(rates[True] / rates[False])
+        cpu_ratios.append(cpu[False] / cpu[True])
     return {
         "events": events,
         "runs": runs,
         "ratios": [round(r, 3) for r in ratios],
         "median_ratio": round(statistics.median(ratios), 3),
+        "cpu_ratios": [round(r, 3) for r in cpu_ratios],
+        "median_cpu_ratio": round(statistics.median(cpu_ratios), 3),
     }
 
 

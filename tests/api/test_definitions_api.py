@@ -154,6 +154,8 @@ def test_manual_points_and_badges(story: Story) -> None:
         "balance": 25,
         "total_earned": 40,
         "total_spent": 15,
+        "total_expired": 0,
+        "next_expiry": None,
     }
     badge = "/api/v1/gamify/badges/award"
     first = story.api.post(

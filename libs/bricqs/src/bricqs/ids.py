@@ -9,6 +9,7 @@ derives the very same fact.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 
@@ -25,8 +26,7 @@ _SHIFTS = tuple(range(10 * (_BODY_LENGTH // 2 - 1), -1, -10))
 def ulid(now_ms: int | None = None) -> str:
     """A new 26-character ULID string."""
     ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
-    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
+    return _encode((ms << 80) | int.from_bytes(os.urandom(10), "big"))
 
 
 def new_event_id() -> str:
@@ -51,3 +51,14 @@ def timestamp_ms(prefixed_id: str) -> int:
     for char in body:
         value = value * 32 + _ALPHABET.index(char)
     return value
+
+
+def derived_ulid(ms: int, key: str) -> str:
+    """A ULID that is a pure function of a time (ms since the epoch) and a key: the id of
+    something the clock makes (an expiry, say), the same however often it is made."""
+    entropy = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=10).digest(), "big")
+    return _encode((ms << 80) | entropy)
+
+
+def _encode(value: int) -> str:
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])

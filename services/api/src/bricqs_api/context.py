@@ -150,7 +150,7 @@ class ParticipantView:
 
     async def points(self) -> dict[str, Any]:
         """Balance and lifetime totals."""
-        return await points_state(self.conn, self.tenant, self.participant_id)
+        return await points_state(self.conn, self.tenant, self.participant_id, self.now)
 
     async def badges(self) -> dict[str, Any]:
         """Earned badges, and the active ones not yet earned with their progress."""

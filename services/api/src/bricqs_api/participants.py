@@ -67,7 +67,7 @@ class ParticipantController(Controller):
     async def participant_points(
         self, participant_id: ParticipantPath, conn: Connection, tenant: CallerTenant
     ) -> dict[str, Any]:
-        """Balance, total earned and total spent."""
+        """Balance, lifetime totals and the next expiry (`next_expiry`: at, amount)."""
         points = await state.points_state(conn, tenant, participant_id)
         return {"participant_id": participant_id, **points}
 

@@ -19,7 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bricqs.ids import new_fact_id, ulid
-from bricqs.mechanics.definitions import Streak
+from bricqs.mechanics.definitions import Streak, points_expiry
 from bricqs.mechanics.evaluation import (
     EvaluationPoint,
     bucket_ranges,
@@ -428,6 +428,7 @@ def _earn_points(r: _Round, earned: list[tuple[CompiledPointsRule, Fact, int]]) 
                     fact_id=fact.fact_id,
                     cap_bucket=period_key(fact.occurred_at, cap.period) if cap else None,
                     occurred_at=fact.occurred_at,
+                    expires_at=points_expiry(rule.rule, fact.occurred_at),
                 ),
                 fact,
             )
@@ -454,6 +455,8 @@ async def _commit_points(conn: Conn, r: _Round) -> None:
             "rule": rule,
             "balance": balances[entry.participant_id][0],
         }
+        if entry.expires_at is not None:
+            properties["expires_at"] = entry.expires_at.isoformat()
         r.emit(fact, "points.awarded", properties)
     last_fact = {entry.participant_id: fact for entry, fact in entries}
     for pid, (_, total_after) in balances.items():

@@ -7,7 +7,7 @@ Conditions (`where`) are JSON: a leaf `{"path": "amount", "op": "gte", "value": 
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -91,6 +91,9 @@ class PointsRule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     description: str = ""
     status: Status = "active"
     cap: Cap | None = None
+    expires_after_days: Annotated[int, Meta(ge=1, le=3660)] | None = None
+    """The points of each credit expire this many days after the earning fact occurred
+    (None: never)."""
 
 
 class Badge(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -427,3 +430,14 @@ def parse_definition(schema: type[Definition], raw: Any) -> Definition | list[Fi
         return [_msgspec_field_error(exc)]
     errors = semantic_errors(definition)
     return errors or definition
+
+
+# ---------------------------------------------------------------------------------------
+# Points expiry
+
+
+def points_expiry(rule: PointsRule, earned_at: datetime) -> datetime | None:
+    """When the points a rule credits for a fact that occurred at `earned_at` expire."""
+    if rule.expires_after_days is None:
+        return None
+    return earned_at + timedelta(days=rule.expires_after_days)

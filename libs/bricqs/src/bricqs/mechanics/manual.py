@@ -19,6 +19,7 @@ from bricqs.storage.balances import apply_balance_changes, read_balance
 from bricqs.storage.events import insert_facts
 from bricqs.storage.ledger import LedgerEntry, ManualEntry, find_manual_entry, write_ledger
 from bricqs.storage.locks import lock_participants
+from bricqs.storage.lots import plan_spending, take_from_lots
 from bricqs.storage.standings import Standings
 from bricqs.storage.tenants import Conn, Tenant
 from bricqs.storage.webhook_outbox import enqueue_outcomes
@@ -77,22 +78,31 @@ async def change_points(
     reason: str,
     idempotency_key: str | None,
     standings: Standings | None = None,
+    now: datetime | None = None,
 ) -> PointsChange:
-    """Award (amount > 0) or deduct (amount < 0) points atomically.
+    """Award (amount > 0) or deduct (amount < 0) points atomically, at `now` (the clock's
+    time unless given).
 
     A repeat of the same change with the same idempotency key returns the first result;
     the key with another participant, amount or reason raises IdempotencyConflict. A
     deduct beyond the balance raises InsufficientBalance. Neither changes anything.
+
+    Every spend of points goes through here: a deduct draws on the participant's lots
+    that expire soonest first, then on points that never expire; points of lots already
+    due at `now` are not spendable (`storage.lots`).
     """
     await lock_participants(conn, [(tenant.project_id, tenant.environment, participant_id)])
     if idempotency_key is not None:
         found = await find_manual_entry(conn, tenant, idempotency_key)
         if found is not None:
             return await _replay(conn, tenant, found, participant_id, amount, reason)
-    balance, earned_before, _ = await read_balance(conn, tenant, participant_id)
-    if amount < 0 and balance < -amount:
-        raise InsufficientBalance(balance)
-    now = datetime.now(UTC)
+    _, earned_before, _ = await read_balance(conn, tenant, participant_id)
+    now = now or datetime.now(UTC)
+    spending = None
+    if amount < 0:
+        spending = await plan_spending(conn, tenant, participant_id, -amount, now)
+        if spending.available < -amount:
+            raise InsufficientBalance(spending.available)
     entry = LedgerEntry(
         entry_id="pts_" + ulid(),
         participant_id=participant_id,
@@ -112,6 +122,10 @@ async def change_points(
         taken = await find_manual_entry(conn, tenant, idempotency_key)
         assert taken is not None
         return await _replay(conn, tenant, taken, participant_id, amount, reason)
+    if spending is not None:
+        await take_from_lots(
+            conn, tenant, [(participant_id, lot_id, take) for lot_id, take in spending.draws]
+        )
     earned, spent = (amount, 0) if amount > 0 else (0, -amount)
     new_balance, earned_after = (
         await apply_balance_changes(conn, tenant, {participant_id: (earned, spent)})
@@ -147,6 +161,9 @@ async def change_points(
                     )
                 )
     else:
+        assert spending is not None
+        # As a balance read shows it: without the lots already due.
+        new_balance = spending.available + amount
         facts = [
             _system_fact(
                 tenant,

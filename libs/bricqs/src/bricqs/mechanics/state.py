@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bricqs.mechanics.evaluation import bucket_ranges, criterion_value, current_point
@@ -10,6 +10,7 @@ from bricqs.mechanics.ruleset import CompiledCriterion, RuleSet, tier_level
 from bricqs.mechanics.streak_runs import moment_index, walk, watched
 from bricqs.storage.awards import list_badge_awards, list_completions
 from bricqs.storage.balances import read_balance
+from bricqs.storage.lots import read_expiry
 from bricqs.storage.progress import read_buckets
 from bricqs.storage.streaks import read_bridged_periods, read_streak_periods, read_streak_states
 from bricqs.storage.tenants import Conn, Tenant
@@ -35,10 +36,26 @@ async def _values(
     }
 
 
-async def points_state(conn: Conn, tenant: Tenant, participant_id: str) -> dict[str, Any]:
-    """Balance and lifetime totals."""
+async def points_state(
+    conn: Conn, tenant: Tenant, participant_id: str, now: datetime | None = None
+) -> dict[str, Any]:
+    """Balance and lifetime totals as of `now` (the clock's time unless given), and the
+    next expiry (`{"at", "amount"}`, null when no points expire).
+
+    Points are gone from the balance at their expiry instant, even before the expiry
+    chore writes them off.
+    """
     balance, earned, spent = await read_balance(conn, tenant, participant_id)
-    return {"balance": balance, "total_earned": earned, "total_spent": spent}
+    expiry = await read_expiry(conn, tenant, participant_id, now or datetime.now(UTC))
+    return {
+        "balance": balance - expiry.due,
+        "total_earned": earned,
+        "total_spent": spent,
+        "total_expired": expiry.total_expired + expiry.due,
+        "next_expiry": (
+            None if expiry.next_at is None else {"at": expiry.next_at, "amount": expiry.next_amount}
+        ),
+    }
 
 
 async def badges_state(

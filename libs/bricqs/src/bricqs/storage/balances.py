@@ -51,3 +51,19 @@ async def read_balance(conn: Conn, tenant: Tenant, participant_id: str) -> tuple
     )
     row = await cursor.fetchone()
     return (0, 0, 0) if row is None else (int(row[0]), int(row[1]), int(row[2]))
+
+
+async def write_off_balances(conn: Conn, tenant: Tenant, expired: dict[str, int]) -> dict[str, int]:
+    """Take expired points off balances (lifetime earned stays); each one's new balance."""
+    if not expired:
+        return {}
+    participants = sorted(expired)
+    cursor = await conn.execute(
+        "UPDATE points_balances b SET balance = b.balance - x.amount,"
+        " total_expired = b.total_expired + x.amount, updated_at = now()"
+        " FROM unnest(%b::text[], %b::bigint[]) AS x(pid, amount)"
+        " WHERE b.project_id = %b AND b.environment = %b AND b.participant_id = x.pid"
+        " RETURNING b.participant_id, b.balance",
+        (participants, [expired[p] for p in participants], tenant.project_id, tenant.environment),
+    )
+    return {r[0]: int(r[1]) for r in await cursor.fetchall()}

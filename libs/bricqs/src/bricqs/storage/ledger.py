@@ -22,6 +22,8 @@ class LedgerEntry(NamedTuple):
     occurred_at: datetime
     reason: str = ""
     idempotency_key: str | None = None
+    expires_at: datetime | None = None
+    """When the points of a credit expire (None: never); such a credit is also a lot."""
 
 
 async def earned_in_cap_buckets(
@@ -54,17 +56,33 @@ async def earned_in_cap_buckets(
 
 
 async def write_ledger(conn: Conn, tenant: Tenant, entries: Sequence[LedgerEntry]) -> list[str]:
-    """Insert entries (once per source and fact); return the ids actually inserted."""
+    """Insert entries (once per source and fact); return the ids actually inserted.
+
+    A credit that expires becomes a lot in the same statement (`storage.lots`), for the
+    entries inserted only, so a lot exists exactly once, keyed by its entry id.
+    """
     if not entries:
         return []
+    lots = [(e.entry_id, e.expires_at) for e in entries if e.amount > 0 and e.expires_at]
     cursor = await conn.execute(
         """
-        INSERT INTO points_ledger (project_id, environment, entry_id, participant_id, amount,
-            kind, source, fact_id, cap_bucket, occurred_at, reason, idempotency_key)
-        SELECT %s, %s, * FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::text[],
-            %b::text[], %b::text[], %b::text[], %b::timestamptz[], %b::text[], %b::text[])
-        ON CONFLICT DO NOTHING
-        RETURNING entry_id
+        WITH inserted AS (
+            INSERT INTO points_ledger (project_id, environment, entry_id, participant_id,
+                amount, kind, source, fact_id, cap_bucket, occurred_at, reason,
+                idempotency_key)
+            SELECT %s, %s, * FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::text[],
+                %b::text[], %b::text[], %b::text[], %b::timestamptz[], %b::text[], %b::text[])
+            ON CONFLICT DO NOTHING
+            RETURNING participant_id, entry_id, amount, occurred_at
+        ), lots AS (
+            INSERT INTO points_lots (project_id, environment, participant_id, lot_id, amount,
+                remaining, earned_at, expires_at)
+            SELECT %s, %s, i.participant_id, i.entry_id, i.amount, i.amount, i.occurred_at,
+                x.expires_at
+            FROM inserted i JOIN unnest(%b::text[], %b::timestamptz[]) AS x(id, expires_at)
+              ON x.id = i.entry_id
+        )
+        SELECT entry_id FROM inserted
         """,
         (
             tenant.project_id,
@@ -79,6 +97,10 @@ async def write_ledger(conn: Conn, tenant: Tenant, entries: Sequence[LedgerEntry
             [e.occurred_at for e in entries],
             [e.reason for e in entries],
             [e.idempotency_key for e in entries],
+            tenant.project_id,
+            tenant.environment,
+            [lot_id for lot_id, _ in lots],
+            [expires_at for _, expires_at in lots],
         ),
     )
     return [row[0] for row in await cursor.fetchall()]
