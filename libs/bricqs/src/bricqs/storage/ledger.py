@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from psycopg.types.json import Jsonb
 
 from bricqs.storage.tenants import Conn, Tenant
 
@@ -22,6 +24,8 @@ class LedgerEntry(NamedTuple):
     occurred_at: datetime
     reason: str = ""
     idempotency_key: str | None = None
+    boosts: list[dict[str, Any]] | None = None
+    """The boosts that multiplied an earn entry ({code, multiplier} each)."""
 
 
 async def earned_in_cap_buckets(
@@ -60,9 +64,10 @@ async def write_ledger(conn: Conn, tenant: Tenant, entries: Sequence[LedgerEntry
     cursor = await conn.execute(
         """
         INSERT INTO points_ledger (project_id, environment, entry_id, participant_id, amount,
-            kind, source, fact_id, cap_bucket, occurred_at, reason, idempotency_key)
+            kind, source, fact_id, cap_bucket, occurred_at, reason, idempotency_key, boosts)
         SELECT %s, %s, * FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::text[],
-            %b::text[], %b::text[], %b::text[], %b::timestamptz[], %b::text[], %b::text[])
+            %b::text[], %b::text[], %b::text[], %b::timestamptz[], %b::text[], %b::text[],
+            %b::jsonb[])
         ON CONFLICT DO NOTHING
         RETURNING entry_id
         """,
@@ -79,6 +84,7 @@ async def write_ledger(conn: Conn, tenant: Tenant, entries: Sequence[LedgerEntry
             [e.occurred_at for e in entries],
             [e.reason for e in entries],
             [e.idempotency_key for e in entries],
+            [None if e.boosts is None else Jsonb(e.boosts) for e in entries],
         ),
     )
     return [row[0] for row in await cursor.fetchall()]
