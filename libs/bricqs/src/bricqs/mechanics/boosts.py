@@ -28,24 +28,27 @@ _LEAST_GENEROUS_FIRST = ("floor", "round", "ceil")
 
 @dataclass(frozen=True)
 class CompiledBoost:
-    """A boost with its participant list and rule codes as sets."""
+    """A boost with its participant list and rule codes as sets, and its ledger record."""
 
     boost: Boost
     participants: frozenset[str]
     rules: frozenset[str] | None
+    record: list[dict[str, Any]]
+    """The boost alone as the ledger records it (shared: never mutated)."""
 
     @classmethod
     def build(cls, boost: Boost) -> CompiledBoost:
         """Compile `boost`."""
         rules = None if boost.rules is None else frozenset(boost.rules)
-        return cls(boost, frozenset(boost.participants), rules)
+        record = [{"code": boost.code, "multiplier": boost.multiplier}]
+        return cls(boost, frozenset(boost.participants), rules, record)
 
     def applies(self, rule_code: str, fact: Fact, who: Participant) -> bool:
         """Whether this boost multiplies what `rule_code` earns for `fact`."""
         boost = self.boost
-        if not fact.fact_type.startswith(CUSTOM_FACT_PREFIX):
-            return False
         if not boost.starts_at <= fact.occurred_at < boost.ends_at:
+            return False
+        if not fact.fact_type.startswith(CUSTOM_FACT_PREFIX):
             return False
         if self.rules is not None and rule_code not in self.rules:
             return False
@@ -70,17 +73,18 @@ def apply_boosts(
 ) -> tuple[int, list[dict[str, Any]] | None]:
     """(the boosted amount, the boosts applied as the ledger records them) for `amount`
     points of `rule_code` earned by `fact`; (amount, None) when no boost applies."""
-    applied = sorted(
-        (b.boost for b in boosts if b.applies(rule_code, fact, who)), key=lambda b: b.code
-    )
+    applied = [b for b in boosts if b.applies(rule_code, fact, who)]
     if not applied:
         return amount, None
-    product = float(amount)
-    for boost in applied:
-        product *= boost.multiplier
-    how = min((b.rounding for b in applied), key=_LEAST_GENEROUS_FIRST.index)
     # Binary floats make 100 x 1.1 = 110.00000000000001: rounded to 9 places first, so a
     # ceiling is not pushed up by the representation error.
-    return round_points(round(product, 9), how), [
-        {"code": b.code, "multiplier": b.multiplier} for b in applied
-    ]
+    if len(applied) == 1:
+        only = applied[0]
+        raw = round(amount * only.boost.multiplier, 9)
+        return round_points(raw, only.boost.rounding), only.record
+    applied.sort(key=lambda b: b.boost.code)
+    product = float(amount)
+    for compiled in applied:
+        product *= compiled.boost.multiplier
+    how = min((b.boost.rounding for b in applied), key=_LEAST_GENEROUS_FIRST.index)
+    return round_points(round(product, 9), how), [r for b in applied for r in b.record]
