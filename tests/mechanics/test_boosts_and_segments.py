@@ -486,3 +486,61 @@ def test_points_earned_on_outcomes_are_not_boosted(story: Story) -> None:
         (7, None),
         (20, [{"code": "x2", "multiplier": 2.0}]),
     ]
+
+
+class RecordingConnection(psycopg.AsyncConnection[Any]):
+    """A real connection that keeps the text of every statement run through `execute`."""
+
+    statements: list[str]
+
+    async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        self.statements.append(str(query))
+        return await super().execute(query, params, **kwargs)
+
+
+@pytest.mark.parametrize("reads", [True, False])
+def test_attributes_are_read_once_per_batch_and_only_when_a_rule_reads_them(
+    story: Story, postgres_server: Server, reads: bool
+) -> None:
+    where = {"path": "participant.country", "op": "exists", "value": False} if reads else None
+    story.define(
+        "points-rules", {**TEN_POINTS, "trigger": {**TEN_POINTS["trigger"], "where": where}}
+    )
+    # points.awarded triggers more rounds (4, till the chain is cut): still one read.
+    story.define(
+        "points-rules",
+        {
+            "code": "echo",
+            "name": "n",
+            "trigger": {"fact_type": "points.awarded"},
+            "amount": {"fixed": 1},
+        },
+    )
+    at = datetime(2026, 5, 1, tzinfo=UTC)
+    batch = [
+        Envelope(
+            event_id=new_event_id(),
+            project_id=story.tenant.project_id,
+            environment="live",
+            event_name="purchase",
+            participant_id=pid,
+            properties={},
+            occurred_at=at,
+            received_at=at,
+        )
+        for pid in ("ann", "bob", "cat")
+    ]
+
+    async def process() -> list[str]:
+        conn = await RecordingConnection.connect(postgres_server.url)
+        conn.statements = []
+        async with conn, conn.transaction():
+            await process_envelopes(
+                conn, batch, idempotency_ttl=timedelta(days=30), rules_for=RuleCache(0)
+            )
+        return conn.statements
+
+    statements = asyncio.run(process())
+    reads_attributes = [s for s in statements if "SELECT participant_id, attributes FROM" in s]
+    assert len(reads_attributes) == (1 if reads else 0)
+    assert story.get("/participants/bob/points")["balance"] == 10 + 4
