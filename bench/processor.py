@@ -122,21 +122,26 @@ def drains_with_and_without(
 ) -> dict[str, Any]:
     """Drain rates with 20 rules, without and with `prepare` (the run's key: `with_<name>`),
     which goes first alternating per pair; the ratio with/without per pair and its median,
-    and the same of the processor's CPU time per event (steadier on a shared machine).
+    and the same of the processor's CPU time per event (steadier on a shared machine), with
+    PostgreSQL's CPU time per event beside it when the stack runs its own.
     `check` runs after each drain with `prepare`, to prove the feature was at work."""
     ratios, runs, cpu_ratios = [], [], []
     for pair in range(pairs):
         order = (False, True) if pair % 2 == 0 else (True, False)
-        rates, cpu = {}, {}
+        rates, cpu, pg_cpu = {}, {}, {}
         for active in order:
             result = drain(stack, rules=True, events=events, prepare=prepare if active else None)
             rates[active] = result["events_per_second"]
             cpu[active] = result["processor_cpu_us_per_event"]
+            pg_cpu[active] = result["postgres_cpu_us_per_event"]
             if active and check is not None:
                 check()
             print(f"  drain, {name}={active}: {rates[active]:,.0f} ev/s", file=sys.stderr)
         runs.append({"without": rates[False], f"with_{name}": rates[True]})
         runs[-1].update({"cpu_us_without": cpu[False], f"cpu_us_with_{name}": cpu[True]})
+        runs[-1].update(
+            {"pg_cpu_us_without": pg_cpu[False], f"pg_cpu_us_with_{name}": pg_cpu[True]}
+        )
         ratios.append(rates[True] / rates[False])
         cpu_ratios.append(cpu[True] / cpu[False])
     return {

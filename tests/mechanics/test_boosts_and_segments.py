@@ -420,6 +420,20 @@ def test_participant_paths_read_attributes_not_properties() -> None:
 # Replay
 
 
+def purchase(story: Story, pid: str, at: datetime) -> Envelope:
+    """A purchase event as ingest queues it."""
+    return Envelope(
+        event_id=new_event_id(),
+        project_id=story.tenant.project_id,
+        environment="live",
+        event_name="purchase",
+        participant_id=pid,
+        properties={},
+        occurred_at=at,
+        received_at=at,
+    )
+
+
 def test_replaying_boosted_events_changes_no_ledger_entry(
     story: Story, postgres_server: Server
 ) -> None:
@@ -433,19 +447,7 @@ def test_replaying_boosted_events_changes_no_ledger_entry(
     )
     set_attributes(story, "ann", {"c": "FR"})
     start = datetime(2026, 5, 1, 10, tzinfo=UTC)
-    envelopes = [
-        Envelope(
-            event_id=new_event_id(),
-            project_id=story.tenant.project_id,
-            environment="live",
-            event_name="purchase",
-            participant_id="ann",
-            properties={},
-            occurred_at=start + timedelta(hours=h),
-            received_at=start + timedelta(hours=h),
-        )
-        for h in range(6)
-    ]
+    envelopes = [purchase(story, "ann", start + timedelta(hours=h)) for h in range(6)]
     url = postgres_server.url
 
     async def process(batch: list[Envelope]) -> None:
@@ -517,19 +519,7 @@ def test_attributes_are_read_once_per_batch_and_only_when_a_rule_reads_them(
         },
     )
     at = datetime(2026, 5, 1, tzinfo=UTC)
-    batch = [
-        Envelope(
-            event_id=new_event_id(),
-            project_id=story.tenant.project_id,
-            environment="live",
-            event_name="purchase",
-            participant_id=pid,
-            properties={},
-            occurred_at=at,
-            received_at=at,
-        )
-        for pid in ("ann", "bob", "cat")
-    ]
+    batch = [purchase(story, pid, at) for pid in ("ann", "bob", "cat")]
 
     async def process() -> list[str]:
         conn = await RecordingConnection.connect(postgres_server.url)
