@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bricqs.mechanics.conditions import compile_condition
+from bricqs.mechanics.conditions import NOBODY, compile_condition
 from bricqs.mechanics.definitions import condition_errors
 
 MISSING = object()
@@ -131,7 +131,7 @@ def test_compiled_condition_agrees_with_the_interpreter(
     where: dict[str, Any], props: dict[str, Any]
 ) -> None:
     assert condition_errors(where, "where") == []
-    assert compile_condition(where)(props) == interpret(where, props)
+    assert compile_condition(where)(props, NOBODY) == interpret(where, props)
 
 
 def test_readable_examples() -> None:
@@ -144,12 +144,13 @@ def test_readable_examples() -> None:
             ]
         }
     )
-    assert big_usd({"amount": 50, "currency": "USD"})
-    assert not big_usd({"amount": 49.99, "currency": "USD"})
-    assert not big_usd({"amount": "60", "currency": "USD"})  # a string is not a number
-    assert not big_usd({"amount": 60, "currency": "USD", "meta": {"coupon": "X"}})
-    assert compile_condition({"path": "tags", "op": "contains", "value": "vip"})({"tags": ["vip"]})
-    assert not compile_condition({"path": "flag", "op": "eq", "value": 1})({"flag": True})
+    assert big_usd({"amount": 50, "currency": "USD"}, NOBODY)
+    assert not big_usd({"amount": 49.99, "currency": "USD"}, NOBODY)
+    assert not big_usd({"amount": "60", "currency": "USD"}, NOBODY)  # a string is not a number
+    assert not big_usd({"amount": 60, "currency": "USD", "meta": {"coupon": "X"}}, NOBODY)
+    vip = compile_condition({"path": "tags", "op": "contains", "value": "vip"})
+    assert vip({"tags": ["vip"]}, NOBODY)
+    assert not compile_condition({"path": "flag", "op": "eq", "value": 1})({"flag": True}, NOBODY)
 
 
 @given(
@@ -167,5 +168,5 @@ def test_readable_examples() -> None:
 def test_invalid_conditions_are_refused_with_field_paths_never_crash(where: Any) -> None:
     errors = condition_errors(where, "where")
     if not errors:  # anything accepted must compile and evaluate
-        compile_condition(where)({"a": 1})
+        compile_condition(where)({"a": 1}, NOBODY)
     assert all(e.field.startswith("where") for e in errors)

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bricqs.ids import new_fact_id, ulid
+from bricqs.mechanics.boosts import apply_boosts
+from bricqs.mechanics.conditions import NOBODY, Participant
 from bricqs.mechanics.definitions import Streak, points_expiry
 from bricqs.mechanics.evaluation import (
     EvaluationPoint,
@@ -37,6 +39,7 @@ from bricqs.mechanics.ruleset import (
     RuleSet,
     tier_level,
 )
+from bricqs.mechanics.segments import participants_in_segments
 from bricqs.mechanics.standings import finished_runs, keep_standings, utc_now
 from bricqs.mechanics.streak_runs import deadline_after, moment_index, walk
 from bricqs.mechanics.windows import period_key
@@ -45,7 +48,7 @@ from bricqs.storage.awards import award_badges, complete_challenges
 from bricqs.storage.balances import apply_balance_changes
 from bricqs.storage.events import insert_facts
 from bricqs.storage.ledger import LedgerEntry, earned_in_cap_buckets, write_ledger
-from bricqs.storage.participants import participant_timezones
+from bricqs.storage.participants import attributes_of, participant_timezones
 from bricqs.storage.progress import add_distinct_values, add_progress, read_buckets
 from bricqs.storage.standings import Standings
 from bricqs.storage.streaks import (
@@ -99,6 +102,8 @@ class _Round:
     """Whether to fill `effects` (only the sync endpoint answers with them)."""
     system_facts: list[Fact] = field(default_factory=list)
     ledger: list[tuple[LedgerEntry, Fact]] = field(default_factory=list)
+    participants: Mapping[str, Participant] = field(default_factory=dict)
+    """The batch's participants, for rules that read their attributes or segments."""
 
     def effects_of(self, fact: Fact) -> Effects:
         return self.effects.setdefault(fact.event_id, Effects())
@@ -142,6 +147,7 @@ async def apply_mechanics(
     for tenant, tenant_facts in by_tenant.items():
         rules = await rules_for(conn, tenant)
         current = [*tenant_facts, *await finished_runs(conn, tenant, rules, utc_now())]
+        participants = await _participants(conn, tenant, rules, current)
         outcomes: list[Fact] = []
         for depth in range(MAX_CHAIN_DEPTH + 1):
             current = [f for f in current if not rules.is_empty_for(f.fact_type)]
@@ -150,7 +156,7 @@ async def apply_mechanics(
             if depth == MAX_CHAIN_DEPTH:
                 log.warning("mechanics chain cut at depth %d for %s", depth, tenant)
                 break
-            outcome = _Round(tenant, rules, effects, report)
+            outcome = _Round(tenant, rules, effects, report, participants=participants)
             await _run_round(conn, outcome, current)
             if outcome.system_facts:
                 await insert_facts(conn, outcome.system_facts)
@@ -163,7 +169,7 @@ async def apply_mechanics(
 
 
 async def _run_round(conn: Conn, r: _Round, facts: list[Fact]) -> None:
-    matches = match_facts(r.rules, facts)
+    matches = match_facts(r.rules, facts, r.participants)
     await add_progress(conn, r.tenant, matches.progress)
     await add_distinct_values(conn, r.tenant, matches.distinct)
     await _update_streaks(conn, r, matches.streak_hits)
@@ -415,8 +421,14 @@ async def _judge_badges_and_challenges(
 
 
 def _earn_points(r: _Round, earned: list[tuple[CompiledPointsRule, Fact, int]]) -> None:
-    for rule, fact, amount in earned:
+    for rule, fact, base in earned:
         cap = rule.rule.cap
+        amount, boosts = base, None
+        if r.rules.boosts:
+            who = r.participants.get(fact.participant_id, NOBODY)
+            amount, boosts = apply_boosts(r.rules.boosts, rule.rule.code, fact, who, base)
+            if amount <= 0:
+                continue  # a boost below 1 rounded the award away
         r.ledger.append(
             (
                 LedgerEntry(
@@ -429,6 +441,7 @@ def _earn_points(r: _Round, earned: list[tuple[CompiledPointsRule, Fact, int]]) 
                     cap_bucket=period_key(fact.occurred_at, cap.period) if cap else None,
                     occurred_at=fact.occurred_at,
                     expires_at=points_expiry(rule.rule, fact.occurred_at),
+                    boosts=boosts,
                 ),
                 fact,
             )
@@ -457,6 +470,8 @@ async def _commit_points(conn: Conn, r: _Round) -> None:
         }
         if entry.expires_at is not None:
             properties["expires_at"] = entry.expires_at.isoformat()
+        if entry.boosts:
+            properties["boosts"] = entry.boosts
         r.emit(fact, "points.awarded", properties)
     last_fact = {entry.participant_id: fact for entry, fact in entries}
     for pid, (_, total_after) in balances.items():
@@ -503,3 +518,18 @@ def _tier_changes(r: _Round, fact: Fact, before: int, after: int) -> None:
                 "to": tier.levels[new].code,
             }
             r.emit(fact, "tier.changed", properties)
+
+
+# ---------------------------------------------------------------------------------------
+# Participants
+
+
+async def _participants(
+    conn: Conn, tenant: Tenant, rules: RuleSet, facts: list[Fact]
+) -> dict[str, Participant]:
+    """The facts' participants with their attributes and segments, read once per batch,
+    as they are now (attributes have no history), and only when a rule reads them."""
+    if not rules.reads_participants:
+        return {}
+    ids = sorted({f.participant_id for f in facts})
+    return participants_in_segments(rules.segments, await attributes_of(conn, tenant, ids))

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 from msgspec import Meta
 
+from bricqs.mechanics.conditions import PARTICIPANT, leaves
 from bricqs.validation import FieldError
 
 Code = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")]
@@ -198,7 +199,45 @@ class Tier(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     status: Status = "active"
 
 
-Definition = PointsRule | Badge | Challenge | Streak | Leaderboard | Tier
+# ---------------------------------------------------------------------------------------
+# Segments and boosts (the points economy, issue 18)
+
+ParticipantId = Annotated[str, Meta(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")]
+MAX_BOOST_PARTICIPANTS = 1000
+"""A boost names at most this many participants; larger groups are a segment."""
+
+
+class Segment(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A named condition over participant attributes (`participant.<attr>` paths), usable
+    in any condition as `{"segment": code}` and as a boost's scope."""
+
+    code: Code
+    name: Name
+    condition: dict[str, Any]
+    description: str = ""
+    status: Status = "active"
+
+
+class Boost(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Points of earn rules multiplied for facts that occurred in [starts_at, ends_at),
+    for everyone, a segment or named participants; overlapping boosts multiply."""
+
+    code: Code
+    name: Name
+    multiplier: Annotated[float, Meta(gt=0, le=100)]
+    starts_at: datetime
+    ends_at: datetime
+    scope: Literal["everyone", "segment", "participants"] = "everyone"
+    segment: Code | None = None
+    participants: Annotated[list[ParticipantId], Meta(max_length=MAX_BOOST_PARTICIPANTS)] = []
+    rules: Annotated[list[Code], Meta(min_length=1, max_length=100)] | None = None
+    """The points rules it multiplies (codes); None: every points rule."""
+    rounding: Literal["floor", "round", "ceil"] = "floor"
+    description: str = ""
+    status: Status = "active"
+
+
+Definition = PointsRule | Badge | Challenge | Streak | Leaderboard | Tier | Segment | Boost
 
 # URL segment of the admin API -> (kind stored in the database, schema)
 KINDS: dict[str, tuple[str, type[Definition]]] = {
@@ -208,6 +247,8 @@ KINDS: dict[str, tuple[str, type[Definition]]] = {
     "streaks": ("streak", Streak),
     "leaderboards": ("leaderboard", Leaderboard),
     "tiers": ("tier", Tier),
+    "segments": ("segment", Segment),
+    "boosts": ("boost", Boost),
 }
 SCHEMA_BY_KIND: dict[str, type[Definition]] = {kind: schema for kind, schema in KINDS.values()}
 
@@ -222,6 +263,8 @@ def condition_errors(where: Any, path: str, depth: int = 1) -> list[FieldError]:
         return [FieldError(path, "must be an object", "invalid_type")]
     if depth > MAX_CONDITION_DEPTH:
         return [FieldError(path, f"must not nest deeper than {MAX_CONDITION_DEPTH}", "too_deep")]
+    if "segment" in where:
+        return _segment_reference_errors(where, path)
     groups = [k for k in ("all", "any") if k in where]
     if groups:
         if len(where) != 1:
@@ -391,6 +434,8 @@ def semantic_errors(definition: Definition) -> list[FieldError]:
                 FieldError("criterion", "only for metric 'criterion'", "invalid_combination")
             )
         errors += timezone_errors(definition.timezone, "timezone")
+    elif isinstance(definition, Segment | Boost):
+        errors += _economy_errors(definition)
     elif isinstance(definition, Tier):
         levels = [level.min_points for level in definition.levels]
         if levels != sorted(levels) or len(set(levels)) != len(levels):
@@ -441,3 +486,58 @@ def points_expiry(rule: PointsRule, earned_at: datetime) -> datetime | None:
     if rule.expires_after_days is None:
         return None
     return earned_at + timedelta(days=rule.expires_after_days)
+
+
+# ---------------------------------------------------------------------------------------
+# Validation of segments and boosts
+
+
+def _segment_reference_errors(where: dict[str, Any], path: str) -> list[FieldError]:
+    if len(where) != 1:
+        return [FieldError(path, "a segment reference has exactly one key", "invalid_format")]
+    try:
+        msgspec.convert(where["segment"], Code)
+    except msgspec.ValidationError:
+        return [FieldError(f"{path}.segment", "must be a segment code", "invalid_format")]
+    return []
+
+
+def _segment_condition_errors(where: Any, path: str) -> list[FieldError]:
+    errors = condition_errors(where, path)
+    if errors:
+        return errors
+    for leaf in leaves(where):
+        if "segment" in leaf:
+            errors.append(
+                FieldError(path, "a segment cannot refer to a segment", "invalid_combination")
+            )
+        elif not leaf["path"].startswith(PARTICIPANT):
+            errors.append(
+                FieldError(
+                    path,
+                    f"paths are 'participant.<attribute>', not {leaf['path']!r}",
+                    "invalid_format",
+                )
+            )
+    return errors
+
+
+def _economy_errors(definition: Segment | Boost) -> list[FieldError]:
+    if isinstance(definition, Segment):
+        return _segment_condition_errors(definition.condition, "condition")
+    errors: list[FieldError] = []
+    for name in ("starts_at", "ends_at"):
+        if getattr(definition, name).tzinfo is None:
+            errors.append(FieldError(name, "must carry a UTC offset", "invalid_format"))
+    if not errors and definition.ends_at <= definition.starts_at:
+        errors.append(FieldError("ends_at", "must be after starts_at", "invalid_range"))
+    scoped = {
+        "segment": definition.segment is not None,
+        "participants": bool(definition.participants),
+    }
+    for field, given in scoped.items():
+        if definition.scope == field and not given:
+            errors.append(FieldError(field, f"scope '{field}' needs {field}", "required"))
+        elif definition.scope != field and given:
+            errors.append(FieldError(field, f"only with scope '{field}'", "invalid_combination"))
+    return errors

@@ -8,10 +8,11 @@ result with a fixed number of statements.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from bricqs.mechanics.conditions import NOBODY, Participant
 from bricqs.mechanics.ruleset import CompiledPointsRule, CompiledStreak, RuleSet
 from bricqs.mechanics.windows import buckets_for
 from bricqs.schemas import Fact
@@ -39,8 +40,11 @@ class Matches:
     streak_hits: list[tuple[CompiledStreak, Fact]] = field(default_factory=list)
 
 
-def match_facts(rules: RuleSet, facts: Iterable[Fact]) -> Matches:
-    """Evaluate every rule indexed under each fact's type."""
+def match_facts(
+    rules: RuleSet, facts: Iterable[Fact], participants: Mapping[str, Participant] | None = None
+) -> Matches:
+    """Evaluate every rule indexed under each fact's type; `participants` (by id) are
+    what conditions on `participant.` paths and segments read (else nobody's)."""
     result = Matches()
     deltas: dict[tuple[str, str, str], _Delta] = {}
     touched: dict[tuple[str, str], list[Fact]] = defaultdict(list)
@@ -48,8 +52,9 @@ def match_facts(rules: RuleSet, facts: Iterable[Fact]) -> Matches:
     for fact in ordered:
         properties = fact.properties
         at = fact.occurred_at
+        who = participants.get(fact.participant_id, NOBODY) if participants else NOBODY
         for criterion in rules.criteria_by_type.get(fact.fact_type, ()):
-            if not criterion.matches(properties):
+            if not criterion.matches(properties, who):
                 continue
             bucket = buckets_for(criterion.window, at)
             value = criterion.contribution(properties)
@@ -77,12 +82,12 @@ def match_facts(rules: RuleSet, facts: Iterable[Fact]) -> Matches:
                     delta.total += value
                 delta.reached = max(delta.reached, at)
         for rule in rules.points_by_type.get(fact.fact_type, ()):
-            if rule.matches(properties):
+            if rule.matches(properties, who):
                 amount = rule.amount(properties)
                 if amount > 0:
                     result.earned.append((rule, fact, amount))
         for streak in rules.streaks_by_type.get(fact.fact_type, ()):
-            if streak.matches(properties):
+            if streak.matches(properties, who):
                 result.streak_hits.append((streak, fact))
     result.progress = [
         ProgressDelta(cid, pid, bucket, d.count, d.total, d.maximum, d.reached)

@@ -15,18 +15,22 @@ from typing import Any
 
 import msgspec
 
+from bricqs.mechanics.boosts import CompiledBoost, round_points
 from bricqs.mechanics.conditions import Predicate, compile_condition, is_missing, lookup
 from bricqs.mechanics.definitions import (
     Badge,
+    Boost,
     Challenge,
     Criterion,
     Definition,
     Leaderboard,
     PointsRule,
+    Segment,
     Streak,
     Tier,
     Window,
 )
+from bricqs.mechanics.segments import reads_participants
 
 _canonical = msgspec.json.Encoder(order="sorted")
 LEADERBOARD_PERIODS = {"daily": "day", "weekly": "week", "monthly": "month"}
@@ -93,12 +97,7 @@ class CompiledPointsRule:
         value = _number(lookup(properties, spec.property))
         if value is None:
             return 0
-        raw = value * spec.multiplier
-        if spec.rounding == "floor":
-            return max(0, math.floor(raw))
-        if spec.rounding == "ceil":
-            return max(0, math.ceil(raw))
-        return max(0, round(raw))
+        return round_points(value * spec.multiplier, spec.rounding)
 
 
 @dataclass(frozen=True)
@@ -186,6 +185,12 @@ class RuleSet:
     streaks: dict[str, CompiledStreak] = field(default_factory=dict)
     leaderboards: dict[str, CompiledLeaderboard] = field(default_factory=dict)
     tiers: list[Tier] = field(default_factory=list)
+    segments: dict[str, Predicate] = field(default_factory=dict)
+    """Segment code -> its condition (called with no fact properties)."""
+    boosts: list[CompiledBoost] = field(default_factory=list)
+    reads_participants: bool = False
+    """Whether some rule reads participants' attributes or segments: only then are the
+    attributes of a batch's participants read."""
 
     @classmethod
     def compile(cls, definitions: Iterable[Definition], version: int = 0) -> RuleSet:
@@ -202,6 +207,7 @@ class RuleSet:
         for definition in definitions:
             if definition.status != "active":
                 continue
+            rules.reads_participants |= reads_participants(definition)
             if isinstance(definition, PointsRule):
                 rules.points_by_type[definition.trigger.fact_type].append(
                     CompiledPointsRule(definition, compile_condition(definition.trigger.where))
@@ -257,6 +263,10 @@ class RuleSet:
                 rules.leaderboards[definition.code] = CompiledLeaderboard(definition, compiled)
             elif isinstance(definition, Tier):
                 rules.tiers.append(definition)
+            elif isinstance(definition, Segment):
+                rules.segments[definition.code] = compile_condition(definition.condition)
+            elif isinstance(definition, Boost):
+                rules.boosts.append(CompiledBoost.build(definition))
         return rules
 
     def is_empty_for(self, fact_type: str) -> bool:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from psycopg.types.json import Jsonb
 
 from bricqs.storage.tenants import Conn, Tenant
 
@@ -24,6 +26,8 @@ class LedgerEntry(NamedTuple):
     idempotency_key: str | None = None
     expires_at: datetime | None = None
     """When the points of a credit expire (None: never); such a credit is also a lot."""
+    boosts: list[dict[str, Any]] | None = None
+    """The boosts that multiplied an earn entry ({code, multiplier} each)."""
 
 
 async def earned_in_cap_buckets(
@@ -69,9 +73,10 @@ async def write_ledger(conn: Conn, tenant: Tenant, entries: Sequence[LedgerEntry
         WITH inserted AS (
             INSERT INTO points_ledger (project_id, environment, entry_id, participant_id,
                 amount, kind, source, fact_id, cap_bucket, occurred_at, reason,
-                idempotency_key)
+                idempotency_key, boosts)
             SELECT %s, %s, * FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::text[],
-                %b::text[], %b::text[], %b::text[], %b::timestamptz[], %b::text[], %b::text[])
+                %b::text[], %b::text[], %b::text[], %b::timestamptz[], %b::text[], %b::text[],
+                %b::jsonb[])
             ON CONFLICT DO NOTHING
             RETURNING participant_id, entry_id, amount, occurred_at
         ), lots AS (
@@ -97,6 +102,7 @@ async def write_ledger(conn: Conn, tenant: Tenant, entries: Sequence[LedgerEntry
             [e.occurred_at for e in entries],
             [e.reason for e in entries],
             [e.idempotency_key for e in entries],
+            [None if e.boosts is None else Jsonb(e.boosts) for e in entries],
             tenant.project_id,
             tenant.environment,
             [lot_id for lot_id, _ in lots],

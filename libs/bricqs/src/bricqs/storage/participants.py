@@ -64,3 +64,15 @@ async def read_attributes(conn: Conn, tenant: Tenant, participant_id: str) -> di
     )
     row = await cursor.fetchone()
     return dict(row[0]) if row else {}
+
+
+async def attributes_of(
+    conn: Conn, tenant: Tenant, participant_ids: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """The attributes of each of these participants that is known ({} when it has none)."""
+    cursor = await conn.execute(
+        "SELECT participant_id, attributes FROM participants"
+        " WHERE project_id = %s AND environment = %s AND participant_id = ANY(%s)",
+        (tenant.project_id, tenant.environment, list(participant_ids)),
+    )
+    return {r[0]: dict(r[1]) for r in await cursor.fetchall()}
