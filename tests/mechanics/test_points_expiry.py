@@ -517,3 +517,18 @@ def test_a_spend_skips_a_lot_the_expiry_chore_holds_instead_of_waiting_for_it(
     assert lots_of(url, tenant, "rich") == [(10, 10, expires)]
     assert expire(url, expires) == 2
     assert points(url, tenant, "rich", expires)["balance"] == 90
+
+
+def test_a_participants_lots_are_exported_and_erased_with_them(
+    story: Story, postgres_server: Server
+) -> None:
+    url, tenant = postgres_server.url, tenant_of(story)
+    story.define("points-rules", rule("order", "order", 10, days=5))
+    for pid in ("gone", "kept"):
+        story.send("order", pid, timestamp=at(T0))
+    exported = story.get("/participants/gone/export")["stored"]["points_lots"]
+    assert [(lot["amount"], lot["remaining"]) for lot in exported] == [(10, 10)]
+    erased = story.api.delete("/api/v1/gamify/participants/gone", headers=story.headers)
+    assert erased.status_code == 200, erased.text
+    assert lots_of(url, tenant, "gone") == []
+    assert lots_of(url, tenant, "kept") == [(10, 10, T0 + timedelta(days=5))]
