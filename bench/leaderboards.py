@@ -34,15 +34,12 @@ import psycopg
 import redis
 from redis.asyncio import Redis
 
-from bench import workload
-from bench.processor import drains_with_and_without
+from bench.processor import batch_costs, drains_with_and_without
 from bench.rule_engine import TWENTY_RULES
 from bench.stack import Project, Stack
 from bricqs.mechanics.cache import RuleCache
 from bricqs.mechanics.definitions import KINDS, parse_definition
 from bricqs.mechanics.standings import keys_of, rebuild
-from bricqs.pipeline import process_envelopes
-from bricqs.schemas import decode_envelope
 from bricqs.storage.definitions import create_definition
 from bricqs.storage.ledger import LedgerEntry, write_ledger
 from bricqs.storage.standings import Standings
@@ -227,37 +224,6 @@ def board_overhead(stack: Stack, *, events: int, pairs: int) -> dict[str, Any]:
     )
 
 
-async def _batch_costs(
-    stack: Stack, tenants: dict[bool, Tenant], batches: int, size: int
-) -> dict[bool, list[float]]:
-    """Seconds per batch transaction of each tenant, batches interleaved (A B, B A, ...)."""
-    payloads = {
-        boarded: [decode_envelope(p) for p in workload.envelopes(t.project_id, batches * size)]
-        for boarded, t in tenants.items()
-    }
-    took: dict[bool, list[float]] = {False: [], True: []}
-    rules = RuleCache(60)
-    async with (
-        await psycopg.AsyncConnection.connect(stack.database_url) as conn,
-        Redis.from_url(stack.redis_url) as client,
-    ):
-        for i in range(batches):
-            for boarded in (False, True) if i % 2 == 0 else (True, False):
-                batch = payloads[boarded][i * size : (i + 1) * size]
-                started = time.perf_counter()
-                async with conn.transaction():
-                    await process_envelopes(
-                        conn,
-                        batch,
-                        idempotency_ttl=timedelta(days=1),
-                        rules_for=rules,
-                        report=False,
-                        standings=Standings(client),
-                    )
-                took[boarded].append(time.perf_counter() - started)
-    return took
-
-
 def batch_cost(stack: Stack, *, batches: int, size: int) -> dict[str, Any]:
     """The processor's batch transaction in process, with the 20 rules less their boards,
     for a project with an all-time points board and one without, interleaved batch by
@@ -269,7 +235,7 @@ def batch_cost(stack: Stack, *, batches: int, size: int) -> dict[str, Any]:
         project = stack.project(f"batch-cost-{boarded}", rules)
         tenants[boarded] = Tenant(project.project_id, "live")
     asyncio.run(_add_board(stack.database_url, stack.redis_url, tenants[True]))
-    took = asyncio.run(_batch_costs(stack, tenants, batches, size))
+    took = asyncio.run(batch_costs(stack, tenants, batches, size))
     without, with_board = statistics.median(took[False]), statistics.median(took[True])
     print(
         f"  batch of {size}, median: {1000 * without:.2f} ms without a board,"

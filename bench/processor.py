@@ -16,21 +16,28 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import psycopg
 import redis
+from redis.asyncio import Redis
 
 from bench import workload
 from bench.load import open_loop
 from bench.rule_engine import rules as rule_set
 from bench.stack import Project, Stack, fetch
-from bricqs.schemas import ENVELOPE_FIELD
+from bricqs.mechanics.cache import RuleCache
+from bricqs.pipeline import process_envelopes
+from bricqs.schemas import ENVELOPE_FIELD, decode_envelope
+from bricqs.storage.standings import Standings
+from bricqs.storage.tenants import Tenant
 from bricqs.stream import stream_key
 from bricqs_devstack.servers import start_postgres
 from bricqs_processor.settings import ProcessorSettings
+
+K = TypeVar("K")
 
 
 def drain(
@@ -159,6 +166,40 @@ def drains_with_and_without(
         "cpu_ratios": [round(r, 3) for r in cpu_ratios],
         "median_cpu_ratio": round(statistics.median(cpu_ratios), 3),
     }
+
+
+async def batch_costs(
+    stack: Stack, tenants: dict[K, Tenant], batches: int, size: int
+) -> dict[K, list[float]]:
+    """Seconds per batch transaction of each tenant, processed in this process, batches
+    interleaved (A B C, C B A, ...): less exposed to a shared machine's drift than whole
+    drains one after the other."""
+    payloads = {
+        key: [decode_envelope(p) for p in workload.envelopes(t.project_id, batches * size)]
+        for key, t in tenants.items()
+    }
+    took: dict[K, list[float]] = {key: [] for key in tenants}
+    keys = list(tenants)
+    rules = RuleCache(60)
+    async with (
+        await psycopg.AsyncConnection.connect(stack.database_url) as conn,
+        Redis.from_url(stack.redis_url) as client,
+    ):
+        for i in range(batches):
+            for key in keys if i % 2 == 0 else keys[::-1]:
+                batch = payloads[key][i * size : (i + 1) * size]
+                started = time.perf_counter()
+                async with conn.transaction():
+                    await process_envelopes(
+                        conn,
+                        batch,
+                        idempotency_ttl=timedelta(days=1),
+                        rules_for=rules,
+                        report=False,
+                        standings=Standings(client),
+                    )
+                took[key].append(time.perf_counter() - started)
+    return took
 
 
 def rule_cost(stack: Stack, events: dict[int, int]) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ from bricqs.mechanics.manual import InsufficientBalance, PointsChange, change_po
 from bricqs.schemas import Envelope
 from bricqs.storage.definitions import create_definition
 from bricqs.storage.ledger import LedgerEntry, write_ledger
+from bricqs.storage.lots import lock_due_lots
 from bricqs.storage.rankings import points_ranking
 from bricqs.storage.tenants import Conn
 from bricqs.storage.tenants import Tenant as Mechanics
@@ -464,3 +465,70 @@ def test_a_credit_becomes_one_lot_however_often_it_is_written(
             url, "SELECT lot_id FROM points_lots WHERE project_id = %s", tenant.project_id
         )
     ] == ["pts_first"]
+
+
+def test_a_spend_skips_a_lot_the_expiry_chore_holds_instead_of_waiting_for_it(
+    story: Story, postgres_server: Server
+) -> None:
+    url, tenant = postgres_server.url, tenant_of(story)
+    story.define("points-rules", rule("signup", "signup", 100))
+    story.define("points-rules", rule("order", "order", 10, days=5))
+    expires = T0 + timedelta(days=5)
+    write_off_everything_due(url, expires)
+    story.send("signup", "rich", timestamp=at(T0))
+    for pid in ("rich", "poor"):
+        story.send("order", pid, timestamp=at(T0))
+    rules = RuleCache(refresh_seconds=0)
+    # The spender's clock is an hour behind the chore's: to it the lots are not due yet.
+    spender_now = expires - timedelta(hours=1)
+
+    async def pay(conn: Conn, pid: str, amount: int) -> str:
+        try:
+            async with conn.transaction():
+                change = await asyncio.wait_for(
+                    change_points(
+                        conn,
+                        tenant,
+                        rules,
+                        pid,
+                        -amount,
+                        reason="shop",
+                        idempotency_key=None,
+                        now=spender_now,
+                    ),
+                    timeout=10,
+                )
+        except InsufficientBalance as refused:
+            return f"refused at {refused.balance}"
+        return f"paid, {change.balance} left"
+
+    async def scenario() -> list[str]:
+        async with (
+            await psycopg.AsyncConnection.connect(url) as chore,
+            await psycopg.AsyncConnection.connect(url) as spender,
+            chore.transaction(),
+        ):
+            held = await lock_due_lots(chore, expires, 10)
+            assert sorted(lot.participant_id for lot in held) == ["poor", "rich"]
+            return [await pay(spender, "rich", 10), await pay(spender, "poor", 1)]
+
+    # "rich" pays from the points that never expire; "poor" has nothing else.
+    assert asyncio.run(scenario()) == ["paid, 100 left", "refused at 0"]
+    assert lots_of(url, tenant, "rich") == [(10, 10, expires)]
+    assert expire(url, expires) == 2
+    assert points(url, tenant, "rich", expires)["balance"] == 90
+
+
+def test_a_participants_lots_are_exported_and_erased_with_them(
+    story: Story, postgres_server: Server
+) -> None:
+    url, tenant = postgres_server.url, tenant_of(story)
+    story.define("points-rules", rule("order", "order", 10, days=5))
+    for pid in ("gone", "kept"):
+        story.send("order", pid, timestamp=at(T0))
+    exported = story.get("/participants/gone/export")["stored"]["points_lots"]
+    assert [(lot["amount"], lot["remaining"]) for lot in exported] == [(10, 10)]
+    erased = story.api.delete("/api/v1/gamify/participants/gone", headers=story.headers)
+    assert erased.status_code == 200, erased.text
+    assert lots_of(url, tenant, "gone") == []
+    assert lots_of(url, tenant, "kept") == [(10, 10, T0 + timedelta(days=5))]
