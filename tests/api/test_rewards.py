@@ -396,3 +396,16 @@ def test_a_participants_claims_are_exported_and_erased_with_them(shop: Shop) -> 
     erased = shop.api.delete(f"{GAMIFY}/participants/ann", headers=shop.headers)
     assert erased.status_code == 200, erased.text
     assert shop.claims("ann") == []
+
+
+def test_a_cancel_gives_back_only_the_stock_its_claim_took(shop: Shop) -> None:
+    shop.define("mug", cost=0)  # unlimited: its claims take no stock
+    unlimited = shop.claim("mug", "ann").json()
+    assert unlimited["stock_taken"] is False
+    body = {"code": "mug", "name": "Mug", "cost": 0, "type": "physical", "stock": 1}
+    assert shop.api.put(f"{ADMIN}/mug", headers=shop.headers, json=body).status_code == 200
+    assert shop.claim("mug", "bob").json()["stock_taken"] is True
+    assert shop.catalogue()["mug"]["remaining"] == 0
+    shop.cancel(unlimited["claim_id"])
+    assert shop.catalogue()["mug"]["remaining"] == 0
+    assert shop.claim("mug", "cat").json()["code"] == "out_of_stock"

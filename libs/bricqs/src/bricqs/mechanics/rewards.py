@@ -229,6 +229,7 @@ async def claim_reward(
         reward_code=reward_code,
         cost=reward.cost,
         code=code,
+        stock_taken=row.stock is not None,
         status="claimed",
         idempotency_key=idempotency_key,
         debit_entry_id=debit,
@@ -243,7 +244,7 @@ async def claim_reward(
     await _record(
         conn, tenant, rules_for, _fact(tenant, claim, "reward.claimed", now, reward.type), standings
     )
-    if row.stock is not None and not await store.take_stock(conn, tenant, reward_code):
+    if claim.stock_taken and not await store.take_stock(conn, tenant, reward_code):
         raise ClaimRefused(OUT_OF_STOCK, balance + reward.cost)
     return ClaimOutcome(claim, balance, duplicate=False)
 
@@ -286,13 +287,13 @@ async def cancel_claim(
             standings=standings,
         )
         refund = change.entry_id
-    row = await store.get_reward(conn, tenant, claim.reward_code)
+    row = await store.get_reward(conn, tenant, claim.reward_code, count_codes=False)
     reward_type = "" if row is None else stored_reward(row).type
     action = None
     if claim.code is not None:
         await store.release_code(conn, tenant, claim.reward_code, claim.code, void=void_code)
         action = "voided" if void_code else "returned"
-    elif row is not None and row.stock is not None:
+    if claim.stock_taken:
         await store.give_back_stock(conn, tenant, claim.reward_code)
     cancelled = await store.mark_cancelled(
         conn, tenant, claim_id, at=now, code_action=action, reason=reason, refund_entry_id=refund

@@ -191,6 +191,8 @@ class ClaimRow(NamedTuple):
     reward_code: str
     cost: int
     code: str | None
+    stock_taken: bool
+    """Whether it counts against the reward's stock (given back when it is cancelled)."""
     status: str
     idempotency_key: str | None
     debit_entry_id: str | None
@@ -201,7 +203,7 @@ class ClaimRow(NamedTuple):
     cancel_reason: str | None
 
 
-_CLAIM = """claim_id, participant_id, reward_code, cost, code, status, idempotency_key,
+_CLAIM = """claim_id, participant_id, reward_code, cost, code, stock_taken, status, idempotency_key,
     debit_entry_id, refund_entry_id, claimed_at, cancelled_at, code_action, cancel_reason"""
 
 
@@ -210,7 +212,7 @@ async def insert_claim(conn: Conn, tenant: Tenant, claim: ClaimRow) -> bool:
     meanwhile: the participant lock does not cover a key used for someone else)."""
     cursor = await conn.execute(
         f"INSERT INTO reward_claims (project_id, environment, {_CLAIM})"  # noqa: S608 - constant column lists
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         " ON CONFLICT DO NOTHING",
         (tenant.project_id, tenant.environment, *claim),
     )

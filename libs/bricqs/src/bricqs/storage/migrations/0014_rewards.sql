@@ -47,6 +47,7 @@ CREATE TABLE reward_claims (
     reward_code      text NOT NULL,
     cost             bigint NOT NULL,
     code             text,                 -- the pool code handed out, if any
+    stock_taken      boolean NOT NULL,     -- counted in rewards.claimed (given back on cancel)
     status           text NOT NULL CHECK (status IN ('claimed', 'cancelled')),
     idempotency_key  text,
     debit_entry_id   text,                 -- the ledger entry that paid (none when free)
