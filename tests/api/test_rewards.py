@@ -321,6 +321,9 @@ def test_raising_the_stock_restocks_and_the_admin_sees_what_is_left(shop: Shop) 
     assert shop.claim("mug", "bob").status_code == 200
     listed = shop.api.get(ADMIN, headers=shop.headers).json()["items"]
     assert [(r["code"], r["type"], r["remaining"]) for r in listed] == [("mug", "physical", 1)]
+    below = shop.api.put(f"{ADMIN}/mug", headers=shop.headers, json={**body, "stock": 1})
+    assert (below.status_code, below.json()["code"]) == (409, "stock_below_claimed")
+    assert shop.api.get(f"{ADMIN}/mug", headers=shop.headers).json()["stock"] == 3
 
 
 def test_rewards_and_claims_stay_in_their_project_and_environment(

@@ -165,7 +165,18 @@ class RewardAdminController(Controller):
                     f"The {name} cannot change.",
                     errors=[FieldError(name, f"must be {then!r}", "immutable")],
                 )
-        row = await store.update_reward(conn, tenant, code, data.status, data.stock, _checked(data))
+        try:
+            row = await store.update_reward(
+                conn, tenant, code, data.status, data.stock, _checked(data)
+            )
+        except Exception as exc:
+            if store.is_oversold(exc):
+                raise ProblemError(
+                    409,
+                    "stock_below_claimed",
+                    "More are claimed than this stock; cancel claims first.",
+                ) from exc
+            raise
         return reward_body(_found(row, code))
 
     @delete("/rewards/{code:str}", responses=PROBLEMS, status_code=200)
@@ -312,7 +323,7 @@ class RewardClaimController(Controller):
         `out_of_stock`, `claim_limit_reached`, `reward_not_active` refuse it."""
         check_participant(caller, data.participant_id)
         try:
-            async with conn.transaction():
+            async with rewards.claim_transaction(conn):
                 outcome = await rewards.claim_reward(
                     conn,
                     tenant,
@@ -358,7 +369,12 @@ _REFUSALS = {
 def _refused(exc: rewards.ClaimRefused, code: str) -> ProblemError:
     error, detail = _REFUSALS[exc.reason]
     return ProblemError(
-        409, error, detail.format(code=code), extra={"reason": exc.reason, "balance": exc.balance}
+        409,
+        error,
+        detail.format(code=code),
+        extra={"reason": exc.reason}
+        if exc.balance is None
+        else {"reason": exc.reason, "balance": exc.balance},
     )
 
 

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from psycopg.errors import CheckViolation
+
 from bricqs.storage.tenants import Conn, Tenant
 
 # What a pool reward has left, or a stock reward (NULL: unlimited).
@@ -125,16 +127,25 @@ async def code_counts(conn: Conn, tenant: Tenant, reward_code: str) -> dict[str,
 # Inventory: taken by a claim, given back by a cancel, in the claim's transaction.
 
 
-async def take_stock(conn: Conn, tenant: Tenant, reward_code: str) -> bool:
-    """Count one more claim against a stock reward, if any is left. The row stays locked
-    until the transaction ends: concurrent claims of this reward wait, then see the count
-    this one committed, so none oversells."""
-    cursor = await conn.execute(
-        "UPDATE rewards SET claimed = claimed + 1 WHERE project_id = %s AND environment = %s"
-        " AND code = %s AND claimed < stock",
+async def take_stock(conn: Conn, tenant: Tenant, reward_code: str) -> None:
+    """Count one more claim against a stock reward. Past its stock the statement fails
+    (`is_oversold`), so nothing is read here: pipelined, it travels with the COMMIT.
+
+    The row stays locked until the transaction ends: concurrent claims of this reward
+    wait, then add to the count this one committed."""
+    await conn.execute(
+        "UPDATE rewards SET claimed = claimed + 1"
+        " WHERE project_id = %s AND environment = %s AND code = %s",
         (tenant.project_id, tenant.environment, reward_code),
     )
-    return cursor.rowcount == 1
+
+
+def is_oversold(exc: BaseException) -> bool:
+    """Whether a statement failed for taking more than a reward's stock (or lowering the
+    stock below what is claimed)."""
+    return (
+        isinstance(exc, CheckViolation) and exc.diag.constraint_name == "rewards_stock_not_oversold"
+    )
 
 
 async def give_back_stock(conn: Conn, tenant: Tenant, reward_code: str) -> None:
@@ -213,10 +224,10 @@ async def insert_claim(conn: Conn, tenant: Tenant, claim: ClaimRow) -> bool:
     cursor = await conn.execute(
         f"INSERT INTO reward_claims (project_id, environment, {_CLAIM})"  # noqa: S608 - constant column lists
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT DO NOTHING",
+        " ON CONFLICT DO NOTHING RETURNING claim_id",
         (tenant.project_id, tenant.environment, *claim),
     )
-    return cursor.rowcount == 1
+    return await cursor.fetchone() is not None  # read, not rowcount: pipelines too
 
 
 async def find_claim(

@@ -18,7 +18,10 @@ CREATE TABLE rewards (
     created_at   timestamptz NOT NULL DEFAULT now(),
     updated_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (project_id, environment, code),
-    CHECK (NOT (code_pool AND stock IS NOT NULL))
+    CHECK (NOT (code_pool AND stock IS NOT NULL)),
+    -- Never oversold: a claim adds 1 to `claimed` unconditionally, and this refuses it
+    -- (and a stock lowered below what is claimed) at the statement.
+    CONSTRAINT rewards_stock_not_oversold CHECK (claimed <= stock)
 );
 
 -- The unique codes of a pool reward. No participant column: who holds a code is on the
