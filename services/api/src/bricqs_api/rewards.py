@@ -323,7 +323,7 @@ class RewardClaimController(Controller):
         `out_of_stock`, `claim_limit_reached`, `reward_not_active` refuse it."""
         check_participant(caller, data.participant_id)
         try:
-            async with rewards.claim_transaction(conn):
+            async with conn.transaction():
                 outcome = await rewards.claim_reward(
                     conn,
                     tenant,
@@ -372,9 +372,7 @@ def _refused(exc: rewards.ClaimRefused, code: str) -> ProblemError:
         409,
         error,
         detail.format(code=code),
-        extra={"reason": exc.reason}
-        if exc.balance is None
-        else {"reason": exc.reason, "balance": exc.balance},
+        extra={"reason": exc.reason, "balance": exc.balance},
     )
 
 

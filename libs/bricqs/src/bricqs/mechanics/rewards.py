@@ -9,8 +9,6 @@ one spending path. Anything refused raises, and the caller's rollback undoes the
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal
@@ -121,7 +119,7 @@ class RewardNotFound(Exception):
 class ClaimRefused(Exception):
     """A claim the reward's rules refuse; `reason` is one of the refusals."""
 
-    def __init__(self, reason: str, balance: int | None) -> None:
+    def __init__(self, reason: str, balance: int) -> None:
         super().__init__(reason)
         self.reason = reason
         self.balance = balance
@@ -167,21 +165,6 @@ async def _record(
     await apply_mechanics(conn, rules_for, [fact], standings=standings)
 
 
-@asynccontextmanager
-async def claim_transaction(conn: Conn) -> AsyncIterator[None]:
-    """The transaction of `claim_reward`, pipelined: statements whose results are not
-    read travel with the next that is, and the last (the stock unit, which locks the
-    reward's row until the commit) travels with the COMMIT, so claims of one reward wait
-    for each other one round trip less. A stock taken past its end is ClaimRefused."""
-    try:
-        async with conn.pipeline(), conn.transaction():
-            yield
-    except Exception as exc:
-        if store.is_oversold(exc):
-            raise ClaimRefused(OUT_OF_STOCK, None) from exc
-        raise
-
-
 async def claim_reward(
     conn: Conn,
     tenant: Tenant,
@@ -193,8 +176,7 @@ async def claim_reward(
     now: datetime,
     standings: Standings | None = None,
 ) -> ClaimOutcome:
-    """Claim a reward for a participant, in the caller's transaction (`claim_transaction`:
-    a stock reward's unit is refused at its commit when none is left).
+    """Claim a reward for a participant, in the caller's transaction.
 
     A repeat with the same idempotency key answers the first claim (IdempotencyConflict
     if the key named another participant or reward). Raises RewardNotFound, or
@@ -262,8 +244,8 @@ async def claim_reward(
     await _record(
         conn, tenant, rules_for, _fact(tenant, claim, "reward.claimed", now, reward.type), standings
     )
-    if claim.stock_taken:
-        await store.take_stock(conn, tenant, reward_code)  # refused at the commit if none left
+    if claim.stock_taken and not await store.take_stock(conn, tenant, reward_code):
+        raise ClaimRefused(OUT_OF_STOCK, balance + reward.cost)
     return ClaimOutcome(claim, balance, duplicate=False)
 
 

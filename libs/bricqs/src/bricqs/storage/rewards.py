@@ -127,17 +127,17 @@ async def code_counts(conn: Conn, tenant: Tenant, reward_code: str) -> dict[str,
 # Inventory: taken by a claim, given back by a cancel, in the claim's transaction.
 
 
-async def take_stock(conn: Conn, tenant: Tenant, reward_code: str) -> None:
-    """Count one more claim against a stock reward. Past its stock the statement fails
-    (`is_oversold`), so nothing is read here: pipelined, it travels with the COMMIT.
-
-    The row stays locked until the transaction ends: concurrent claims of this reward
-    wait, then add to the count this one committed."""
-    await conn.execute(
-        "UPDATE rewards SET claimed = claimed + 1"
-        " WHERE project_id = %s AND environment = %s AND code = %s",
+async def take_stock(conn: Conn, tenant: Tenant, reward_code: str) -> bool:
+    """Count one more claim against a stock reward, if any is left. The row stays locked
+    until the transaction ends: concurrent claims of this reward wait, then see the count
+    this one committed, so none oversells (the constraint `claimed <= stock` guards it
+    too)."""
+    cursor = await conn.execute(
+        "UPDATE rewards SET claimed = claimed + 1 WHERE project_id = %s AND environment = %s"
+        " AND code = %s AND claimed < stock",
         (tenant.project_id, tenant.environment, reward_code),
     )
+    return cursor.rowcount == 1
 
 
 def is_oversold(exc: BaseException) -> bool:
@@ -227,7 +227,7 @@ async def insert_claim(conn: Conn, tenant: Tenant, claim: ClaimRow) -> bool:
         " ON CONFLICT DO NOTHING RETURNING claim_id",
         (tenant.project_id, tenant.environment, *claim),
     )
-    return await cursor.fetchone() is not None  # read, not rowcount: pipelines too
+    return await cursor.fetchone() is not None
 
 
 async def find_claim(

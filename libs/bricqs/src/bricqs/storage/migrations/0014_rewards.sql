@@ -19,8 +19,8 @@ CREATE TABLE rewards (
     updated_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (project_id, environment, code),
     CHECK (NOT (code_pool AND stock IS NOT NULL)),
-    -- Never oversold: a claim adds 1 to `claimed` unconditionally, and this refuses it
-    -- (and a stock lowered below what is claimed) at the statement.
+    -- Never oversold, whatever a writer does: claims add 1 only while `claimed < stock`,
+    -- and this refuses any other way past it (a stock lowered below what is claimed).
     CONSTRAINT rewards_stock_not_oversold CHECK (claimed <= stock)
 );
 
