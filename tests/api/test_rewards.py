@@ -412,3 +412,27 @@ def test_a_cancel_gives_back_only_the_stock_its_claim_took(shop: Shop) -> None:
     shop.cancel(unlimited["claim_id"])
     assert shop.catalogue()["mug"]["remaining"] == 0
     assert shop.claim("mug", "cat").json()["code"] == "out_of_stock"
+
+
+def test_refusals_name_every_reason_in_order_and_none_at_the_edges() -> None:
+    """Pure: the judgment the catalogue and the claim share."""
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    reward = rewards.RewardDefinition(
+        code="r",
+        name="R",
+        cost=10,
+        type="digital",
+        stock=1,
+        limit_per_participant=2,
+        starts_at=start,
+        ends_at=start + timedelta(days=1),
+    )
+    assert rewards.refusals(reward, 0, start - timedelta(seconds=1), 9, 2) == [
+        "not_active",
+        "out_of_stock",
+        "limit_reached",
+        "insufficient_balance",
+    ]
+    assert rewards.refusals(reward, 1, start, 10, 1) == []  # every edge just inside
+    unlimited = rewards.RewardDefinition(code="u", name="U", cost=0, type="coupon")
+    assert rewards.refusals(unlimited, None, start, 0, 10**6) == []

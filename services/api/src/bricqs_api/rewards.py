@@ -259,33 +259,13 @@ class RewardCatalogueController(Controller):
         participant_id = participant_id or caller.participant_id
         if participant_id is not None:
             check_participant(caller, participant_id)
-        now = datetime.now(UTC)
         rows = await store.list_rewards(conn, tenant)
         held: dict[str, int] = {}
         balance = None
         if participant_id is not None:
             held = await store.claims_per_reward(conn, tenant, participant_id)
             balance, _, _ = await read_balance(conn, tenant, participant_id)
-        items = []
-        for row in rows:
-            reward = rewards.stored_reward(row)
-            # No participant: a balance that covers the cost and no claims held.
-            reasons = rewards.refusals(
-                reward,
-                row.remaining,
-                now,
-                reward.cost if balance is None else balance,
-                held.get(row.code, 0),
-            )
-            items.append(
-                {
-                    **row.body,
-                    "remaining": row.remaining,
-                    "claimed_by_participant": held.get(row.code, 0),
-                    "eligible": not reasons,
-                    "reasons": reasons,
-                }
-            )
+        items = rewards.catalogue(rows, datetime.now(UTC), balance, held)
         return {"participant_id": participant_id, "balance": balance, "items": items}
 
     @get("/participants/{participant_id:str}/claims", responses=PROBLEMS)

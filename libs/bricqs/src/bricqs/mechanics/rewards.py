@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -110,6 +110,34 @@ def refusals(
     if balance < reward.cost:
         reasons.append(INSUFFICIENT_BALANCE)
     return reasons
+
+
+def catalogue(
+    rows: list[RewardRow], now: datetime, balance: int | None, held: dict[str, int]
+) -> list[dict[str, Any]]:
+    """The rewards as a participant with `balance` points, holding `held` claims per
+    reward, sees them: each with `eligible` and the `reasons` why not. Without a balance
+    (no participant) only the reward's own reasons are judged."""
+    items = []
+    for row in rows:
+        reward = stored_reward(row)
+        reasons = refusals(
+            reward,
+            row.remaining,
+            now,
+            reward.cost if balance is None else balance,  # no participant: covered
+            held.get(row.code, 0),
+        )
+        items.append(
+            {
+                **row.body,
+                "remaining": row.remaining,
+                "claimed_by_participant": held.get(row.code, 0),
+                "eligible": not reasons,
+                "reasons": reasons,
+            }
+        )
+    return items
 
 
 class RewardNotFound(Exception):
