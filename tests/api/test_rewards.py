@@ -401,6 +401,22 @@ def test_a_participants_claims_are_exported_and_erased_with_them(shop: Shop) -> 
     assert shop.claims("ann") == []
 
 
+def test_an_erased_participants_pool_code_stays_claimed_and_names_no_one(
+    shop: Shop, tenant: Tenant, postgres_server: Server
+) -> None:
+    shop.define("gift", cost=0, code_pool=True)
+    shop.upload("gift", ["A", "B"])
+    claim = shop.claim("gift", "ann").json()
+    assert shop.api.delete(f"{GAMIFY}/participants/ann", headers=shop.headers).status_code == 200
+    codes = rows(
+        postgres_server.url,
+        "SELECT to_jsonb(c)::text FROM reward_codes c WHERE project_id = %s ORDER BY code",
+        tenant.project_id,
+    )
+    assert [c for (c,) in codes if "ann" in c or claim["claim_id"] in c] == []
+    assert shop.claim("gift", "bob").json()["code"] == "B"  # "A" is still handed out
+
+
 def test_a_cancel_gives_back_only_the_stock_its_claim_took(shop: Shop) -> None:
     shop.define("mug", cost=0)  # unlimited: its claims take no stock
     unlimited = shop.claim("mug", "ann").json()

@@ -248,7 +248,7 @@ async def claim_reward(
     # locked from its update to the commit and every claim of that reward waits for it.
     code = None
     if row.code_pool:
-        code = await store.take_code(conn, tenant, reward_code, claim_id)
+        code = await store.take_code(conn, tenant, reward_code)
         if code is None:
             raise ClaimRefused(OUT_OF_STOCK, balance + reward.cost)
     claim = ClaimRow(

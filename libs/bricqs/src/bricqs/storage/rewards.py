@@ -157,7 +157,7 @@ async def give_back_stock(conn: Conn, tenant: Tenant, reward_code: str) -> None:
     )
 
 
-async def take_code(conn: Conn, tenant: Tenant, reward_code: str, claim_id: str) -> str | None:
+async def take_code(conn: Conn, tenant: Tenant, reward_code: str) -> str | None:
     """Hand the oldest available code of a pool to a claim; None when none is left.
 
     Codes other claims hold (locked, not yet committed) are skipped rather than waited
@@ -165,7 +165,7 @@ async def take_code(conn: Conn, tenant: Tenant, reward_code: str, claim_id: str)
     """
     cursor = await conn.execute(
         """
-        UPDATE reward_codes SET status = 'claimed', claim_id = %s
+        UPDATE reward_codes SET status = 'claimed'
         WHERE (project_id, environment, reward_code, code) = (
             SELECT project_id, environment, reward_code, code FROM reward_codes
             WHERE project_id = %s AND environment = %s AND reward_code = %s
@@ -173,7 +173,7 @@ async def take_code(conn: Conn, tenant: Tenant, reward_code: str, claim_id: str)
             ORDER BY added_at, code LIMIT 1 FOR UPDATE SKIP LOCKED)
         RETURNING code
         """,
-        (claim_id, tenant.project_id, tenant.environment, reward_code),
+        (tenant.project_id, tenant.environment, reward_code),
     )
     row = await cursor.fetchone()
     return None if row is None else str(row[0])
@@ -184,7 +184,7 @@ async def release_code(
 ) -> None:
     """A cancelled claim's code: back to the pool (handed out again), or void (never)."""
     await conn.execute(
-        "UPDATE reward_codes SET status = %s, claim_id = NULL"
+        "UPDATE reward_codes SET status = %s"
         " WHERE project_id = %s AND environment = %s AND reward_code = %s AND code = %s",
         ("void" if void else "available", tenant.project_id, tenant.environment, reward_code, code),
     )

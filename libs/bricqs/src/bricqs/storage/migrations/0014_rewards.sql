@@ -24,8 +24,9 @@ CREATE TABLE rewards (
     CONSTRAINT rewards_stock_not_oversold CHECK (claimed <= stock)
 );
 
--- The unique codes of a pool reward. No participant column: who holds a code is on the
--- claim (`reward_claims.code`), so erasing a participant leaves the pool's bookkeeping.
+-- The unique codes of a pool reward. Nothing names who holds a code (no participant, no
+-- claim id): that is on the claim (`reward_claims.code`), erased with the participant,
+-- while the pool keeps counting the code as claimed.
 CREATE TABLE reward_codes (
     project_id   text NOT NULL,
     environment  text NOT NULL,
@@ -33,7 +34,6 @@ CREATE TABLE reward_codes (
     code         text NOT NULL,
     status       text NOT NULL DEFAULT 'available'
                  CHECK (status IN ('available', 'claimed', 'void')),
-    claim_id     text,
     added_at     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (project_id, environment, reward_code, code)
 );
