@@ -321,6 +321,9 @@ def test_raising_the_stock_restocks_and_the_admin_sees_what_is_left(shop: Shop) 
     assert shop.claim("mug", "bob").status_code == 200
     listed = shop.api.get(ADMIN, headers=shop.headers).json()["items"]
     assert [(r["code"], r["type"], r["remaining"]) for r in listed] == [("mug", "physical", 1)]
+    below = shop.api.put(f"{ADMIN}/mug", headers=shop.headers, json={**body, "stock": 1})
+    assert (below.status_code, below.json()["code"]) == (409, "stock_below_claimed")
+    assert shop.api.get(f"{ADMIN}/mug", headers=shop.headers).json()["stock"] == 3
 
 
 def test_rewards_and_claims_stay_in_their_project_and_environment(
@@ -396,3 +399,56 @@ def test_a_participants_claims_are_exported_and_erased_with_them(shop: Shop) -> 
     erased = shop.api.delete(f"{GAMIFY}/participants/ann", headers=shop.headers)
     assert erased.status_code == 200, erased.text
     assert shop.claims("ann") == []
+
+
+def test_an_erased_participants_pool_code_stays_claimed_and_names_no_one(
+    shop: Shop, tenant: Tenant, postgres_server: Server
+) -> None:
+    shop.define("gift", cost=0, code_pool=True)
+    shop.upload("gift", ["A", "B"])
+    claim = shop.claim("gift", "ann").json()
+    assert shop.api.delete(f"{GAMIFY}/participants/ann", headers=shop.headers).status_code == 200
+    codes = rows(
+        postgres_server.url,
+        "SELECT to_jsonb(c)::text FROM reward_codes c WHERE project_id = %s ORDER BY code",
+        tenant.project_id,
+    )
+    assert [c for (c,) in codes if "ann" in c or claim["claim_id"] in c] == []
+    assert shop.claim("gift", "bob").json()["code"] == "B"  # "A" is still handed out
+
+
+def test_a_cancel_gives_back_only_the_stock_its_claim_took(shop: Shop) -> None:
+    shop.define("mug", cost=0)  # unlimited: its claims take no stock
+    unlimited = shop.claim("mug", "ann").json()
+    assert unlimited["stock_taken"] is False
+    body = {"code": "mug", "name": "Mug", "cost": 0, "type": "physical", "stock": 1}
+    assert shop.api.put(f"{ADMIN}/mug", headers=shop.headers, json=body).status_code == 200
+    assert shop.claim("mug", "bob").json()["stock_taken"] is True
+    assert shop.catalogue()["mug"]["remaining"] == 0
+    shop.cancel(unlimited["claim_id"])
+    assert shop.catalogue()["mug"]["remaining"] == 0
+    assert shop.claim("mug", "cat").json()["code"] == "out_of_stock"
+
+
+def test_refusals_name_every_reason_in_order_and_none_at_the_edges() -> None:
+    """Pure: the judgment the catalogue and the claim share."""
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    reward = rewards.RewardDefinition(
+        code="r",
+        name="R",
+        cost=10,
+        type="digital",
+        stock=1,
+        limit_per_participant=2,
+        starts_at=start,
+        ends_at=start + timedelta(days=1),
+    )
+    assert rewards.refusals(reward, 0, start - timedelta(seconds=1), 9, 2) == [
+        "not_active",
+        "out_of_stock",
+        "limit_reached",
+        "insufficient_balance",
+    ]
+    assert rewards.refusals(reward, 1, start, 10, 1) == []  # every edge just inside
+    unlimited = rewards.RewardDefinition(code="u", name="U", cost=0, type="coupon")
+    assert rewards.refusals(unlimited, None, start, 0, 10**6) == []

@@ -165,7 +165,18 @@ class RewardAdminController(Controller):
                     f"The {name} cannot change.",
                     errors=[FieldError(name, f"must be {then!r}", "immutable")],
                 )
-        row = await store.update_reward(conn, tenant, code, data.status, data.stock, _checked(data))
+        try:
+            row = await store.update_reward(
+                conn, tenant, code, data.status, data.stock, _checked(data)
+            )
+        except Exception as exc:
+            if store.is_oversold(exc):
+                raise ProblemError(
+                    409,
+                    "stock_below_claimed",
+                    "More are claimed than this stock; cancel claims first.",
+                ) from exc
+            raise
         return reward_body(_found(row, code))
 
     @delete("/rewards/{code:str}", responses=PROBLEMS, status_code=200)
@@ -248,33 +259,13 @@ class RewardCatalogueController(Controller):
         participant_id = participant_id or caller.participant_id
         if participant_id is not None:
             check_participant(caller, participant_id)
-        now = datetime.now(UTC)
         rows = await store.list_rewards(conn, tenant)
         held: dict[str, int] = {}
         balance = None
         if participant_id is not None:
             held = await store.claims_per_reward(conn, tenant, participant_id)
             balance, _, _ = await read_balance(conn, tenant, participant_id)
-        items = []
-        for row in rows:
-            reward = rewards.stored_reward(row)
-            # No participant: a balance that covers the cost and no claims held.
-            reasons = rewards.refusals(
-                reward,
-                row.remaining,
-                now,
-                reward.cost if balance is None else balance,
-                held.get(row.code, 0),
-            )
-            items.append(
-                {
-                    **row.body,
-                    "remaining": row.remaining,
-                    "claimed_by_participant": held.get(row.code, 0),
-                    "eligible": not reasons,
-                    "reasons": reasons,
-                }
-            )
+        items = rewards.catalogue(rows, datetime.now(UTC), balance, held)
         return {"participant_id": participant_id, "balance": balance, "items": items}
 
     @get("/participants/{participant_id:str}/claims", responses=PROBLEMS)
@@ -358,7 +349,10 @@ _REFUSALS = {
 def _refused(exc: rewards.ClaimRefused, code: str) -> ProblemError:
     error, detail = _REFUSALS[exc.reason]
     return ProblemError(
-        409, error, detail.format(code=code), extra={"reason": exc.reason, "balance": exc.balance}
+        409,
+        error,
+        detail.format(code=code),
+        extra={"reason": exc.reason, "balance": exc.balance},
     )
 
 

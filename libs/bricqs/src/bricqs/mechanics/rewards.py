@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -110,6 +110,34 @@ def refusals(
     if balance < reward.cost:
         reasons.append(INSUFFICIENT_BALANCE)
     return reasons
+
+
+def catalogue(
+    rows: list[RewardRow], now: datetime, balance: int | None, held: dict[str, int]
+) -> list[dict[str, Any]]:
+    """The rewards as a participant with `balance` points, holding `held` claims per
+    reward, sees them: each with `eligible` and the `reasons` why not. Without a balance
+    (no participant) only the reward's own reasons are judged."""
+    items = []
+    for row in rows:
+        reward = stored_reward(row)
+        reasons = refusals(
+            reward,
+            row.remaining,
+            now,
+            reward.cost if balance is None else balance,  # no participant: covered
+            held.get(row.code, 0),
+        )
+        items.append(
+            {
+                **row.body,
+                "remaining": row.remaining,
+                "claimed_by_participant": held.get(row.code, 0),
+                "eligible": not reasons,
+                "reasons": reasons,
+            }
+        )
+    return items
 
 
 class RewardNotFound(Exception):
@@ -220,7 +248,7 @@ async def claim_reward(
     # locked from its update to the commit and every claim of that reward waits for it.
     code = None
     if row.code_pool:
-        code = await store.take_code(conn, tenant, reward_code, claim_id)
+        code = await store.take_code(conn, tenant, reward_code)
         if code is None:
             raise ClaimRefused(OUT_OF_STOCK, balance + reward.cost)
     claim = ClaimRow(
@@ -229,6 +257,7 @@ async def claim_reward(
         reward_code=reward_code,
         cost=reward.cost,
         code=code,
+        stock_taken=row.stock is not None,
         status="claimed",
         idempotency_key=idempotency_key,
         debit_entry_id=debit,
@@ -243,7 +272,7 @@ async def claim_reward(
     await _record(
         conn, tenant, rules_for, _fact(tenant, claim, "reward.claimed", now, reward.type), standings
     )
-    if row.stock is not None and not await store.take_stock(conn, tenant, reward_code):
+    if claim.stock_taken and not await store.take_stock(conn, tenant, reward_code):
         raise ClaimRefused(OUT_OF_STOCK, balance + reward.cost)
     return ClaimOutcome(claim, balance, duplicate=False)
 
@@ -286,13 +315,13 @@ async def cancel_claim(
             standings=standings,
         )
         refund = change.entry_id
-    row = await store.get_reward(conn, tenant, claim.reward_code)
+    row = await store.get_reward(conn, tenant, claim.reward_code, count_codes=False)
     reward_type = "" if row is None else stored_reward(row).type
     action = None
     if claim.code is not None:
         await store.release_code(conn, tenant, claim.reward_code, claim.code, void=void_code)
         action = "voided" if void_code else "returned"
-    elif row is not None and row.stock is not None:
+    if claim.stock_taken:
         await store.give_back_stock(conn, tenant, claim.reward_code)
     cancelled = await store.mark_cancelled(
         conn, tenant, claim_id, at=now, code_action=action, reason=reason, refund_entry_id=refund

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from psycopg.errors import CheckViolation
+
 from bricqs.storage.tenants import Conn, Tenant
 
 # What a pool reward has left, or a stock reward (NULL: unlimited).
@@ -128,13 +130,22 @@ async def code_counts(conn: Conn, tenant: Tenant, reward_code: str) -> dict[str,
 async def take_stock(conn: Conn, tenant: Tenant, reward_code: str) -> bool:
     """Count one more claim against a stock reward, if any is left. The row stays locked
     until the transaction ends: concurrent claims of this reward wait, then see the count
-    this one committed, so none oversells."""
+    this one committed, so none oversells (the constraint `claimed <= stock` guards it
+    too)."""
     cursor = await conn.execute(
         "UPDATE rewards SET claimed = claimed + 1 WHERE project_id = %s AND environment = %s"
         " AND code = %s AND claimed < stock",
         (tenant.project_id, tenant.environment, reward_code),
     )
     return cursor.rowcount == 1
+
+
+def is_oversold(exc: BaseException) -> bool:
+    """Whether a statement failed for taking more than a reward's stock (or lowering the
+    stock below what is claimed)."""
+    return (
+        isinstance(exc, CheckViolation) and exc.diag.constraint_name == "rewards_stock_not_oversold"
+    )
 
 
 async def give_back_stock(conn: Conn, tenant: Tenant, reward_code: str) -> None:
@@ -146,7 +157,7 @@ async def give_back_stock(conn: Conn, tenant: Tenant, reward_code: str) -> None:
     )
 
 
-async def take_code(conn: Conn, tenant: Tenant, reward_code: str, claim_id: str) -> str | None:
+async def take_code(conn: Conn, tenant: Tenant, reward_code: str) -> str | None:
     """Hand the oldest available code of a pool to a claim; None when none is left.
 
     Codes other claims hold (locked, not yet committed) are skipped rather than waited
@@ -154,7 +165,7 @@ async def take_code(conn: Conn, tenant: Tenant, reward_code: str, claim_id: str)
     """
     cursor = await conn.execute(
         """
-        UPDATE reward_codes SET status = 'claimed', claim_id = %s
+        UPDATE reward_codes SET status = 'claimed'
         WHERE (project_id, environment, reward_code, code) = (
             SELECT project_id, environment, reward_code, code FROM reward_codes
             WHERE project_id = %s AND environment = %s AND reward_code = %s
@@ -162,7 +173,7 @@ async def take_code(conn: Conn, tenant: Tenant, reward_code: str, claim_id: str)
             ORDER BY added_at, code LIMIT 1 FOR UPDATE SKIP LOCKED)
         RETURNING code
         """,
-        (claim_id, tenant.project_id, tenant.environment, reward_code),
+        (tenant.project_id, tenant.environment, reward_code),
     )
     row = await cursor.fetchone()
     return None if row is None else str(row[0])
@@ -173,7 +184,7 @@ async def release_code(
 ) -> None:
     """A cancelled claim's code: back to the pool (handed out again), or void (never)."""
     await conn.execute(
-        "UPDATE reward_codes SET status = %s, claim_id = NULL"
+        "UPDATE reward_codes SET status = %s"
         " WHERE project_id = %s AND environment = %s AND reward_code = %s AND code = %s",
         ("void" if void else "available", tenant.project_id, tenant.environment, reward_code, code),
     )
@@ -191,6 +202,8 @@ class ClaimRow(NamedTuple):
     reward_code: str
     cost: int
     code: str | None
+    stock_taken: bool
+    """Whether it counts against the reward's stock (given back when it is cancelled)."""
     status: str
     idempotency_key: str | None
     debit_entry_id: str | None
@@ -201,7 +214,7 @@ class ClaimRow(NamedTuple):
     cancel_reason: str | None
 
 
-_CLAIM = """claim_id, participant_id, reward_code, cost, code, status, idempotency_key,
+_CLAIM = """claim_id, participant_id, reward_code, cost, code, stock_taken, status, idempotency_key,
     debit_entry_id, refund_entry_id, claimed_at, cancelled_at, code_action, cancel_reason"""
 
 
@@ -210,11 +223,11 @@ async def insert_claim(conn: Conn, tenant: Tenant, claim: ClaimRow) -> bool:
     meanwhile: the participant lock does not cover a key used for someone else)."""
     cursor = await conn.execute(
         f"INSERT INTO reward_claims (project_id, environment, {_CLAIM})"  # noqa: S608 - constant column lists
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT DO NOTHING",
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT DO NOTHING RETURNING claim_id",
         (tenant.project_id, tenant.environment, *claim),
     )
-    return cursor.rowcount == 1
+    return await cursor.fetchone() is not None
 
 
 async def find_claim(

@@ -18,11 +18,15 @@ CREATE TABLE rewards (
     created_at   timestamptz NOT NULL DEFAULT now(),
     updated_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (project_id, environment, code),
-    CHECK (NOT (code_pool AND stock IS NOT NULL))
+    CHECK (NOT (code_pool AND stock IS NOT NULL)),
+    -- Never oversold, whatever a writer does: claims add 1 only while `claimed < stock`,
+    -- and this refuses any other way past it (a stock lowered below what is claimed).
+    CONSTRAINT rewards_stock_not_oversold CHECK (claimed <= stock)
 );
 
--- The unique codes of a pool reward. No participant column: who holds a code is on the
--- claim (`reward_claims.code`), so erasing a participant leaves the pool's bookkeeping.
+-- The unique codes of a pool reward. Nothing names who holds a code (no participant, no
+-- claim id): that is on the claim (`reward_claims.code`), erased with the participant,
+-- while the pool keeps counting the code as claimed.
 CREATE TABLE reward_codes (
     project_id   text NOT NULL,
     environment  text NOT NULL,
@@ -30,7 +34,6 @@ CREATE TABLE reward_codes (
     code         text NOT NULL,
     status       text NOT NULL DEFAULT 'available'
                  CHECK (status IN ('available', 'claimed', 'void')),
-    claim_id     text,
     added_at     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (project_id, environment, reward_code, code)
 );
@@ -47,6 +50,7 @@ CREATE TABLE reward_claims (
     reward_code      text NOT NULL,
     cost             bigint NOT NULL,
     code             text,                 -- the pool code handed out, if any
+    stock_taken      boolean NOT NULL,     -- counted in rewards.claimed (given back on cancel)
     status           text NOT NULL CHECK (status IN ('claimed', 'cancelled')),
     idempotency_key  text,
     debit_entry_id   text,                 -- the ledger entry that paid (none when free)
