@@ -202,6 +202,15 @@ def test_cancel_refunds_returns_the_code_once_and_voided_codes_are_never_handed_
     body = cancelled.json()
     assert (body["status"], body["code_action"], body["balance"]) == ("cancelled", "returned", 100)
     assert (body["cancel_reason"], body["duplicate"]) == ("wrong size", False)
+    # A refund gives back what was spent: lifetime points (and so tiers) do not move.
+    points = shop.api.get(f"{GAMIFY}/participants/ann/points", headers=shop.headers).json()
+    assert (points["total_earned"], points["total_spent"]) == (100, 0)
+    refunded = rows(
+        postgres_server.url,
+        "SELECT kind, amount FROM points_ledger WHERE project_id = %s AND kind = 'refund'",
+        tenant.project_id,
+    )
+    assert refunded == [("refund", 30)]
     again = shop.cancel(first["claim_id"], code_action="void")
     assert again.status_code == 200
     assert again.json() == {**body, "duplicate": True}

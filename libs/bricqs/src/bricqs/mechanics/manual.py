@@ -79,9 +79,15 @@ async def change_points(
     idempotency_key: str | None,
     standings: Standings | None = None,
     now: datetime | None = None,
+    refund: bool = False,
 ) -> PointsChange:
     """Award (amount > 0) or deduct (amount < 0) points atomically, at `now` (the clock's
     time unless given).
+
+    A refund (`refund=True`, amount > 0) gives back points spent earlier (a cancelled
+    reward claim): it lowers `total_spent` instead of raising `total_earned`, so lifetime
+    points, tiers and points boards do not move, and it is told as `points.refunded`. The
+    points come back as points that never expire (the lots they were drawn from stay spent).
 
     A repeat of the same change with the same idempotency key returns the first result;
     the key with another participant, amount or reason raises IdempotencyConflict. A
@@ -98,6 +104,8 @@ async def change_points(
             return await _replay(conn, tenant, found, participant_id, amount, reason)
     _, earned_before, _ = await read_balance(conn, tenant, participant_id)
     now = now or datetime.now(UTC)
+    if refund and amount <= 0:
+        raise ValueError("a refund gives points back: amount > 0")
     spending = None
     if amount < 0:
         spending = await plan_spending(conn, tenant, participant_id, -amount, now)
@@ -107,7 +115,7 @@ async def change_points(
         entry_id="pts_" + ulid(),
         participant_id=participant_id,
         amount=amount,
-        kind="award" if amount > 0 else "deduct",
+        kind="refund" if refund else "award" if amount > 0 else "deduct",
         source="manual",
         fact_id=None,
         cap_bucket=None,
@@ -126,11 +134,22 @@ async def change_points(
         await take_from_lots(
             conn, tenant, [(participant_id, lot_id, take) for lot_id, take in spending.draws]
         )
-    earned, spent = (amount, 0) if amount > 0 else (0, -amount)
+    earned, spent = (0, -amount) if refund or amount < 0 else (amount, 0)
     new_balance, earned_after = (
         await apply_balance_changes(conn, tenant, {participant_id: (earned, spent)})
     )[participant_id]
-    if amount > 0:
+    if refund:
+        facts = [
+            _system_fact(
+                tenant,
+                participant_id,
+                entry.entry_id,
+                "points.refunded",
+                {"amount": amount, "source": "manual", "balance": new_balance},
+                now,
+            )
+        ]
+    elif amount > 0:
         facts = [
             _system_fact(
                 tenant,

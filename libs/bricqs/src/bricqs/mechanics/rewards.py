@@ -313,6 +313,7 @@ async def cancel_claim(
             reason=f"refund of reward {claim.reward_code} (claim {claim_id})",
             idempotency_key=None,
             standings=standings,
+            refund=True,
         )
         refund = change.entry_id
     row = await store.get_reward(conn, tenant, claim.reward_code, count_codes=False)

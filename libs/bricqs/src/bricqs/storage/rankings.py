@@ -20,7 +20,8 @@ async def points_ranking(
         """
         SELECT participant_id, sum(amount)::bigint AS score, max(occurred_at) AS reached
         FROM points_ledger
-        WHERE project_id = %s AND environment = %s AND amount > 0
+        -- Points earned: refunds give back points spent, they were not earned.
+        WHERE project_id = %s AND environment = %s AND amount > 0 AND kind <> 'refund'
           AND (%s::timestamptz IS NULL OR occurred_at >= %s)
           AND (%s::timestamptz IS NULL OR occurred_at < %s)
         GROUP BY participant_id

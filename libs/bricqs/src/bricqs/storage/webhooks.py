@@ -19,6 +19,7 @@ EVENT_TYPES = frozenset(
         "badge.awarded",
         "points.awarded",
         "points.deducted",
+        "points.refunded",
         "points.expired",
         "challenge.completed",
         "streak.extended",
