@@ -43,7 +43,6 @@ from bricqs.storage.schedule import (
 from bricqs.storage.streaks import (
     Deadline,
     claim_due_deadlines,
-    read_bridged_periods,
     read_streak_periods,
     replace_deadlines,
 )
@@ -176,8 +175,7 @@ async def judge_streaks(conn: Conn, rules_for: RuleSource, now: datetime, limit:
     for tenant, deadlines in by_tenant.items():
         rules = await rules_for(conn, tenant)
         pairs = [(d.streak_code, d.participant_id) for d in deadlines]
-        active = await read_streak_periods(conn, tenant, pairs)
-        bridged = await read_bridged_periods(conn, tenant, pairs)
+        active, bridged = await read_streak_periods(conn, tenant, pairs)
         owed: list[Fact] = []
         changes: list[tuple[Deadline, Deadline | None]] = []
         for d, pair in zip(deadlines, pairs, strict=True):
