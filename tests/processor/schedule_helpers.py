@@ -8,10 +8,12 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from redis.asyncio import Redis
 
 from bricqs.mechanics.cache import RuleCache
-from bricqs.mechanics.schedule import DUE_WORK, DueWork
+from bricqs.mechanics.schedule import DueWork, due_work
 from bricqs.storage.pools import database_pool
+from bricqs.storage.standings import Standings
 from bricqs_processor.scheduler import Scheduler
 
 TIMED = (
@@ -24,12 +26,17 @@ TIMED = (
 
 
 def rounds(
-    database_url: str, now: datetime, replicas: int = 1, work: Sequence[DueWork] = DUE_WORK
+    database_url: str,
+    now: datetime,
+    replicas: int = 1,
+    work: Sequence[DueWork] | None = None,
+    redis_url: str | None = None,
 ) -> int:
     """One round of each of `replicas` schedulers at once (own pools, own rule caches),
-    all at `now`; items they saw."""
+    all at `now`, mirroring standings to `redis_url` if given; items they saw."""
 
     async def run() -> int:
+        redis = Redis.from_url(redis_url) if redis_url else None
         pools = [
             database_pool(
                 database_url,
@@ -51,7 +58,7 @@ def rounds(
                     max_calls=200,
                     connection_timeout_s=10,
                     clock=lambda: now,
-                    work=work,
+                    work=work or due_work(Standings(redis) if redis else None),
                 )
                 for pool in pools
             ]
@@ -59,6 +66,8 @@ def rounds(
         finally:
             for pool in pools:
                 await pool.close()
+            if redis is not None:
+                await redis.aclose()
 
     return asyncio.run(run())
 

@@ -235,36 +235,8 @@ def test_a_closed_challenge_window_expires_once_for_those_with_progress_only(
 MARCH = at("2026-03-15T12:00:00Z")
 
 
-async def march_standings(url: str, redis_url: str, tenant: MechanicsTenant) -> None:
-    """March's run of the monthly board as the processor kept it in March."""
-    async with (
-        await psycopg.AsyncConnection.connect(url, autocommit=True) as conn,
-        Redis.from_url(redis_url) as redis,
-    ):
-        rules = await RuleCache(0)(conn, tenant)
-        standings = Standings(redis)
-        async with conn.transaction():
-            await rebuild(conn, standings, tenant, rules.leaderboards["monthly"], MARCH)
-            earned = [
-                Fact(
-                    fact_id=new_fact_id(),
-                    fact_type="points.awarded",
-                    project_id=tenant.project_id,
-                    environment=tenant.environment,
-                    participant_id=pid,
-                    event_id="evt_march",
-                    properties={"amount": amount},
-                    occurred_at=MARCH,
-                )
-                for pid, amount in (("ann", 50), ("bob", 40))
-            ]
-            await keep_standings(conn, standings, tenant, rules, earned, MARCH)
-
-
-def test_a_run_is_announced_when_it_ends_once_and_not_again_by_a_later_fact(
-    story: Story, postgres_server: Server, redis_server: Server, db: psycopg.Connection[Any]
-) -> None:
-    story.define("leaderboards", {"code": "monthly", "name": "Monthly", "period": "monthly"})
+def reward_the_winner(story: Story) -> None:
+    """500 points to the first of a finished run."""
     story.define(
         "points-rules",
         {
@@ -277,8 +249,43 @@ def test_a_run_is_announced_when_it_ends_once_and_not_again_by_a_later_fact(
             "amount": {"fixed": 500},
         },
     )
+
+
+async def past_standings(
+    url: str, redis_url: str, tenant: MechanicsTenant, code: str, moment: datetime
+) -> None:
+    """The run of board `code` at `moment`, as the processor kept it then: ann 50, bob 40."""
+    async with (
+        await psycopg.AsyncConnection.connect(url, autocommit=True) as conn,
+        Redis.from_url(redis_url) as redis,
+    ):
+        rules = await RuleCache(0)(conn, tenant)
+        standings = Standings(redis)
+        async with conn.transaction():
+            await rebuild(conn, standings, tenant, rules.leaderboards[code], moment)
+            earned = [
+                Fact(
+                    fact_id=new_fact_id(),
+                    fact_type="points.awarded",
+                    project_id=tenant.project_id,
+                    environment=tenant.environment,
+                    participant_id=pid,
+                    event_id="evt_march",
+                    properties={"amount": amount},
+                    occurred_at=moment,
+                )
+                for pid, amount in (("ann", 50), ("bob", 40))
+            ]
+            await keep_standings(conn, standings, tenant, rules, earned, moment)
+
+
+def test_a_run_is_announced_when_it_ends_once_and_not_again_by_a_later_fact(
+    story: Story, postgres_server: Server, redis_server: Server, db: psycopg.Connection[Any]
+) -> None:
+    story.define("leaderboards", {"code": "monthly", "name": "Monthly", "period": "monthly"})
+    reward_the_winner(story)
     tenant = MechanicsTenant(story.tenant.project_id, "live")
-    asyncio.run(march_standings(postgres_server.url, redis_server.url, tenant))
+    asyncio.run(past_standings(postgres_server.url, redis_server.url, tenant, "monthly", MARCH))
     url = postgres_server.url
     rounds(url, at("2026-03-31T23:59:59Z"), replicas=2)
     assert emitted(db, story.tenant) == []
@@ -322,3 +329,19 @@ def test_two_processors_run_the_scheduler_and_emit_a_past_loss_once(
         "anne",
         (kept + timedelta(days=1)).date().isoformat(),
     )
+
+
+def test_the_winners_reward_reaches_the_boards_mirror_of_the_new_run(
+    story: Story, postgres_server: Server, redis_server: Server
+) -> None:
+    """On the real clock: yesterday's daily run is announced, the rule rewards its winner
+    in today's run, and the board read from Redis shows it at once."""
+    story.define("leaderboards", {"code": "daily", "name": "Daily", "period": "daily"})
+    reward_the_winner(story)
+    tenant = MechanicsTenant(story.tenant.project_id, "live")
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    asyncio.run(past_standings(postgres_server.url, redis_server.url, tenant, "daily", yesterday))
+    assert story.get("/leaderboards/daily")["entries"] == []  # today's mirror, loaded empty
+    rounds(postgres_server.url, datetime.now(UTC), redis_url=redis_server.url)
+    entries = story.get("/leaderboards/daily")["entries"]
+    assert [(e["participant_id"], e["score"]) for e in entries] == [("ann", 500)]

@@ -17,11 +17,13 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from bricqs.mechanics.schedule import due_work
 from bricqs.redis_connect import RedisClient, connect_redis
 from bricqs.runtime import ShutdownSteps, tune_garbage_collector
 from bricqs.settings import load_or_exit
 from bricqs.storage.health import ping
 from bricqs.storage.pools import database_pool
+from bricqs.storage.standings import Standings
 from bricqs.web.probes import ProbeServer
 from bricqs_processor import metrics
 from bricqs_processor.consumer import StreamConsumer
@@ -104,6 +106,7 @@ async def serve(settings: ProcessorSettings) -> None:
             limit=settings.scheduler_batch,
             max_calls=settings.scheduler_max_batches,
             connection_timeout_s=settings.database_timeout_ms / 1000,
+            work=due_work(Standings(redis)),
         )
         chores.append(asyncio.create_task(scheduler.run(settings.scheduler_interval_ms / 1000)))
     try:

@@ -1,10 +1,11 @@
 """The scheduler: a task beside the consumer that emits the facts the clock causes
 (docs/scheduler.md).
 
-Every replica runs it. Each round calls each kind of due work (`DUE_WORK`) in its own
-transaction, again while a call comes back full, so a backlog drains at `limit` items a
-transaction; what one replica claims the others skip (`FOR UPDATE SKIP LOCKED`), and
-what a dead replica claimed is due again as soon as its transaction is gone.
+Every replica runs it. Each round calls each kind of due work
+(`bricqs.mechanics.schedule.due_work`) in its own transaction, again while a call comes
+back full, so a backlog drains at `limit` items a transaction; what one replica claims
+the others skip (`FOR UPDATE SKIP LOCKED`), and what a dead replica claimed is due again
+as soon as its transaction is gone.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from bricqs.mechanics.apply import RuleSource
-from bricqs.mechanics.schedule import DUE_WORK, DueWork
+from bricqs.mechanics.schedule import DueWork
 from bricqs.mechanics.standings import utc_now
 from bricqs_processor import metrics
 
@@ -39,7 +40,7 @@ class Scheduler:
         max_calls: int,
         connection_timeout_s: float,
         clock: Clock = utc_now,
-        work: Sequence[DueWork] = DUE_WORK,
+        work: Sequence[DueWork],
     ) -> None:
         self.pool = pool
         self.rules_for = rules_for

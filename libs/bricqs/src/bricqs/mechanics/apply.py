@@ -53,7 +53,6 @@ from bricqs.storage.progress import add_distinct_values, add_progress, read_buck
 from bricqs.storage.standings import Standings
 from bricqs.storage.streaks import (
     add_streak_periods,
-    read_bridged_periods,
     read_streak_periods,
     save_streak_states,
     watch_deadlines,
@@ -209,8 +208,7 @@ async def _update_streaks(
     if not new:
         return
     pairs = sorted({(code, pid) for code, pid, _ in new})
-    all_periods = await read_streak_periods(conn, r.tenant, pairs)
-    bridged = await read_bridged_periods(conn, r.tenant, pairs)
+    all_periods, bridged = await read_streak_periods(conn, r.tenant, pairs)
     # Periods after the latest active one are judged by the scheduler when they end, not
     # here: what a fact changes must not depend on when it is processed.
     walks = {

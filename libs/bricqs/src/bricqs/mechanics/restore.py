@@ -15,7 +15,6 @@ from bricqs.mechanics.streak_runs import (
 from bricqs.storage.locks import lock_participants
 from bricqs.storage.streaks import (
     add_bridged_periods,
-    read_bridged_periods,
     read_streak_periods,
     read_streak_states,
     save_streak_states,
@@ -38,11 +37,12 @@ async def restore_streak(
     await lock_participants(conn, [(tenant.project_id, tenant.environment, participant_id)])
     state = (await read_streak_states(conn, tenant, participant_id)).get(streak.code)
     pair = (streak.code, participant_id)
-    active = (await read_streak_periods(conn, tenant, [pair])).get(pair)
+    periods, bridges = await read_streak_periods(conn, tenant, [pair])
+    active = periods.get(pair)
     if state is None or not active:
         raise StreakNotStarted(streak.code)
     timezone = state[3]
-    bridged = (await read_bridged_periods(conn, tenant, [pair])).get(pair, [])
+    bridged = bridges.get(pair, [])
     ended = moment_index(streak, now, timezone) - 1
     missed = to_restore(active, bridged, ended, streak)
     if not missed:

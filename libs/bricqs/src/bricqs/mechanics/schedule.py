@@ -18,6 +18,7 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from bricqs.mechanics.apply import RuleSource, apply_mechanics
@@ -40,10 +41,10 @@ from bricqs.storage.schedule import (
     stored_fact_ids,
     tenants_with_repeating_boards,
 )
+from bricqs.storage.standings import Standings
 from bricqs.storage.streaks import (
     Deadline,
     claim_due_deadlines,
-    read_bridged_periods,
     read_streak_periods,
     replace_deadlines,
 )
@@ -80,7 +81,13 @@ def scheduled_fact(
     )
 
 
-async def emit(conn: Conn, rules_for: RuleSource, tenant: Tenant, facts: Sequence[Fact]) -> int:
+async def emit(
+    conn: Conn,
+    rules_for: RuleSource,
+    tenant: Tenant,
+    facts: Sequence[Fact],
+    standings: Standings | None = None,
+) -> int:
     """Store the facts not stored yet, run the rules on them and owe their webhooks; how
     many were new. The caller holds their participants' locks."""
     if not facts:
@@ -89,7 +96,7 @@ async def emit(conn: Conn, rules_for: RuleSource, tenant: Tenant, facts: Sequenc
     new = [f for f in facts if f.fact_id not in known]
     if new:
         await insert_facts(conn, new)
-        await apply_mechanics(conn, rules_for, new, report=False)
+        await apply_mechanics(conn, rules_for, new, report=False, standings=standings)
         await enqueue_outcomes(conn, tenant, new)
     return len(new)
 
@@ -159,7 +166,14 @@ def judge_deadline(
     return facts, deadline_after(d.tenant, streak, pid, tz, result)
 
 
-async def judge_streaks(conn: Conn, rules_for: RuleSource, now: datetime, limit: int) -> int:
+async def judge_streaks(
+    conn: Conn,
+    rules_for: RuleSource,
+    now: datetime,
+    limit: int,
+    *,
+    standings: Standings | None = None,
+) -> int:
     """Emit what due streak deadlines owe and move them on (a `DueWork`).
 
     A deadline whose participant is busy in another transaction is left due for the
@@ -176,8 +190,7 @@ async def judge_streaks(conn: Conn, rules_for: RuleSource, now: datetime, limit:
     for tenant, deadlines in by_tenant.items():
         rules = await rules_for(conn, tenant)
         pairs = [(d.streak_code, d.participant_id) for d in deadlines]
-        active = await read_streak_periods(conn, tenant, pairs)
-        bridged = await read_bridged_periods(conn, tenant, pairs)
+        active, bridged = await read_streak_periods(conn, tenant, pairs)
         owed: list[Fact] = []
         changes: list[tuple[Deadline, Deadline | None]] = []
         for d, pair in zip(deadlines, pairs, strict=True):
@@ -191,7 +204,7 @@ async def judge_streaks(conn: Conn, rules_for: RuleSource, now: datetime, limit:
             changes.append((d, following))
             owed += facts
         await replace_deadlines(conn, changes)
-        await emit(conn, rules_for, tenant, owed)
+        await emit(conn, rules_for, tenant, owed, standings)
     return len(claimed)
 
 
@@ -199,7 +212,14 @@ async def judge_streaks(conn: Conn, rules_for: RuleSource, now: datetime, limit:
 # Challenges and leaderboards
 
 
-async def expire_challenges(conn: Conn, rules_for: RuleSource, now: datetime, limit: int) -> int:
+async def expire_challenges(
+    conn: Conn,
+    rules_for: RuleSource,
+    now: datetime,
+    limit: int,
+    *,
+    standings: Standings | None = None,
+) -> int:
     """`challenge.expired` for up to `limit` participants of one closed challenge window
     who made progress without completing it (a `DueWork`)."""
     expiry = await claim_challenge_expiry(conn, now)
@@ -242,7 +262,14 @@ class _Busy(Exception):
     """A winner is locked by another writer: the board is left for the next round."""
 
 
-async def finish_leaderboards(conn: Conn, rules_for: RuleSource, now: datetime, limit: int) -> int:
+async def finish_leaderboards(
+    conn: Conn,
+    rules_for: RuleSource,
+    now: datetime,
+    limit: int,
+    *,
+    standings: Standings | None = None,
+) -> int:
     """Announce the runs of repeating boards that ended by `now` (a `DueWork`): the same
     `leaderboard.finished` facts, marked once in `leaderboard_runs`, as the processor
     emits when a fact arrives after the end, whichever comes first."""
@@ -255,17 +282,20 @@ async def finish_leaderboards(conn: Conn, rules_for: RuleSource, now: datetime, 
                 winners = {(tenant.project_id, tenant.environment, f.participant_id) for f in facts}
                 if await try_lock_participants(conn, list(winners)) != winners:
                     raise _Busy
-                await apply_mechanics(conn, rules_for, facts, report=False)
+                await apply_mechanics(conn, rules_for, facts, report=False, standings=standings)
                 announced += len(facts)
         except _Busy:
             forget_finished_look(tenant)
     return announced
 
 
-# The work due by the clock, in order. Points expiry plugs in here at merge:
-DUE_WORK: tuple[DueWork, ...] = (
-    judge_streaks,
-    expire_challenges,
-    finish_leaderboards,
-    # expire_due_points,  # bricqs.mechanics.expiry (points.expired), wired at merge
-)
+def due_work(standings: Standings | None) -> tuple[DueWork, ...]:
+    """The work due by the clock, in order; the outcomes' leaderboard standings are
+    mirrored to `standings` (None: PostgreSQL only, as `keep_standings` says)."""
+    return (
+        partial(judge_streaks, standings=standings),
+        partial(expire_challenges, standings=standings),
+        partial(finish_leaderboards, standings=standings),
+        # Points expiry plugs in here at merge (issue 18, points.expired):
+        # bricqs.mechanics.expiry.expire_due_points,
+    )

@@ -12,7 +12,7 @@ from bricqs.storage.awards import list_badge_awards, list_completions
 from bricqs.storage.balances import read_balance
 from bricqs.storage.lots import read_expiry
 from bricqs.storage.progress import read_buckets
-from bricqs.storage.streaks import read_bridged_periods, read_streak_periods, read_streak_states
+from bricqs.storage.streaks import read_streak_periods, read_streak_states
 from bricqs.storage.tenants import Conn, Tenant
 
 
@@ -123,8 +123,7 @@ async def streaks_state(
     to survive; periods missed up to `now` are judged as the scheduler judges them."""
     states = await read_streak_states(conn, tenant, participant_id)
     pairs = [(code, participant_id) for code in rules.streaks if code in states]
-    active = await read_streak_periods(conn, tenant, pairs)
-    bridged = await read_bridged_periods(conn, tenant, pairs)
+    active, bridged = await read_streak_periods(conn, tenant, pairs)
     result = []
     for code, compiled in rules.streaks.items():
         streak = compiled.streak

@@ -7,8 +7,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple
 
-from psycopg import sql
-
 from bricqs.storage.tenants import Conn, Tenant
 
 
@@ -34,35 +32,41 @@ async def add_streak_periods(
 
 async def read_streak_periods(
     conn: Conn, tenant: Tenant, keys: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], list[int]]:
-    """All active period indices per (streak, participant), ascending."""
-    return await _period_sets(conn, tenant, keys, "streak_periods")
-
-
-async def _period_sets(
-    conn: Conn, tenant: Tenant, keys: Sequence[tuple[str, str]], table: str
-) -> dict[tuple[str, str], list[int]]:
-    """Period indices of `table` per (streak, participant), ascending; absent when none."""
+) -> tuple[dict[tuple[str, str], list[int]], dict[tuple[str, str], list[int]]]:
+    """The active and the bridged period indices per (streak, participant), ascending, in
+    one round trip; a pair never active is absent from both."""
     if not keys:
-        return {}
+        return {}, {}
     unique = sorted(set(keys))
-    query = sql.SQL(
+    cursor = await conn.execute(
         """
-        SELECT t.code, t.pid, s.periods
+        SELECT t.code, t.pid, a.periods, b.periods
         FROM unnest(%b::text[], %b::text[]) AS t(code, pid)
         CROSS JOIN LATERAL (
-            SELECT array_agg(period_index ORDER BY period_index) AS periods FROM {} s
+            SELECT array_agg(period_index ORDER BY period_index) AS periods FROM streak_periods s
             WHERE s.project_id = %s AND s.environment = %s
               AND s.streak_code = t.code AND s.participant_id = t.pid
-        ) s
-        WHERE s.periods IS NOT NULL
-        """
-    ).format(sql.Identifier(table))
-    cursor = await conn.execute(
-        query,
-        ([k[0] for k in unique], [k[1] for k in unique], tenant.project_id, tenant.environment),
+        ) a
+        CROSS JOIN LATERAL (
+            SELECT array_agg(period_index ORDER BY period_index) AS periods FROM streak_bridges s
+            WHERE s.project_id = %s AND s.environment = %s
+              AND s.streak_code = t.code AND s.participant_id = t.pid
+        ) b
+        WHERE a.periods IS NOT NULL
+        """,
+        (
+            [k[0] for k in unique],
+            [k[1] for k in unique],
+            *(tenant.project_id, tenant.environment) * 2,
+        ),
     )
-    return {(r[0], r[1]): list(r[2]) for r in await cursor.fetchall()}
+    active: dict[tuple[str, str], list[int]] = {}
+    bridged: dict[tuple[str, str], list[int]] = {}
+    for code, pid, periods, kept in await cursor.fetchall():
+        active[(code, pid)] = list(periods)
+        if kept:
+            bridged[(code, pid)] = list(kept)
+    return active, bridged
 
 
 async def save_streak_states(
@@ -129,13 +133,6 @@ async def add_bridged_periods(
         (tenant.project_id, tenant.environment, streak_code, participant_id, sorted(periods)),
     )
     return sorted(int(r[0]) for r in await cursor.fetchall())
-
-
-async def read_bridged_periods(
-    conn: Conn, tenant: Tenant, keys: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], list[int]]:
-    """Bridged period indices per (streak, participant), ascending; absent when none."""
-    return await _period_sets(conn, tenant, keys, "streak_bridges")
 
 
 async def watch_deadlines(conn: Conn, deadlines: Sequence[Deadline]) -> None:
