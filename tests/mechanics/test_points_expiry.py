@@ -14,8 +14,6 @@ from typing import Any, TypeVar
 import msgspec
 import psycopg
 import pytest
-import redis.asyncio as aioredis
-from psycopg_pool import AsyncConnectionPool
 
 from bricqs.ids import new_event_id
 from bricqs.mechanics import state
@@ -33,10 +31,9 @@ from bricqs.storage.tenants import Tenant as Mechanics
 from bricqs.storage.webhooks import create_endpoint
 from bricqs.webhook_secrets import SecretBox
 from bricqs_devstack.servers import Server
-from bricqs_processor.housekeeping import Housekeeping
-from bricqs_processor.settings import ProcessorSettings
 from tests.conftest import Story, make_tenant
 from tests.mechanics.test_exactly_once import run
+from tests.processor.schedule_helpers import rounds
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 US = timedelta(microseconds=1)
@@ -411,28 +408,19 @@ def test_redelivering_and_replaying_the_earning_events_changes_nothing(
     assert _outcome(url, tenant) == first
 
 
-def test_the_processor_housekeeping_writes_off_what_is_due_once(
-    story: Story, postgres_server: Server, redis_server: Server
+def test_the_processors_scheduler_writes_off_what_is_due_once(
+    story: Story, postgres_server: Server
 ) -> None:
     url, tenant = postgres_server.url, tenant_of(story)
     story.define("points-rules", rule("order", "order", 10, days=5))
     expires = T0 + timedelta(days=5)
     write_off_everything_due(url, expires)
     story.send("order", "p5", timestamp=at(T0))
-    settings = ProcessorSettings(redis_url=redis_server.url, database_url=url)
-
-    async def chore() -> list[int]:
-        client = aioredis.Redis.from_url(redis_server.url)
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(url, min_size=1, open=False)
-        await pool.open()
-        try:
-            housekeeping = Housekeeping(settings, client, pool)
-            return [await housekeeping.expire(now) for now in (expires - US, expires, expires)]
-        finally:
-            await pool.close()
-            await client.aclose()
-
-    assert asyncio.run(chore()) == [0, 1, 0]
+    # Two scheduler replicas at once, with every kind of due work, as the processors run it.
+    rounds(url, expires - US, replicas=2)
+    assert expiry_entries(url, tenant) == []
+    for _ in range(2):
+        rounds(url, expires, replicas=2)
     assert expiry_entries(url, tenant) == [("p5", -10)]
 
 

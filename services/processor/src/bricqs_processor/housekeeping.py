@@ -1,5 +1,5 @@
-"""Periodic chores beside the consumer loop: trimming, purging, writing off expired
-points, refreshing gauges.
+"""Periodic chores beside the consumer loop: trimming, purging, refreshing gauges (the
+clock's outcomes, points expiry included, are the scheduler's: `scheduler.py`).
 
 Trimming and purging are work for the whole cluster, not per replica: each period, the
 replica that first takes the chore's lease in Redis (`SET NX PX`, held for the period)
@@ -17,16 +17,12 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from bricqs.mechanics.cache import RuleCache
-from bricqs.mechanics.expiry import expire_due_points
 from bricqs.redis_connect import RedisClient
 from bricqs.storage.events import purge_expired_idempotency_keys
-from bricqs.storage.standings import Standings
 from bricqs.stream import (
     CONSUMER_GROUP,
     chore_lease_key,
@@ -41,7 +37,6 @@ from bricqs_processor.trimming import ConsumerPruner, StreamTrimmer
 log = logging.getLogger("bricqs.processor")
 
 PURGE_CHUNK = 10_000
-EXPIRY_CHUNK = 500
 
 
 class Housekeeping:
@@ -56,7 +51,6 @@ class Housekeeping:
         self.streams = [stream_key(shard) for shard in range(settings.streams_read())]
         self.trimmer = StreamTrimmer(redis)
         self.pruner = ConsumerPruner(redis)
-        self.rules = RuleCache(settings.rules_refresh_seconds)
         self._holder = f"{settings.consumer()}-{uuid.uuid4().hex[:8]}"
 
     def tasks(self) -> list[asyncio.Task[None]]:
@@ -69,11 +63,7 @@ class Housekeeping:
         async def purge() -> int | None:
             return await self.in_turn("purge", s.purge_interval_ms, self.purge)
 
-        async def expire() -> int | None:
-            return await self.in_turn("expire", s.expiry_interval_ms, self.expire)
-
         return [
-            asyncio.create_task(_every(s.expiry_interval_ms, expire, "expire")),
             asyncio.create_task(_every(s.trim_interval_ms, trim, "trim")),
             asyncio.create_task(_every(s.purge_interval_ms, purge, "purge")),
             asyncio.create_task(_every(s.stats_interval_ms, self.refresh_gauges, "stats")),
@@ -126,26 +116,6 @@ class Housekeeping:
                 break
         if total:
             log.info("purged %d expired idempotency keys", total)
-        return total
-
-    async def expire(self, now: datetime | None = None) -> int:
-        """Write off the points whose expiry has come (at `now`, the clock's time unless
-        given), a chunk of lots per transaction; lots written off."""
-        at = now or datetime.now(UTC)
-        total = 0
-        while True:
-            async with (
-                self.pool.connection(timeout=self.settings.database_timeout_ms / 1000) as conn,
-                conn.transaction(),
-            ):
-                done = await expire_due_points(
-                    conn, self.rules, at, EXPIRY_CHUNK, standings=Standings(self.redis)
-                )
-            total += done
-            if done < EXPIRY_CHUNK:
-                break
-        if total:
-            log.info("wrote off the expired points of %d lots", total)
         return total
 
     async def refresh_gauges(self) -> None:

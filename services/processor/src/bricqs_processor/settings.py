@@ -143,10 +143,6 @@ class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
         Milliseconds,
         Meta(description="How often streams are trimmed below what every group acknowledged."),
     ] = 60_000
-    expiry_interval_ms: Annotated[
-        Milliseconds,
-        Meta(description="How often points whose expiry has come are written off."),
-    ] = 60_000
     stats_interval_ms: Annotated[
         Milliseconds,
         Meta(description="How often stream length, pending and lag gauges are refreshed."),

@@ -23,6 +23,7 @@ from typing import Any
 
 from bricqs.mechanics.apply import RuleSource, apply_mechanics
 from bricqs.mechanics.definitions import Streak
+from bricqs.mechanics.expiry import expire_due_points
 from bricqs.mechanics.standings import finished_runs, forget_finished_look
 from bricqs.mechanics.streak_runs import (
     deadline_after,
@@ -296,6 +297,5 @@ def due_work(standings: Standings | None) -> tuple[DueWork, ...]:
         partial(judge_streaks, standings=standings),
         partial(expire_challenges, standings=standings),
         partial(finish_leaderboards, standings=standings),
-        # Points expiry plugs in here at merge (issue 18, points.expired):
-        # bricqs.mechanics.expiry.expire_due_points,
+        partial(expire_due_points, standings=standings),
     )
