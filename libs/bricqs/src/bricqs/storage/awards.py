@@ -70,3 +70,29 @@ async def list_completions(conn: Conn, tenant: Tenant, participant_id: str) -> d
         (tenant.project_id, tenant.environment, participant_id),
     )
     return {r[0]: r[1] for r in await cursor.fetchall()}
+
+
+async def awards_held(
+    conn: Conn, tenant: Tenant, badge_code: str, participant_ids: Sequence[str]
+) -> set[tuple[str, str]]:
+    """(participant, award_key) of the awards of one badge that `participant_ids` hold."""
+    cursor = await conn.execute(
+        "SELECT participant_id, award_key FROM badge_awards"
+        " WHERE project_id = %s AND environment = %s AND badge_code = %s"
+        " AND participant_id = ANY(%s)",
+        (tenant.project_id, tenant.environment, badge_code, list(participant_ids)),
+    )
+    return {(r[0], r[1]) for r in await cursor.fetchall()}
+
+
+async def completed_by(
+    conn: Conn, tenant: Tenant, challenge_code: str, participant_ids: Sequence[str]
+) -> set[str]:
+    """Those of `participant_ids` who completed the challenge."""
+    cursor = await conn.execute(
+        "SELECT participant_id FROM challenge_completions"
+        " WHERE project_id = %s AND environment = %s AND challenge_code = %s"
+        " AND participant_id = ANY(%s)",
+        (tenant.project_id, tenant.environment, challenge_code, list(participant_ids)),
+    )
+    return {r[0] for r in await cursor.fetchall()}
