@@ -113,7 +113,7 @@ def snapshot(db: psycopg.Connection[Any], project_id: str) -> dict[str, list[Any
         " FROM criterion_progress WHERE project_id = %s ORDER BY 1, 2, 3, 4",
         "awards": "SELECT environment, badge_code, participant_id, award_key, source"
         " FROM badge_awards WHERE project_id = %s ORDER BY 1, 2, 3, 4",
-        "completions": "SELECT environment, challenge_code, participant_id"
+        "completions": "SELECT environment, challenge_code, participant_id, source"
         " FROM challenge_completions WHERE project_id = %s ORDER BY 1, 2, 3",
         "ledger": "SELECT environment, participant_id, amount, kind, source"
         " FROM points_ledger WHERE project_id = %s ORDER BY 1, 2, 3, 4, 5",
@@ -191,6 +191,7 @@ def test_dry_run_counts_what_the_job_then_does_and_writes_nothing(
     rows = snapshot(db, project)
     assert {r[4] for r in rows["awards"]} == {"backfill"}
     assert {r[4] for r in rows["ledger"]} == {"backfill:challenge:shopper"}
+    assert {r[3] for r in rows["completions"]} == {"backfill"}
     sources = {r[2]: r[3]["source"] for r in rows["facts"] if not r[2].startswith("custom.")}
     assert sources == {
         "badge.awarded": "backfill",

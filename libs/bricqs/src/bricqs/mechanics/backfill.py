@@ -345,7 +345,7 @@ async def apply_chunk(
 
     code = target.definition.code
     completions = [(code, pid, g.completion.fact_id) for pid, g in plans.items() if g.completion]
-    completed = [pid for _, pid in await complete_challenges(conn, tenant, completions)]
+    completed = [pid for _, pid in await complete_challenges(conn, tenant, completions, SOURCE)]
     for pid in completed:
         emit(pid, "challenge.completed", {"challenge": code, "job_id": origin})
     awards = [

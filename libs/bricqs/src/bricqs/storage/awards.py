@@ -43,7 +43,10 @@ async def list_badge_awards(
 
 
 async def complete_challenges(
-    conn: Conn, tenant: Tenant, completions: Sequence[tuple[str, str, str | None]]
+    conn: Conn,
+    tenant: Tenant,
+    completions: Sequence[tuple[str, str, str | None]],
+    source: str = "criteria",
 ) -> list[tuple[str, str]]:
     """Insert (challenge, participant, fact_id); return those newly completed."""
     if not completions:
@@ -52,12 +55,12 @@ async def complete_challenges(
     cursor = await conn.execute(
         """
         INSERT INTO challenge_completions (project_id, environment, challenge_code,
-            participant_id, fact_id)
-        SELECT %s, %s, * FROM unnest(%b::text[], %b::text[], %b::text[])
+            participant_id, fact_id, source)
+        SELECT %s, %s, c.*, %s FROM unnest(%b::text[], %b::text[], %b::text[]) AS c
         ON CONFLICT DO NOTHING
         RETURNING challenge_code, participant_id
         """,
-        (tenant.project_id, tenant.environment, *[[r[i] for r in rows] for i in range(3)]),
+        (tenant.project_id, tenant.environment, source, *[[r[i] for r in rows] for i in range(3)]),
     )
     return [(r[0], r[1]) for r in await cursor.fetchall()]
 

@@ -31,3 +31,7 @@ CREATE INDEX backfill_jobs_tenant ON backfill_jobs (project_id, environment, cre
 -- One open job per definition: a second request answers the one under way.
 CREATE UNIQUE INDEX backfill_jobs_one_open ON backfill_jobs (project_id, environment, kind, code)
     WHERE status IN ('pending', 'running');
+
+-- Who completed a challenge: 'criteria' (the engine), 'backfill'. A constant default:
+-- no table rewrite.
+ALTER TABLE challenge_completions ADD COLUMN source text NOT NULL DEFAULT 'criteria';
