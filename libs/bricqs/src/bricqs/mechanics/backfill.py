@@ -358,7 +358,7 @@ async def apply_chunk(
     for badge, pid, key in awarded:
         emit(pid, "badge.awarded", {"badge": badge, "award_key": key, "job_id": origin})
     points = {pid: plans[pid].reward_points for pid in completed if plans[pid].reward_points}
-    await _reward_points(conn, tenant, rules_for, code, plans, points, now, emit)
+    points = await _reward_points(conn, tenant, rules_for, code, plans, points, now, emit)
     if facts:
         await insert_facts(conn, facts)
         if notify:
@@ -387,10 +387,11 @@ async def _reward_points(
     points: dict[str, int],
     now: datetime,
     emit: Callable[[str, str, dict[str, Any]], None],
-) -> None:
-    """Ledger rows, balances, `points.awarded` and tier changes of challenge rewards."""
+) -> dict[str, int]:
+    """Ledger rows, balances, `points.awarded` and tier changes of challenge rewards; the
+    points paid (a ledger row already there for the source and fact pays nothing)."""
     if not points:
-        return
+        return {}
     source = f"{SOURCE}:challenge:{code}"
     entries = []
     for pid, amount in points.items():
@@ -409,7 +410,8 @@ async def _reward_points(
                 reason=source,
             )
         )
-    await write_ledger(conn, tenant, entries)
+    written = set(await write_ledger(conn, tenant, entries))
+    points = {e.participant_id: e.amount for e in entries if e.entry_id in written}
     balances = await apply_balance_changes(conn, tenant, {p: (a, 0) for p, a in points.items()})
     tiers = (await rules_for(conn, tenant)).tiers
     for pid, amount in points.items():
@@ -424,3 +426,4 @@ async def _reward_points(
             if old != new:
                 changed = {"tier": tier.code, "from": tier.levels[old].code}
                 emit(pid, "tier.changed", {**changed, "to": tier.levels[new].code})
+    return points
