@@ -8,6 +8,7 @@ pipeline never counted them; the backfill job is then worked by the processor's 
 from __future__ import annotations
 
 import asyncio
+import random
 import signal
 import subprocess
 import sys
@@ -18,8 +19,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from bricqs.ids import new_event_id
 from bricqs.mechanics.cache import RuleCache
 from bricqs.pipeline import process_envelopes
+from bricqs.schemas import Envelope
 from bricqs_devstack.servers import Server
 from bricqs_processor.jobs import JobRunner
 from bricqs_processor.main import make_pool
@@ -557,3 +560,161 @@ def test_the_processor_housekeeping_runs_backfill_jobs(
 
     assert asyncio.run(until_done()) == "done"
     assert job(story, job_id)["outcomes"]["badges_awarded"] == 3
+
+
+# Definitions whose judging differs by window: a backfill must reach what the engine
+# reaches when the definitions exist before the facts.
+WINDOWED = [
+    (
+        "badges",
+        {
+            "code": "streaky",
+            "name": "Three in three days",
+            "criteria": [
+                {
+                    "criterion": {**PURCHASE, "window": {"type": "rolling", "days": 3}},
+                    "threshold": 3,
+                }
+            ],
+        },
+    ),
+    (
+        "badges",
+        {
+            "code": "weekly",
+            "name": "Weekly spender",
+            "repeatable": True,
+            "criteria": [
+                {
+                    "criterion": {
+                        **PURCHASE,
+                        "aggregate": "sum",
+                        "property": "amount",
+                        "window": {
+                            "type": "calendar",
+                            "period": "week",
+                            "timezone": "Europe/Paris",
+                        },
+                    },
+                    "threshold": 60,
+                }
+            ],
+        },
+    ),
+    (
+        "badges",
+        {
+            "code": "explorer",
+            "name": "Explorer",
+            "criteria": [
+                {
+                    "criterion": {**PURCHASE, "aggregate": "distinct", "property": "sku"},
+                    "threshold": 3,
+                },
+                {
+                    "criterion": {**PURCHASE, "aggregate": "max", "property": "amount"},
+                    "threshold": 40,
+                },
+            ],
+        },
+    ),
+    (
+        "challenges",
+        {
+            "code": "sprint",
+            "name": "Sprint",
+            "window": {"type": "rolling", "days": 7},
+            "objectives": [
+                {"code": "often", "criterion": PURCHASE, "target": 4},
+                {
+                    "code": "much",
+                    "criterion": {**PURCHASE, "aggregate": "sum", "property": "amount"},
+                    "target": 100,
+                },
+            ],
+            "reward": {"points": 10},
+        },
+    ),
+]
+
+
+def random_history(project_id: str, seed: int) -> list[Envelope]:
+    rng = random.Random(seed)
+    start = datetime(2026, 3, 2, tzinfo=UTC)
+    return [
+        Envelope(
+            event_id=new_event_id(),
+            project_id=project_id,
+            environment="live",
+            event_name="purchase",
+            participant_id=f"p{rng.randrange(6)}",
+            properties={"amount": rng.randrange(1, 50), "sku": rng.choice("abcde")},
+            occurred_at=(at := start + timedelta(minutes=rng.randrange(60 * 24 * 30))),
+            received_at=at,
+        )
+        for _ in range(80)
+    ]
+
+
+def process(url: str, envelopes: list[Envelope]) -> None:
+    async def go() -> None:
+        rules = RuleCache(refresh_seconds=0)
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            for n in range(0, len(envelopes), 10):
+                async with conn.transaction():
+                    await process_envelopes(
+                        conn,
+                        envelopes[n : n + 10],
+                        idempotency_ttl=timedelta(days=1),
+                        rules_for=rules,
+                    )
+
+    asyncio.run(go())
+
+
+def outcomes_of(db: psycopg.Connection[Any], project_id: str) -> dict[str, list[Any]]:
+    queries = {
+        "progress": "SELECT criterion_id, participant_id, bucket, count, sum, max"
+        " FROM criterion_progress WHERE project_id = %s ORDER BY 1, 2, 3",
+        "distinct": "SELECT criterion_id, participant_id, bucket, value"
+        " FROM criterion_distinct WHERE project_id = %s ORDER BY 1, 2, 3, 4",
+        "awards": "SELECT badge_code, participant_id, award_key FROM badge_awards"
+        " WHERE project_id = %s ORDER BY 1, 2, 3",
+        "completions": "SELECT challenge_code, participant_id FROM challenge_completions"
+        " WHERE project_id = %s ORDER BY 1, 2",
+        "balances": "SELECT participant_id, balance FROM points_balances"
+        " WHERE project_id = %s ORDER BY 1",
+    }
+    return {
+        name: db.execute(sql, (project_id,)).fetchall()  # type: ignore[arg-type]
+        for name, sql in queries.items()
+    }
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_backfill_reaches_what_the_engine_reaches_with_the_definitions_there_first(
+    seed: int,
+    story: Story,
+    runners: Runners,
+    db: psycopg.Connection[Any],
+    postgres_server: Server,
+) -> None:
+    late = make_tenant(postgres_server.url, "late")
+    after = Story(story.api, story.ingest, late, late.live_key)
+    for segment, body in WINDOWED:
+        story.define(segment, body)
+    process(postgres_server.url, random_history(story.tenant.project_id, seed))
+    process(postgres_server.url, random_history(late.project_id, seed))
+    for segment, body in WINDOWED:
+        after.define(segment, body)
+        backfill(after, segment, body["code"])
+        runners.drain()
+
+    engine = outcomes_of(db, story.tenant.project_id)
+    backfilled = outcomes_of(db, late.project_id)
+    assert engine["awards"], "the history reaches some badges"
+    # The story's own purchases (HISTORY, no amount) are the engine project's only extra.
+    extra = set(HISTORY)
+    for name, rows in engine.items():
+        kept = [r for r in rows if not ({r[0], r[1]} & extra)]
+        assert kept == backfilled[name], name
