@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 
@@ -718,3 +719,41 @@ def test_a_backfill_reaches_what_the_engine_reaches_with_the_definitions_there_f
     for name, rows in engine.items():
         kept = [r for r in rows if not ({r[0], r[1]} & extra)]
         assert kept == backfilled[name], name
+
+
+def test_the_runner_outlives_a_failed_round_and_works_the_job_in_a_later_one(
+    story: Story, runners: Runners, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bricqs_processor import jobs
+
+    story.define("badges", BADGE)
+    job_id = backfill(story, "badges", "three")["job_id"]
+    claim, rounds = jobs.claim_job, []
+
+    async def failing_once(*args: Any, **kwargs: Any) -> Any:
+        rounds.append(1)
+        if len(rounds) == 1:
+            raise RuntimeError("a bug in one round")
+        return await claim(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "claim_job", failing_once)
+    settings = msgspec.structs.replace(runners.settings, jobs_poll_ms=10)
+
+    async def until_done() -> str:
+        pool = make_pool(settings)
+        await pool.open()
+        running = asyncio.create_task(JobRunner(settings, pool, None).run())
+        try:
+            for _ in range(500):
+                status = str(job(story, job_id)["status"])
+                if status == "done" or running.done():
+                    return status
+                await asyncio.sleep(0.02)
+            return "still pending"
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            await pool.close()
+
+    assert asyncio.run(until_done()) == "done"
+    assert len(rounds) >= 2

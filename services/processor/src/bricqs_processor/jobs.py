@@ -67,8 +67,7 @@ class JobRunner:
         while True:
             try:
                 worked = await self.run_once()
-            except TRANSIENT as exc:
-                # PostgreSQL unreachable: the job keeps its cursor and lease; try later.
+            except Exception as exc:  # the runner never dies; a job keeps cursor and lease
                 log.warning("backfill runner: %s: %s", type(exc).__name__, exc)
                 worked = None
             if worked is None:
