@@ -757,3 +757,27 @@ def test_the_runner_outlives_a_failed_round_and_works_the_job_in_a_later_one(
 
     assert asyncio.run(until_done()) == "done"
     assert len(rounds) >= 2
+
+
+def test_a_dry_run_as_a_job_counts_what_the_inline_one_answers_and_writes_nothing(
+    story: Story, runners: Runners, db: psycopg.Connection[Any]
+) -> None:
+    story.define("badges", BADGE)
+    story.define("challenges", CHALLENGE)
+    project = story.tenant.project_id
+    inline = backfill(story, "challenges", "shopper", dry_run="true")
+    before = snapshot(db, project)
+
+    started = backfill(story, "challenges", "shopper", dry_run="true", as_job="true")
+    assert (started["dry_run"], started["status"]) == (True, "pending")
+    # A real backfill of the same challenge is a job of its own, not the dry one.
+    real = backfill(story, "challenges", "shopper")
+    assert real["job_id"] != started["job_id"] and real["dry_run"] is False
+    assert runners.drain() == [started["job_id"]]  # the older job first
+
+    counted = job(story, started["job_id"])
+    assert (counted["status"], counted["outcomes"]) == ("done", inline["outcomes"])
+    assert snapshot(db, project)["awards"] == before["awards"] == []
+    assert snapshot(db, project) == before
+    runners.drain()
+    assert job(story, real["job_id"])["outcomes"] == inline["outcomes"]

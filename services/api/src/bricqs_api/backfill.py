@@ -3,7 +3,8 @@
 `POST /admin/{badges|challenges}/{code}/backfill?dry_run=true` answers what every
 participant would gain, writing nothing; without `dry_run` it records a job that the
 processors work through (docs/backfill.md), answered 202 with the job to follow at
-`GET /admin/jobs/{job_id}`. `notify=false` records the outcomes without webhooks.
+`GET /admin/jobs/{job_id}`. `notify=false` records the outcomes without webhooks;
+`dry_run=true&as_job=true` counts in a job, for environments too large for one request.
 """
 
 from __future__ import annotations
@@ -59,11 +60,20 @@ def backfill_controller(segment: str) -> type[Controller]:
             caller: Caller,
             dry_run: FromQuery[bool] = False,
             notify: FromQuery[bool] = True,
+            as_job: FromQuery[bool] = False,
         ) -> Response[dict[str, Any]]:
             """Award the badge, or complete the challenge, for every participant whose
-            stored facts already meet it; `dry_run`: count who would gain what."""
+            stored facts already meet it; `dry_run`: count who would gain what, in the
+            answer or, with `as_job` (large environments), in a job's outcomes."""
             return await start_backfill(
-                segment, code, conn, tenant, caller.key_id, dry_run=dry_run, notify=notify
+                segment,
+                code,
+                conn,
+                tenant,
+                caller.key_id,
+                dry_run=dry_run,
+                notify=notify,
+                as_job=as_job,
             )
 
     return BackfillController
@@ -107,8 +117,10 @@ async def start_backfill(
     *,
     dry_run: bool,
     notify: bool,
+    as_job: bool = False,
 ) -> Response[dict[str, Any]]:
-    """The dry run's answer (200), or the job started (202) or already under way (200)."""
+    """The dry run's answer (200), or the job (a dry one with `as_job`) started (202) or
+    already under way (200)."""
     kind = BACKFILL_KINDS[segment]
     row = await get_definition(conn, tenant, kind, code)
     if row is None:
@@ -119,7 +131,7 @@ async def start_backfill(
         )
     definition = decode_definition(row)
     assert isinstance(definition, Badge | Challenge)
-    if dry_run:
+    if dry_run and not as_job:
         target = Target.of(definition)
         outcomes = await dry_run_outcomes(conn, tenant, target, chunk_size=DRY_RUN_CHUNK)
         answer = {"dry_run": True, "kind": segment, "code": code, "outcomes": outcomes.as_dict()}
@@ -133,9 +145,10 @@ async def start_backfill(
         notify=notify,
         requested_by=requested_by,
         participants_total=await count_participants(conn, tenant),
+        dry_run=dry_run,
     )
     if job is None:  # one is under way: answer it
-        under_way = await open_job(conn, tenant, kind, code)
+        under_way = await open_job(conn, tenant, kind, code, dry_run=dry_run)
         assert under_way is not None
         return Response(job_body(under_way), status_code=200)
     return Response(job_body(job), status_code=202)

@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from bricqs.mechanics.backfill import Target, apply_chunk
+from bricqs.mechanics.backfill import Target, apply_chunk, plan_chunk, tally
 from bricqs.mechanics.cache import RuleCache, decode_definition
 from bricqs.mechanics.definitions import Badge, Challenge
 from bricqs.redis_connect import RedisClient
@@ -129,16 +129,20 @@ class JobRunner:
                 return False
             definition = decode_definition(row)
             assert isinstance(definition, Badge | Challenge)
-            outcomes = await apply_chunk(
-                conn,
-                tenant,
-                Target.of(definition),
-                participants,
-                rules_for=self.rules,
-                origin=job_id,
-                notify=job.notify,
-                standings=self.standings,
-            )
+            target = Target.of(definition)
+            if job.dry_run:  # counted as the dry run's answer counts, nothing written
+                outcomes = tally(await plan_chunk(conn, tenant, target, participants))
+            else:
+                outcomes = await apply_chunk(
+                    conn,
+                    tenant,
+                    target,
+                    participants,
+                    rules_for=self.rules,
+                    origin=job_id,
+                    notify=job.notify,
+                    standings=self.standings,
+                )
             await advance_job(
                 conn,
                 job,

@@ -14,7 +14,7 @@ from bricqs.storage.tenants import Conn, Tenant
 _COLUMNS = (
     "job_id, project_id, environment, kind, code, definition_version, notify, status,"
     " participants_total, participants_done, outcomes, cursor, error, requested_by,"
-    " created_at, updated_at, finished_at"
+    " created_at, updated_at, finished_at, dry_run"
 )
 
 
@@ -39,6 +39,8 @@ class Job(NamedTuple):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    dry_run: bool
+    """Count what the backfill would do, writing nothing but the job's counts."""
 
     @property
     def tenant(self) -> Tenant:
@@ -61,12 +63,14 @@ async def create_job(
     notify: bool,
     requested_by: str,
     participants_total: int,
+    dry_run: bool = False,
 ) -> Job | None:
-    """A new pending job; None when the definition already has a job pending or running."""
+    """A new pending job; None when the definition already has a job of the same kind
+    (dry run or not) pending or running."""
     cursor = await conn.execute(
         "INSERT INTO backfill_jobs (job_id, project_id, environment, kind, code,"  # noqa: S608
-        " definition_version, notify, requested_by, participants_total)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+        " definition_version, notify, requested_by, participants_total, dry_run)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
         f" RETURNING {_COLUMNS}",
         (
             "job_" + ulid(),
@@ -78,17 +82,20 @@ async def create_job(
             notify,
             requested_by,
             participants_total,
+            dry_run,
         ),
     )
     return await _one(cursor)
 
 
-async def open_job(conn: Conn, tenant: Tenant, kind: str, code: str) -> Job | None:
-    """The definition's job pending or running, if any."""
+async def open_job(
+    conn: Conn, tenant: Tenant, kind: str, code: str, *, dry_run: bool = False
+) -> Job | None:
+    """The definition's job (or dry run) pending or running, if any."""
     cursor = await conn.execute(
         f"SELECT {_COLUMNS} FROM backfill_jobs WHERE project_id = %s AND environment = %s"  # noqa: S608
-        " AND kind = %s AND code = %s AND status IN ('pending', 'running')",
-        (tenant.project_id, tenant.environment, kind, code),
+        " AND kind = %s AND code = %s AND dry_run = %s AND status IN ('pending', 'running')",
+        (tenant.project_id, tenant.environment, kind, code, dry_run),
     )
     return await _one(cursor)
 

@@ -11,6 +11,7 @@ CREATE TABLE backfill_jobs (
     code                text NOT NULL,
     definition_version  integer NOT NULL,  -- the job stops if the definition changes
     notify              boolean NOT NULL,  -- false: outcomes owe no webhook message
+    dry_run             boolean NOT NULL DEFAULT false,  -- count outcomes, write none
     status              text NOT NULL DEFAULT 'pending'
                         CHECK (status IN ('pending', 'running', 'done', 'failed')),
     participants_total  bigint NOT NULL DEFAULT 0,
@@ -28,8 +29,9 @@ CREATE TABLE backfill_jobs (
 CREATE INDEX backfill_jobs_open ON backfill_jobs (created_at)
     WHERE status IN ('pending', 'running');
 CREATE INDEX backfill_jobs_tenant ON backfill_jobs (project_id, environment, created_at DESC);
--- One open job per definition: a second request answers the one under way.
-CREATE UNIQUE INDEX backfill_jobs_one_open ON backfill_jobs (project_id, environment, kind, code)
+-- One open job per definition (and one dry run): a second request answers the one under way.
+CREATE UNIQUE INDEX backfill_jobs_one_open
+    ON backfill_jobs (project_id, environment, kind, code, dry_run)
     WHERE status IN ('pending', 'running');
 
 -- Who completed a challenge: 'criteria' (the engine), 'backfill'. A constant default:
