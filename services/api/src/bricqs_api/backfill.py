@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromQuery, PathParameter
 
 from bricqs.mechanics.backfill import BACKFILL_KINDS, Target, dry_run_outcomes
@@ -30,6 +31,15 @@ DRY_RUN_CHUNK = 200
 
 JobPath = Annotated[str, PathParameter(pattern=r"^job_[0-9A-Z]{26}$")]
 
+# 200: the dry run's answer, or the job already under way; 202: a job started.
+BACKFILL_RESPONSES = {
+    **PROBLEMS,
+    200: ResponseSpec(
+        data_container=dict[str, Any],
+        description="The dry run's counts, or the definition's job already under way.",
+    ),
+}
+
 
 def job_body(job: Job) -> dict[str, Any]:
     """A job as the API shows it."""
@@ -47,7 +57,7 @@ def backfill_controller(segment: str) -> type[Controller]:
 
         @post(
             "/{code:str}/backfill",
-            responses=PROBLEMS,
+            responses=BACKFILL_RESPONSES,
             status_code=202,
             operation_id=f"backfill{kind.title()}",
             summary=f"Backfill a {kind} over the facts stored before it",
