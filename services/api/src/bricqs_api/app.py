@@ -26,6 +26,7 @@ from bricqs.web.health import Check, health_router
 from bricqs.web.metrics import mark_worker_dead, metrics_endpoint, request_metrics
 from bricqs.web.problems import exception_handlers
 from bricqs_api.actions import ManualActionController
+from bricqs_api.backfill import backfill_controllers
 from bricqs_api.catalog import CatalogController
 from bricqs_api.console import console_routes
 from bricqs_api.context import DEPENDENCIES, ApiClients, cors_context, scope_guard
@@ -125,6 +126,7 @@ def create_app(settings: ApiSettings | None = None) -> Litestar:
                     StreakAdminController,
                     WebhookController,
                     *reward_controllers,
+                    *backfill_controllers,
                 ],
             ),
             CatalogController,

@@ -31,6 +31,7 @@ from bricqs.stream import (
     stream_key,
 )
 from bricqs_processor import metrics
+from bricqs_processor.jobs import JobRunner
 from bricqs_processor.settings import ProcessorSettings
 from bricqs_processor.trimming import ConsumerPruner, StreamTrimmer
 
@@ -67,6 +68,7 @@ class Housekeeping:
             asyncio.create_task(_every(s.trim_interval_ms, trim, "trim")),
             asyncio.create_task(_every(s.purge_interval_ms, purge, "purge")),
             asyncio.create_task(_every(s.stats_interval_ms, self.refresh_gauges, "stats")),
+            asyncio.create_task(JobRunner(s, self.pool, self.redis).run()),
         ]
 
     async def in_turn(

@@ -188,6 +188,38 @@ class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
         ),
     ] = 20
 
+    # Backfill jobs (bricqs_processor.jobs, docs/backfill.md).
+    jobs_poll_ms: Annotated[
+        Milliseconds, Meta(description="How often an idle processor looks for a backfill job.")
+    ] = 5_000
+    jobs_chunk_size: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=10_000,
+            description="Participants a backfill applies per transaction (the cursor moves"
+            " with each).",
+        ),
+    ] = 100
+    jobs_lease_ms: Annotated[
+        int,
+        Meta(
+            ge=10_000,
+            le=86_400_000,
+            description="How long a processor holds a backfill job between two chunks; a job"
+            " whose processor died is resumed by another once this has passed.",
+        ),
+    ] = 60_000
+    jobs_settle_ms: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=86_400_000,
+            description="How long a backfill job waits after it was asked for, so every"
+            " process has loaded the definition (RULES_REFRESH_SECONDS plus a batch's time).",
+        ),
+    ] = 30_000
+
     def __post_init__(self) -> None:
         worst = self.batch_timeout_ms + self.statement_timeout_ms
         if self.claim_min_idle_ms <= worst:

@@ -133,8 +133,11 @@ async def apply_mechanics(
     *,
     report: bool = True,
     standings: Standings | None = None,
+    notify: bool = True,
 ) -> dict[str, Effects]:
     """Run every tenant's mechanics for `facts` (newly inserted); effects by event id.
+
+    `notify=False` records the outcomes without owing webhook messages (a quiet backfill).
 
     The caller holds the participants' locks (`storage.locks.lock_participants`) for the whole
     transaction, taken before the facts were stored.
@@ -162,7 +165,8 @@ async def apply_mechanics(
                 outcomes.extend(outcome.system_facts)
             current = outcome.system_facts
         # The webhooks owed for the outcomes, once per tenant, in the storing transaction.
-        await enqueue_outcomes(conn, tenant, outcomes)
+        if notify:
+            await enqueue_outcomes(conn, tenant, outcomes)
         await keep_standings(conn, standings, tenant, rules, [*tenant_facts, *outcomes], utc_now())
     return effects
 

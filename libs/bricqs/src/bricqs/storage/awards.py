@@ -43,7 +43,10 @@ async def list_badge_awards(
 
 
 async def complete_challenges(
-    conn: Conn, tenant: Tenant, completions: Sequence[tuple[str, str, str | None]]
+    conn: Conn,
+    tenant: Tenant,
+    completions: Sequence[tuple[str, str, str | None]],
+    source: str = "criteria",
 ) -> list[tuple[str, str]]:
     """Insert (challenge, participant, fact_id); return those newly completed."""
     if not completions:
@@ -52,12 +55,12 @@ async def complete_challenges(
     cursor = await conn.execute(
         """
         INSERT INTO challenge_completions (project_id, environment, challenge_code,
-            participant_id, fact_id)
-        SELECT %s, %s, * FROM unnest(%b::text[], %b::text[], %b::text[])
+            participant_id, fact_id, source)
+        SELECT %s, %s, c.*, %s FROM unnest(%b::text[], %b::text[], %b::text[]) AS c
         ON CONFLICT DO NOTHING
         RETURNING challenge_code, participant_id
         """,
-        (tenant.project_id, tenant.environment, *[[r[i] for r in rows] for i in range(3)]),
+        (tenant.project_id, tenant.environment, source, *[[r[i] for r in rows] for i in range(3)]),
     )
     return [(r[0], r[1]) for r in await cursor.fetchall()]
 
@@ -70,3 +73,29 @@ async def list_completions(conn: Conn, tenant: Tenant, participant_id: str) -> d
         (tenant.project_id, tenant.environment, participant_id),
     )
     return {r[0]: r[1] for r in await cursor.fetchall()}
+
+
+async def awards_held(
+    conn: Conn, tenant: Tenant, badge_code: str, participant_ids: Sequence[str]
+) -> set[tuple[str, str]]:
+    """(participant, award_key) of the awards of one badge that `participant_ids` hold."""
+    cursor = await conn.execute(
+        "SELECT participant_id, award_key FROM badge_awards"
+        " WHERE project_id = %s AND environment = %s AND badge_code = %s"
+        " AND participant_id = ANY(%s)",
+        (tenant.project_id, tenant.environment, badge_code, list(participant_ids)),
+    )
+    return {(r[0], r[1]) for r in await cursor.fetchall()}
+
+
+async def completed_by(
+    conn: Conn, tenant: Tenant, challenge_code: str, participant_ids: Sequence[str]
+) -> set[str]:
+    """Those of `participant_ids` who completed the challenge."""
+    cursor = await conn.execute(
+        "SELECT participant_id FROM challenge_completions"
+        " WHERE project_id = %s AND environment = %s AND challenge_code = %s"
+        " AND participant_id = ANY(%s)",
+        (tenant.project_id, tenant.environment, challenge_code, list(participant_ids)),
+    )
+    return {r[0] for r in await cursor.fetchall()}

@@ -76,3 +76,27 @@ async def attributes_of(
         (tenant.project_id, tenant.environment, list(participant_ids)),
     )
     return {r[0]: dict(r[1]) for r in await cursor.fetchall()}
+
+
+async def participants_after(
+    conn: Conn, tenant: Tenant, after: str | None, limit: int
+) -> list[str]:
+    """Up to `limit` participant ids after `after` (None: from the first), in id order:
+    the walk of a job over every participant (backfill)."""
+    cursor = await conn.execute(
+        "SELECT participant_id FROM participants"
+        " WHERE project_id = %s AND environment = %s AND (%s::text IS NULL OR participant_id > %s)"
+        " ORDER BY participant_id LIMIT %s",
+        (tenant.project_id, tenant.environment, after, after, limit),
+    )
+    return [r[0] for r in await cursor.fetchall()]
+
+
+async def count_participants(conn: Conn, tenant: Tenant) -> int:
+    """How many participants the tenant has."""
+    cursor = await conn.execute(
+        "SELECT count(*) FROM participants WHERE project_id = %s AND environment = %s",
+        (tenant.project_id, tenant.environment),
+    )
+    row = await cursor.fetchone()
+    return 0 if row is None else int(row[0])

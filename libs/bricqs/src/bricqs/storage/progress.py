@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from bricqs.storage.tenants import Conn, Tenant
 
@@ -25,41 +25,58 @@ class ProgressDelta(NamedTuple):
     reached_at: datetime
 
 
+_UPSERT_PROGRESS = """
+    INSERT INTO criterion_progress AS c (project_id, environment, criterion_id,
+        participant_id, bucket, count, sum, max, reached_at)
+    SELECT %s, %s, * FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[],
+                                 %b::float8[], %b::float8[], %b::timestamptz[])
+    ON CONFLICT (project_id, environment, criterion_id, participant_id, bucket) DO UPDATE SET
+"""
+_ADD_PROGRESS = (
+    _UPSERT_PROGRESS
+    + """
+        count = c.count + EXCLUDED.count,
+        sum = c.sum + EXCLUDED.sum,
+        max = GREATEST(c.max, EXCLUDED.max),
+        reached_at = CASE
+            WHEN EXCLUDED.max IS NOT NULL AND c.max IS NOT NULL AND EXCLUDED.max < c.max
+                THEN c.reached_at
+            WHEN EXCLUDED.max IS NOT NULL AND EXCLUDED.max = c.max
+                THEN LEAST(c.reached_at, EXCLUDED.reached_at)
+            ELSE GREATEST(c.reached_at, EXCLUDED.reached_at) END
+    """
+)
+_REPLACE_PROGRESS = (
+    _UPSERT_PROGRESS
+    + """
+        count = EXCLUDED.count, sum = EXCLUDED.sum, max = EXCLUDED.max,
+        reached_at = EXCLUDED.reached_at
+    """
+)
+
+
+def _progress_rows(tenant: Tenant, deltas: Sequence[ProgressDelta]) -> tuple[Any, ...]:
+    """The parameters of `_UPSERT_PROGRESS`: one array per column, rows in key order."""
+    rows = sorted(deltas, key=lambda d: (d.criterion_id, d.participant_id, d.bucket))
+    return (
+        tenant.project_id,
+        tenant.environment,
+        [d.criterion_id for d in rows],
+        [d.participant_id for d in rows],
+        [d.bucket for d in rows],
+        [d.facts for d in rows],
+        # Binary arrays hold one type: an integer maximum goes as a float too.
+        [float(d.sum) for d in rows],
+        [None if d.max is None else float(d.max) for d in rows],
+        [d.reached_at for d in rows],
+    )
+
+
 async def add_progress(conn: Conn, tenant: Tenant, deltas: Sequence[ProgressDelta]) -> None:
     """Add counts and sums, raise maxima: commutative, so arrival order does not matter."""
     if not deltas:
         return
-    rows = sorted(deltas, key=lambda d: (d.criterion_id, d.participant_id, d.bucket))
-    await conn.execute(
-        """
-        INSERT INTO criterion_progress AS c (project_id, environment, criterion_id,
-            participant_id, bucket, count, sum, max, reached_at)
-        SELECT %s, %s, * FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[],
-                                     %b::float8[], %b::float8[], %b::timestamptz[])
-        ON CONFLICT (project_id, environment, criterion_id, participant_id, bucket) DO UPDATE SET
-            count = c.count + EXCLUDED.count,
-            sum = c.sum + EXCLUDED.sum,
-            max = GREATEST(c.max, EXCLUDED.max),
-            reached_at = CASE
-                WHEN EXCLUDED.max IS NOT NULL AND c.max IS NOT NULL AND EXCLUDED.max < c.max
-                    THEN c.reached_at
-                WHEN EXCLUDED.max IS NOT NULL AND EXCLUDED.max = c.max
-                    THEN LEAST(c.reached_at, EXCLUDED.reached_at)
-                ELSE GREATEST(c.reached_at, EXCLUDED.reached_at) END
-        """,
-        (
-            tenant.project_id,
-            tenant.environment,
-            [d.criterion_id for d in rows],
-            [d.participant_id for d in rows],
-            [d.bucket for d in rows],
-            [d.facts for d in rows],
-            # Binary arrays hold one type: an integer maximum goes as a float too.
-            [float(d.sum) for d in rows],
-            [None if d.max is None else float(d.max) for d in rows],
-            [d.reached_at for d in rows],
-        ),
-    )
+    await conn.execute(_ADD_PROGRESS, _progress_rows(tenant, deltas))
 
 
 async def add_distinct_values(
@@ -169,3 +186,12 @@ async def read_buckets(
             cid, pid = distinct_ranges[n - 1][:2]
             distinct.setdefault((cid, pid, bucket), set()).add(value)
     return progress, distinct
+
+
+async def replace_progress(conn: Conn, tenant: Tenant, rows: Sequence[ProgressDelta]) -> None:
+    """Set buckets to the given absolute values (a backfill's recomputation from stored
+    facts), under the participants' locks; unlike `add_progress`, writing twice is writing
+    once."""
+    if not rows:
+        return
+    await conn.execute(_REPLACE_PROGRESS, _progress_rows(tenant, rows))
