@@ -399,7 +399,8 @@ def test_migration_job_command_runs(postgres_server: Server, tmp_path: Path) -> 
     (container,) = pod_spec(job)["containers"]
     command = [str(VENV_BIN / Path(container["command"][0]).name), *container["command"][1:]]
     env = {**service_env("redis://unused", postgres_server.url)}
-    assert set(container_env("prod", container).secrets) == {"DATABASE_URL"}
+    env["DATABASE_DIRECT_URL"] = postgres_server.url  # the optional key, as behind PgBouncer
+    assert set(container_env("prod", container).secrets) == {"DATABASE_URL", "DATABASE_DIRECT_URL"}
     result = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=60, check=False
     )

@@ -70,7 +70,7 @@ class CancelRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     """Cancel a claim: its points come back, and its code returns to the pool or is voided."""
 
     code_action: Literal["return", "void"] = "return"
-    reason: Annotated[str, Meta(max_length=500)] = ""
+    reason: Annotated[str, Meta(max_length=500, pattern=r"^[^\x00]*$")] = ""
 
 
 def reward_body(row: RewardRow) -> dict[str, Any]:

@@ -59,7 +59,7 @@ class RewardDefinition(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     starts_at: datetime | None = None
     ends_at: datetime | None = None
     """Claimable from `starts_at` (inclusive) until `ends_at` (exclusive)."""
-    description: Annotated[str, Meta(max_length=2000)] = ""
+    description: Annotated[str, Meta(max_length=2000, pattern=r"^[^\x00]*$")] = ""
     status: Status = "active"
 
 
