@@ -25,7 +25,7 @@ from bricqs.schemas import Envelope
 from bricqs.storage import participant_data, partitions, tenants
 from bricqs.storage.events import store_events
 from bricqs.storage.migrate import available_migrations, migrate
-from bricqs.storage.partitions import FACTS, week_start
+from bricqs.storage.partitions import EVENTS, FACTS, week_start
 from bricqs.storage.tenants import Tenant as Scope
 from bricqs_devstack.servers import Server, start_postgres
 from bricqs_processor.retention import RetentionReport, retention_round
@@ -152,6 +152,14 @@ def test_a_round_creates_partitions_weeks_ahead(servers: dict[str, Server]) -> N
     for table in ("events", "facts"):
         for weeks in range(9):
             assert f"{table}_{week_start(later) + timedelta(days=7 * weeks):%Y%m%d}" in names
+    # Made as tables then attached, they have the parent's indexes: rows land there and
+    # a redelivery is still a no-op.
+    tenant = make_tenant(url)
+    arriving = envelope(tenant.project_id, "ann", later, later)
+    assert store(url, [arriving]).stored == 1
+    assert store(url, [arriving]).stored == 0
+    with psycopg.connect(url) as db:
+        assert where(db, "facts", "participant_id", "ann") == [weekly("facts", week_start(later))]
 
 
 # ---------------------------------------------------------------------------------------
@@ -468,3 +476,24 @@ def test_bricqs_admin_sets_a_projects_retention(servers: dict[str, Server]) -> N
     refused = admin("project", "retention", tenant.project_id, "--days", "3", "--database-url", url)
     assert refused.returncode != 0
     assert "at least 7 days" in refused.stderr
+
+
+def test_partitions_are_created_while_a_writer_holds_the_table(servers: dict[str, Server]) -> None:
+    url = servers["postgres"].url
+    tenant = make_tenant(url)
+    with psycopg.connect(url) as writer:  # a batch transaction, open throughout
+        writer.execute(
+            "INSERT INTO events (project_id, environment, event_id, event_name,"
+            " participant_id, properties, occurred_at, received_at, retention_at)"
+            " VALUES (%s, 'live', 'evt_open', 'e', 'p', '{}', now(), now(), now())",
+            (tenant.project_id,),
+        )
+        # Under a lock timeout of 2 s: an ACCESS EXCLUSIVE lock would fail here.
+        created = run(_create_ahead(url, NOW + timedelta(days=70)))
+        assert len(created) == 6  # three weeks of each
+        writer.commit()
+
+
+async def _create_ahead(url: str, until: datetime) -> list[str]:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        return [n for t in (EVENTS, FACTS) for n in await partitions.create_ahead(conn, t, until)]
