@@ -497,3 +497,29 @@ def test_partitions_are_created_while_a_writer_holds_the_table(servers: dict[str
 async def _create_ahead(url: str, until: datetime) -> list[str]:
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         return [n for t in (EVENTS, FACTS) for n in await partitions.create_ahead(conn, t, until)]
+
+
+def test_a_round_cut_short_after_the_detach_is_finished_by_the_next(
+    servers: dict[str, Server],
+) -> None:
+    url = servers["postgres"].url
+    gone, staying = make_tenant(url, "gone"), make_tenant(url, "staying")
+    store(url, [envelope(gone.project_id, "g", NOW, NOW)])
+    store(url, [envelope(staying.project_id, "s", NOW, NOW)])
+    set_retention(url, gone.project_id, 7)
+
+    async def detach_only() -> str:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            oldest = (await partitions.list_partitions(conn, EVENTS))[0]
+            await partitions.detach_oldest(conn, EVENTS, oldest)  # then the process died
+            return oldest.name
+
+    name = run(detach_only())
+    report = round_at(url, NOW + timedelta(days=30))
+
+    assert report.moved == 1  # the project that keeps 400 days keeps its event
+    with psycopg.connect(url) as db:
+        assert count(db, "events", gone.project_id) == 0
+        assert count(db, "events", staying.project_id) == 1
+        left = db.execute("SELECT count(*) FROM pg_class WHERE relname = %s", (name,)).fetchone()
+        assert left == (0,)
