@@ -9,17 +9,23 @@ since dropping partitions and raising the floor would reach other tests' rows.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import psycopg
 import pytest
+import redis.asyncio as aioredis
 from litestar.testing import TestClient
+from psycopg_pool import AsyncConnectionPool
 
 from bricqs.storage import partitions
 from bricqs.storage.partitions import EVENTS, FACTS, week_start
 from bricqs_devstack.servers import Server
+from bricqs_processor import retention
+from bricqs_processor.housekeeping import Housekeeping
+from bricqs_processor.settings import ProcessorSettings
 from tests.conftest import PARTICIPANT_TOKEN_SECRET, Story, api_client, make_tenant
 from tests.lib.test_admin import admin
 from tests.processor.partitioned import (  # noqa: F401 - own_servers: the `servers` fixture
@@ -294,3 +300,37 @@ def test_a_round_cut_short_after_the_detach_is_finished_by_the_next(
         assert count(db, "events", staying.project_id) == 1
         left = db.execute("SELECT count(*) FROM pg_class WHERE relname = %s", (name,)).fetchone()
         assert left == (0,)
+
+
+def test_the_housekeeping_chore_runs_a_round_on_one_replica_per_period(
+    servers: dict[str, Server],
+) -> None:
+    redis_url, url = servers["redis"].url, servers["postgres"].url
+    tenant = make_tenant(url)
+    store(url, [envelope(tenant.project_id, "ann", NOW, NOW)])
+
+    async def replicas() -> list[int | None]:
+        client = aioredis.Redis.from_url(redis_url)
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(url, min_size=1, open=False)
+        await pool.open()
+        try:
+            chores = []
+            for i in range(3):
+                settings = ProcessorSettings(
+                    redis_url=redis_url, database_url=url, consumer_name=f"r{i}"
+                )
+                chores.append(
+                    retention.chore(settings, Housekeeping(settings, client, pool).in_turn)
+                )
+            return list(await asyncio.gather(*(run_chore() for run_chore in chores)))
+        finally:
+            await pool.close()
+            await client.aclose()
+
+    turns = run(replicas())
+    assert turns.count(None) == 2  # one round: the other replicas found the lease taken
+    with psycopg.connect(url) as db:
+        assert count(db, "events", tenant.project_id) == 1
+        ahead = week_start(NOW + timedelta(weeks=8))  # past what the migration made
+        names = {r[0] for r in db.execute("SELECT relname FROM pg_class WHERE relispartition")}
+    assert {f"events_{ahead:%Y%m%d}", f"facts_{ahead:%Y%m%d}"} <= names
