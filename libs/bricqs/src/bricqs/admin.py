@@ -124,6 +124,25 @@ async def cmd_project_cors(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+async def cmd_project_retention(args: argparse.Namespace) -> dict[str, Any]:
+    async with await _connect(args) as conn:
+        project = await tenants.find_project(conn, args.project)
+        if project is None:
+            raise AdminError(f"no project {args.project!r} (give its id, or a unique name)")
+        days = None if args.forever else args.days
+        try:
+            await tenants.set_retention(conn, project.project_id, days)
+        except ValueError as exc:
+            raise AdminError(str(exc)) from exc
+    shown = "forever" if days is None else f"{days} days"
+    return {
+        "project_id": project.project_id,
+        "retention_days": days,
+        "message": f"{project.project_id}: events and facts kept {shown}"
+        " (older ones go at the processor's next retention round)",
+    }
+
+
 async def cmd_key_create(args: argparse.Namespace) -> dict[str, Any]:
     async with await _connect(args) as conn:
         project = await tenants.find_project(conn, args.project)
@@ -373,6 +392,13 @@ def build_parser() -> argparse.ArgumentParser:
     origins_help = 'comma-separated, e.g. https://app.example ("": none, the default)'
     cors.add_argument("--origins", type=_origins, required=True, help=origins_help)
     cors.set_defaults(run=cmd_project_cors)
+
+    retention = add(project_sub, "retention", help="how long a project keeps events and facts")
+    retention.add_argument("project", help="project id or unique name")
+    kept = retention.add_mutually_exclusive_group(required=True)
+    kept.add_argument("--days", type=int, help="days of history kept (at least 7; default 400)")
+    kept.add_argument("--forever", action="store_true", help="never drop this project's history")
+    retention.set_defaults(run=cmd_project_retention)
 
     key = add(sub, "key", help="API keys")
     key_sub = key.add_subparsers(dest="action", required=True)

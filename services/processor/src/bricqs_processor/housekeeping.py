@@ -30,7 +30,7 @@ from bricqs.stream import (
     shard_of,
     stream_key,
 )
-from bricqs_processor import metrics
+from bricqs_processor import metrics, retention
 from bricqs_processor.jobs import JobRunner
 from bricqs_processor.settings import ProcessorSettings
 from bricqs_processor.trimming import ConsumerPruner, StreamTrimmer
@@ -69,6 +69,9 @@ class Housekeeping:
             asyncio.create_task(_every(s.purge_interval_ms, purge, "purge")),
             asyncio.create_task(_every(s.stats_interval_ms, self.refresh_gauges, "stats")),
             asyncio.create_task(JobRunner(s, self.pool, self.redis).run()),
+            asyncio.create_task(
+                _every(s.retention_interval_ms, retention.chore(s, self.in_turn), "retention")
+            ),
         ]
 
     async def in_turn(

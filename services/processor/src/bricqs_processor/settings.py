@@ -147,6 +147,32 @@ class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
         Milliseconds,
         Meta(description="How often stream length, pending and lag gauges are refreshed."),
     ] = 5_000
+    # Retention (docs/retention.md): weekly partitions of events and facts.
+    retention_interval_ms: Annotated[
+        Milliseconds,
+        Meta(
+            description="How often partitions are created ahead and history past every"
+            " project's retention is dropped (one replica per period)."
+        ),
+    ] = 3_600_000
+    retention_weeks_ahead: Annotated[
+        int,
+        Meta(
+            ge=2,
+            le=52,
+            description="Weeks of partitions kept ready ahead of now: a row past them"
+            " cannot be stored, so this bounds how long retention may go without a round.",
+        ),
+    ] = 8
+    retention_delete_chunk: Annotated[
+        int,
+        Meta(
+            ge=100,
+            le=100_000,
+            description="Rows deleted per transaction when one project's history goes"
+            " from a partition others still keep.",
+        ),
+    ] = 10_000
     metrics_host: Annotated[
         str, Meta(description="Address of the /metrics and /health server.")
     ] = "0.0.0.0"  # noqa: S104 - probes and scrapers reach the pod from outside

@@ -3,7 +3,9 @@
 `store_events` takes a batch of envelopes and, inside the caller's transaction, with one
 statement per table whatever the batch size:
 1. claims idempotency keys (a key held by another event makes this one a duplicate);
-2. inserts events keyed by event_id, ON CONFLICT DO NOTHING, so a redelivery is a no-op;
+2. inserts events keyed by event_id, ON CONFLICT DO NOTHING, so a redelivery is a no-op
+   (the key includes the partition key, `received_at` raised to the table's floor, which
+   a redelivered stream entry carries unchanged: see docs/retention.md);
 3. inserts the custom fact of each newly inserted event (and only those);
 4. upserts participants and the event catalog from the newly inserted events (the
    catalog possibly later, by the caller: see `store_events`).
@@ -154,12 +156,14 @@ async def store_events(
     cursor = await conn.execute(
         """
         INSERT INTO events (project_id, environment, event_id, event_name, participant_id,
-                            properties, occurred_at, received_at, idempotency_key)
-        SELECT p, e, id, n, pid, props::jsonb, oc, rc, k
+                            properties, occurred_at, received_at, idempotency_key,
+                            retention_at)
+        SELECT p, e, id, n, pid, props::jsonb, oc, rc, k,
+               greatest(rc, (SELECT floor FROM retention_floors WHERE parent = 'events'))
         FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
                     %b::text[], %b::timestamptz[], %b::timestamptz[], %b::text[])
              AS t(p, e, id, n, pid, props, oc, rc, k)
-        ON CONFLICT (project_id, environment, event_id) DO NOTHING
+        ON CONFLICT (project_id, environment, event_id, retention_at) DO NOTHING
         RETURNING event_id, stored_at
         """,
         (
@@ -196,14 +200,20 @@ async def store_events(
 async def insert_facts(conn: AsyncConnection[Any], facts: Sequence[Fact]) -> None:
     """Insert facts (custom or system); a fact id seen before is left as it is.
 
+    "Seen before" holds while the fact is retained (docs/retention.md): the unique key
+    includes the partition key, `occurred_at` raised to the table's floor, so a fact id
+    must always come with the same `occurred_at`, as every maker of facts does (a
+    scheduled fact's deterministic id with its period's end, say).
+
     The same statement counts the facts it inserted in fact_counts (migration 0013), so
     the counts are as exactly-once as the facts, at no extra round trip."""
     await conn.execute(
         """
         WITH inserted AS (
             INSERT INTO facts (project_id, environment, fact_id, fact_type, participant_id,
-                               event_id, properties, occurred_at)
-            SELECT p, e, id, t, pid, ev, props::jsonb, oc
+                               event_id, properties, occurred_at, retention_at)
+            SELECT p, e, id, t, pid, ev, props::jsonb, oc,
+                   greatest(oc, (SELECT floor FROM retention_floors WHERE parent = 'facts'))
             FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
                         %b::text[], %b::text[], %b::timestamptz[])
                  AS x(p, e, id, t, pid, ev, props, oc)

@@ -69,6 +69,14 @@ def _of_participant(table: str) -> sql.Composed:
     ).format(t=sql.Identifier(table))
 
 
+# Said again around the ctids `_of_participant` selects: in a partitioned table (events,
+# facts) a ctid names a row in each partition, so ctids alone reach other participants'.
+_THEIRS = sql.SQL(
+    " AND x.project_id = %(p)s AND x.environment = %(e)s AND x.participant_id = %(id)s"
+)
+_ANY = sql.SQL("")
+
+
 def _of_dependent(dependent: _Dependent) -> sql.Composed:
     """The rows of a dependent table that hang on the participant's parent rows."""
     return sql.SQL(
@@ -87,14 +95,14 @@ async def export_rows(
 ) -> dict[str, list[dict[str, Any]]]:
     """Every stored row about the participant, by table (JSON as PostgreSQL renders it)."""
     params = _params(tenant, participant_id)
-    selections = [(t, _of_participant(t)) for t in await participant_tables(conn)]
-    selections += [(d.table, _of_dependent(d)) for d in _DEPENDENT]
+    selections = [(t, _of_participant(t), _THEIRS) for t in await participant_tables(conn)]
+    selections += [(d.table, _of_dependent(d), _ANY) for d in _DEPENDENT]
     rows: dict[str, list[dict[str, Any]]] = {}
-    for table, selection in selections:
+    for table, selection, guard in selections:
         query = sql.SQL(
             "SELECT coalesce(jsonb_agg(to_jsonb(x) - 'project_id' - 'environment'), '[]')"
-            " FROM {t} x WHERE x.ctid IN ({selection})"
-        ).format(t=sql.Identifier(table), selection=selection)
+            " FROM {t} x WHERE x.ctid IN ({selection}){guard}"
+        ).format(t=sql.Identifier(table), selection=selection, guard=guard)
         cursor = await conn.execute(query, params)
         row = await cursor.fetchone()
         rows[table] = list(row[0]) if row else []
@@ -109,12 +117,14 @@ async def erase_batch(conn: Conn, tenant: Tenant, participant_id: str, limit: in
     a run cut short is resumed by running again.
     """
     params = _params(tenant, participant_id) | {"limit": limit}
-    selections = [(d.table, _of_dependent(d)) for d in _DEPENDENT]
-    selections += [(t, _of_participant(t)) for t in await participant_tables(conn)]
-    for table, selection in selections:
-        query = sql.SQL("DELETE FROM {t} WHERE ctid = ANY(ARRAY({selection} LIMIT %(limit)s))")
+    selections = [(d.table, _of_dependent(d), _ANY) for d in _DEPENDENT]
+    selections += [(t, _of_participant(t), _THEIRS) for t in await participant_tables(conn)]
+    for table, selection, guard in selections:
+        query = sql.SQL(
+            "DELETE FROM {t} x WHERE x.ctid = ANY(ARRAY({selection} LIMIT %(limit)s)){guard}"
+        )
         cursor = await conn.execute(
-            query.format(t=sql.Identifier(table), selection=selection), params
+            query.format(t=sql.Identifier(table), selection=selection, guard=guard), params
         )
         if cursor.rowcount:
             return cursor.rowcount

@@ -196,3 +196,24 @@ async def projects_by_origin(conn: AsyncConnection[Any]) -> dict[str, frozenset[
         " GROUP BY origin"
     )
     return {origin: frozenset(projects) for origin, projects in await cursor.fetchall()}
+
+
+MIN_RETENTION_DAYS = 7
+"""The shortest retention a project may have: longer than a stream entry can wait for a
+redelivery or a webhook message for its last attempt (docs/retention.md)."""
+
+
+async def set_retention(conn: AsyncConnection[Any], project_id: str, days: int | None) -> bool:
+    """Set how many days of events and facts a project keeps (None: forever)."""
+    if days is not None and days < MIN_RETENTION_DAYS:
+        raise ValueError(f"a retention is at least {MIN_RETENTION_DAYS} days")
+    cursor = await conn.execute(
+        "UPDATE projects SET retention_days = %s WHERE project_id = %s", (days, project_id)
+    )
+    return cursor.rowcount == 1
+
+
+async def retentions(conn: AsyncConnection[Any]) -> dict[str, int | None]:
+    """Every project's retention in days (None: forever), by project id."""
+    cursor = await conn.execute("SELECT project_id, retention_days FROM projects")
+    return {project: days for project, days in await cursor.fetchall()}
