@@ -266,7 +266,8 @@ def test_the_window_opens_at_starts_at_and_closes_at_ends_at(
     postgres_server: Server, tenant: Tenant, shop: Shop
 ) -> None:
     """The claim's clock is injected: exactly at each edge, and a microsecond before."""
-    start = datetime(2030, 1, 1, tzinfo=UTC)
+    # Near now: facts are kept in weekly partitions made a few weeks ahead (docs/retention.md).
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=2)
     end = start + timedelta(days=1)
     shop.define("window", cost=0, starts_at=start.isoformat(), ends_at=end.isoformat())
     tiny = timedelta(microseconds=1)
@@ -441,7 +442,8 @@ def test_a_cancel_gives_back_only_the_stock_its_claim_took(shop: Shop) -> None:
 
 def test_refusals_name_every_reason_in_order_and_none_at_the_edges() -> None:
     """Pure: the judgment the catalogue and the claim share."""
-    start = datetime(2030, 1, 1, tzinfo=UTC)
+    # Near now: facts are kept in weekly partitions made a few weeks ahead (docs/retention.md).
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=2)
     reward = rewards.RewardDefinition(
         code="r",
         name="R",
