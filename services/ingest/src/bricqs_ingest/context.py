@@ -29,6 +29,9 @@ log = logging.getLogger("bricqs.ingest")
 # participant's events. Declared once, on the router (and in the OpenAPI document).
 INGEST_SCOPE: Scope = "ingest"
 INGEST_SECURITY = requires(INGEST_SCOPE, participant_token=True)
+# On top of it, for the batch route alone: a key that may only send historical imports.
+IMPORT_SCOPE: Scope = "import"
+IMPORT_SECURITY = requires(IMPORT_SCOPE)
 
 
 @dataclass
