@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bricqs.facts import HISTORICAL_MARK
 from bricqs.ids import new_fact_id, ulid
 from bricqs.mechanics.evaluation import (
     EvaluationPoint,
@@ -90,6 +91,8 @@ class _Round:
     effects: dict[str, Effects]
     report: bool
     """Whether to fill `effects` (only the sync endpoint answers with them)."""
+    historical: Collection[str] = ()
+    """Ids of the events sent as a historical import: their outcomes carry the mark."""
     system_facts: list[Fact] = field(default_factory=list)
     ledger: list[tuple[LedgerEntry, Fact]] = field(default_factory=list)
 
@@ -101,6 +104,8 @@ class _Round:
         when reporting)."""
         if self.report and (kind := _EFFECT_KINDS.get(fact_type)):
             getattr(self.effects_of(source), kind).append(properties)
+        if source.event_id in self.historical:  # a chain's facts all keep the event's id
+            properties = {**properties, HISTORICAL_MARK: True}
         self.system_facts.append(
             Fact(
                 fact_id=new_fact_id(),
@@ -122,8 +127,11 @@ async def apply_mechanics(
     *,
     report: bool = True,
     standings: Standings | None = None,
+    historical: Collection[str] = (),
 ) -> dict[str, Effects]:
     """Run every tenant's mechanics for `facts` (newly inserted); effects by event id.
+    `historical`: ids of the events sent as a historical import, whose outcomes are marked
+    (`facts.HISTORICAL_MARK`) and so owe no webhook.
 
     The caller holds the participants' locks (`storage.locks.lock_participants`) for the whole
     transaction, taken before the facts were stored.
@@ -143,7 +151,7 @@ async def apply_mechanics(
             if depth == MAX_CHAIN_DEPTH:
                 log.warning("mechanics chain cut at depth %d for %s", depth, tenant)
                 break
-            outcome = _Round(tenant, rules, effects, report)
+            outcome = _Round(tenant, rules, effects, report, historical)
             await _run_round(conn, outcome, current)
             if outcome.system_facts:
                 await insert_facts(conn, outcome.system_facts)
