@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -69,12 +68,15 @@ from bricqs.redis_connect import REDIS_ERRORS, RedisClient
 from bricqs.storage.events import Outcome, StoreResult
 from bricqs.storage.health import ping
 from bricqs.storage.standings import Standings
-from bricqs.stream import CONSUMER_GROUP, stream_key
+from bricqs.stream import CONSUMER_GROUP, historical_stream_key, shard_of, stream_key
 from bricqs_processor import metrics
+from bricqs_processor.backoff import Backoff
 from bricqs_processor.deadletter import dead_letter
 from bricqs_processor.entries import Entry, by_stream, decode_entries, entries_from_reply
+from bricqs_processor.failures import DATA_ERRORS, DatabaseUnavailable, Rejected, TooSlow
 from bricqs_processor.lanes import plan_transactions
 from bricqs_processor.liveness import Heartbeat
+from bricqs_processor.priority import ImportPriority
 from bricqs_processor.recovery import reclaim_stuck
 from bricqs_processor.settings import ProcessorSettings
 
@@ -82,48 +84,12 @@ log = logging.getLogger("bricqs.processor")
 
 T = TypeVar("T")
 
-# Errors that say the data of the batch is at fault, not the database: split the batch.
-# An exception that is not psycopg's (our code failing on some event) counts as data too.
-DATA_ERRORS: tuple[type[Exception], ...] = (psycopg.DataError, psycopg.IntegrityError)
-
 # Reclaimed entries delivered more often than this are processed one at a time.
 SUSPECT_DELIVERIES = 2
 
 # Once stopping, a Redis write (XACK, dead letter) is tried this often before giving up;
 # what is left unacknowledged is redelivered to another consumer and found stored.
 SHUTDOWN_ATTEMPTS = 3
-
-
-class DatabaseUnavailable(Exception):
-    """PostgreSQL could not run the batch for reasons unrelated to its data."""
-
-
-class Rejected(Exception):
-    """PostgreSQL (or our storage code) refused the data of the batch."""
-
-
-class TooSlow(Exception):
-    """The batch did not commit within BATCH_TIMEOUT_MS (or a statement ran past
-    STATEMENT_TIMEOUT_MS): split it, and retry a single event, never dead-letter it."""
-
-
-class Backoff:
-    """Capped exponential backoff with jitter: initial, 2x, 4x, ... up to the cap."""
-
-    def __init__(self, initial_ms: int, cap_ms: int) -> None:
-        self._initial = initial_ms / 1000
-        self._cap = cap_ms / 1000
-        self._attempt = 0
-
-    def next_delay(self) -> float:
-        """The next wait in seconds (jittered, so replicas do not retry in step)."""
-        delay = min(self._cap, self._initial * 2.0**self._attempt)
-        self._attempt = min(self._attempt + 1, 32)
-        return delay * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not security
-
-    def reset(self) -> None:
-        """Start again from the initial delay after a success."""
-        self._attempt = 0
 
 
 def per_shard_count(batch_size: int, shards: int) -> int:
@@ -176,32 +142,61 @@ class StreamConsumer:
         log.info("consumer %s stopped", self.name)
 
     async def _read_shard(self, stream: str) -> None:
-        """Read, store and acknowledge one shard's entries until `stop()`."""
+        """Read, store and acknowledge one shard's entries until `stop()`: its live
+        stream first, its historical one with what live traffic leaves (`priority`)."""
+        historical = historical_stream_key(shard_of(stream))
+        priority = ImportPriority(
+            self.settings.historical_batch_size, self.settings.historical_poll_ms / 1000
+        )
         backoff = Backoff(self.settings.backoff_initial_ms, self.settings.backoff_max_ms)
         next_reclaim = 0.0
         while not self.stopping:
             self.heartbeat.beat()
-            try:
-                if time.monotonic() >= next_reclaim:
-                    await self._reclaim(stream)
-                    next_reclaim = time.monotonic() + self.settings.reclaim_interval_ms / 1000
-                    self.heartbeat.beat()
-                entries = await self._read(stream)
-            except ResponseError as exc:
-                if str(exc).startswith("NOGROUP"):
-                    # The stream or group vanished (deleted by an operator): recreate.
-                    log.warning("consumer group missing, recreating: %s", exc)
-                    await self._until_done(partial(self._ensure_group, stream), "redis")
+            if time.monotonic() >= next_reclaim:
+                if not await self._guarded(stream, backoff, partial(self._reclaim, stream)):
                     continue
-                await self._redis_failed(backoff, exc)
+                next_reclaim = time.monotonic() + self.settings.reclaim_interval_ms / 1000
+                self.heartbeat.beat()
+            block = priority.live_block(self.settings.block_ms)
+            live = await self._guarded(stream, backoff, partial(self._read, stream, block=block))
+            if live is None:
                 continue
-            except REDIS_ERRORS as exc:
-                await self._redis_failed(backoff, exc)
-                continue
-            backoff.reset()
-            if entries:
+            if live:
                 async with self._storing:
-                    await self.process(entries)
+                    await self.process(live)
+            count = priority.historical_count(len(live), self._read_count)
+            if not count or self.stopping:
+                continue
+            imported = await self._guarded(
+                stream, backoff, partial(self._read, historical, count=count)
+            )
+            if imported is None:
+                continue
+            priority.found(len(imported))
+            if imported:
+                async with self._storing:
+                    await self.process(imported)
+
+    async def _guarded(
+        self, stream: str, backoff: Backoff, action: Callable[[], Awaitable[T]]
+    ) -> T | None:
+        """Run one Redis step of the reader of `stream`'s shard: None when Redis failed
+        (after backing off) or a consumer group had to be made again."""
+        try:
+            result = await action()
+        except ResponseError as exc:
+            if str(exc).startswith("NOGROUP"):
+                # A stream or group vanished (deleted by an operator): recreate.
+                log.warning("consumer group missing, recreating: %s", exc)
+                await self._until_done(partial(self._ensure_shard_groups, stream), "redis")
+                return None
+            await self._redis_failed(backoff, exc)
+            return None
+        except REDIS_ERRORS as exc:
+            await self._redis_failed(backoff, exc)
+            return None
+        backoff.reset()
+        return result
 
     async def _redis_failed(self, backoff: Backoff, exc: Exception) -> None:
         metrics.FAILURES.labels("redis").inc()
@@ -217,7 +212,11 @@ class StreamConsumer:
         consumed too.
         """
         for stream in self.streams:
-            await self._ensure_group(stream)
+            await self._ensure_shard_groups(stream)
+
+    async def _ensure_shard_groups(self, stream: str) -> None:
+        await self._ensure_group(stream)
+        await self._ensure_group(historical_stream_key(shard_of(stream)))
 
     async def _ensure_group(self, stream: str) -> None:
         try:
@@ -229,13 +228,13 @@ class StreamConsumer:
 
     # -- reading -----------------------------------------------------------------------
 
-    async def _read(self, stream: str) -> list[Entry]:
+    async def _read(
+        self, stream: str, *, count: int | None = None, block: int | None = None
+    ) -> list[Entry]:
+        """New entries of `stream`: at most `count` (default: this reader's share of
+        BATCH_SIZE), waiting up to `block` ms for some (None: not at all)."""
         reply: Any = await self.redis.xreadgroup(
-            CONSUMER_GROUP,
-            self.name,
-            {stream: ">"},
-            count=self._read_count,
-            block=self.settings.block_ms,
+            CONSUMER_GROUP, self.name, {stream: ">"}, count=count or self._read_count, block=block
         )
         entries: list[Entry] = []
         for stream, items in reply or []:
@@ -243,9 +242,19 @@ class StreamConsumer:
             entries.extend(found)
         return entries
 
-    async def _reclaim(self, stream: str) -> None:
-        if not self._database_ok and not await self._database_answers():
-            return  # taking over entries we cannot store would only age them
+    async def _reclaim(self, stream: str) -> bool:
+        """Reclaim and store what dead consumers left pending on the shard's streams,
+        live then historical; True once done."""
+        for name in (stream, historical_stream_key(shard_of(stream))):
+            if not self._database_ok and not await self._database_answers():
+                return True  # taking over entries we cannot store would only age them
+            await self._reclaim_stream(name)
+            if self.stopping:
+                return True
+        metrics.RECLAIM_ROUNDS.inc()
+        return True
+
+    async def _reclaim_stream(self, stream: str) -> None:
         async for claimed in reclaim_stuck(
             self.redis,
             stream,
@@ -277,7 +286,6 @@ class StreamConsumer:
                         await self.process([entry])
             if self.stopping:
                 return
-        metrics.RECLAIM_ROUNDS.inc()
 
     async def _database_answers(self) -> bool:
         try:

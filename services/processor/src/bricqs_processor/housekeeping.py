@@ -26,6 +26,7 @@ from bricqs.stream import (
     CONSUMER_GROUP,
     chore_lease_key,
     dead_letter_key,
+    historical_stream_key,
     shard_of,
     stream_key,
 )
@@ -47,7 +48,12 @@ class Housekeeping:
         self.settings = settings
         self.redis = redis
         self.pool = pool
-        self.streams = [stream_key(shard) for shard in range(settings.streams_read())]
+        # Each shard's live stream and the historical one of its imports.
+        self.streams = [
+            key(shard)
+            for shard in range(settings.streams_read())
+            for key in (stream_key, historical_stream_key)
+        ]
         self.trimmer = StreamTrimmer(redis)
         self.pruner = ConsumerPruner(redis)
         self._holder = f"{settings.consumer()}-{uuid.uuid4().hex[:8]}"

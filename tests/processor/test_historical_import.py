@@ -1,0 +1,326 @@
+"""Historical imports in the processor: read with what live traffic leaves, stored on the
+same exactly-once path, their outcomes recorded without webhooks, and the totals the same
+whatever the interleaving of a participant's live and imported events."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+import psycopg
+import redis
+
+from bricqs.facts import HISTORICAL_MARK
+from bricqs.schemas import Envelope, encode_envelope
+from bricqs.storage.tenants import Tenant as MechanicsTenant
+from bricqs.storage.webhooks import EVENT_TYPES, create_endpoint
+from bricqs.stream import historical_stream_key, stream_key
+from bricqs.webhook_secrets import SecretBox
+from bricqs_devstack.servers import Server
+from bricqs_processor.consumer import StreamConsumer
+from bricqs_processor.entries import Entry
+from bricqs_processor.main import make_pool, make_redis
+from bricqs_processor.priority import ImportPriority
+from bricqs_processor.settings import ProcessorSettings
+from tests.conftest import Tenant
+from tests.mechanics.test_exactly_once import make_envelopes, run, setup_tenant, split
+from tests.processor.conftest import (
+    ProcessorFactory,
+    add_points_rule,
+    envelope,
+    pending,
+    points,
+    stored,
+    wait_until,
+)
+from tests.readback import snapshot
+
+HISTORICAL = historical_stream_key(0)
+LIVE = stream_key(0)
+
+
+# ---------------------------------------------------------------------------------------
+# The reading policy (pure)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_imports_are_read_only_with_the_room_a_live_read_left() -> None:
+    priority = ImportPriority(batch_size=50, poll_seconds=1.0, clock=Clock())
+    assert priority.historical_count(live_found=500, live_asked=500) == 0
+    assert priority.historical_count(live_found=480, live_asked=500) == 20
+    assert priority.historical_count(live_found=0, live_asked=500) == 50
+
+
+def test_an_empty_historical_stream_is_looked_at_again_only_after_the_poll_interval() -> None:
+    clock = Clock()
+    priority = ImportPriority(batch_size=50, poll_seconds=1.0, clock=clock)
+    priority.found(0)
+    assert priority.historical_count(0, 500) == 0
+    clock.now += 0.999
+    assert priority.historical_count(0, 500) == 0
+    clock.now += 0.001
+    assert priority.historical_count(0, 500) == 50
+
+
+def test_live_reads_wait_for_entries_only_while_no_import_is_under_way() -> None:
+    priority = ImportPriority(batch_size=50, poll_seconds=1.0, clock=Clock())
+    assert priority.live_block(1000) == 1000
+    priority.found(50)
+    assert priority.live_block(1000) is None
+    assert priority.historical_count(0, 500) == 50  # no poll wait while under way
+    priority.found(0)
+    assert priority.live_block(1000) == 1000
+
+
+# ---------------------------------------------------------------------------------------
+# The processor: live first, imports after
+
+
+def xadd(client: redis.Redis, stream: str, envelopes: list[Envelope]) -> list[str]:
+    pipe = client.pipeline(transaction=False)
+    for env in envelopes:
+        pipe.xadd(stream, {"e": encode_envelope(env)})
+    return [i.decode() for i in pipe.execute()]
+
+
+def imported(tenant: Tenant, n: int, **overrides: Any) -> Envelope:
+    old = datetime.now(UTC) - timedelta(days=90, minutes=n)
+    fields: dict[str, Any] = {"occurred_at": old, "historical": True} | overrides
+    return envelope(tenant, n, participants=50, **fields)
+
+
+def stored_at(database_url: str, event_ids: list[str]) -> list[datetime]:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT stored_at FROM events WHERE event_id = ANY(%s)", (event_ids,)
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def messages(database_url: str, project_id: str) -> int:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM webhook_messages WHERE project_id = %s", (project_id,)
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def subscribe_everything(database_url: str, tenant: Tenant | MechanicsTenant) -> None:
+    async def create() -> None:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            await create_endpoint(
+                conn,
+                MechanicsTenant(tenant.project_id, "live"),
+                url="http://127.0.0.1:9/hooks",
+                event_types=["*"],
+                description="",
+                enabled=True,
+                box=SecretBox(""),
+            )
+
+    asyncio.run(create())
+
+
+def test_live_entries_are_stored_before_historical_ones_queued_earlier(
+    processors: ProcessorFactory,
+    redis_client: redis.Redis,
+    postgres_server: Server,
+    tenant: Tenant,
+) -> None:
+    history = [imported(tenant, i) for i in range(300)]
+    xadd(redis_client, HISTORICAL, history)
+    live = [envelope(tenant, i, participants=50) for i in range(20)]
+    xadd(redis_client, LIVE, live)
+    processors.start(HISTORICAL_BATCH_SIZE="25")
+    wait_until(
+        lambda: stored(postgres_server.url, tenant.project_id).events == 320,
+        60,
+        "every event stored",
+        processors.logs,
+    )
+    live_times = stored_at(postgres_server.url, [e.event_id for e in live])
+    history_times = stored_at(postgres_server.url, [e.event_id for e in history])
+    assert max(live_times) <= min(history_times)
+
+
+class RecordingConsumer(StreamConsumer):
+    """The processor's consumer, in this process, noting each batch it stores: (stream,
+    entries), in order. `during` runs while the batch numbered `at` is in hand."""
+
+    def __init__(self, *args: Any, total: int, at: int, during: Any) -> None:
+        super().__init__(*args)
+        self.batches: list[tuple[str, int]] = []
+        self._total, self._at, self._during = total, at, during
+
+    async def process(self, entries: list[Entry]) -> None:
+        self.batches.append((entries[0].stream, len(entries)))
+        if len(self.batches) == self._at:
+            await self._during()
+        await super().process(entries)
+        if sum(n for _, n in self.batches) >= self._total:
+            self.stop()
+
+
+def test_live_entries_queued_during_an_import_are_the_next_batch_stored(
+    redis_server: Server, postgres_server: Server, redis_client: redis.Redis, tenant: Tenant
+) -> None:
+    cap = 20
+    history = [imported(tenant, i) for i in range(400)]
+    xadd(redis_client, HISTORICAL, history)
+    live = [envelope(tenant, i, participants=50) for i in range(30)]
+    settings = ProcessorSettings(
+        redis_url=redis_server.url,
+        database_url=postgres_server.url,
+        historical_batch_size=cap,
+        block_ms=50,
+        consumer_name="recording",
+        log_level="WARNING",
+    )
+
+    async def scenario() -> list[tuple[str, int]]:
+        redis_client_async = make_redis(settings)
+        pool = make_pool(settings)
+        await pool.open()
+
+        async def live_arrives() -> None:
+            for env in live:
+                await redis_client_async.xadd(LIVE, {"e": encode_envelope(env)})
+
+        consumer = RecordingConsumer(
+            settings, redis_client_async, pool, total=430, at=3, during=live_arrives
+        )
+        try:
+            await asyncio.wait_for(consumer.run(), 30)
+        finally:
+            await pool.close()
+            await redis_client_async.aclose()
+        return consumer.batches
+
+    batches = asyncio.run(scenario())
+    # Three historical reads of at most `cap`; the live events, queued while the third
+    # was in hand, are the very next batch; the import then goes on in reads of `cap`.
+    assert batches[:3] == [(HISTORICAL, cap)] * 3
+    assert batches[3] == (LIVE, 30)
+    assert all(stream == HISTORICAL and n <= cap for stream, n in batches[4:])
+    assert stored(postgres_server.url, tenant.project_id).events == 430
+
+
+def test_a_historical_import_is_stored_exactly_once_across_a_killed_processor(
+    processors: ProcessorFactory,
+    redis_client: redis.Redis,
+    postgres_server: Server,
+    tenant: Tenant,
+) -> None:
+    add_points_rule(postgres_server.url, tenant, "custom.event_0", 3)
+    subscribe_everything(postgres_server.url, tenant)
+    history = [imported(tenant, i) for i in range(3_000)]
+    xadd(redis_client, HISTORICAL, history)
+    # Delivered twice: the same entries again, as a replay would put them back.
+    xadd(redis_client, HISTORICAL, history[:500])
+    victim = processors.start(HISTORICAL_BATCH_SIZE="100", MAX_DELIVERIES="1000")
+    deadline = time.monotonic() + 20
+    while pending(redis_client, HISTORICAL, victim.name) == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    victim.kill()
+    orphaned = pending(redis_client, HISTORICAL, victim.name)
+    assert orphaned > 0, "the kill landed outside a batch"
+    survivor = processors.start(HISTORICAL_BATCH_SIZE="100")
+    wait_until(
+        lambda: (
+            stored(postgres_server.url, tenant.project_id).distinct_events == 3_000
+            and pending(redis_client, HISTORICAL) == 0
+        ),
+        90,
+        "the import stored and acknowledged",
+        processors.logs,
+    )
+    assert stored(postgres_server.url, tenant.project_id).events == 3_000
+    earning = len(range(0, 3_000, 3))  # event i is named `event_{i % 3}`
+    assert points(postgres_server.url, tenant.project_id) == (earning, 3 * earning)
+    assert messages(postgres_server.url, tenant.project_id) == 0
+    assert survivor.metrics()["bricqs_processor_reclaimed_total"] > 0
+
+
+# ---------------------------------------------------------------------------------------
+# Outcomes without webhooks, and totals whatever the interleaving
+
+
+def outcome_facts(url: str, tenant: MechanicsTenant) -> list[tuple[str, str, dict[str, Any]]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT fact_type, event_id, properties FROM facts WHERE project_id = %s"
+            " AND fact_type NOT LIKE 'custom.%%'",
+            (tenant.project_id,),
+        ).fetchall()
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+def test_outcomes_of_historical_events_are_recorded_and_marked_and_owe_no_webhook(
+    postgres_server: Server,
+) -> None:
+    url = postgres_server.url
+    tenant = setup_tenant(url)
+    subscribe_everything(url, tenant)
+    envelopes = make_envelopes(tenant, 60, seed=11)
+    history = {e.event_id for e in envelopes[:40]}
+    marked = [msgspec.structs.replace(e, historical=e.event_id in history) for e in envelopes]
+    run(url, split(marked, random.Random(12)))
+
+    facts = outcome_facts(url, tenant)
+    historical = [f for f in facts if f[1] in history]
+    live = [f for f in facts if f[1] not in history]
+    # Chains included (a badge's bonus points): every outcome of an import is marked.
+    assert {t for t, _, _ in historical} >= {"points.awarded", "badge.awarded"}
+    assert all(p.get(HISTORICAL_MARK) is True for _, _, p in historical)
+    assert live and not any(HISTORICAL_MARK in p for _, _, p in live)
+    with psycopg.connect(url, autocommit=True) as conn:
+        owed = conn.execute(
+            "SELECT f.event_id FROM webhook_messages m JOIN facts f"
+            " ON f.project_id = m.project_id AND f.environment = m.environment"
+            " AND f.fact_id = m.fact_id WHERE m.project_id = %s",
+            (tenant.project_id,),
+        ).fetchall()
+    assert owed and not {r[0] for r in owed} & history
+    assert len(owed) == len([f for f in live if f[0] in EVENT_TYPES])
+
+
+def test_totals_are_the_same_whatever_the_interleaving_of_live_and_imported_events(
+    postgres_server: Server,
+) -> None:
+    url = postgres_server.url
+    all_live, mixed = setup_tenant(url), setup_tenant(url)
+    base = make_envelopes(all_live, 200, seed=21)
+    run(url, split(base, random.Random(22)))
+
+    # The same events, a random half of them imported, the imported ones stored after
+    # every live one (as a backlogged historical stream would be), each stream in order.
+    rng = random.Random(23)
+    twin = [
+        msgspec.structs.replace(e, project_id=mixed.project_id, historical=rng.random() < 0.5)
+        for e in base
+    ]
+    live = [e for e in twin if not e.historical]
+    history = [e for e in twin if e.historical]
+    assert live and history
+    run(url, split(live, rng) + split(history, rng))
+
+    a, b = snapshot(url, all_live), snapshot(url, mixed)
+    for part in ("balances", "badges", "challenges", "streaks", "progress", "distinct"):
+        assert a[part] == b[part], part
+    # Under a daily cap, which facts get the last points depends on order (see
+    # tests/mechanics/test_exactly_once.py); every total above may not.
+    assert [f for f in a["facts"] if f[0] != "points.awarded"] == [
+        f for f in b["facts"] if f[0] != "points.awarded"
+    ]
