@@ -4,6 +4,7 @@ their own streams, and keys that may only import."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -181,3 +182,26 @@ def test_historical_events_of_a_participant_go_to_their_shards_historical_stream
         for envelope in envelopes(redis_client, historical_stream_key(shard)):
             assert shard_for(envelope.project_id, envelope.participant_id, 4) == shard
     assert sum(redis_client.xlen(historical_stream_key(s)) for s in range(4)) == 20
+
+
+def test_a_backlog_of_imports_holds_imports_back_and_never_live_events(
+    redis_server: Server, postgres_server: Server, tenant: Tenant, redis_client: redis.Redis
+) -> None:
+    settings = ingest_settings(
+        redis_server.url, postgres_server.url, historical_max_backlog=5, backlog_check_ms=50
+    )
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
+        headers = {"X-API-Key": tenant.live_key}
+        assert (
+            client.post(BATCH, headers=headers, json=batch(*[OLD] * 6, historical=True)).status_code
+            == 202
+        )
+        deadline = time.monotonic() + 10
+        while (
+            answer := client.post(BATCH, headers=headers, json=batch(OLD, historical=True))
+        ).status_code == 202:
+            assert time.monotonic() < deadline, "backpressure on imports never engaged"
+            time.sleep(0.05)
+        assert (answer.status_code, answer.json()["code"]) == (503, "ingest_backpressure")
+        live = client.post(BATCH, headers=headers, json=batch(datetime.now(UTC).isoformat()))
+        assert live.status_code == 202

@@ -46,6 +46,8 @@ async def ingest_batch(
     events = _events(obj)
     historical = _historical(obj)
     _check_import(owner, historical)
+    if historical:
+        ctx.check_backlog(historical=True)
 
     now = datetime.now(UTC)
     oldest = ctx.settings.oldest_timestamp(now, historical=historical)

@@ -105,6 +105,15 @@ class IngestSettings(msgspec.Struct, frozen=True, kw_only=True):
             " which ingest answers 503 ingest_backpressure (0: never).",
         ),
     ] = 1_000_000
+    historical_max_backlog: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description="Unprocessed events of historical imports past which historical"
+            " batches are answered 503 ingest_backpressure (0: never); live events are"
+            " never refused for them (docs/import.md).",
+        ),
+    ] = 1_000_000
     backlog_check_ms: Annotated[
         int, Meta(ge=50, description="How often each worker measures the backlog.")
     ] = 500
