@@ -436,7 +436,10 @@ class StreamConsumer:
                 metrics.EVENTS.labels(outcome.value).inc(count)
         for entry in part:
             envelope = entry.envelope
-            if envelope is not None and result.outcomes.get(envelope.event_id) is Outcome.STORED:
+            # An import waits behind live traffic by design: its lag is not the live one.
+            if envelope is None or envelope.historical:
+                continue
+            if result.outcomes.get(envelope.event_id) is Outcome.STORED:
                 metrics.END_TO_END_LAG.observe(max(0.0, now - envelope.received_at.timestamp()))
 
     # -- acknowledging -----------------------------------------------------------------

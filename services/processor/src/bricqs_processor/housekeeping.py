@@ -133,7 +133,8 @@ class Housekeeping:
                 length, dead, groups = await pipe.execute(raise_on_error=False)
             if isinstance(length, int):
                 metrics.STREAM_LENGTH.labels(stream).set(length)
-            if isinstance(dead, int):
+            if isinstance(dead, int) and stream == stream_key(shard_of(stream)):
+                # One dead-letter stream per shard: shown once, under the live stream.
                 metrics.DEAD_LETTER_LENGTH.labels(stream).set(dead)
             for group in groups if isinstance(groups, list) else []:
                 name = group.get("name")

@@ -85,7 +85,7 @@ DATABASE_DURATION = Histogram(
 )
 END_TO_END_LAG = Histogram(
     "bricqs_processor_end_to_end_lag_seconds",
-    "From an event's receipt by ingest to the commit of its fact.",
+    "From a live event's receipt by ingest to the commit of its fact (imports left out).",
     buckets=LAG_BUCKETS,
 )
 STREAM_LENGTH = Gauge(
