@@ -24,7 +24,7 @@ from bricqs_devstack.servers import Server
 from bricqs_processor.consumer import StreamConsumer
 from bricqs_processor.entries import Entry
 from bricqs_processor.main import make_pool, make_redis
-from bricqs_processor.priority import ImportPriority
+from bricqs_processor.priority import ImportGate, ImportPriority
 from bricqs_processor.settings import ProcessorSettings
 from tests.conftest import Tenant
 from tests.mechanics.test_exactly_once import make_envelopes, run, setup_tenant, split
@@ -55,32 +55,38 @@ class Clock:
         return self.now
 
 
-def test_imports_are_read_only_with_the_room_a_live_read_left() -> None:
-    priority = ImportPriority(batch_size=50, poll_seconds=1.0, clock=Clock())
-    assert priority.historical_count(live_found=500, live_asked=500) == 0
-    assert priority.historical_count(live_found=480, live_asked=500) == 20
-    assert priority.historical_count(live_found=0, live_asked=500) == 50
-
-
 def test_an_empty_historical_stream_is_looked_at_again_only_after_the_poll_interval() -> None:
     clock = Clock()
     priority = ImportPriority(batch_size=50, poll_seconds=1.0, clock=clock)
-    priority.found(0)
-    assert priority.historical_count(0, 500) == 0
-    clock.now += 0.999
-    assert priority.historical_count(0, 500) == 0
-    clock.now += 0.001
-    assert priority.historical_count(0, 500) == 50
-
-
-def test_live_reads_wait_for_entries_only_while_no_import_is_under_way() -> None:
-    priority = ImportPriority(batch_size=50, poll_seconds=1.0, clock=Clock())
-    assert priority.live_block(1000) == 1000
+    assert priority.wait_seconds() == 0
     priority.found(50)
-    assert priority.live_block(1000) is None
-    assert priority.historical_count(0, 500) == 50  # no poll wait while under way
+    assert priority.wait_seconds() == 0  # an import under way: read on at once
     priority.found(0)
-    assert priority.live_block(1000) == 1000
+    assert priority.wait_seconds() == 1.0
+    clock.now += 0.75
+    assert priority.wait_seconds() == 0.25
+    clock.now += 0.25
+    assert priority.wait_seconds() == 0
+
+
+def test_the_import_gate_opens_only_once_a_live_read_with_room_is_stored() -> None:
+    async def states() -> list[bool]:
+        gate = ImportGate()
+        seen = [gate.is_open()]  # closed until the live reader has read once
+        gate.after_live_read(found=10, asked=500)
+        seen.append(gate.is_open())  # closed while those 10 are stored
+        gate.after_live_stored()
+        seen.append(gate.is_open())
+        gate.after_live_read(found=500, asked=500)
+        gate.after_live_stored()
+        seen.append(gate.is_open())  # a full read: live traffic has no room to spare
+        gate.after_live_read(found=0, asked=500)
+        gate.after_live_stored()
+        seen.append(gate.is_open())
+        await asyncio.wait_for(gate.opened(), 1)
+        return seen
+
+    assert asyncio.run(states()) == [False, False, True, False, True]
 
 
 # ---------------------------------------------------------------------------------------
@@ -133,28 +139,6 @@ def subscribe_everything(database_url: str, tenant: Tenant | MechanicsTenant) ->
     asyncio.run(create())
 
 
-def test_live_entries_are_stored_before_historical_ones_queued_earlier(
-    processors: ProcessorFactory,
-    redis_client: redis.Redis,
-    postgres_server: Server,
-    tenant: Tenant,
-) -> None:
-    history = [imported(tenant, i) for i in range(300)]
-    xadd(redis_client, HISTORICAL, history)
-    live = [envelope(tenant, i, participants=50) for i in range(20)]
-    xadd(redis_client, LIVE, live)
-    processors.start(HISTORICAL_BATCH_SIZE="25")
-    wait_until(
-        lambda: stored(postgres_server.url, tenant.project_id).events == 320,
-        60,
-        "every event stored",
-        processors.logs,
-    )
-    live_times = stored_at(postgres_server.url, [e.event_id for e in live])
-    history_times = stored_at(postgres_server.url, [e.event_id for e in history])
-    assert max(live_times) <= min(history_times)
-
-
 class RecordingConsumer(StreamConsumer):
     """The processor's consumer, in this process, noting each batch it stores: (stream,
     entries), in order. `during` runs while the batch numbered `at` is in hand."""
@@ -173,44 +157,84 @@ class RecordingConsumer(StreamConsumer):
             self.stop()
 
 
-def test_live_entries_queued_during_an_import_are_the_next_batch_stored(
-    redis_server: Server, postgres_server: Server, redis_client: redis.Redis, tenant: Tenant
-) -> None:
-    cap = 20
-    history = [imported(tenant, i) for i in range(400)]
-    xadd(redis_client, HISTORICAL, history)
-    live = [envelope(tenant, i, participants=50) for i in range(30)]
-    settings = ProcessorSettings(
-        redis_url=redis_server.url,
-        database_url=postgres_server.url,
-        historical_batch_size=cap,
+def recorded_batches(
+    redis_url: str,
+    database_url: str,
+    *,
+    total: int,
+    at: int = 0,
+    during: Any = None,
+    **settings: Any,
+) -> list[tuple[str, int]]:
+    """The batches a consumer in this process stores, in order, until `total` entries;
+    `during` (an async function of the consumer's Redis client) runs while batch `at` is
+    in hand."""
+    config = ProcessorSettings(
+        redis_url=redis_url,
+        database_url=database_url,
         block_ms=50,
         consumer_name="recording",
         log_level="WARNING",
+        **settings,
     )
 
     async def scenario() -> list[tuple[str, int]]:
-        redis_client_async = make_redis(settings)
-        pool = make_pool(settings)
+        client = make_redis(config)
+        pool = make_pool(config)
         await pool.open()
 
-        async def live_arrives() -> None:
-            for env in live:
-                await redis_client_async.xadd(LIVE, {"e": encode_envelope(env)})
+        async def run_during() -> None:
+            if during is not None:
+                await during(client)
 
-        consumer = RecordingConsumer(
-            settings, redis_client_async, pool, total=430, at=3, during=live_arrives
-        )
+        consumer = RecordingConsumer(config, client, pool, total=total, at=at, during=run_during)
         try:
             await asyncio.wait_for(consumer.run(), 30)
         finally:
             await pool.close()
-            await redis_client_async.aclose()
+            await client.aclose()
         return consumer.batches
 
-    batches = asyncio.run(scenario())
-    # Three historical reads of at most `cap`; the live events, queued while the third
-    # was in hand, are the very next batch; the import then goes on in reads of `cap`.
+    return asyncio.run(scenario())
+
+
+def test_imports_wait_while_live_reads_come_back_full(
+    redis_server: Server, postgres_server: Server, redis_client: redis.Redis, tenant: Tenant
+) -> None:
+    xadd(redis_client, HISTORICAL, [imported(tenant, i) for i in range(40)])
+    xadd(redis_client, LIVE, [envelope(tenant, i, participants=50) for i in range(50)])
+    batches = recorded_batches(
+        redis_server.url, postgres_server.url, total=90, batch_size=10, historical_batch_size=20
+    )
+    # Five full live reads first: the import reader waits for a read with room.
+    assert batches == [(LIVE, 10)] * 5 + [(HISTORICAL, 20)] * 2
+    assert stored(postgres_server.url, tenant.project_id).events == 90
+
+
+def test_live_entries_queued_during_an_import_are_the_next_batch_stored_not_queued_behind_it(
+    redis_server: Server, postgres_server: Server, redis_client: redis.Redis, tenant: Tenant
+) -> None:
+    cap = 20
+    xadd(redis_client, HISTORICAL, [imported(tenant, i) for i in range(400)])
+    live = [envelope(tenant, i, participants=50) for i in range(30)]
+
+    async def live_arrives(client: Any) -> None:  # all at once (MULTI), as a batch request
+        async with client.pipeline(transaction=True) as pipe:
+            for env in live:
+                pipe.xadd(LIVE, {"e": encode_envelope(env)})
+            await pipe.execute()
+
+    batches = recorded_batches(
+        redis_server.url,
+        postgres_server.url,
+        total=430,
+        at=3,
+        during=live_arrives,
+        historical_batch_size=cap,
+    )
+    # Three historical reads of `cap`; the live events, queued while the third was in
+    # hand, are the very next batch (stored by the live reader at once, the import waiting
+    # until they are); the import then goes on in reads of at most `cap`.
     assert batches[:3] == [(HISTORICAL, cap)] * 3
     assert batches[3] == (LIVE, 30)
     assert all(stream == HISTORICAL and n <= cap for stream, n in batches[4:])

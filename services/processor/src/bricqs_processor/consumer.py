@@ -1,6 +1,8 @@
 """The stream consumer: read a batch, store it in one transaction, acknowledge it.
 
-One reader per shard in each process, each with one batch in hand at a time:
+One reader per shard in each process, each with one batch in hand at a time (and one
+import reader per shard, for its historical stream, which reads only while the live one
+has room: see `priority`):
 
 1. every `RECLAIM_INTERVAL_MS`, reclaim entries of its shard that other (dead) consumers
    left pending longer than `CLAIM_MIN_IDLE_MS` (see `recovery`) and process them like a
@@ -76,7 +78,7 @@ from bricqs_processor.entries import Entry, by_stream, decode_entries, entries_f
 from bricqs_processor.failures import DATA_ERRORS, DatabaseUnavailable, Rejected, TooSlow
 from bricqs_processor.lanes import plan_transactions
 from bricqs_processor.liveness import Heartbeat
-from bricqs_processor.priority import ImportPriority
+from bricqs_processor.priority import ImportGate, ImportPriority
 from bricqs_processor.recovery import reclaim_stuck
 from bricqs_processor.settings import ProcessorSettings
 
@@ -138,16 +140,14 @@ class StreamConsumer:
         await self._until_done(self.ensure_groups, "redis")
         async with asyncio.TaskGroup() as readers:
             for stream in self.streams:
-                readers.create_task(self._read_shard(stream))
+                gate = ImportGate()
+                readers.create_task(self._read_shard(stream, gate))
+                readers.create_task(self._import_shard(stream, gate))
         log.info("consumer %s stopped", self.name)
 
-    async def _read_shard(self, stream: str) -> None:
-        """Read, store and acknowledge one shard's entries until `stop()`: its live
-        stream first, its historical one with what live traffic leaves (`priority`)."""
-        historical = historical_stream_key(shard_of(stream))
-        priority = ImportPriority(
-            self.settings.historical_batch_size, self.settings.historical_poll_ms / 1000
-        )
+    async def _read_shard(self, stream: str, gate: ImportGate) -> None:
+        """Read, store and acknowledge one shard's live entries until `stop()`, opening
+        `gate` for its import reader while there is room (`priority`)."""
         backoff = Backoff(self.settings.backoff_initial_ms, self.settings.backoff_max_ms)
         next_reclaim = 0.0
         while not self.stopping:
@@ -157,25 +157,42 @@ class StreamConsumer:
                     continue
                 next_reclaim = time.monotonic() + self.settings.reclaim_interval_ms / 1000
                 self.heartbeat.beat()
-            block = priority.live_block(self.settings.block_ms)
-            live = await self._guarded(stream, backoff, partial(self._read, stream, block=block))
-            if live is None:
+            read = partial(self._read, stream, block=self.settings.block_ms)
+            entries = await self._guarded(stream, backoff, read)
+            if entries is None:
                 continue
-            if live:
+            gate.after_live_read(len(entries), self._read_count)
+            if entries:
                 async with self._storing:
-                    await self.process(live)
-            count = priority.historical_count(len(live), self._read_count)
-            if not count or self.stopping:
+                    await self.process(entries)
+            gate.after_live_stored()
+
+    async def _import_shard(self, stream: str, gate: ImportGate) -> None:
+        """Read, store and acknowledge one shard's historical entries until `stop()`, a
+        few at a time, while its live reader has room (`priority`)."""
+        historical = historical_stream_key(shard_of(stream))
+        priority = ImportPriority(
+            self.settings.historical_batch_size, self.settings.historical_poll_ms / 1000
+        )
+        backoff = Backoff(self.settings.backoff_initial_ms, self.settings.backoff_max_ms)
+        bound = self.settings.block_ms / 1000  # how often a wait looks at `stopping`
+        while not self.stopping:
+            if (wait := priority.wait_seconds()) > 0:
+                await self._sleep(min(wait, bound))
                 continue
-            imported = await self._guarded(
-                stream, backoff, partial(self._read, historical, count=count)
-            )
-            if imported is None:
+            try:
+                async with asyncio.timeout(bound):
+                    await gate.opened()
+            except TimeoutError:
                 continue
-            priority.found(len(imported))
-            if imported:
+            read = partial(self._read, historical, count=priority.batch_size)
+            entries = await self._guarded(stream, backoff, read)
+            if entries is None:
+                continue
+            priority.found(len(entries))
+            if entries:
                 async with self._storing:
-                    await self.process(imported)
+                    await self.process(entries)
 
     async def _guarded(
         self, stream: str, backoff: Backoff, action: Callable[[], Awaitable[T]]
