@@ -67,14 +67,20 @@ from redis.exceptions import ResponseError
 from bricqs.mechanics.cache import RuleCache
 from bricqs.pipeline import process_envelopes
 from bricqs.redis_connect import REDIS_ERRORS, RedisClient
-from bricqs.storage.events import Outcome, StoreResult
+from bricqs.storage.events import StoreResult
 from bricqs.storage.health import ping
 from bricqs.storage.standings import Standings
 from bricqs.stream import CONSUMER_GROUP, historical_stream_key, shard_of, stream_key
 from bricqs_processor import metrics
 from bricqs_processor.backoff import Backoff
 from bricqs_processor.deadletter import dead_letter
-from bricqs_processor.entries import Entry, by_stream, decode_entries, entries_from_reply
+from bricqs_processor.entries import (
+    Entry,
+    acknowledge,
+    decode_entries,
+    entries_from_reply,
+    keep_claim,
+)
 from bricqs_processor.failures import DATA_ERRORS, DatabaseUnavailable, Rejected, TooSlow
 from bricqs_processor.lanes import plan_transactions
 from bricqs_processor.liveness import Heartbeat
@@ -356,7 +362,7 @@ class StreamConsumer:
         while parts:
             self.heartbeat.beat()
             if time.monotonic() - claimed_at > refresh_after:
-                parts = deque(await self._keep_claim(list(parts)))
+                parts = deque(await keep_claim(self.redis, self.name, list(parts)))
                 claimed_at = time.monotonic()
                 continue
             part = parts[0]
@@ -399,7 +405,7 @@ class StreamConsumer:
                 delay = backoff.next_delay()
                 log.warning("batch not committed (%s); retrying in %.2f s", exc, delay)
                 await self._sleep(delay)
-                parts = deque(await self._keep_claim(list(parts)))
+                parts = deque(await keep_claim(self.redis, self.name, list(parts)))
                 claimed_at = time.monotonic()
                 slow_streak = 0
                 continue
@@ -407,8 +413,8 @@ class StreamConsumer:
             backoff.reset()
             slow_streak = 0
             parts.popleft()
-            await self._until_done(partial(self._ack, part), "redis")
-            self._observe(part, result)
+            await self._until_done(partial(acknowledge, self.redis, part), "redis")
+            metrics.observe_stored(part, result)
 
     async def _transaction(self, part: Sequence[Entry]) -> StoreResult:
         """One batch transaction; raises Rejected, TooSlow or DatabaseUnavailable."""
@@ -442,53 +448,6 @@ class StreamConsumer:
         except Exception as exc:  # our code failed on this data: isolate it like poison
             log.warning("batch of %d failed in processing code", len(part), exc_info=True)
             raise Rejected(f"{type(exc).__name__}: {exc}") from exc
-
-    def _observe(self, part: Sequence[Entry], result: StoreResult) -> None:
-        now = time.time()
-        metrics.BATCHES.inc()
-        metrics.BATCH_SIZE.observe(len(part))
-        for outcome in Outcome:
-            count = result.count(outcome)
-            if count:
-                metrics.EVENTS.labels(outcome.value).inc(count)
-        for entry in part:
-            envelope = entry.envelope
-            # An import waits behind live traffic by design: its lag is not the live one.
-            if envelope is None or envelope.historical:
-                continue
-            if result.outcomes.get(envelope.event_id) is Outcome.STORED:
-                metrics.END_TO_END_LAG.observe(max(0.0, now - envelope.received_at.timestamp()))
-
-    # -- acknowledging -----------------------------------------------------------------
-
-    async def _ack(self, entries: Sequence[Entry]) -> None:
-        grouped = by_stream(entries)
-        if len(grouped) == 1:
-            ((stream, ids),) = grouped.items()
-            await self.redis.xack(stream, CONSUMER_GROUP, *ids)
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for stream, ids in grouped.items():
-                pipe.xack(stream, CONSUMER_GROUP, *ids)
-            await pipe.execute()
-
-    async def _keep_claim(self, parts: list[list[Entry]]) -> list[list[Entry]]:
-        """Re-claim the entries in hand (resetting their idle time, counting no delivery);
-        drop any that are no longer pending, because someone else acknowledged them."""
-        entries = [e for part in parts for e in part]
-        still: set[tuple[str, str]] = set()
-        try:
-            for stream, ids in by_stream(entries).items():
-                ids_any: list[Any] = list(ids)
-                claimed: Any = await self.redis.xclaim(
-                    stream, CONSUMER_GROUP, self.name, 0, ids_any, justid=True
-                )
-                still.update((stream, _text(i)) for i in claimed)
-        except REDIS_ERRORS as exc:
-            log.warning("could not refresh the claim on the batch in hand: %s", exc)
-            return parts
-        kept = [[e for e in part if (e.stream, e.message_id) in still] for part in parts]
-        return [part for part in kept if part]
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -533,7 +492,3 @@ def _halves(part: list[Entry]) -> list[list[Entry]]:
     """The two halves of a part, ordered for `deque.extendleft` (first half first)."""
     middle = len(part) // 2
     return [part[middle:], part[:middle]]
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -73,9 +73,8 @@ class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
         Meta(
             ge=1,
             le=10_000,
-            description="Most entries of a shard's historical stream (imports) read at"
-            " once, and only when its live read left room: what live events queued"
-            " meanwhile wait for at most (docs/import.md).",
+            description="Most entries of a shard's historical stream (imports) read and"
+            " stored at once, while its live reader has room (docs/import.md).",
         ),
     ] = 50
     historical_poll_ms: Annotated[
