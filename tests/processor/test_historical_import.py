@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 import psycopg
+import pytest
 import redis
 
 from bricqs.facts import HISTORICAL_MARK
@@ -24,7 +25,7 @@ from bricqs_devstack.servers import Server
 from bricqs_processor.consumer import StreamConsumer
 from bricqs_processor.entries import Entry
 from bricqs_processor.main import make_pool, make_redis
-from bricqs_processor.priority import ImportGate, ImportPriority
+from bricqs_processor.priority import REST_RATIO, ImportGate, ImportPriority
 from bricqs_processor.settings import ProcessorSettings
 from tests.conftest import Tenant
 from tests.mechanics.test_exactly_once import make_envelopes, run, setup_tenant, split
@@ -66,6 +67,16 @@ def test_an_empty_historical_stream_is_looked_at_again_only_after_the_poll_inter
     clock.now += 0.75
     assert priority.wait_seconds() == 0.25
     clock.now += 0.25
+    assert priority.wait_seconds() == 0
+
+
+def test_after_each_historical_batch_the_import_rests_as_long_as_it_took() -> None:
+    clock = Clock()
+    priority = ImportPriority(batch_size=50, poll_seconds=1.0, clock=clock)
+    priority.found(50)
+    priority.stored(0.2)
+    assert priority.wait_seconds() == pytest.approx(0.2 * REST_RATIO)
+    clock.now += 0.2 * REST_RATIO
     assert priority.wait_seconds() == 0
 
 

@@ -198,7 +198,9 @@ class StreamConsumer:
             priority.found(len(entries))
             if entries:
                 async with self._storing:
+                    started = time.monotonic()
                     await self.process(entries)
+                    priority.stored(time.monotonic() - started)
 
     async def _guarded(
         self, stream: str, backoff: Backoff, action: Callable[[], Awaitable[T]]
