@@ -19,7 +19,7 @@ from bricqs.facts import HISTORICAL_MARK
 from bricqs.schemas import Envelope, encode_envelope
 from bricqs.storage.tenants import Tenant as MechanicsTenant
 from bricqs.storage.webhooks import EVENT_TYPES, create_endpoint
-from bricqs.stream import historical_stream_key, stream_key
+from bricqs.stream import historical_stream_key, shard_for, stream_key
 from bricqs.webhook_secrets import SecretBox
 from bricqs_devstack.servers import Server
 from bricqs_processor.consumer import StreamConsumer
@@ -157,13 +157,22 @@ class RecordingConsumer(StreamConsumer):
     def __init__(self, *args: Any, total: int, at: int, during: Any) -> None:
         super().__init__(*args)
         self.batches: list[tuple[str, int]] = []
+        self.imports_at_once = 0
+        """The most historical batches ever in hand at the same time."""
+        self._importing_now = 0
         self._total, self._at, self._during = total, at, during
 
     async def process(self, entries: list[Entry]) -> None:
         self.batches.append((entries[0].stream, len(entries)))
+        historical = entries[0].stream.endswith(":historical")
+        self._importing_now += historical
+        self.imports_at_once = max(self.imports_at_once, self._importing_now)
         if len(self.batches) == self._at:
             await self._during()
-        await super().process(entries)
+        try:
+            await super().process(entries)
+        finally:
+            self._importing_now -= historical
         if sum(n for _, n in self.batches) >= self._total:
             self.stop()
 
@@ -176,10 +185,10 @@ def recorded_batches(
     at: int = 0,
     during: Any = None,
     **settings: Any,
-) -> list[tuple[str, int]]:
-    """The batches a consumer in this process stores, in order, until `total` entries;
-    `during` (an async function of the consumer's Redis client) runs while batch `at` is
-    in hand."""
+) -> RecordingConsumer:
+    """A consumer in this process, run until it has stored `total` entries (its
+    `batches`, in order); `during` (an async function of its Redis client) runs while
+    batch `at` is in hand."""
     config = ProcessorSettings(
         redis_url=redis_url,
         database_url=database_url,
@@ -189,7 +198,7 @@ def recorded_batches(
         **settings,
     )
 
-    async def scenario() -> list[tuple[str, int]]:
+    async def scenario() -> RecordingConsumer:
         client = make_redis(config)
         pool = make_pool(config)
         await pool.open()
@@ -204,7 +213,7 @@ def recorded_batches(
         finally:
             await pool.close()
             await client.aclose()
-        return consumer.batches
+        return consumer
 
     return asyncio.run(scenario())
 
@@ -216,7 +225,7 @@ def test_imports_wait_while_live_reads_come_back_full(
     xadd(redis_client, LIVE, [envelope(tenant, i, participants=50) for i in range(50)])
     batches = recorded_batches(
         redis_server.url, postgres_server.url, total=90, batch_size=10, historical_batch_size=20
-    )
+    ).batches
     # Five full live reads first: the import reader waits for a read with room.
     assert batches == [(LIVE, 10)] * 5 + [(HISTORICAL, 20)] * 2
     assert stored(postgres_server.url, tenant.project_id).events == 90
@@ -242,7 +251,7 @@ def test_live_entries_queued_during_an_import_are_the_next_batch_stored_not_queu
         at=3,
         during=live_arrives,
         historical_batch_size=cap,
-    )
+    ).batches
     # Three historical reads of `cap`; the live events, queued while the third was in
     # hand, are the very next batch (stored by the live reader at once, the import waiting
     # until they are); the import then goes on in reads of at most `cap`.
@@ -250,6 +259,30 @@ def test_live_entries_queued_during_an_import_are_the_next_batch_stored_not_queu
     assert batches[3] == (LIVE, 30)
     assert all(stream == HISTORICAL and n <= cap for stream, n in batches[4:])
     assert stored(postgres_server.url, tenant.project_id).events == 430
+
+
+def test_one_historical_batch_is_stored_at_a_time_however_many_shards(
+    redis_server: Server, postgres_server: Server, redis_client: redis.Redis, tenant: Tenant
+) -> None:
+    shards = 4
+    history = [imported(tenant, i) for i in range(400)]
+    pipe = redis_client.pipeline(transaction=False)
+    for env in history:
+        shard = shard_for(env.project_id, env.participant_id, shards)
+        pipe.xadd(historical_stream_key(shard), {"e": encode_envelope(env)})
+    pipe.execute()
+    consumer = recorded_batches(
+        redis_server.url,
+        postgres_server.url,
+        total=400,
+        stream_shards=shards,
+        historical_batch_size=20,
+    )
+    assert {stream for stream, _ in consumer.batches} == {
+        historical_stream_key(s) for s in range(shards)
+    }
+    assert consumer.imports_at_once == 1
+    assert stored(postgres_server.url, tenant.project_id).events == 400
 
 
 def test_a_historical_import_is_stored_exactly_once_across_a_killed_processor(

@@ -126,6 +126,9 @@ class StreamConsumer:
         # Readers storing at once: each batch's lanes take pooled connections, and one
         # connection is left for housekeeping and health checks.
         self._storing = asyncio.Semaphore(max(1, settings.database_pool_size - 1))
+        # One historical batch at a time over all shards: imports never hold more than
+        # one of those connections, nor, resting between batches, half the process.
+        self._importing = asyncio.Semaphore(1)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -197,7 +200,7 @@ class StreamConsumer:
                 continue
             priority.found(len(entries))
             if entries:
-                async with self._storing:
+                async with self._importing, self._storing:
                     started = time.monotonic()
                     await self.process(entries)
                     priority.stored(time.monotonic() - started)
