@@ -34,7 +34,8 @@ Failures are sorted by what they mean:
 
 Entries in hand are bounded over all shards: each reader reads at most its share of
 `BATCH_SIZE` (`per_shard_count`), so a process never holds more than about BATCH_SIZE
-entries however many shards it reads, and at most `DATABASE_POOL_SIZE - 1` readers store at
+live entries however many shards it reads (imports add at most HISTORICAL_BATCH_SIZE per
+shard), and at most `DATABASE_POOL_SIZE - 1` readers store at
 once; the rest wait with small batches, so no claim ages out while earlier ones are stored.
 Storing what several readers hold as one larger batch was tried and did not pay: one
 processor with 20 rules drained 8 shards as fast either way, and faster than 1 shard,
