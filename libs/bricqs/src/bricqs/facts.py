@@ -9,6 +9,15 @@ from bricqs.schemas import Envelope, Fact
 
 CUSTOM_FACT_PREFIX = "custom."
 
+HISTORICAL_MARK = "historical"
+"""The property, `true`, of a system fact caused by a historical import (docs/import.md):
+recorded like any other, owed no webhook."""
+
+
+def is_historical(fact: Fact) -> bool:
+    """Whether a system fact is an outcome of a historical import."""
+    return fact.properties.get(HISTORICAL_MARK) is True
+
 
 def custom_fact_type(event_name: str) -> str:
     """The fact type of an application event: `custom.<event_name>`."""

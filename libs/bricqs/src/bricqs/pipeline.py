@@ -48,7 +48,14 @@ async def process_envelopes(
         )
         stored = await store_events(conn, envelopes, idempotency_ttl=idempotency_ttl, catalog=False)
         effects = (
-            await apply_mechanics(conn, rules_for, stored.facts, report=report, standings=standings)
+            await apply_mechanics(
+                conn,
+                rules_for,
+                stored.facts,
+                report=report,
+                standings=standings,
+                historical={e.event_id for e in stored.inserted if e.historical},
+            )
             if stored.facts
             else {}
         )

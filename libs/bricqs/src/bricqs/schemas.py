@@ -37,6 +37,8 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_key: str | None = None
     payload_hash: str | None = None
     """Digest of what the client sent, to tell a retry from a conflicting reuse of a key."""
+    historical: bool = False
+    """Sent as a historical import: its outcomes are recorded without webhooks."""
 
 
 class Fact(msgspec.Struct, frozen=True, kw_only=True):

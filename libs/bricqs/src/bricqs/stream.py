@@ -5,7 +5,9 @@ on different Redis Cluster nodes. An event goes to the shard of `(project, parti
 its idempotency key is stored under the same hash tag, which lets one Lua script check
 the key, XADD and remember the key atomically on a single node. Each shard also has a
 dead-letter stream under the same hash tag, holding `DeadLetter` records, so moving an
-entry there and acknowledging it is one MULTI on one node.
+entry there and acknowledging it is one MULTI on one node. Events sent as a historical
+import go to the shard's historical stream, `bricqs:events:{N}:historical`, under the same
+hash tag, which the processor reads only with what live traffic leaves (docs/import.md).
 """
 
 from __future__ import annotations
@@ -24,6 +26,16 @@ IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 def stream_key(shard: int) -> str:
     """The stream of one shard."""
     return f"{STREAM_PREFIX}:{{{shard}}}"
+
+
+def historical_stream_key(shard: int) -> str:
+    """The stream of one shard's historical imports (same hash tag as its live stream)."""
+    return f"{STREAM_PREFIX}:{{{shard}}}:historical"
+
+
+def event_stream_key(shard: int, *, historical: bool) -> str:
+    """The stream an event of `shard` is queued on: live or historical."""
+    return historical_stream_key(shard) if historical else stream_key(shard)
 
 
 def dead_letter_key(shard: int) -> str:

@@ -102,8 +102,13 @@ def _properties_problem(value: Any, depth: int) -> tuple[str, str] | None:
     return None
 
 
-def parse_timestamp(value: str, now: datetime) -> datetime | str:
-    """The UTC datetime of an ISO 8601 string, or an error message."""
+# The field-error code of each kind of refused timestamp, by a word of its message.
+_TIME_CODES = (("future", "in_future"), ("older", "too_old"))
+
+
+def parse_timestamp(value: str, now: datetime, oldest: datetime | None = None) -> datetime | str:
+    """The UTC datetime of an ISO 8601 string, or an error message; `oldest` is the
+    earliest time accepted (None: any past time)."""
     try:
         parsed = datetime.fromisoformat(value)
         parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
@@ -113,6 +118,8 @@ def parse_timestamp(value: str, now: datetime) -> datetime | str:
         return "must be an ISO 8601 date-time within years 1-9999 in UTC"
     if parsed > now + MAX_FUTURE:
         return "must not be more than 1 hour in the future"
+    if oldest is not None and parsed < oldest:
+        return f"must not be older than {oldest.isoformat()} (send older events as historical)"
     return parsed
 
 
@@ -123,12 +130,14 @@ def parse_event(
     prefix: str = "",
     check_size: bool = False,
     idempotency_key: str | None = None,
+    oldest: datetime | None = None,
 ) -> Event | list[FieldError]:
     """The Event in a decoded JSON value, or every rule it breaks.
 
     `prefix` is prepended to field paths (`events[3]` in a batch). `check_size` encodes
     the event again to enforce the 32 KiB limit, for callers whose body limit does not
     already imply it. `idempotency_key` is the one from the request header, if any.
+    `oldest` is the earliest timestamp accepted (None: any past time).
     """
     if not isinstance(obj, dict):
         return [FieldError(prefix or "body", "must be a JSON object", "invalid_type")]
@@ -172,12 +181,23 @@ def parse_event(
         if not isinstance(raw_timestamp, str):
             errors.append(FieldError(timestamp_field, "must be an ISO 8601 string", "invalid_type"))
         else:
-            parsed = parse_timestamp(raw_timestamp, now)
+            parsed = parse_timestamp(raw_timestamp, now, oldest)
             if isinstance(parsed, str):
-                code = "in_future" if "future" in parsed else "invalid_format"
+                code = next((c for w, c in _TIME_CODES if w in parsed), "invalid_format")
                 errors.append(FieldError(timestamp_field, parsed, code))
             else:
                 timestamp = parsed
+
+    if "historical" in obj:
+        # Only a whole batch is imported as history; ignored here, the event would go
+        # live, with webhooks, which is what its sender meant to avoid.
+        errors.append(
+            FieldError(
+                _join(prefix, "historical"),
+                "is a field of the batch body (POST /ingest/events/batch), not of an event",
+                "batch_field",
+            )
+        )
 
     key = obj.get("idempotency_key")
     if key is not None:

@@ -14,7 +14,7 @@ from typing import Any
 from bricqs.ids import new_event_id
 from bricqs.schemas import Envelope, Event, encode_envelope
 from bricqs.storage.tenants import KeyOwner
-from bricqs.stream import idempotency_redis_key, shard_for, stream_key
+from bricqs.stream import event_stream_key, idempotency_redis_key, shard_for
 from bricqs.validation import MAX_EVENT_BYTES, parse_event
 from bricqs.web.auth import check_participant
 from bricqs.web.problems import ProblemError
@@ -46,11 +46,21 @@ class Answer:
 
 
 def parse_single(
-    obj: Any, body_size: int, header_key: str | None, now: datetime, endpoint: str
+    obj: Any,
+    body_size: int,
+    header_key: str | None,
+    now: datetime,
+    endpoint: str,
+    oldest: datetime | None,
 ) -> Event:
-    """The event of a single-event body, or 422 (counted as rejected)."""
+    """The event of a single-event body, or 422 (counted as rejected). `oldest`: the
+    earliest timestamp accepted (`IngestSettings.oldest_timestamp`)."""
     event = parse_event(
-        obj, now=now, check_size=body_size > MAX_EVENT_BYTES, idempotency_key=header_key
+        obj,
+        now=now,
+        check_size=body_size > MAX_EVENT_BYTES,
+        idempotency_key=header_key,
+        oldest=oldest,
     )
     if isinstance(event, list):
         EVENTS.labels(endpoint, "rejected").inc()
@@ -59,10 +69,15 @@ def parse_single(
 
 
 def envelope_of(
-    event: Event, owner: KeyOwner, received_at: datetime, payload_hash: str | None
+    event: Event,
+    owner: KeyOwner,
+    received_at: datetime,
+    payload_hash: str | None,
+    *,
+    historical: bool = False,
 ) -> Envelope:
-    """The stream entry of an accepted event; 403 when a participant token sends
-    another participant's event."""
+    """The stream entry of an accepted event (of a historical import, with `historical`);
+    403 when a participant token sends another participant's event."""
     check_participant(owner, event.participant_id)
     return Envelope(
         event_id=new_event_id(),
@@ -75,6 +90,7 @@ def envelope_of(
         received_at=received_at,
         idempotency_key=event.idempotency_key,
         payload_hash=payload_hash,
+        historical=historical,
     )
 
 
@@ -93,10 +109,11 @@ def redis_idempotency_key(
 
 
 def enqueue_command(settings: IngestSettings, envelope: Envelope) -> EnqueueCommand:
-    """The enqueue command of an envelope, on its participant's shard."""
+    """The enqueue command of an envelope, on its participant's shard (its historical
+    stream for an import)."""
     shard = shard_for(envelope.project_id, envelope.participant_id, settings.stream_shards)
     return EnqueueCommand(
-        stream=stream_key(shard),
+        stream=event_stream_key(shard, historical=envelope.historical),
         envelope=encode_envelope(envelope),
         event_id=envelope.event_id,
         idempotency_key=redis_idempotency_key(settings, envelope, shard),

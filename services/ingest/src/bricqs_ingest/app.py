@@ -145,5 +145,6 @@ async def _open_context(settings: IngestSettings) -> IngestContext:
             previous_shards=settings.stream_shards_previous,
             limit=settings.max_backlog,
             interval=settings.backlog_check_ms / 1000,
+            historical_limit=settings.historical_max_backlog,
         ),
     )

@@ -12,6 +12,9 @@ entry waits in a stream the new mapping forgets (docs/resharding.md). Then the f
 follows the backlog alone: the old streams only shrink once every worker uses the new
 mapping.
 
+Historical imports (docs/import.md) have streams of their own, measured apart against
+their own bound: an import in progress slows imports, never live events.
+
 Each stream counts for its slowest consumer group, the processors' or any other (a
 webhook dispatcher, say): the processor trims a stream only below what every group
 acknowledged, so the slowest group is what holds the entries in memory.
@@ -22,13 +25,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import Gauge
 from redis.exceptions import RedisError, ResponseError
 
 from bricqs.redis_connect import RedisClient
-from bricqs.stream import CONSUMER_GROUP, stream_key
+from bricqs.stream import CONSUMER_GROUP, historical_stream_key, stream_key
 
 log = logging.getLogger("bricqs.ingest.backlog")
 
@@ -40,11 +44,14 @@ BACKLOG = Gauge(
 )
 
 
-async def measure_backlog(redis: RedisClient, shards: int) -> int:
-    """Events on the streams that their slowest consumer group has not acknowledged yet."""
+async def measure_backlog(
+    redis: RedisClient, shards: int, stream_of: Callable[[int], str] = stream_key
+) -> int:
+    """Events on the streams (`stream_of` each shard: the live ones by default) that their
+    slowest consumer group has not acknowledged yet."""
     total = 0
     for shard in range(shards):
-        key = stream_key(shard)
+        key = stream_of(shard)
         try:
             groups: list[dict[Any, Any]] = await redis.xinfo_groups(key)
         except ResponseError:  # no such stream yet
@@ -80,6 +87,7 @@ class BacklogMonitor:
         limit: int,
         interval: float,
         previous_shards: int = 0,
+        historical_limit: int = 0,
     ) -> None:
         self._redis = redis
         self._shards = shards
@@ -88,13 +96,16 @@ class BacklogMonitor:
         self._previous = previous_shards
         self._draining = previous_shards > 0
         self.over = self._draining
+        self._historical_limit = historical_limit
+        self.historical_over = False
+        """Whether the historical streams' backlog passed its own bound (imports wait)."""
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
     def start(self) -> None:
         """Begin watching (no-op when the limit is 0, backpressure off, and no change of
         STREAM_SHARDS is under way)."""
-        if self._limit > 0 or self._draining:
+        if self._limit > 0 or self._draining or self._historical_limit > 0:
             self._task = asyncio.get_running_loop().create_task(self._watch())
 
     async def stop(self) -> None:
@@ -130,6 +141,11 @@ class BacklogMonitor:
                     if self._draining:
                         await self._check_drained()
                     backlog = await measure_backlog(self._redis, self._shards)
+                    imports = (
+                        await measure_backlog(self._redis, self._shards, historical_stream_key)
+                        if self._historical_limit > 0
+                        else 0
+                    )
                 BACKLOG.set(backlog)
                 if not self._draining and (0 < self._limit < backlog) != self.over:
                     log.warning(
@@ -138,6 +154,7 @@ class BacklogMonitor:
                         "on" if backlog > self._limit else "off",
                     )
                 self.over = self._draining or 0 < self._limit < backlog
+                self.historical_over = 0 < self._historical_limit < imports
             except (RedisError, OSError, TimeoutError) as exc:
                 # Redis trouble is answered by the enqueue path itself (503); keep the flag.
                 log.debug("backlog check failed: %s", exc)

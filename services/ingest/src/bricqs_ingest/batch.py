@@ -1,5 +1,9 @@
 """POST /ingest/events/batch: 1-100 events, each validated on its own, queued in one
-Redis round trip, answered with a result per event in input order."""
+Redis round trip, answered with a result per event in input order.
+
+A batch with `"historical": true` is a historical import (docs/import.md): its events may
+be older than live ones, go to the historical streams, which the processor reads with
+what live traffic leaves, and their outcomes are recorded without webhooks."""
 
 from __future__ import annotations
 
@@ -11,8 +15,9 @@ from litestar import Request, Response, post
 from litestar.di import NamedDependency
 
 from bricqs.schemas import Envelope
+from bricqs.storage.tenants import KeyOwner
 from bricqs.validation import MAX_BATCH_EVENTS, FieldError, parse_event
-from bricqs.web.auth import authenticate
+from bricqs.web.auth import authenticate, insufficient_scope
 from bricqs.web.problems import ProblemError
 from bricqs_ingest.accept import enqueue_command, envelope_of, idempotency_conflict
 from bricqs_ingest.bodies import (
@@ -22,14 +27,14 @@ from bricqs_ingest.bodies import (
     json_response,
     payload_hash,
 )
-from bricqs_ingest.context import IngestContext
+from bricqs_ingest.context import IMPORT_SCOPE, IMPORT_SECURITY, INGEST_SCOPE, IngestContext
 from bricqs_ingest.metrics import EVENTS
 from bricqs_ingest.publisher import AlreadyHeld, Enqueued, EnqueueResult
 from bricqs_ingest.ratelimit import give_back, limit_for, take
 from bricqs_ingest.resends import held_in_postgres
 
 
-@post("/ingest/events/batch", request_max_body_size=MAX_BATCH_BODY)
+@post("/ingest/events/batch", request_max_body_size=MAX_BATCH_BODY, security=IMPORT_SECURITY)
 async def ingest_batch(
     request: Request[Any, Any, Any], ctx: NamedDependency[IngestContext]
 ) -> Response[bytes]:
@@ -39,12 +44,19 @@ async def ingest_batch(
     header_key = header_idempotency_key(request)
     obj, _ = await decode_body(request, MAX_BATCH_BODY)
     events = _events(obj)
+    historical = _historical(obj)
+    _check_import(owner, historical)
+    if historical:
+        ctx.check_backlog(historical=True)
 
     now = datetime.now(UTC)
+    oldest = ctx.settings.oldest_timestamp(now, historical=historical)
     results: list[dict[str, Any]] = [{} for _ in events]
     pending: list[tuple[int, Envelope]] = []
     for index, item in enumerate(events):
-        event = parse_event(item, now=now, prefix=f"events[{index}]", check_size=True)
+        event = parse_event(
+            item, now=now, prefix=f"events[{index}]", check_size=True, oldest=oldest
+        )
         if isinstance(event, list):
             results[index] = _rejected(index, "validation_failed", "The event is invalid.", event)
             continue
@@ -52,7 +64,7 @@ async def ingest_batch(
             # A batch retried under one Idempotency-Key dedupes event by event.
             event = msgspec.structs.replace(event, idempotency_key=f"{header_key}:{index}")
         digest = payload_hash(item) if event.idempotency_key else None
-        pending.append((index, envelope_of(event, owner, now, digest)))
+        pending.append((index, envelope_of(event, owner, now, digest, historical=historical)))
 
     answers: dict[str, EnqueueResult] = {}
     answers.update(await held_in_postgres(ctx, [env for _, env in pending]))
@@ -125,6 +137,33 @@ def _events(obj: Any) -> list[Any]:
             errors=[FieldError("events", f"must hold 1 to {MAX_BATCH_EVENTS} events", code)],
         )
     return events
+
+
+def _historical(obj: dict[str, Any]) -> bool:
+    """Whether the batch is a historical import (its `historical` field), or 400."""
+    historical = obj.get("historical", False)
+    if not isinstance(historical, bool):
+        raise ProblemError(
+            400,
+            "invalid_batch",
+            "The batch's 'historical' field must be true or false.",
+            errors=[FieldError("historical", "must be a boolean", "invalid_type")],
+        )
+    return historical
+
+
+def _check_import(owner: KeyOwner, historical: bool) -> None:
+    """403 unless the caller may send this batch: an import takes a key with `ingest` or
+    `import` (a participant token acts live only); a key with `import` and without
+    `ingest` sends imports only."""
+    if historical and owner.scopes.isdisjoint({INGEST_SCOPE, IMPORT_SCOPE}):
+        raise insufficient_scope(frozenset({INGEST_SCOPE, IMPORT_SCOPE}))
+    if not historical and owner.participant_id is None and INGEST_SCOPE not in owner.scopes:
+        raise ProblemError(
+            403,
+            "historical_required",
+            'This key may only send historical imports: add "historical": true to the batch.',
+        )
 
 
 def _rejected(

@@ -29,6 +29,9 @@ log = logging.getLogger("bricqs.ingest")
 # participant's events. Declared once, on the router (and in the OpenAPI document).
 INGEST_SCOPE: Scope = "ingest"
 INGEST_SECURITY = requires(INGEST_SCOPE, participant_token=True)
+# On top of it, for the batch route alone: a key that may only send historical imports.
+IMPORT_SCOPE: Scope = "import"
+IMPORT_SECURITY = requires(IMPORT_SCOPE)
 
 
 @dataclass
@@ -59,9 +62,10 @@ class IngestContext:
             log.warning("enqueue failed: %s", exc)
             raise self.unavailable("queue_unavailable", "The event queue is unavailable.") from exc
 
-    def check_backlog(self) -> None:
-        """503 ingest_backpressure while the processors are too far behind."""
-        if self.backlog.over:
+    def check_backlog(self, *, historical: bool = False) -> None:
+        """503 ingest_backpressure while the processors are too far behind (for an import,
+        also while they are too far behind with imports)."""
+        if self.backlog.over or (historical and self.backlog.historical_over):
             raise self.unavailable(
                 "ingest_backpressure",
                 "Events are arriving faster than they are processed; retry shortly.",

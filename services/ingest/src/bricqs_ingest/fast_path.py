@@ -140,7 +140,12 @@ async def _plain_single(ctx: IngestContext, scope: Scope, body: bytes) -> Answer
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
     now = datetime.now(UTC)
-    event = parse_event(obj, now=now, check_size=len(body) > MAX_EVENT_BYTES)
+    event = parse_event(
+        obj,
+        now=now,
+        check_size=len(body) > MAX_EVENT_BYTES,
+        oldest=ctx.settings.oldest_timestamp(now, historical=False),
+    )
     if isinstance(event, list) or event.idempotency_key is not None:
         return None
     return await accept_event(ctx, envelope_of(event, owner, now, None), None)

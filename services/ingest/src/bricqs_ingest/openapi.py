@@ -17,7 +17,7 @@ from msgspec import Meta
 from bricqs.validation import MAX_BATCH_EVENTS
 from bricqs.web.auth import SECURITY_SCHEMES
 from bricqs.web.problems import PROBLEM_MEDIA_TYPE, FieldProblem, ProblemDocument
-from bricqs_ingest.context import INGEST_SCOPE, INGEST_SECURITY
+from bricqs_ingest.context import IMPORT_SCOPE, IMPORT_SECURITY, INGEST_SCOPE, INGEST_SECURITY
 
 EventName = Annotated[
     str,
@@ -61,6 +61,13 @@ class Batch(msgspec.Struct, kw_only=True):
     """Up to 100 events; each is validated and queued on its own."""
 
     events: Annotated[list[Event], Meta(min_length=1, max_length=MAX_BATCH_EVENTS)]
+    historical: Annotated[
+        bool,
+        Meta(
+            description="A historical import: events may be older than live ones, are"
+            " processed after live traffic and cause no webhooks (docs/import.md)."
+        ),
+    ] = False
 
 
 class Accepted(msgspec.Struct, kw_only=True):
@@ -136,7 +143,8 @@ _COMMON = {
     "401": _problem("Missing, malformed, unknown or revoked API key or participant token"),
     "403": _problem(
         "insufficient_scope: the key lacks the `ingest` scope; participant_mismatch: a"
-        " participant token sent another participant's event"
+        " participant token sent another participant's event; historical_required: a key"
+        " with `import` alone sent a live batch"
     ),
     "409": _problem("Idempotency key reused with another payload"),
     "413": _problem("Body (or inflated gzip body) over the limit"),
@@ -155,15 +163,23 @@ _HEADERS = [
 ]
 
 
-def _operation(summary: str, body: str, responses: dict[str, Any], op_id: str) -> dict[str, Any]:
+def _operation(
+    summary: str,
+    body: str,
+    responses: dict[str, Any],
+    op_id: str,
+    *,
+    imports: bool = False,
+) -> dict[str, Any]:
+    also = f"; a key with `{IMPORT_SCOPE}` sends historical batches only" if imports else ""
     return {
         "post": {
             "operationId": op_id,
             "summary": summary,
             "description": f"Needs a key with the `{INGEST_SCOPE}` scope, or a participant"
-            " token (for its own participant's events only).",
-            # The router's own declaration, which `authenticate` enforces.
-            "security": INGEST_SECURITY,
+            f" token (for its own participant's events only){also}.",
+            # The route's own declaration, which `authenticate` enforces.
+            "security": INGEST_SECURITY + (IMPORT_SECURITY if imports else []),
             "parameters": _HEADERS,
             "requestBody": {
                 "required": True,
@@ -221,6 +237,7 @@ def build_document() -> dict[str, Any]:
                     "422": batch_422,
                 },
                 "ingestBatch",
+                imports=True,
             ),
             "/api/v1/ingest/events/sync": _operation(
                 "Process one event now",

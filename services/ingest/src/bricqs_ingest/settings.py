@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import msgspec
@@ -104,7 +105,42 @@ class IngestSettings(msgspec.Struct, frozen=True, kw_only=True):
             " which ingest answers 503 ingest_backpressure (0: never).",
         ),
     ] = 1_000_000
+    historical_max_backlog: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description="Unprocessed events of historical imports past which historical"
+            " batches are answered 503 ingest_backpressure (0: never); live events are"
+            " never refused for them (docs/import.md).",
+        ),
+    ] = 1_000_000
     backlog_check_ms: Annotated[
         int, Meta(ge=50, description="How often each worker measures the backlog.")
     ] = 500
+    live_max_event_age_hours: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description="Oldest timestamp a live event may carry, in hours before now (0:"
+            " any past time); older events are refused (422 too_old) unless sent as a"
+            " historical import (docs/import.md).",
+        ),
+    ] = 0
+    historical_max_event_age_days: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=36_500,
+            description="Oldest timestamp an event of a historical import may carry, in"
+            " days before now (docs/import.md).",
+        ),
+    ] = 3_650
     log_level: LogLevel = "INFO"
+
+    def oldest_timestamp(self, now: datetime, *, historical: bool) -> datetime | None:
+        """The earliest event timestamp accepted at `now` (None: any past time)."""
+        if historical:
+            return now - timedelta(days=self.historical_max_event_age_days)
+        if self.live_max_event_age_hours:
+            return now - timedelta(hours=self.live_max_event_age_hours)
+        return None

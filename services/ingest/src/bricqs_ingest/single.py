@@ -25,7 +25,14 @@ async def ingest_event(
     header_key = header_idempotency_key(request)
     obj, body_size = await decode_body(request, MAX_SINGLE_BODY)
     now = datetime.now(UTC)
-    event = parse_single(obj, body_size, header_key, now, "single")
+    event = parse_single(
+        obj,
+        body_size,
+        header_key,
+        now,
+        "single",
+        ctx.settings.oldest_timestamp(now, historical=False),
+    )
     digest = payload_hash(obj) if event.idempotency_key else None
     envelope = envelope_of(event, owner, now, digest)
     answer = await accept_event(ctx, envelope, limit_for(ctx.settings, owner))

@@ -55,7 +55,14 @@ async def ingest_sync(
     header_key = header_idempotency_key(request)
     obj, body_size = await decode_body(request, MAX_SINGLE_BODY)
     now = datetime.now(UTC)
-    event = parse_single(obj, body_size, header_key, now, "sync")
+    event = parse_single(
+        obj,
+        body_size,
+        header_key,
+        now,
+        "sync",
+        ctx.settings.oldest_timestamp(now, historical=False),
+    )
     limit = limit_for(ctx.settings, owner)
     if limit:
         await take(ctx, limit, 1, "sync")

@@ -1,6 +1,8 @@
 """The stream consumer: read a batch, store it in one transaction, acknowledge it.
 
-One reader per shard in each process, each with one batch in hand at a time:
+One reader per shard in each process, each with one batch in hand at a time (and one
+import reader per shard, for its historical stream, which reads only while the live one
+has room: see `priority`):
 
 1. every `RECLAIM_INTERVAL_MS`, reclaim entries of its shard that other (dead) consumers
    left pending longer than `CLAIM_MIN_IDLE_MS` (see `recovery`) and process them like a
@@ -32,7 +34,8 @@ Failures are sorted by what they mean:
 
 Entries in hand are bounded over all shards: each reader reads at most its share of
 `BATCH_SIZE` (`per_shard_count`), so a process never holds more than about BATCH_SIZE
-entries however many shards it reads, and at most `DATABASE_POOL_SIZE - 1` readers store at
+live entries however many shards it reads (imports add at most HISTORICAL_BATCH_SIZE per
+shard), and at most `DATABASE_POOL_SIZE - 1` readers store at
 once; the rest wait with small batches, so no claim ages out while earlier ones are stored.
 Storing what several readers hold as one larger batch was tried and did not pay: one
 processor with 20 rules drained 8 shards as fast either way, and faster than 1 shard,
@@ -51,7 +54,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -66,15 +68,24 @@ from redis.exceptions import ResponseError
 from bricqs.mechanics.cache import RuleCache
 from bricqs.pipeline import process_envelopes
 from bricqs.redis_connect import REDIS_ERRORS, RedisClient
-from bricqs.storage.events import Outcome, StoreResult
+from bricqs.storage.events import StoreResult
 from bricqs.storage.health import ping
 from bricqs.storage.standings import Standings
-from bricqs.stream import CONSUMER_GROUP, stream_key
+from bricqs.stream import CONSUMER_GROUP, historical_stream_key, shard_of, stream_key
 from bricqs_processor import metrics
+from bricqs_processor.backoff import Backoff
 from bricqs_processor.deadletter import dead_letter
-from bricqs_processor.entries import Entry, by_stream, decode_entries, entries_from_reply
+from bricqs_processor.entries import (
+    Entry,
+    acknowledge,
+    decode_entries,
+    entries_from_reply,
+    keep_claim,
+)
+from bricqs_processor.failures import DATA_ERRORS, DatabaseUnavailable, Rejected, TooSlow
 from bricqs_processor.lanes import plan_transactions
 from bricqs_processor.liveness import Heartbeat
+from bricqs_processor.priority import ImportGate, ImportPriority
 from bricqs_processor.recovery import reclaim_stuck
 from bricqs_processor.settings import ProcessorSettings
 
@@ -82,48 +93,12 @@ log = logging.getLogger("bricqs.processor")
 
 T = TypeVar("T")
 
-# Errors that say the data of the batch is at fault, not the database: split the batch.
-# An exception that is not psycopg's (our code failing on some event) counts as data too.
-DATA_ERRORS: tuple[type[Exception], ...] = (psycopg.DataError, psycopg.IntegrityError)
-
 # Reclaimed entries delivered more often than this are processed one at a time.
 SUSPECT_DELIVERIES = 2
 
 # Once stopping, a Redis write (XACK, dead letter) is tried this often before giving up;
 # what is left unacknowledged is redelivered to another consumer and found stored.
 SHUTDOWN_ATTEMPTS = 3
-
-
-class DatabaseUnavailable(Exception):
-    """PostgreSQL could not run the batch for reasons unrelated to its data."""
-
-
-class Rejected(Exception):
-    """PostgreSQL (or our storage code) refused the data of the batch."""
-
-
-class TooSlow(Exception):
-    """The batch did not commit within BATCH_TIMEOUT_MS (or a statement ran past
-    STATEMENT_TIMEOUT_MS): split it, and retry a single event, never dead-letter it."""
-
-
-class Backoff:
-    """Capped exponential backoff with jitter: initial, 2x, 4x, ... up to the cap."""
-
-    def __init__(self, initial_ms: int, cap_ms: int) -> None:
-        self._initial = initial_ms / 1000
-        self._cap = cap_ms / 1000
-        self._attempt = 0
-
-    def next_delay(self) -> float:
-        """The next wait in seconds (jittered, so replicas do not retry in step)."""
-        delay = min(self._cap, self._initial * 2.0**self._attempt)
-        self._attempt = min(self._attempt + 1, 32)
-        return delay * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not security
-
-    def reset(self) -> None:
-        """Start again from the initial delay after a success."""
-        self._attempt = 0
 
 
 def per_shard_count(batch_size: int, shards: int) -> int:
@@ -152,6 +127,9 @@ class StreamConsumer:
         # Readers storing at once: each batch's lanes take pooled connections, and one
         # connection is left for housekeeping and health checks.
         self._storing = asyncio.Semaphore(max(1, settings.database_pool_size - 1))
+        # One historical batch at a time over all shards: imports never hold more than
+        # one of those connections, nor, resting between batches, half the process.
+        self._importing = asyncio.Semaphore(1)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -172,36 +150,82 @@ class StreamConsumer:
         await self._until_done(self.ensure_groups, "redis")
         async with asyncio.TaskGroup() as readers:
             for stream in self.streams:
-                readers.create_task(self._read_shard(stream))
+                gate = ImportGate()
+                readers.create_task(self._read_shard(stream, gate))
+                readers.create_task(self._import_shard(stream, gate))
         log.info("consumer %s stopped", self.name)
 
-    async def _read_shard(self, stream: str) -> None:
-        """Read, store and acknowledge one shard's entries until `stop()`."""
+    async def _read_shard(self, stream: str, gate: ImportGate) -> None:
+        """Read, store and acknowledge one shard's live entries until `stop()`, opening
+        `gate` for its import reader while there is room (`priority`)."""
         backoff = Backoff(self.settings.backoff_initial_ms, self.settings.backoff_max_ms)
         next_reclaim = 0.0
         while not self.stopping:
             self.heartbeat.beat()
-            try:
-                if time.monotonic() >= next_reclaim:
-                    await self._reclaim(stream)
-                    next_reclaim = time.monotonic() + self.settings.reclaim_interval_ms / 1000
-                    self.heartbeat.beat()
-                entries = await self._read(stream)
-            except ResponseError as exc:
-                if str(exc).startswith("NOGROUP"):
-                    # The stream or group vanished (deleted by an operator): recreate.
-                    log.warning("consumer group missing, recreating: %s", exc)
-                    await self._until_done(partial(self._ensure_group, stream), "redis")
+            if time.monotonic() >= next_reclaim:
+                if not await self._guarded(stream, backoff, partial(self._reclaim, stream)):
                     continue
-                await self._redis_failed(backoff, exc)
+                next_reclaim = time.monotonic() + self.settings.reclaim_interval_ms / 1000
+                self.heartbeat.beat()
+            read = partial(self._read, stream, block=self.settings.block_ms)
+            entries = await self._guarded(stream, backoff, read)
+            if entries is None:
                 continue
-            except REDIS_ERRORS as exc:
-                await self._redis_failed(backoff, exc)
-                continue
-            backoff.reset()
+            gate.after_live_read(len(entries), self._read_count)
             if entries:
                 async with self._storing:
                     await self.process(entries)
+            gate.after_live_stored()
+
+    async def _import_shard(self, stream: str, gate: ImportGate) -> None:
+        """Read, store and acknowledge one shard's historical entries until `stop()`, a
+        few at a time, while its live reader has room (`priority`)."""
+        historical = historical_stream_key(shard_of(stream))
+        priority = ImportPriority(
+            self.settings.historical_batch_size, self.settings.historical_poll_ms / 1000
+        )
+        backoff = Backoff(self.settings.backoff_initial_ms, self.settings.backoff_max_ms)
+        bound = self.settings.block_ms / 1000  # how often a wait looks at `stopping`
+        while not self.stopping:
+            if (wait := priority.wait_seconds()) > 0:
+                await self._sleep(min(wait, bound))
+                continue
+            try:
+                async with asyncio.timeout(bound):
+                    await gate.opened()
+            except TimeoutError:
+                continue
+            read = partial(self._read, historical, count=priority.batch_size)
+            entries = await self._guarded(stream, backoff, read)
+            if entries is None:
+                continue
+            priority.found(len(entries))
+            if entries:
+                async with self._importing, self._storing:
+                    started = time.monotonic()
+                    await self.process(entries)
+                    priority.stored(time.monotonic() - started)
+
+    async def _guarded(
+        self, stream: str, backoff: Backoff, action: Callable[[], Awaitable[T]]
+    ) -> T | None:
+        """Run one Redis step of the reader of `stream`'s shard: None when Redis failed
+        (after backing off) or a consumer group had to be made again."""
+        try:
+            result = await action()
+        except ResponseError as exc:
+            if str(exc).startswith("NOGROUP"):
+                # A stream or group vanished (deleted by an operator): recreate.
+                log.warning("consumer group missing, recreating: %s", exc)
+                await self._until_done(partial(self._ensure_shard_groups, stream), "redis")
+                return None
+            await self._redis_failed(backoff, exc)
+            return None
+        except REDIS_ERRORS as exc:
+            await self._redis_failed(backoff, exc)
+            return None
+        backoff.reset()
+        return result
 
     async def _redis_failed(self, backoff: Backoff, exc: Exception) -> None:
         metrics.FAILURES.labels("redis").inc()
@@ -217,7 +241,11 @@ class StreamConsumer:
         consumed too.
         """
         for stream in self.streams:
-            await self._ensure_group(stream)
+            await self._ensure_shard_groups(stream)
+
+    async def _ensure_shard_groups(self, stream: str) -> None:
+        await self._ensure_group(stream)
+        await self._ensure_group(historical_stream_key(shard_of(stream)))
 
     async def _ensure_group(self, stream: str) -> None:
         try:
@@ -229,13 +257,13 @@ class StreamConsumer:
 
     # -- reading -----------------------------------------------------------------------
 
-    async def _read(self, stream: str) -> list[Entry]:
+    async def _read(
+        self, stream: str, *, count: int | None = None, block: int | None = None
+    ) -> list[Entry]:
+        """New entries of `stream`: at most `count` (default: this reader's share of
+        BATCH_SIZE), waiting up to `block` ms for some (None: not at all)."""
         reply: Any = await self.redis.xreadgroup(
-            CONSUMER_GROUP,
-            self.name,
-            {stream: ">"},
-            count=self._read_count,
-            block=self.settings.block_ms,
+            CONSUMER_GROUP, self.name, {stream: ">"}, count=count or self._read_count, block=block
         )
         entries: list[Entry] = []
         for stream, items in reply or []:
@@ -243,9 +271,19 @@ class StreamConsumer:
             entries.extend(found)
         return entries
 
-    async def _reclaim(self, stream: str) -> None:
-        if not self._database_ok and not await self._database_answers():
-            return  # taking over entries we cannot store would only age them
+    async def _reclaim(self, stream: str) -> bool:
+        """Reclaim and store what dead consumers left pending on the shard's streams,
+        live then historical; True once done."""
+        for name in (stream, historical_stream_key(shard_of(stream))):
+            if not self._database_ok and not await self._database_answers():
+                return True  # taking over entries we cannot store would only age them
+            await self._reclaim_stream(name)
+            if self.stopping:
+                return True
+        metrics.RECLAIM_ROUNDS.inc()
+        return True
+
+    async def _reclaim_stream(self, stream: str) -> None:
         async for claimed in reclaim_stuck(
             self.redis,
             stream,
@@ -277,7 +315,6 @@ class StreamConsumer:
                         await self.process([entry])
             if self.stopping:
                 return
-        metrics.RECLAIM_ROUNDS.inc()
 
     async def _database_answers(self) -> bool:
         try:
@@ -331,7 +368,7 @@ class StreamConsumer:
         while parts:
             self.heartbeat.beat()
             if time.monotonic() - claimed_at > refresh_after:
-                parts = deque(await self._keep_claim(list(parts)))
+                parts = deque(await keep_claim(self.redis, self.name, list(parts)))
                 claimed_at = time.monotonic()
                 continue
             part = parts[0]
@@ -374,7 +411,7 @@ class StreamConsumer:
                 delay = backoff.next_delay()
                 log.warning("batch not committed (%s); retrying in %.2f s", exc, delay)
                 await self._sleep(delay)
-                parts = deque(await self._keep_claim(list(parts)))
+                parts = deque(await keep_claim(self.redis, self.name, list(parts)))
                 claimed_at = time.monotonic()
                 slow_streak = 0
                 continue
@@ -382,8 +419,8 @@ class StreamConsumer:
             backoff.reset()
             slow_streak = 0
             parts.popleft()
-            await self._until_done(partial(self._ack, part), "redis")
-            self._observe(part, result)
+            await self._until_done(partial(acknowledge, self.redis, part), "redis")
+            metrics.observe_stored(part, result)
 
     async def _transaction(self, part: Sequence[Entry]) -> StoreResult:
         """One batch transaction; raises Rejected, TooSlow or DatabaseUnavailable."""
@@ -417,50 +454,6 @@ class StreamConsumer:
         except Exception as exc:  # our code failed on this data: isolate it like poison
             log.warning("batch of %d failed in processing code", len(part), exc_info=True)
             raise Rejected(f"{type(exc).__name__}: {exc}") from exc
-
-    def _observe(self, part: Sequence[Entry], result: StoreResult) -> None:
-        now = time.time()
-        metrics.BATCHES.inc()
-        metrics.BATCH_SIZE.observe(len(part))
-        for outcome in Outcome:
-            count = result.count(outcome)
-            if count:
-                metrics.EVENTS.labels(outcome.value).inc(count)
-        for entry in part:
-            envelope = entry.envelope
-            if envelope is not None and result.outcomes.get(envelope.event_id) is Outcome.STORED:
-                metrics.END_TO_END_LAG.observe(max(0.0, now - envelope.received_at.timestamp()))
-
-    # -- acknowledging -----------------------------------------------------------------
-
-    async def _ack(self, entries: Sequence[Entry]) -> None:
-        grouped = by_stream(entries)
-        if len(grouped) == 1:
-            ((stream, ids),) = grouped.items()
-            await self.redis.xack(stream, CONSUMER_GROUP, *ids)
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for stream, ids in grouped.items():
-                pipe.xack(stream, CONSUMER_GROUP, *ids)
-            await pipe.execute()
-
-    async def _keep_claim(self, parts: list[list[Entry]]) -> list[list[Entry]]:
-        """Re-claim the entries in hand (resetting their idle time, counting no delivery);
-        drop any that are no longer pending, because someone else acknowledged them."""
-        entries = [e for part in parts for e in part]
-        still: set[tuple[str, str]] = set()
-        try:
-            for stream, ids in by_stream(entries).items():
-                ids_any: list[Any] = list(ids)
-                claimed: Any = await self.redis.xclaim(
-                    stream, CONSUMER_GROUP, self.name, 0, ids_any, justid=True
-                )
-                still.update((stream, _text(i)) for i in claimed)
-        except REDIS_ERRORS as exc:
-            log.warning("could not refresh the claim on the batch in hand: %s", exc)
-            return parts
-        kept = [[e for e in part if (e.stream, e.message_id) in still] for part in parts]
-        return [part for part in kept if part]
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -505,7 +498,3 @@ def _halves(part: list[Entry]) -> list[list[Entry]]:
     """The two halves of a part, ordered for `deque.extendleft` (first half first)."""
     middle = len(part) // 2
     return [part[middle:], part[:middle]]
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -1,14 +1,20 @@
-"""Stream entries as the processor holds them between reading and acknowledging."""
+"""Stream entries as the processor holds them between reading and acknowledging, and the
+acknowledging itself."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
+from bricqs.redis_connect import REDIS_ERRORS, RedisClient
 from bricqs.schemas import ENVELOPE_FIELD, Envelope, decode_envelope
+from bricqs.stream import CONSUMER_GROUP
+
+log = logging.getLogger("bricqs.processor")
 
 
 @dataclass(slots=True)
@@ -69,3 +75,38 @@ def by_stream(entries: Iterable[Entry]) -> dict[str, list[str]]:
     for entry in entries:
         grouped.setdefault(entry.stream, []).append(entry.message_id)
     return grouped
+
+
+async def acknowledge(redis: RedisClient, entries: Sequence[Entry]) -> None:
+    """XACK entries (one round trip, whatever the streams they come from)."""
+    grouped = by_stream(entries)
+    if len(grouped) == 1:
+        ((stream, ids),) = grouped.items()
+        await redis.xack(stream, CONSUMER_GROUP, *ids)
+        return
+    async with redis.pipeline(transaction=False) as pipe:
+        for stream, ids in grouped.items():
+            pipe.xack(stream, CONSUMER_GROUP, *ids)
+        await pipe.execute()
+
+
+async def keep_claim(
+    redis: RedisClient, consumer: str, parts: list[list[Entry]]
+) -> list[list[Entry]]:
+    """Re-claim the entries `consumer` has in hand (resetting their idle time, counting no
+    delivery); drop any that are no longer pending, because someone else acknowledged
+    them."""
+    entries = [e for part in parts for e in part]
+    still: set[tuple[str, str]] = set()
+    try:
+        for stream, ids in by_stream(entries).items():
+            ids_any: list[Any] = list(ids)
+            claimed: Any = await redis.xclaim(
+                stream, CONSUMER_GROUP, consumer, 0, ids_any, justid=True
+            )
+            still.update((stream, _text(i)) for i in claimed)
+    except REDIS_ERRORS as exc:
+        log.warning("could not refresh the claim on the batch in hand: %s", exc)
+        return parts
+    kept = [[e for e in part if (e.stream, e.message_id) in still] for part in parts]
+    return [part for part in kept if part]

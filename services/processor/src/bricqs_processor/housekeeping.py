@@ -27,6 +27,7 @@ from bricqs.stream import (
     CONSUMER_GROUP,
     chore_lease_key,
     dead_letter_key,
+    historical_stream_key,
     shard_of,
     stream_key,
 )
@@ -49,7 +50,12 @@ class Housekeeping:
         self.settings = settings
         self.redis = redis
         self.pool = pool
-        self.streams = [stream_key(shard) for shard in range(settings.streams_read())]
+        # Each shard's live stream and the historical one of its imports.
+        self.streams = [
+            key(shard)
+            for shard in range(settings.streams_read())
+            for key in (stream_key, historical_stream_key)
+        ]
         self.trimmer = StreamTrimmer(redis)
         self.pruner = ConsumerPruner(redis)
         self._holder = f"{settings.consumer()}-{uuid.uuid4().hex[:8]}"
@@ -133,7 +139,8 @@ class Housekeeping:
                 length, dead, groups = await pipe.execute(raise_on_error=False)
             if isinstance(length, int):
                 metrics.STREAM_LENGTH.labels(stream).set(length)
-            if isinstance(dead, int):
+            if isinstance(dead, int) and stream == stream_key(shard_of(stream)):
+                # One dead-letter stream per shard: shown once, under the live stream.
                 metrics.DEAD_LETTER_LENGTH.labels(stream).set(dead)
             for group in groups if isinstance(groups, list) else []:
                 name = group.get("name")

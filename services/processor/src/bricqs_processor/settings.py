@@ -68,6 +68,22 @@ class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
             " long SIGTERM waits for a read in flight.",
         ),
     ] = 1_000
+    historical_batch_size: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=10_000,
+            description="Most entries of a shard's historical stream (imports) read and"
+            " stored at once, while its live reader has room (docs/import.md).",
+        ),
+    ] = 50
+    historical_poll_ms: Annotated[
+        Milliseconds,
+        Meta(
+            description="How often a shard's reader looks at its historical stream while"
+            " that stream was last found empty.",
+        ),
+    ] = 1_000
     claim_min_idle_ms: Annotated[
         Milliseconds,
         Meta(

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bricqs.facts import HISTORICAL_MARK
 from bricqs.ids import new_fact_id, ulid
 from bricqs.mechanics.boosts import apply_boosts
 from bricqs.mechanics.conditions import NOBODY, Participant
@@ -52,6 +53,7 @@ from bricqs.storage.participants import attributes_of, participant_timezones
 from bricqs.storage.progress import add_distinct_values, add_progress, read_buckets
 from bricqs.storage.standings import Standings
 from bricqs.storage.streaks import (
+    Deadline,
     add_streak_periods,
     read_streak_periods,
     save_streak_states,
@@ -99,6 +101,8 @@ class _Round:
     effects: dict[str, Effects]
     report: bool
     """Whether to fill `effects` (only the sync endpoint answers with them)."""
+    historical: Collection[str] = ()
+    """Ids of the events sent as a historical import: their outcomes carry the mark."""
     system_facts: list[Fact] = field(default_factory=list)
     ledger: list[tuple[LedgerEntry, Fact]] = field(default_factory=list)
     participants: Mapping[str, Participant] = field(default_factory=dict)
@@ -112,6 +116,8 @@ class _Round:
         when reporting)."""
         if self.report and (kind := _EFFECT_KINDS.get(fact_type)):
             getattr(self.effects_of(source), kind).append(properties)
+        if source.event_id in self.historical:  # a chain's facts all keep the event's id
+            properties = {**properties, HISTORICAL_MARK: True}
         self.system_facts.append(
             Fact(
                 fact_id=new_fact_id(),
@@ -134,8 +140,11 @@ async def apply_mechanics(
     report: bool = True,
     standings: Standings | None = None,
     notify: bool = True,
+    historical: Collection[str] = (),
 ) -> dict[str, Effects]:
     """Run every tenant's mechanics for `facts` (newly inserted); effects by event id.
+    `historical`: ids of the events sent as a historical import, whose outcomes are marked
+    (`facts.HISTORICAL_MARK`) and so owe no webhook.
 
     `notify=False` records the outcomes without owing webhook messages (a quiet backfill).
 
@@ -158,7 +167,7 @@ async def apply_mechanics(
             if depth == MAX_CHAIN_DEPTH:
                 log.warning("mechanics chain cut at depth %d for %s", depth, tenant)
                 break
-            outcome = _Round(tenant, rules, effects, report, participants=participants)
+            outcome = _Round(tenant, rules, effects, report, historical, participants=participants)
             await _run_round(conn, outcome, current)
             if outcome.system_facts:
                 await insert_facts(conn, outcome.system_facts)
@@ -221,11 +230,16 @@ async def _update_streaks(
     }
     states = []
     deadlines = []
+    # Runs whose new periods all come from a historical import.
+    live = {(c, p) for c, p, i in new if periods[(c, p, i)].event_id not in r.historical}
+    imported = {(c, p) for c, p, _ in new} - live
     for code, pid in pairs:
         result, tz = walks[(code, pid)], timezone_of[(code, pid)]
         last = result.runs[-1]
         states.append((code, pid, last.last, last.length, result.longest, tz))
         deadline = deadline_after(r.tenant, definitions[code], pid, tz, result)
+        if deadline is not None and (code, pid) in imported:
+            deadline = _quiet_for_the_past(deadline)
         if deadline is not None:
             deadlines.append(deadline)
     await save_streak_states(conn, r.tenant, states)
@@ -234,6 +248,19 @@ async def _update_streaks(
         result = walks[(code, pid)]
         properties = {"streak": code, "length": result.length_at(index), "longest": result.longest}
         r.emit(periods[(code, pid, index)], "streak.extended", properties)
+
+
+def _quiet_for_the_past(deadline: Deadline) -> Deadline | None:
+    """A deadline set by imported activity alone (docs/import.md): what is already past
+    when the import is processed is not announced by the clock (no `streak.lost` or
+    `streak.at_risk` for periods long gone); what is still ahead is, as for live activity.
+    The streak's state does not depend on it (reads judge the runs themselves)."""
+    now = utc_now()
+    if deadline.ends_at <= now:
+        return None
+    if deadline.at_risk_at is not None and deadline.at_risk_at <= now:
+        return deadline._replace(at_risk_at=None)
+    return deadline
 
 
 def _valid_zone(name: str | None) -> str:

@@ -14,10 +14,10 @@ from bricqs.keys import Environment, display_prefix, generate_key, hash_key
 
 Conn = AsyncConnection[Any]
 
-Scope = Literal["ingest", "read", "write", "admin"]
+Scope = Literal["ingest", "read", "write", "admin", "import"]
 """What a key may do: send events; read state, leaderboards and the catalog; award,
 deduct, set attributes and claim rewards for participants; change definitions and run
-operations."""
+operations; send historical imports only (docs/import.md)."""
 SCOPES: tuple[Scope, ...] = get_args(Scope)
 
 

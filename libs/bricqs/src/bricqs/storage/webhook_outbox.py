@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from bricqs.facts import is_historical
 from bricqs.ids import new_fact_id
 from bricqs.schemas import Fact
 from bricqs.storage.events import insert_facts
@@ -24,7 +25,8 @@ async def enqueue_outcomes(conn: Conn, tenant: Tenant, facts: Sequence[Fact]) ->
     One statement whatever the number of facts, whose result is not read, so in pipeline
     mode it costs no round trip; with no endpoint the join finds nothing.
     """
-    outcomes = [f for f in facts if f.fact_type in EVENT_TYPES]
+    # Outcomes of a historical import are recorded, not announced (docs/import.md).
+    outcomes = [f for f in facts if f.fact_type in EVENT_TYPES and not is_historical(f)]
     if not outcomes:
         return
     await conn.execute(

@@ -15,7 +15,7 @@ from bricqs.facts import CUSTOM_FACT_PREFIX
 from bricqs.redis_connect import RedisClient
 from bricqs.storage.stats import events_since, facts_by_hour
 from bricqs.storage.tenants import Conn
-from bricqs.stream import CONSUMER_GROUP, stream_key
+from bricqs.stream import CONSUMER_GROUP, historical_stream_key, stream_key
 from bricqs_api.console.dead_letters import tenant_letters
 from bricqs_api.console.rendering import page
 from bricqs_api.console.session import SignedIn
@@ -36,11 +36,12 @@ class Backlog:
 
 
 async def backlog(redis: RedisClient, shards: int) -> Backlog:
-    """The consumer group's lag and pending count, summed over the shards."""
+    """The consumer group's lag and pending count, summed over the shards' live and
+    historical (import) streams."""
     lag = pending = 0
-    for shard in range(shards):
+    for stream in [key(n) for n in range(shards) for key in (stream_key, historical_stream_key)]:
         try:
-            groups: Any = await redis.xinfo_groups(stream_key(shard))
+            groups: Any = await redis.xinfo_groups(stream)
         except ResponseError:  # no stream yet: nothing sent to this shard
             continue
         for group in groups:
