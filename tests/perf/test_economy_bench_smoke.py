@@ -14,10 +14,11 @@ from tests.perf.test_bench_smoke import run_bench
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.parametrize("expiring", ["add", "within"])
 def test_economy_bench_measures_with_the_boost_and_the_expiring_rule_at_work(
-    redis_server: Server, postgres_server: Server
+    redis_server: Server, postgres_server: Server, expiring: str
 ) -> None:
-    args = ("--batches", "2", "--size", "20", "--runs", "1")
+    args = ("--batches", "2", "--size", "20", "--runs", "1", "--expiring", expiring)
     out = run_bench(redis_server, postgres_server, "bench.economy", *args)
     result = json.loads(out[out.index("{") :])
     assert result["median_ratio"] > 0
