@@ -26,16 +26,16 @@ from typing import Any
 import msgspec
 
 from bricqs.ids import new_fact_id, ulid
-from bricqs.mechanics.apply import RuleSource, apply_mechanics
+from bricqs.mechanics.apply import RuleSource
 from bricqs.mechanics.definitions import Badge, Challenge
 from bricqs.mechanics.evaluation import EvaluationPoint, evaluation_points, values_at
 from bricqs.mechanics.matching import match_facts
+from bricqs.mechanics.outcomes import record_outcomes
 from bricqs.mechanics.ruleset import CompiledCriterion, RuleSet, tier_level
 from bricqs.mechanics.windows import period_key
 from bricqs.schemas import Fact
 from bricqs.storage.awards import award_badges, awards_held, complete_challenges, completed_by
 from bricqs.storage.balances import apply_balance_changes
-from bricqs.storage.events import insert_facts
 from bricqs.storage.facts import facts_of_types
 from bricqs.storage.ledger import LedgerEntry, write_ledger
 from bricqs.storage.locks import lock_participants
@@ -50,7 +50,6 @@ from bricqs.storage.progress import (
 )
 from bricqs.storage.standings import Standings
 from bricqs.storage.tenants import Conn, Tenant
-from bricqs.storage.webhook_outbox import enqueue_outcomes
 
 BACKFILL_KINDS = {"badges": "badge", "challenges": "challenge"}
 """URL segment -> definition kind, for the kinds a backfill applies."""
@@ -359,14 +358,8 @@ async def apply_chunk(
         emit(pid, "badge.awarded", {"badge": badge, "award_key": key, "job_id": origin})
     points = {pid: plans[pid].reward_points for pid in completed if plans[pid].reward_points}
     points = await _reward_points(conn, tenant, rules_for, code, plans, points, now, emit)
-    if facts:
-        await insert_facts(conn, facts)
-        if notify:
-            await enqueue_outcomes(conn, tenant, facts)
-        # Rules chained on these outcomes (points for a badge, a badge of badges) fire.
-        await apply_mechanics(
-            conn, rules_for, facts, report=False, standings=standings, notify=notify
-        )
+    # Rules chained on these outcomes (points for a badge, a badge of badges) fire.
+    await record_outcomes(conn, tenant, rules_for, facts, standings=standings, notify=notify)
     gaining = {*completed, *(pid for _, pid, _ in awarded), *points}
     return Outcomes(
         participants=len(pids),

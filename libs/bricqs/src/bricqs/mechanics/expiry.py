@@ -14,16 +14,15 @@ from collections import defaultdict
 from datetime import datetime
 
 from bricqs.ids import derived_ulid
-from bricqs.mechanics.apply import RuleSource, apply_mechanics
+from bricqs.mechanics.apply import RuleSource
+from bricqs.mechanics.outcomes import record_outcomes
 from bricqs.schemas import Fact
 from bricqs.storage.balances import write_off_balances
-from bricqs.storage.events import insert_facts
 from bricqs.storage.ledger import LedgerEntry, write_ledger
 from bricqs.storage.locks import lock_participants
 from bricqs.storage.lots import DueLot, lock_due_lots, take_from_lots
 from bricqs.storage.standings import Standings
 from bricqs.storage.tenants import Conn, Tenant
-from bricqs.storage.webhook_outbox import enqueue_outcomes
 
 EXPIRED = "points.expired"
 
@@ -56,15 +55,14 @@ async def expire_due_points(
     by_tenant: dict[Tenant, list[DueLot]] = defaultdict(list)
     for lot in lots:
         by_tenant[Tenant(lot.project_id, lot.environment)].append(lot)
-    facts: list[Fact] = []
     for tenant, due in by_tenant.items():
-        facts += await _write_off(conn, tenant, due)
-    await apply_mechanics(conn, rules_for, facts, report=False, standings=standings)
+        facts = await _write_off(conn, tenant, due)
+        await record_outcomes(conn, tenant, rules_for, facts, standings=standings)
     return len(lots)
 
 
 async def _write_off(conn: Conn, tenant: Tenant, lots: list[DueLot]) -> list[Fact]:
-    """One tenant's lots off the balances; the facts recorded (webhooks owed for them)."""
+    """One tenant's lots off the balances; the `points.expired` facts they make."""
     entries = {
         lot.lot_id: LedgerEntry(
             entry_id="pts_" + expiry_body(lot),
@@ -107,6 +105,4 @@ async def _write_off(conn: Conn, tenant: Tenant, lots: list[DueLot]) -> list[Fac
         )
         for lot in lots
     ]
-    await insert_facts(conn, facts)
-    await enqueue_outcomes(conn, tenant, facts)
     return facts

@@ -11,18 +11,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bricqs.ids import new_fact_id, ulid
-from bricqs.mechanics.apply import RuleSource, apply_mechanics
+from bricqs.mechanics.apply import RuleSource
+from bricqs.mechanics.outcomes import record_outcomes
 from bricqs.mechanics.ruleset import tier_level
 from bricqs.schemas import Fact
 from bricqs.storage.awards import award_badges
 from bricqs.storage.balances import apply_balance_changes, read_balance
-from bricqs.storage.events import insert_facts
 from bricqs.storage.ledger import LedgerEntry, ManualEntry, find_manual_entry, write_ledger
 from bricqs.storage.locks import lock_participants
 from bricqs.storage.lots import plan_spending, take_from_lots
 from bricqs.storage.standings import Standings
 from bricqs.storage.tenants import Conn, Tenant
-from bricqs.storage.webhook_outbox import enqueue_outcomes
 
 
 class InsufficientBalance(Exception):
@@ -193,7 +192,7 @@ async def change_points(
                 now,
             )
         ]
-    await _record_outcomes(conn, tenant, rules_for, facts, standings)
+    await record_outcomes(conn, tenant, rules_for, facts, standings=standings)
     return PointsChange(entry.entry_id, participant_id, amount, new_balance, duplicate=False)
 
 
@@ -236,18 +235,5 @@ async def award_badge(
         {"badge": badge_code, "award_key": "once"},
         now,
     )
-    await _record_outcomes(conn, tenant, rules_for, [fact], standings)
+    await record_outcomes(conn, tenant, rules_for, [fact], standings=standings)
     return True
-
-
-async def _record_outcomes(
-    conn: Conn,
-    tenant: Tenant,
-    rules_for: RuleSource,
-    facts: list[Fact],
-    standings: Standings | None,
-) -> None:
-    """Store manual outcomes with the webhooks they owe, and let rules chained on them fire."""
-    await insert_facts(conn, facts)
-    await enqueue_outcomes(conn, tenant, facts)
-    await apply_mechanics(conn, rules_for, facts, standings=standings)

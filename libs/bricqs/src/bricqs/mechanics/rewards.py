@@ -17,18 +17,17 @@ import msgspec
 from msgspec import Meta
 
 from bricqs.ids import new_fact_id, ulid
-from bricqs.mechanics.apply import RuleSource, apply_mechanics
+from bricqs.mechanics.apply import RuleSource
 from bricqs.mechanics.definitions import Code, Name, Status
 from bricqs.mechanics.manual import IdempotencyConflict, change_points
+from bricqs.mechanics.outcomes import record_outcomes
 from bricqs.schemas import Fact
 from bricqs.storage import rewards as store
 from bricqs.storage.balances import read_balance
-from bricqs.storage.events import insert_facts
 from bricqs.storage.locks import lock_participants
 from bricqs.storage.rewards import ClaimRow, RewardRow
 from bricqs.storage.standings import Standings
 from bricqs.storage.tenants import Conn, Tenant
-from bricqs.storage.webhook_outbox import enqueue_outcomes
 from bricqs.validation import FieldError
 
 __all__ = ["IdempotencyConflict"]  # raised by claims, too
@@ -184,15 +183,6 @@ def _fact(tenant: Tenant, claim: ClaimRow, fact_type: str, at: datetime, reward_
     )
 
 
-async def _record(
-    conn: Conn, tenant: Tenant, rules_for: RuleSource, fact: Fact, standings: Standings | None
-) -> None:
-    """Store a claim's fact with the webhooks it owes, and let rules chained on it fire."""
-    await insert_facts(conn, [fact])
-    await enqueue_outcomes(conn, tenant, [fact])
-    await apply_mechanics(conn, rules_for, [fact], standings=standings)
-
-
 async def claim_reward(
     conn: Conn,
     tenant: Tenant,
@@ -269,9 +259,8 @@ async def claim_reward(
     )
     if not await store.insert_claim(conn, tenant, claim):
         raise IdempotencyConflict  # the key went to another participant's claim meanwhile
-    await _record(
-        conn, tenant, rules_for, _fact(tenant, claim, "reward.claimed", now, reward.type), standings
-    )
+    fact = _fact(tenant, claim, "reward.claimed", now, reward.type)
+    await record_outcomes(conn, tenant, rules_for, [fact], standings=standings)
     if claim.stock_taken and not await store.take_stock(conn, tenant, reward_code):
         raise ClaimRefused(OUT_OF_STOCK, balance + reward.cost)
     return ClaimOutcome(claim, balance, duplicate=False)
@@ -327,12 +316,7 @@ async def cancel_claim(
     cancelled = await store.mark_cancelled(
         conn, tenant, claim_id, at=now, code_action=action, reason=reason, refund_entry_id=refund
     )
-    await _record(
-        conn,
-        tenant,
-        rules_for,
-        _fact(tenant, cancelled, "reward.cancelled", now, reward_type),
-        standings,
-    )
+    fact = _fact(tenant, cancelled, "reward.cancelled", now, reward_type)
+    await record_outcomes(conn, tenant, rules_for, [fact], standings=standings)
     balance, _, _ = await read_balance(conn, tenant, participant_id)
     return ClaimOutcome(cancelled, balance, duplicate=False)

@@ -24,6 +24,7 @@ from typing import Any
 from bricqs.mechanics.apply import RuleSource, apply_mechanics
 from bricqs.mechanics.definitions import Streak
 from bricqs.mechanics.expiry import expire_due_points
+from bricqs.mechanics.outcomes import record_outcomes
 from bricqs.mechanics.standings import finished_runs, forget_finished_look
 from bricqs.mechanics.streak_runs import (
     deadline_after,
@@ -33,7 +34,6 @@ from bricqs.mechanics.streak_runs import (
     walk,
 )
 from bricqs.schemas import Fact
-from bricqs.storage.events import insert_facts
 from bricqs.storage.locks import lock_participants, try_lock_participants
 from bricqs.storage.schedule import (
     advance_challenge_expiry,
@@ -50,7 +50,6 @@ from bricqs.storage.streaks import (
     replace_deadlines,
 )
 from bricqs.storage.tenants import Conn, Tenant
-from bricqs.storage.webhook_outbox import enqueue_outcomes
 
 DueWork = Callable[[Conn, RuleSource, datetime, int], Awaitable[int]]
 """One kind of due work: (connection in a transaction, rules, now, limit) -> items seen."""
@@ -95,10 +94,7 @@ async def emit(
         return 0
     known = await stored_fact_ids(conn, tenant, [f.fact_id for f in facts])
     new = [f for f in facts if f.fact_id not in known]
-    if new:
-        await insert_facts(conn, new)
-        await apply_mechanics(conn, rules_for, new, report=False, standings=standings)
-        await enqueue_outcomes(conn, tenant, new)
+    await record_outcomes(conn, tenant, rules_for, new, standings=standings)
     return len(new)
 
 

@@ -1,0 +1,34 @@
+"""Outcomes made outside an event's round — manual actions, reward claims, the clock,
+backfills — recorded the way a round records its own: the facts stored, the webhooks they
+owe enqueued in the same transaction, and the rules chained on them run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bricqs.mechanics.apply import RuleSource, apply_mechanics
+from bricqs.schemas import Fact
+from bricqs.storage.events import insert_facts
+from bricqs.storage.standings import Standings
+from bricqs.storage.tenants import Conn, Tenant
+from bricqs.storage.webhook_outbox import enqueue_outcomes
+
+
+async def record_outcomes(
+    conn: Conn,
+    tenant: Tenant,
+    rules_for: RuleSource,
+    facts: Sequence[Fact],
+    *,
+    standings: Standings | None = None,
+    notify: bool = True,
+) -> None:
+    """Store `facts` (one tenant's, new), owe their webhooks unless `notify` is False (a
+    quiet backfill: then the chained outcomes owe none either), and run the rules chained on
+    them. The caller holds the participants' locks."""
+    if not facts:
+        return
+    await insert_facts(conn, facts)
+    if notify:
+        await enqueue_outcomes(conn, tenant, facts)
+    await apply_mechanics(conn, rules_for, facts, report=False, standings=standings, notify=notify)
