@@ -25,7 +25,6 @@ import statistics
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -40,7 +39,6 @@ from bricqs.storage.balances import apply_balance_changes
 from bricqs.storage.ledger import LedgerEntry, write_ledger
 from bricqs.storage.tenants import Tenant
 
-SCRIPT = Path(__file__).with_name("wrk_paths.lua")
 CONNECTIONS = 100
 SCENARIOS = ("one", "hundred", "pool", "award")
 _BALANCE = 1_000_000_000
@@ -76,7 +74,7 @@ async def _seed(database_url: str, tenant: Tenant, participants: int, codes: int
 
 
 def _lines(scenario: str, participants: int) -> list[bytes]:
-    """`path body` lines for wrk_paths.lua: one request per participant, in turn."""
+    """`path body` lines for wrk (`paths_in_bodies`): one request per participant, in turn."""
     lines = []
     for i in range(participants):
         if scenario == "award":
@@ -136,7 +134,7 @@ def measure(stack: Stack, *, runs: int, seconds: float, participants: int) -> di
                     _lines(scenario, participants),
                     connections=CONNECTIONS,
                     seconds=seconds,
-                    script=SCRIPT,
+                    paths_in_bodies=True,
                 )
                 # Requests still in flight when wrk stopped are served (and counted) too.
                 entries = _settle(stack.database_url, project.project_id) - entries

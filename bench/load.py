@@ -63,10 +63,10 @@ def wrk(
     connections: int,
     seconds: float,
     threads: int = 1,
-    script: Path = WRK_SCRIPT,
+    paths_in_bodies: bool = False,
 ) -> LoadResult:
-    """Keep `connections` busy for `seconds` with POSTs of `bodies` in turn (`script`
-    reads them: wrk_paths.lua takes a path before each body)."""
+    """Keep `connections` busy for `seconds` with POSTs of `bodies` in turn, to `path`, or
+    with `paths_in_bodies` each to the path its line starts with (`path body`)."""
     binary = shutil.which("wrk")
     if binary is None:
         raise RuntimeError("wrk not found; install it (Debian: apt-get install wrk)")
@@ -77,9 +77,9 @@ def wrk(
             [
                 binary,
                 *("-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s"),
-                *("--timeout", "10s", "-s", str(script)),
+                *("--timeout", "10s", "-s", str(WRK_SCRIPT)),
                 f"http://127.0.0.1:{port}{path}",
-                *("--", path, key, file.name),
+                *("--", "-" if paths_in_bodies else path, key, file.name),
             ],
             capture_output=True,
             text=True,

@@ -1,6 +1,7 @@
 -- wrk script of the benchmark: POST bodies read from a file (one per line) in turn, then
 -- print one JSON line with the totals and latency percentiles (microseconds).
--- Arguments (after --): path, API key, bodies file.
+-- Arguments (after --): path, API key, bodies file. With the path "-", each line is a
+-- path, one space, then the body to POST there (requests to several paths).
 
 local requests_list = {}
 
@@ -8,7 +9,11 @@ function init(args)
   local path, key, file = args[1], args[2], args[3]
   local headers = { ["X-API-Key"] = key, ["Content-Type"] = "application/json" }
   for line in io.lines(file) do
-    requests_list[#requests_list + 1] = wrk.format("POST", path, headers, line)
+    local to, body = path, line
+    if path == "-" then
+      to, body = line:match("^(%S+) (.*)$")
+    end
+    requests_list[#requests_list + 1] = wrk.format("POST", to, headers, body)
   end
   -- Each thread starts at its own place in the list.
   counter = math.random(#requests_list)
