@@ -25,12 +25,12 @@ from typing import Any
 
 import msgspec
 
-from bricqs.ids import new_fact_id, ulid
+from bricqs.ids import ulid
 from bricqs.mechanics.apply import RuleSource
 from bricqs.mechanics.definitions import Badge, Challenge
 from bricqs.mechanics.evaluation import EvaluationPoint, evaluation_points, values_at
 from bricqs.mechanics.matching import match_facts
-from bricqs.mechanics.outcomes import record_outcomes
+from bricqs.mechanics.outcomes import record_outcomes, system_fact
 from bricqs.mechanics.ruleset import CompiledCriterion, RuleSet, tier_level
 from bricqs.mechanics.windows import period_key
 from bricqs.schemas import Fact
@@ -329,18 +329,8 @@ async def apply_chunk(
     facts: list[Fact] = []
 
     def emit(pid: str, fact_type: str, properties: dict[str, Any]) -> None:
-        facts.append(
-            Fact(
-                fact_id=new_fact_id(),
-                fact_type=fact_type,
-                project_id=tenant.project_id,
-                environment=tenant.environment,
-                participant_id=pid,
-                event_id=origin,
-                properties={**properties, "source": properties.get("source", SOURCE)},
-                occurred_at=now,
-            )
-        )
+        sourced = {**properties, "source": properties.get("source", SOURCE)}
+        facts.append(system_fact(tenant, pid, fact_type, sourced, now, origin))
 
     code = target.definition.code
     completions = [(code, pid, g.completion.fact_id) for pid, g in plans.items() if g.completion]

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
-from bricqs.ids import new_fact_id, ulid
+from bricqs.ids import ulid
 from bricqs.mechanics.apply import RuleSource
-from bricqs.mechanics.outcomes import record_outcomes
+from bricqs.mechanics.outcomes import record_outcomes, system_fact
 from bricqs.mechanics.ruleset import tier_level
-from bricqs.schemas import Fact
 from bricqs.storage.awards import award_badges
 from bricqs.storage.balances import apply_balance_changes, read_balance
 from bricqs.storage.ledger import LedgerEntry, ManualEntry, find_manual_entry, write_ledger
@@ -45,26 +43,6 @@ class PointsChange:
     amount: int
     balance: int
     duplicate: bool
-
-
-def _system_fact(
-    tenant: Tenant,
-    participant_id: str,
-    origin: str,
-    fact_type: str,
-    properties: dict[str, Any],
-    at: datetime,
-) -> Fact:
-    return Fact(
-        fact_id=new_fact_id(),
-        fact_type=fact_type,
-        project_id=tenant.project_id,
-        environment=tenant.environment,
-        participant_id=participant_id,
-        event_id=origin,
-        properties=properties,
-        occurred_at=at,
-    )
 
 
 async def change_points(
@@ -139,24 +117,24 @@ async def change_points(
     )[participant_id]
     if refund:
         facts = [
-            _system_fact(
+            system_fact(
                 tenant,
                 participant_id,
-                entry.entry_id,
                 "points.refunded",
                 {"amount": amount, "source": "manual", "balance": new_balance},
                 now,
+                entry.entry_id,
             )
         ]
     elif amount > 0:
         facts = [
-            _system_fact(
+            system_fact(
                 tenant,
                 participant_id,
-                entry.entry_id,
                 "points.awarded",
                 {"amount": amount, "source": "manual", "rule": None, "balance": new_balance},
                 now,
+                entry.entry_id,
             )
         ]
         rules = await rules_for(conn, tenant)
@@ -165,10 +143,9 @@ async def change_points(
             new, _ = tier_level(tier, earned_after)
             if old != new:
                 facts.append(
-                    _system_fact(
+                    system_fact(
                         tenant,
                         participant_id,
-                        entry.entry_id,
                         "tier.changed",
                         {
                             "tier": tier.code,
@@ -176,6 +153,7 @@ async def change_points(
                             "to": tier.levels[new].code,
                         },
                         now,
+                        entry.entry_id,
                     )
                 )
     else:
@@ -183,13 +161,13 @@ async def change_points(
         # As a balance read shows it: without the lots already due.
         new_balance = spending.available + amount
         facts = [
-            _system_fact(
+            system_fact(
                 tenant,
                 participant_id,
-                entry.entry_id,
                 "points.deducted",
                 {"amount": -amount, "source": "manual", "balance": new_balance},
                 now,
+                entry.entry_id,
             )
         ]
     await record_outcomes(conn, tenant, rules_for, facts, standings=standings)
@@ -227,13 +205,13 @@ async def award_badge(
     if not awarded:
         return False
     now = datetime.now(UTC)
-    fact = _system_fact(
+    fact = system_fact(
         tenant,
         participant_id,
-        "man_" + ulid(),
         "badge.awarded",
         {"badge": badge_code, "award_key": "once"},
         now,
+        "man_" + ulid(),
     )
     await record_outcomes(conn, tenant, rules_for, [fact], standings=standings)
     return True

@@ -5,13 +5,38 @@ owe enqueued in the same transaction, and the rules chained on them run."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
+from bricqs.ids import new_fact_id
 from bricqs.mechanics.apply import RuleSource, apply_mechanics
 from bricqs.schemas import Fact
 from bricqs.storage.events import insert_facts
 from bricqs.storage.standings import Standings
 from bricqs.storage.tenants import Conn, Tenant
 from bricqs.storage.webhook_outbox import enqueue_outcomes
+
+
+def system_fact(
+    tenant: Tenant,
+    participant_id: str,
+    fact_type: str,
+    properties: dict[str, Any],
+    at: datetime,
+    origin: str,
+) -> Fact:
+    """A new outcome of `participant_id` at `at`; `origin` is what caused it (a manual
+    action's id, a claim, a backfill job), in the place of an event id."""
+    return Fact(
+        fact_id=new_fact_id(),
+        fact_type=fact_type,
+        project_id=tenant.project_id,
+        environment=tenant.environment,
+        participant_id=participant_id,
+        event_id=origin,
+        properties=properties,
+        occurred_at=at,
+    )
 
 
 async def record_outcomes(

@@ -16,11 +16,11 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from bricqs.ids import new_fact_id, ulid
+from bricqs.ids import ulid
 from bricqs.mechanics.apply import RuleSource
 from bricqs.mechanics.definitions import Code, Name, Status
 from bricqs.mechanics.manual import IdempotencyConflict, change_points
-from bricqs.mechanics.outcomes import record_outcomes
+from bricqs.mechanics.outcomes import record_outcomes, system_fact
 from bricqs.schemas import Fact
 from bricqs.storage import rewards as store
 from bricqs.storage.balances import read_balance
@@ -171,16 +171,7 @@ def _fact(tenant: Tenant, claim: ClaimRow, fact_type: str, at: datetime, reward_
     }
     if fact_type == "reward.cancelled":
         properties["code_action"] = claim.code_action
-    return Fact(
-        fact_id=new_fact_id(),
-        fact_type=fact_type,
-        project_id=tenant.project_id,
-        environment=tenant.environment,
-        participant_id=claim.participant_id,
-        event_id=claim.claim_id,
-        properties=properties,
-        occurred_at=at,
-    )
+    return system_fact(tenant, claim.participant_id, fact_type, properties, at, claim.claim_id)
 
 
 async def claim_reward(
