@@ -55,17 +55,6 @@ async def participant_groups(
     return {r[0]: r[1] for r in await cursor.fetchall() if r[1] is not None}
 
 
-async def read_attributes(conn: Conn, tenant: Tenant, participant_id: str) -> dict[str, Any]:
-    """A participant's attributes ({} when unseen)."""
-    cursor = await conn.execute(
-        "SELECT attributes FROM participants"
-        " WHERE project_id = %s AND environment = %s AND participant_id = %s",
-        (tenant.project_id, tenant.environment, participant_id),
-    )
-    row = await cursor.fetchone()
-    return dict(row[0]) if row else {}
-
-
 async def attributes_of(
     conn: Conn, tenant: Tenant, participant_ids: Sequence[str]
 ) -> dict[str, dict[str, Any]]:
