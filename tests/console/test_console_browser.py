@@ -4,6 +4,7 @@ at desktop and phone width (screenshots/, git-ignored)."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,6 +50,14 @@ def _dead_letter(redis: Any, project_id: str, environment: str, participant: str
     )
     letter = DeadLetter(encode_envelope(envelope), "rejected: test", stream_key(0), "1-0", 5)
     redis.xadd(dead_letter_key(0), letter.fields())
+
+
+def _follow(page: Page, link: str, path: str) -> None:
+    """Click a link and wait for its page: Playwright's click does not wait for the
+    navigation to finish, so without this the next step can act on the page being left
+    (the definition editor has its own "Participant id" field)."""
+    page.get_by_role("link", name=link).click()
+    page.wait_for_url(re.compile(re.escape(path) + r"(\?.*)?$"))
 
 
 def _create_rule_with_a_mistake_then_fix_it(page: Page, base: str) -> None:
@@ -131,7 +140,7 @@ def test_a_person_runs_a_project_from_the_console(
     for participant in ("alice", "alice", "bob"):
         story.send("purchase", participant, {"sku": "A-1"})
 
-    page.get_by_role("link", name="Participants").click()
+    _follow(page, "Participants", "/console/participants")
     page.get_by_label("Participant id").fill("alice")
     page.get_by_role("button", name="Open").click()
     expect(page.locator("#balance")).to_have_text("20")
@@ -143,7 +152,7 @@ def test_a_person_runs_a_project_from_the_console(
     _award_by_hand(page)
     screenshot(page, "participant")
 
-    page.get_by_role("link", name="Leaderboards").click()
+    _follow(page, "Leaderboards", "/console/leaderboards")
     expect(page.locator("tbody tr").first).to_contain_text("alice")
     page.get_by_label("Find participant").fill("bob")
     page.get_by_role("button", name="Show").click()
@@ -155,7 +164,7 @@ def test_a_person_runs_a_project_from_the_console(
     _dead_letter(redis_client, other.project_id, "live", "mallory")
     _replay_the_dead_letter(page, base, redis_client)
 
-    page.get_by_role("link", name="Events").click()
+    _follow(page, "Events", "/console/events")
     page.get_by_role("link", name="purchase").click()
     expect(page.locator("tbody tr")).to_have_count(3)
     screenshot(page, "event")
@@ -163,10 +172,10 @@ def test_a_person_runs_a_project_from_the_console(
     screenshot(page, "events")
     page.goto(f"{base}/console/definitions")
     screenshot(page, "definitions")
-    page.get_by_role("link", name="Webhooks").click()
+    _follow(page, "Webhooks", "/console/webhooks")
     expect(page.get_by_role("heading", name="Webhooks")).to_be_visible()
     screenshot(page, "webhooks")
-    page.get_by_role("link", name="Overview").click()
+    _follow(page, "Overview", "/console/")
     expect(page.locator("#events-today")).to_have_text("3")
     screenshot(page, "overview")
 
