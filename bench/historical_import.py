@@ -137,7 +137,39 @@ def phase(
             time.sleep(0.5)
         result["imported"] = importer.sent
         result["import_sent_s"] = round(importer.seconds, 1)
+        result["import_stored_s"] = round(time.monotonic() - started, 1)
     return result
+
+
+# How the processor is laid out: one replica reading both streams of each shard (as
+# `make run` runs it), or a live replica beside a replica of its own for imports.
+LAYOUTS = {
+    "one": [{}],
+    "split": [{"PROCESSOR_STREAMS": "live"}, {"PROCESSOR_STREAMS": "historical"}],
+}
+
+
+def layout_round(
+    stack: Stack, port: int, args: argparse.Namespace, layout: str, n: int
+) -> dict[str, Any]:
+    """One round with the processors of `layout`, started for it and stopped after."""
+    extra = {"HISTORICAL_REST_RATIO": str(args.rest_ratio)}
+    processors = [stack.processor(**(env | extra))[1] for env in LAYOUTS[layout]]
+    try:
+        without = phase(stack, port, args, f"{layout} live alone {n}", with_import=False)
+        with_ = phase(stack, port, args, f"{layout} live and import {n}", with_import=True)
+    finally:
+        for child in processors:
+            stack.stop(child)
+    ratio = with_["lag_p99_ms"] / max(without["lag_p99_ms"], 0.01)
+    print(
+        f"round {n + 1} ({layout}): live p50/p99 without import {without['lag_p50_ms']}/"
+        f"{without['lag_p99_ms']} ms, with {with_['lag_p50_ms']}/{with_['lag_p99_ms']}"
+        f" ms (x{ratio:.2f}); {with_['imported']} imported, sent in"
+        f" {with_['import_sent_s']} s, stored {with_['import_stored_s']} s after",
+        flush=True,
+    )
+    return {"without": without, "with": with_, "p99_ratio": round(ratio, 2)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,6 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=50_000, help="events imported per round")
     parser.add_argument("--rate", type=float, default=100.0, help="live events per second")
     parser.add_argument("--seconds", type=float, default=30.0, help="live traffic per phase")
+    parser.add_argument(
+        "--layouts",
+        default="one",
+        help="comma-separated, alternated within each round: one (a processor reading"
+        " both streams) or split (a live replica and a historical one)",
+    )
+    parser.add_argument("--rest-ratio", type=float, default=1.0, help="HISTORICAL_REST_RATIO")
     parser.add_argument("--smoke", action="store_true", help="1 round, 2,000 events, 3 s")
     parser.add_argument("--redis-url")
     parser.add_argument("--database-url")
@@ -154,40 +193,39 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.smoke:
         args.rounds, args.events, args.seconds = 1, 2_000, 3.0
+    layouts = args.layouts.split(",")
+    if unknown := set(layouts) - set(LAYOUTS):
+        parser.error(f"unknown layout(s): {', '.join(sorted(unknown))}")
     stack = Stack.start(args.redis_url, args.database_url)
-    rounds = []
+    rounds: dict[str, list[dict[str, Any]]] = {layout: [] for layout in layouts}
     try:
         port, _ = stack.granian("bricqs_ingest.app:create_app")
-        stack.processor()
         for n in range(args.rounds):
-            without = phase(stack, port, args, f"live alone {n}", with_import=False)
-            with_ = phase(stack, port, args, f"live and import {n}", with_import=True)
-            ratio = with_["lag_p99_ms"] / max(without["lag_p99_ms"], 0.01)
-            rounds.append({"without": without, "with": with_, "p99_ratio": round(ratio, 2)})
-            print(
-                f"round {n + 1}: live p50/p99 without import {without['lag_p50_ms']}/"
-                f"{without['lag_p99_ms']} ms, with {with_['lag_p50_ms']}/{with_['lag_p99_ms']}"
-                f" ms (x{ratio:.2f}); {with_['imported']} imported, sent in"
-                f" {with_['import_sent_s']} s",
-                flush=True,
-            )
+            for layout in layouts:
+                rounds[layout].append(layout_round(stack, port, args, layout, n))
     finally:
         stack.close()
-    summary = {
-        "rounds": rounds,
-        "median_p99_without_ms": statistics.median(r["without"]["lag_p99_ms"] for r in rounds),
-        "median_p99_with_ms": statistics.median(r["with"]["lag_p99_ms"] for r in rounds),
-        "median_p99_ratio": statistics.median(r["p99_ratio"] for r in rounds),
-    }
-    print(
-        f"medians over {len(rounds)} rounds: live p99 {summary['median_p99_without_ms']} ms"
-        f" without, {summary['median_p99_with_ms']} ms with the import;"
-        f" ratio x{summary['median_p99_ratio']}"
-    )
+    summary = {layout: summarise(runs) for layout, runs in rounds.items()}
+    for layout, figures in summary.items():
+        print(
+            f"{layout}: medians over {len(rounds[layout])} rounds: live p99"
+            f" {figures['median_p99_without_ms']} ms without, {figures['median_p99_with_ms']}"
+            f" ms with the import; ratio x{figures['median_p99_ratio']}"
+        )
     if args.json:
         with open(args.json, "w") as out:
             json.dump(summary, out, indent=2)
     return 0
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A layout's rounds and their medians."""
+    return {
+        "rounds": runs,
+        "median_p99_without_ms": statistics.median(r["without"]["lag_p99_ms"] for r in runs),
+        "median_p99_with_ms": statistics.median(r["with"]["lag_p99_ms"] for r in runs),
+        "median_p99_ratio": statistics.median(r["p99_ratio"] for r in runs),
+    }
 
 
 if __name__ == "__main__":

@@ -19,13 +19,13 @@ from bricqs.facts import HISTORICAL_MARK
 from bricqs.schemas import Envelope, encode_envelope
 from bricqs.storage.tenants import Tenant as MechanicsTenant
 from bricqs.storage.webhooks import EVENT_TYPES, create_endpoint
-from bricqs.stream import historical_stream_key, shard_for, stream_key
+from bricqs.stream import CONSUMER_GROUP, historical_stream_key, shard_for, stream_key
 from bricqs.webhook_secrets import SecretBox
 from bricqs_devstack.servers import Server
 from bricqs_processor.consumer import StreamConsumer
 from bricqs_processor.entries import Entry
 from bricqs_processor.main import make_pool, make_redis
-from bricqs_processor.priority import REST_RATIO, ImportGate, ImportPriority
+from bricqs_processor.priority import ImportGate, ImportPriority
 from bricqs_processor.settings import ProcessorSettings
 from tests.conftest import Tenant
 from tests.mechanics.test_exactly_once import make_envelopes, run, setup_tenant, split
@@ -76,9 +76,20 @@ def test_after_each_historical_batch_the_import_rests_as_long_as_it_took() -> No
     priority = ImportPriority(batch_size=50, poll_seconds=1.0, clock=clock)
     priority.found(50)
     priority.stored(0.2)
-    assert priority.wait_seconds() == pytest.approx(0.2 * REST_RATIO)
-    clock.now += 0.2 * REST_RATIO
+    assert priority.wait_seconds() == pytest.approx(0.2)
+    clock.now += 0.2
     assert priority.wait_seconds() == 0
+
+
+@pytest.mark.parametrize(("ratio", "rest"), [(0.0, 0.0), (0.5, 0.1), (3.0, 0.6)])
+def test_the_rest_after_a_batch_is_the_rest_ratio_times_the_batch(
+    ratio: float, rest: float
+) -> None:
+    clock = Clock()
+    priority = ImportPriority(batch_size=50, poll_seconds=1.0, rest_ratio=ratio, clock=clock)
+    priority.found(50)
+    priority.stored(0.2)
+    assert priority.wait_seconds() == pytest.approx(rest)
 
 
 def test_the_import_gate_opens_only_once_a_live_read_with_room_is_stored() -> None:
@@ -323,6 +334,62 @@ def test_a_historical_import_is_stored_exactly_once_across_a_killed_processor(
     assert metrics["bricqs_processor_reclaimed_total"] > 0
     # Imports wait behind live traffic by design: the live lag histogram leaves them out.
     assert metrics.get("bricqs_processor_end_to_end_lag_seconds_count", 0) == 0
+
+
+# ---------------------------------------------------------------------------------------
+# Replicas of their own for imports (PROCESSOR_STREAMS)
+
+
+def unread(client: redis.Redis, stream: str) -> int:
+    """Entries of `stream` the consumer group has not delivered yet."""
+    groups = client.xinfo_groups(stream)
+    return int(groups[0]["lag"]) if groups else client.xlen(stream)
+
+
+def test_a_live_replica_leaves_imports_alone_and_a_historical_replica_live_traffic(
+    redis_server: Server, postgres_server: Server, redis_client: redis.Redis, tenant: Tenant
+) -> None:
+    xadd(redis_client, HISTORICAL, [imported(tenant, i) for i in range(40)])
+    xadd(redis_client, LIVE, [envelope(tenant, i, participants=50) for i in range(1_000, 1_030)])
+    live = recorded_batches(
+        redis_server.url, postgres_server.url, total=30, processor_streams="live"
+    )
+    assert {stream for stream, _ in live.batches} == {LIVE}
+    assert unread(redis_client, HISTORICAL) == 40
+    xadd(redis_client, LIVE, [envelope(tenant, i, participants=50) for i in range(2_000, 2_010)])
+    history = recorded_batches(
+        redis_server.url,
+        postgres_server.url,
+        total=40,
+        processor_streams="historical",
+        historical_batch_size=20,
+    )
+    # No live reader opens the gate in a historical replica: it reads at once, and
+    # leaves the live stream to the live replicas.
+    assert history.batches == [(HISTORICAL, 20)] * 2
+    assert unread(redis_client, LIVE) == 10
+    assert stored(postgres_server.url, tenant.project_id).events == 70
+
+
+def test_a_historical_replica_takes_over_what_a_dead_one_left_pending(
+    redis_server: Server, postgres_server: Server, redis_client: redis.Redis, tenant: Tenant
+) -> None:
+    xadd(redis_client, HISTORICAL, [imported(tenant, i) for i in range(30)])
+    redis_client.xgroup_create(HISTORICAL, CONSUMER_GROUP, id="0", mkstream=True)
+    redis_client.xreadgroup(CONSUMER_GROUP, "dead", {HISTORICAL: ">"}, count=30)  # never stored
+    time.sleep(0.3)
+    survivor = recorded_batches(
+        redis_server.url,
+        postgres_server.url,
+        total=30,
+        processor_streams="historical",
+        batch_timeout_ms=100,
+        statement_timeout_ms=100,
+        claim_min_idle_ms=250,
+    )
+    assert survivor.batches == [(HISTORICAL, 30)]
+    assert pending(redis_client, HISTORICAL) == 0
+    assert stored(postgres_server.url, tenant.project_id).events == 30
 
 
 # ---------------------------------------------------------------------------------------

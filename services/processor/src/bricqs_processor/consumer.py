@@ -151,8 +151,12 @@ class StreamConsumer:
         async with asyncio.TaskGroup() as readers:
             for stream in self.streams:
                 gate = ImportGate()
-                readers.create_task(self._read_shard(stream, gate))
-                readers.create_task(self._import_shard(stream, gate))
+                if self.settings.reads_live():
+                    readers.create_task(self._read_shard(stream, gate))
+                else:
+                    gate.without_live_reader()
+                if self.settings.reads_historical():
+                    readers.create_task(self._import_shard(stream, gate))
         log.info("consumer %s stopped", self.name)
 
     async def _read_shard(self, stream: str, gate: ImportGate) -> None:
@@ -160,10 +164,11 @@ class StreamConsumer:
         `gate` for its import reader while there is room (`priority`)."""
         backoff = Backoff(self.settings.backoff_initial_ms, self.settings.backoff_max_ms)
         next_reclaim = 0.0
+        reclaimed = self._streams_reclaimed(stream)
         while not self.stopping:
             self.heartbeat.beat()
             if time.monotonic() >= next_reclaim:
-                if not await self._guarded(stream, backoff, partial(self._reclaim, stream)):
+                if not await self._guarded(stream, backoff, partial(self._reclaim, reclaimed)):
                     continue
                 next_reclaim = time.monotonic() + self.settings.reclaim_interval_ms / 1000
                 self.heartbeat.beat()
@@ -182,11 +187,24 @@ class StreamConsumer:
         few at a time, while its live reader has room (`priority`)."""
         historical = historical_stream_key(shard_of(stream))
         priority = ImportPriority(
-            self.settings.historical_batch_size, self.settings.historical_poll_ms / 1000
+            self.settings.historical_batch_size,
+            self.settings.historical_poll_ms / 1000,
+            self.settings.historical_rest_ratio,
         )
         backoff = Backoff(self.settings.backoff_initial_ms, self.settings.backoff_max_ms)
         bound = self.settings.block_ms / 1000  # how often a wait looks at `stopping`
+        # Without a live reader in this replica, the import reader reclaims its stream
+        # and keeps the liveness heartbeat.
+        alone = not self.settings.reads_live()
+        next_reclaim = 0.0
         while not self.stopping:
+            if alone:
+                self.heartbeat.beat()
+                if time.monotonic() >= next_reclaim:
+                    reclaim = partial(self._reclaim, [historical])
+                    if not await self._guarded(stream, backoff, reclaim):
+                        continue
+                    next_reclaim = time.monotonic() + self.settings.reclaim_interval_ms / 1000
             if (wait := priority.wait_seconds()) > 0:
                 await self._sleep(min(wait, bound))
                 continue
@@ -271,10 +289,17 @@ class StreamConsumer:
             entries.extend(found)
         return entries
 
-    async def _reclaim(self, stream: str) -> bool:
-        """Reclaim and store what dead consumers left pending on the shard's streams,
-        live then historical; True once done."""
-        for name in (stream, historical_stream_key(shard_of(stream))):
+    def _streams_reclaimed(self, stream: str) -> list[str]:
+        """The streams of `stream`'s shard whose reader reclaims what dead consumers left:
+        the live one, and the historical one too when this replica reads both."""
+        if self.settings.reads_historical():
+            return [stream, historical_stream_key(shard_of(stream))]
+        return [stream]
+
+    async def _reclaim(self, streams: list[str]) -> bool:
+        """Reclaim and store what dead consumers left pending on `streams`, in order;
+        True once done."""
+        for name in streams:
             if not self._database_ok and not await self._database_answers():
                 return True  # taking over entries we cannot store would only age them
             await self._reclaim_stream(name)

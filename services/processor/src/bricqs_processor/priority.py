@@ -10,7 +10,9 @@ and that read was not full. So:
   the processor's CPU and the database);
 - while live traffic fills every read, the import waits;
 - after each historical batch the import reader rests as long as the batch took, so an
-  import has at most half of the processor's time (`REST_RATIO`);
+  import has at most half of the processor's time (HISTORICAL_REST_RATIO, default 1:
+  reading on at once, the import took all the CPU the live reader left, and every live
+  event shared it);
 - a historical stream found empty is looked at again every HISTORICAL_POLL_MS
   (`ImportPriority`), so an idle import costs a read a second, not one per live read.
 
@@ -44,6 +46,12 @@ class ImportGate:
         self._open.clear()
         self._room = found < asked
 
+    def without_live_reader(self) -> None:
+        """Open the gate for good: this replica reads no live stream (PROCESSOR_STREAMS=
+        historical), so imports wait for nothing here; live replicas serve live traffic."""
+        self._room = True
+        self._open.set()
+
     def after_live_stored(self) -> None:
         """The entries of the last live read are stored: open the gate if it had room."""
         if self._room:
@@ -58,13 +66,6 @@ class ImportGate:
         await self._open.wait()
 
 
-# After each historical batch the import reader rests this many times as long as the
-# batch took. Reading on at once, the import took all the processor's CPU the live
-# reader left, and every live event shared it: with a 50,000-event import, the live p99
-# was 3.7 times its value without (bench.historical_import, 3 rounds, median).
-REST_RATIO = 1.0
-
-
 @dataclass
 class ImportPriority:
     """How much of a shard's historical stream to read, and when to look at it again."""
@@ -73,6 +74,9 @@ class ImportPriority:
     """Most historical entries read at once (HISTORICAL_BATCH_SIZE)."""
     poll_seconds: float
     """How often an empty historical stream is looked at (HISTORICAL_POLL_MS)."""
+    rest_ratio: float = 1.0
+    """How many times as long as a batch took the reader rests after it
+    (HISTORICAL_REST_RATIO)."""
     clock: Callable[[], float] = time.monotonic
     _next_poll: float = field(default=0.0, repr=False)
 
@@ -86,6 +90,6 @@ class ImportPriority:
             self._next_poll = self.clock() + self.poll_seconds
 
     def stored(self, seconds: float) -> None:
-        """Record that a historical batch took `seconds` to store: the next read waits as
-        long again (REST_RATIO), so an import has at most half of the processor's time."""
-        self._next_poll = self.clock() + REST_RATIO * seconds
+        """Record that a historical batch took `seconds` to store: the next read waits
+        `rest_ratio` times as long (1: an import has at most half of the processor's time)."""
+        self._next_poll = self.clock() + self.rest_ratio * seconds

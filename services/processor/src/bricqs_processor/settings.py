@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
@@ -77,6 +77,25 @@ class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
             " stored at once, while its live reader has room (docs/import.md).",
         ),
     ] = 50
+    processor_streams: Annotated[
+        Literal["both", "live", "historical"],
+        Meta(
+            description="Which of each shard's streams this replica reads: both (one"
+            " process serves live traffic and imports), live, or historical (a replica"
+            " of its own for imports, so they never share a process with live traffic;"
+            " docs/import.md).",
+        ),
+    ] = "both"
+    historical_rest_ratio: Annotated[
+        float,
+        Meta(
+            ge=0,
+            le=100,
+            description="After each historical batch the import reader rests this many"
+            " times as long as the batch took: 1 gives imports at most half of the"
+            " replica's time, 0 lets them take all that live traffic leaves.",
+        ),
+    ] = 1.0
     historical_poll_ms: Annotated[
         Milliseconds,
         Meta(
@@ -298,6 +317,14 @@ class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
         """How many shards' streams a processor reads: during a change of STREAM_SHARDS,
         those of both mappings, so none is left with entries nobody reads."""
         return max(self.stream_shards, self.stream_shards_previous)
+
+    def reads_live(self) -> bool:
+        """Whether this replica reads the shards' live streams."""
+        return self.processor_streams != "historical"
+
+    def reads_historical(self) -> bool:
+        """Whether this replica reads the shards' historical streams (imports)."""
+        return self.processor_streams != "live"
 
     def consumer(self) -> str:
         """This process's consumer name."""
