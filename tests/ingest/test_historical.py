@@ -205,3 +205,49 @@ def test_a_backlog_of_imports_holds_imports_back_and_never_live_events(
         assert (answer.status_code, answer.json()["code"]) == (503, "ingest_backpressure")
         live = client.post(BATCH, headers=headers, json=batch(datetime.now(UTC).isoformat()))
         assert live.status_code == 202
+
+
+def paced_ingest(redis_server: Server, postgres_server: Server, rate: float) -> TestClient[Any]:
+    settings = ingest_settings(
+        redis_server.url, postgres_server.url, historical_rate_per_second=rate
+    )
+    return TestClient(create_app(settings), base_url="http://127.0.0.1")
+
+
+def test_an_import_faster_than_its_pace_is_held_for_its_turn_not_refused(
+    redis_server: Server, postgres_server: Server, tenant: Tenant, redis_client: redis.Redis
+) -> None:
+    # 100 events a batch at 250 events/s: each batch after the first waits 0.4 s for its
+    # turn, well inside the 2 s a batch may be held.
+    with paced_ingest(redis_server, postgres_server, 250) as client:
+        headers = {"X-API-Key": tenant.live_key}
+        answers = [
+            client.post(BATCH, headers=headers, json=batch(*[OLD] * 100, historical=True))
+            for _ in range(3)
+        ]
+    assert [a.status_code for a in answers] == [202] * 3
+    assert redis_client.xlen(historical_stream_key(0)) == 300
+
+
+def test_an_import_that_would_wait_too_long_for_its_turn_is_refused_with_retry_after(
+    redis_server: Server, postgres_server: Server, tenant: Tenant, redis_client: redis.Redis
+) -> None:
+    # At 10 events/s a second batch of 100 would wait 10 s: refused at once, not queued.
+    with paced_ingest(redis_server, postgres_server, 10) as client:
+        headers = {"X-API-Key": tenant.live_key}
+        first = client.post(BATCH, headers=headers, json=batch(*[OLD] * 100, historical=True))
+        second = client.post(BATCH, headers=headers, json=batch(*[OLD] * 100, historical=True))
+        # Live traffic of the same key, and another key's import, are not paced by it.
+        now = datetime.now(UTC).isoformat()
+        live = [client.post(BATCH, headers=headers, json=batch(*[now] * 100)) for _ in range(2)]
+        other_key = key_with(postgres_server.url, tenant.project_id, "import")
+        other = client.post(
+            BATCH, headers={"X-API-Key": other_key}, json=batch(*[OLD] * 100, historical=True)
+        )
+    assert first.status_code == 202
+    assert (second.status_code, second.json()["code"]) == (429, "rate_limited")
+    assert int(second.headers["Retry-After"]) >= 9
+    assert [a.status_code for a in live] == [202, 202]
+    assert other.status_code == 202
+    assert redis_client.xlen(historical_stream_key(0)) == 200
+    assert redis_client.xlen(stream_key(0)) == 200

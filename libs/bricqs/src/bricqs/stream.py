@@ -107,6 +107,12 @@ def rate_bucket_key(key_id: str) -> str:
     return f"bricqs:rl:{{{key_id}}}"
 
 
+def import_pace_key(key_id: str) -> str:
+    """The bucket pacing one API key's historical imports (`bricqs_ingest.ratelimit`),
+    under the key's rate-limit hash tag."""
+    return f"{rate_bucket_key(key_id)}:import"
+
+
 # Atomic on the shard's node: check the idempotency key, XADD, remember the key.
 # KEYS: the stream, then the idempotency key if any. ARGV: 1 envelope, 2 payload hash,
 # 3 event_id, 4 idempotency TTL s.

@@ -30,7 +30,7 @@ from bricqs_ingest.bodies import (
 from bricqs_ingest.context import IMPORT_SCOPE, IMPORT_SECURITY, INGEST_SCOPE, IngestContext
 from bricqs_ingest.metrics import EVENTS
 from bricqs_ingest.publisher import AlreadyHeld, Enqueued, EnqueueResult
-from bricqs_ingest.ratelimit import give_back, limit_for, take
+from bricqs_ingest.ratelimit import give_back, import_pace_for, limit_for, take, wait_for_turn
 from bricqs_ingest.resends import held_in_postgres
 
 
@@ -69,6 +69,9 @@ async def ingest_batch(
     answers: dict[str, EnqueueResult] = {}
     answers.update(await held_in_postgres(ctx, [env for _, env in pending]))
     to_queue = [env for _, env in pending if env.event_id not in answers]
+    pace = import_pace_for(ctx.settings, owner, MAX_BATCH_EVENTS) if historical else None
+    if pace and to_queue:
+        await wait_for_turn(ctx, pace, len(to_queue))
     limit = limit_for(ctx.settings, owner) if to_queue else None
     if limit:
         await take(ctx, limit, len(to_queue), "batch")

@@ -114,6 +114,16 @@ class IngestSettings(msgspec.Struct, frozen=True, kw_only=True):
             " never refused for them (docs/import.md).",
         ),
     ] = 1_000_000
+    historical_rate_per_second: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description="Historical events per second one API key may send (0: no pace):"
+            " a faster import batch is held until its turn (up to 2 s, then 429"
+            " rate_limited), so an importer sending as fast as it can does not take the"
+            " machine from live traffic (docs/import.md).",
+        ),
+    ] = 1_000.0
     backlog_check_ms: Annotated[
         int, Meta(ge=50, description="How often each worker measures the backlog.")
     ] = 500
