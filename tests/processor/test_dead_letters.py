@@ -13,7 +13,13 @@ import redis
 import redis.asyncio as aioredis
 
 from bricqs.schemas import encode_envelope
-from bricqs.stream import CONSUMER_GROUP, DeadLetter, dead_letter_key, stream_key
+from bricqs.stream import (
+    CONSUMER_GROUP,
+    DeadLetter,
+    dead_letter_key,
+    historical_stream_key,
+    stream_key,
+)
 from bricqs_devstack.servers import Server
 from bricqs_processor.deadletter import delivery_counts
 from bricqs_processor.entries import Entry
@@ -169,6 +175,21 @@ def test_admin_lists_dead_letters_and_replays_them_exactly_once(
         processors.logs,
     )
     assert event_count(postgres_server.url, tenant.project_id) == 2
+
+
+def test_a_dead_letter_goes_back_to_the_stream_it_came_from_live_or_historical(
+    redis_server: Server, redis_client: redis.Redis, tenant: Tenant
+) -> None:
+    live, imported = envelope(tenant, 1), envelope(tenant, 2, historical=True)
+    history = historical_stream_key(0)
+    for env, origin in [(live, STREAM), (imported, history)]:
+        letter = DeadLetter(encode_envelope(env), "rejected: fixed since", origin, "1-1", 6)
+        redis_client.xadd(DLQ, letter.fields())  # type: ignore[arg-type]
+    code, replayed = admin(redis_server.url, "dlq", "replay", "--all")
+    assert code == 0 and len(replayed["replayed"]) == 2
+    # An import replayed onto the live stream would be stored ahead of live traffic.
+    assert [f[b"e"] for _, f in redis_client.xrange(STREAM)] == [encode_envelope(live)]
+    assert [f[b"e"] for _, f in redis_client.xrange(history)] == [encode_envelope(imported)]
 
 
 def test_admin_dlq_needs_redis_url(redis_server: Server) -> None:

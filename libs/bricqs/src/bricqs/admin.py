@@ -36,7 +36,7 @@ from bricqs.storage.migrate import (
 )
 from bricqs.storage.pools import command_connection
 from bricqs.storage.tenants import SCOPES, Scope
-from bricqs.stream import DeadLetter, dead_letter_key, stream_key
+from bricqs.stream import DeadLetter, dead_letter_key, replay_stream
 
 # What a browser sends as Origin: scheme, host and maybe a port; nothing else.
 ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?")
@@ -260,24 +260,27 @@ async def cmd_dlq_replay(args: argparse.Namespace) -> dict[str, Any]:
         raise AdminError("name the dead-letter ids to replay, or pass --all")
     async with _redis(args) as redis:
         # Which ids live in which shard's dead-letter stream; all must exist before any moves.
-        wanted: list[tuple[int, str]] = []
+        # (shard, id, the stream it goes back to)
+        wanted: list[tuple[int, str, str]] = []
         for shard in range(args.shards):
             key = dead_letter_key(shard)
-            if args.all:
-                everything: Any = await redis.xrange(key)
-                wanted += [(shard, _text(i)) for i, _ in everything]
-                continue
-            for entry_id in args.ids:
-                if await redis.xrange(key, entry_id, entry_id):
-                    wanted.append((shard, entry_id))
-        missing = sorted(set(args.ids) - {entry_id for _, entry_id in wanted})
+            found: Any = (
+                await redis.xrange(key)
+                if args.all
+                else [e for i in args.ids for e in await redis.xrange(key, i, i)]
+            )
+            wanted += [
+                (shard, _text(i), replay_stream(shard, DeadLetter.from_fields(fields)))
+                for i, fields in found
+            ]
+        missing = sorted(set(args.ids) - {entry_id for _, entry_id, _ in wanted})
         if missing:
             raise AdminError(f"no dead letter with id {', '.join(missing)}; nothing replayed")
         script: Any = redis.register_script(REPLAY_SCRIPT)
         replayed = []
-        for shard, entry_id in wanted:
+        for shard, entry_id, stream in wanted:
             new_id = await script(
-                keys=[dead_letter_key(shard), stream_key(shard)], args=[entry_id, ENVELOPE_FIELD]
+                keys=[dead_letter_key(shard), stream], args=[entry_id, ENVELOPE_FIELD]
             )
             if new_id is not None:  # else replayed by someone else meanwhile
                 replayed.append({"id": entry_id, "shard": shard, "message_id": _text(new_id)})

@@ -89,6 +89,14 @@ class DeadLetter:
         )
 
 
+def replay_stream(shard: int, letter: DeadLetter) -> str:
+    """Where a dead letter of `shard` goes back when replayed: the stream it came from,
+    live or historical (so a replayed import keeps an import's place behind live traffic)."""
+    if letter.stream == historical_stream_key(shard):
+        return letter.stream
+    return stream_key(shard)
+
+
 def idempotency_redis_key(shard: int, project_id: str, environment: str, key: str) -> str:
     """Where ingest remembers an idempotency key for 24 h."""
     return f"bricqs:idem:{{{shard}}}:{project_id}:{environment}:{key}"

@@ -20,7 +20,7 @@ from bricqs.admin import REPLAY_SCRIPT
 from bricqs.redis_connect import RedisClient
 from bricqs.schemas import ENVELOPE_FIELD, Envelope, decode_envelope
 from bricqs.storage.tenants import Tenant
-from bricqs.stream import DeadLetter, dead_letter_key, stream_key
+from bricqs.stream import DeadLetter, dead_letter_key, replay_stream
 from bricqs_api.console.rendering import page
 from bricqs_api.console.session import SignedIn, require
 from bricqs_api.console.signin import Form
@@ -67,7 +67,7 @@ async def replay(redis: RedisClient, letters: list[TenantLetter]) -> int:
     moved = 0
     for item in letters:
         new_id = await script(
-            keys=[dead_letter_key(item.shard), stream_key(item.shard)],
+            keys=[dead_letter_key(item.shard), replay_stream(item.shard, item.letter)],
             args=[item.entry_id, ENVELOPE_FIELD],
         )
         moved += new_id is not None
