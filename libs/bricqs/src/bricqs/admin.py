@@ -264,11 +264,10 @@ async def cmd_dlq_replay(args: argparse.Namespace) -> dict[str, Any]:
         wanted: list[tuple[int, str, str]] = []
         for shard in range(args.shards):
             key = dead_letter_key(shard)
-            found: Any = (
-                await redis.xrange(key)
-                if args.all
-                else [e for i in args.ids for e in await redis.xrange(key, i, i)]
-            )
+            ranges = [(b"-", b"+")] if args.all else [(i, i) for i in args.ids]
+            found: list[Any] = []
+            for first, last in ranges:
+                found += await redis.xrange(key, first, last) or []
             wanted += [
                 (shard, _text(i), replay_stream(shard, DeadLetter.from_fields(fields)))
                 for i, fields in found
