@@ -1,14 +1,16 @@
 """Live end-to-end lag with and without a historical import under way (issue 19).
 
-One ingest and one processor, as `make run` runs them, and a project with the bench's 20
-rules. A round has two phases, each with a project of its own: live single events sent
-on schedule (open loop) at `--rate` for `--seconds`; in the second phase, at the same
-time, `--events` events are sent as historical batches of 100 (`"historical": true`,
-timestamps spread over the past year) from one thread, as fast as ingest takes them. A
-live event's lag is `stored_at - received_at` on PostgreSQL's clock (as
-`bench.processor.end_to_end` measures it). After the second phase the import is waited
-for, so the next round starts with empty streams. Printed: each round's live p50/p99
-with and without the import, their p99 ratio, how long the import took, and the medians.
+One ingest and, as `make run` runs them, a live processor and an import processor
+(`--layouts split`, the default; `one`: a single processor reading both), and a project
+with the bench's 20 rules. A round has two phases, each with a project of its own: live
+single events sent on schedule (open loop) at `--rate` for `--seconds`; in the second
+phase, at the same time, `--events` events are sent as historical batches of 100
+(`"historical": true`, timestamps spread over the past year) from one thread, as fast as
+ingest takes them (ingest paces them at `--import-pace`). A live event's lag is
+`stored_at - received_at` on PostgreSQL's clock (as `bench.processor.end_to_end` measures
+it). After the second phase the import is waited for, so the next round starts with empty
+streams. Printed: each round's live p50/p99 with and without the import, their p99 ratio,
+how long the import took, and the medians.
 
     uv run --locked python -m bench.historical_import            # 3 rounds, 50,000 events
     uv run --locked python -m bench.historical_import --smoke    # CI: 1 short round
@@ -197,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="live traffic per phase")
     parser.add_argument(
         "--layouts",
-        default="one",
+        default="split",
         help="comma-separated, alternated within each round: one (a processor reading"
         " both streams) or split (a live replica and a historical one)",
     )

@@ -69,6 +69,7 @@ def test_make_run_serves_the_whole_system_and_stops_cleanly(tmp_path: Path) -> N
             "API_PORT",
             "SYNC_PORT",
             "METRICS_PORT",
+            "IMPORT_METRICS_PORT",
             "DISPATCHER_METRICS_PORT",
         )
     }
@@ -95,7 +96,8 @@ def test_make_run_serves_the_whole_system_and_stops_cleanly(tmp_path: Path) -> N
         ingest = f"http://127.0.0.1:{ports['INGEST_PORT']}"
         api = f"http://127.0.0.1:{ports['API_PORT']}"
         probes = [
-            f"http://127.0.0.1:{ports[p]}" for p in ("METRICS_PORT", "DISPATCHER_METRICS_PORT")
+            f"http://127.0.0.1:{ports[p]}"
+            for p in ("METRICS_PORT", "IMPORT_METRICS_PORT", "DISPATCHER_METRICS_PORT")
         ]
         for base in (ingest, api, *probes):
             wait_for(lambda b=base: httpx.get(f"{b}/health/ready").status_code == 200, 60, base)
@@ -123,6 +125,37 @@ def test_make_run_serves_the_whole_system_and_stops_cleanly(tmp_path: Path) -> N
         )
         assert state["points"]["balance"] == 49
         assert [b["badge"] for b in state["badges"]["earned"]] == ["first-purchase"]
+
+        # An import goes to the processor that reads historical streams, and counts the same.
+        imported = httpx.post(
+            f"{ingest}/api/v1/ingest/events/batch",
+            headers=headers,
+            json={
+                "historical": True,
+                "events": [
+                    {
+                        "event_name": "purchase_completed",
+                        "participant_id": "migrated_user",
+                        "properties": {"amount": 49.99, "currency": "USD"},
+                        "timestamp": "2025-06-01T10:30:00Z",
+                    }
+                ],
+            },
+        )
+        assert imported.status_code == 202, imported.text
+        migrated = f"{api}/api/v1/gamify/participants/migrated_user/state"
+        wait_for(
+            lambda: httpx.get(migrated, headers=headers).json()["points"]["balance"] == 49,
+            30,
+            "points from the import processor",
+        )
+        stored = 'bricqs_processor_events_total{outcome="stored"} '
+        by_processor = [
+            httpx.get(f"http://127.0.0.1:{ports[p]}/metrics").text
+            for p in ("METRICS_PORT", "IMPORT_METRICS_PORT")
+        ]
+        # The live processor stored the live event, the import processor the imported one.
+        assert [f"{stored}1.0" in text for text in by_processor] == [True, True]
 
         # Every command of the README's "Try it" block, as written but for the ports.
         commands = readme_commands()

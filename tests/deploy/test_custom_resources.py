@@ -137,6 +137,7 @@ def test_service_monitors_select_a_service_port_and_keep_the_services_labels() -
         "bricqs-ingest",
         "bricqs-ingest-sync",
         "bricqs-processor",
+        "bricqs-processor-import",
         "bricqs-api",
         "bricqs-dispatcher",
     }

@@ -461,6 +461,7 @@ def test_network_policies_allow_only_the_flows_the_architecture_needs(overlay: s
         "bricqs-ingest": {53, 6379, 5432},
         "bricqs-ingest-sync": {53, 6379, 5432},
         "bricqs-processor": {53, 6379, 5432},
+        "bricqs-processor-import": {53, 6379, 5432},
         "bricqs-api": {53, 6379, 5432},
         # The customers' webhook endpoints, outside the cluster's private ranges.
         "bricqs-dispatcher": {53, 5432, 443, 80},
@@ -492,7 +493,13 @@ def test_network_policies_allow_only_the_flows_the_architecture_needs(overlay: s
             (
                 "bricqs-redis",
                 "redis",
-                {"bricqs-ingest", "bricqs-ingest-sync", "bricqs-processor", "bricqs-api"},
+                {
+                    "bricqs-ingest",
+                    "bricqs-ingest-sync",
+                    "bricqs-processor",
+                    "bricqs-processor-import",
+                    "bricqs-api",
+                },
             ),
             (
                 "bricqs-postgres",
@@ -501,6 +508,7 @@ def test_network_policies_allow_only_the_flows_the_architecture_needs(overlay: s
                     "bricqs-ingest",
                     "bricqs-ingest-sync",
                     "bricqs-processor",
+                    "bricqs-processor-import",
                     "bricqs-api",
                     "bricqs-dispatcher",
                     "bricqs-migrate",

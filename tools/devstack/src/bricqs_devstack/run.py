@@ -27,8 +27,10 @@ DEV_POSTGRES_PORT = int(os.environ.get("DEV_POSTGRES_PORT", "15432"))
 INGEST_PORT = int(os.environ.get("INGEST_PORT", "8000"))
 API_PORT = int(os.environ.get("API_PORT", "8001"))
 SYNC_PORT = int(os.environ.get("SYNC_PORT", "8002"))
-# The processor's probes take METRICS_PORT (9100); the dispatcher's get a port of their own,
-# or a METRICS_PORT set for the processor would be taken twice.
+# The processor's probes take METRICS_PORT (9100); the import processor's and the
+# dispatcher's get ports of their own, or a METRICS_PORT set for the processor would be
+# taken twice.
+IMPORT_METRICS_PORT = int(os.environ.get("IMPORT_METRICS_PORT", "9101"))
 DISPATCHER_METRICS_PORT = int(os.environ.get("DISPATCHER_METRICS_PORT", "9102"))
 INGEST_WORKERS = int(os.environ.get("INGEST_WORKERS", "1"))
 EVENT_LOOP = "uvloop"
@@ -41,7 +43,9 @@ def service_commands(bin_dir: Path) -> list[tuple[str, list[str], dict[str, str]
     Ingest serves every endpoint on INGEST_PORT (one address for the README and the
     client); a second ingest on SYNC_PORT serves sync events alone, on workers of its
     own, so sync traffic sent there never delays the async endpoints (in Kubernetes the
-    ingress routes the sync path to its own Deployment the same way).
+    ingress routes the sync path to its own Deployment the same way). Likewise one
+    processor reads the live streams and another the historical ones (imports), so an
+    import never shares a process with live traffic (docs/import.md).
     """
     granian = [
         *(str(bin_dir / "granian"), "--interface", "asgi", "--factory", "--host", "127.0.0.1"),
@@ -63,7 +67,12 @@ def service_commands(bin_dir: Path) -> list[tuple[str, list[str], dict[str, str]
             serve(SYNC_PORT, 1, "bricqs_ingest.app:create_app"),
             {"INGEST_ENDPOINTS": "sync"},
         ),
-        ("processor", [str(bin_dir / "bricqs-processor")], {}),
+        ("processor", [str(bin_dir / "bricqs-processor")], {"PROCESSOR_STREAMS": "live"}),
+        (
+            "processor-import",
+            [str(bin_dir / "bricqs-processor")],
+            {"PROCESSOR_STREAMS": "historical", "METRICS_PORT": str(IMPORT_METRICS_PORT)},
+        ),
         (
             "dispatcher",
             [str(bin_dir / "bricqs-dispatcher")],
@@ -111,7 +120,7 @@ def main() -> int:
         for name, command, extra in service_commands(bin_dir):
             child_env = {**env, **extra}
             # HTTP services may run several workers: they share metrics through files.
-            if name not in ("processor", "dispatcher"):
+            if name not in ("processor", "processor-import", "dispatcher"):
                 metrics_dir = DATA_DIR / "metrics" / name
                 shutil.rmtree(metrics_dir, ignore_errors=True)  # stale files skew counters
                 metrics_dir.mkdir(parents=True)
