@@ -8,10 +8,10 @@ Historical imports are also paced, by a second bucket per key
 (HISTORICAL_RATE_PER_SECOND, holding one batch): a batch that finds it empty is held
 until its tokens are there, so an importer sending batch after batch as fast as it can
 is slowed to the pace instead of refused; only a wait past `IMPORT_HOLD_SECONDS` (many
-importers on one key) is answered 429. Without it an import of 50,000 events arrived in
-2 s, taking ingest's and Redis' CPU from live traffic: the live events received meanwhile
-waited 50-60 ms at p99 against 12-20 ms without (bench.historical_import). The pace's
-tokens are not given back when an enqueue fails: they measure arrivals, not a quota.
+importers on one key) is answered 429. Without it an importer sending flat out takes
+ingest's and Redis' CPU from the live events arriving meanwhile (bench.historical_import
+measures it). The pace's tokens are not given back when an enqueue fails: they measure
+arrivals, not a quota.
 """
 
 from __future__ import annotations
