@@ -17,7 +17,7 @@ import yaml
 from bricqs.settings import load_settings
 from bricqs.web import probes
 from bricqs.web.health import health_router
-from bricqs_processor import consumer as processor_consumer
+from bricqs_processor import lifecycle as processor_lifecycle
 from tests.deploy.helpers import (
     DEPLOY,
     HTTP_SERVICES,
@@ -418,7 +418,7 @@ def test_processor_grace_period_covers_the_longest_batch() -> None:
         ms("block_ms")
         + ms("database_timeout_ms")
         + ms("batch_timeout_ms")
-        + processor_consumer.SHUTDOWN_ATTEMPTS * (ms("redis_timeout_ms") + ms("block_ms"))
+        + processor_lifecycle.SHUTDOWN_ATTEMPTS * (ms("redis_timeout_ms") + ms("block_ms"))
     )
     assert grace_ms > worst, f"grace {grace_ms} ms does not cover {worst} ms"
 

@@ -10,27 +10,10 @@ has room: see `priority`):
 2. `XREADGROUP >` on its shard's stream, `COUNT` and `BLOCK` (one stream per command: in
    Redis Cluster shards live on different nodes, and a command may touch one slot only);
 3. decode; an undecodable entry goes to the dead-letter stream at once;
-4. store the envelopes, their facts and their mechanics effects with the shared
-   `process_envelopes` in one PostgreSQL transaction; `XACK` after the commit.
-   Redelivery is harmless: storing is keyed by event_id, and mechanics run only for
-   facts that transaction inserted.
+4. store the envelopes, their facts and their mechanics effects in PostgreSQL
+   transactions and `XACK` after each commit (`storing`).
 
-Failures are sorted by what they mean:
-- PostgreSQL unreachable (connection lost, pool timeout, server errors that are not
-  about the data): nothing is acknowledged; the batch in hand is
-  retried after a capped exponential backoff, for as long as it takes. Before each retry
-  the consumer re-claims its entries, which resets their idle time without counting a
-  delivery, so no other consumer takes them over and the outage never pushes them
-  towards the dead-letter stream.
-- PostgreSQL refuses the data (DataError, IntegrityError), or our code fails on it (any
-  other exception: a rule that cannot handle a property, say): the batch is split in
-  halves and each half retried, down to the single event, which goes to the dead-letter
-  stream with the error; its neighbours are stored.
-- The batch runs past `BATCH_TIMEOUT_MS` (or a statement past `STATEMENT_TIMEOUT_MS`):
-  it is cancelled and split the same way, but a single event that is still too slow is
-  retried like an outage, never dead-lettered: slowness is the database's state.
-- Redis unreachable: back off and retry; an acknowledgement that fails after a commit
-  is retried too, and if it never lands the entry is redelivered and found stored.
+How a failure while storing is handled (retried, split, dead-lettered) is `storing`'s.
 
 Entries in hand are bounded over all shards: each reader reads at most its share of
 `BATCH_SIZE` (`per_shard_count`), so a process never holds more than about BATCH_SIZE
@@ -41,7 +24,8 @@ Storing what several readers hold as one larger batch was tried and did not pay:
 processor with 20 rules drained 8 shards as fast either way, and faster than 1 shard,
 since a reader reads while the others store.
 
-Every replica reads every shard through the consumer group, with no coordinator: the
+Every replica reads every shard (its live streams, historical ones or both, as
+PROCESSOR_STREAMS says) through the consumer group, with no coordinator: the
 group hands each entry to one consumer, a replica that joins or dies changes nothing but
 who reads next (XAUTOCLAIM takes over what a dead one held), and no shard waits for a
 lease to expire.
@@ -55,9 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
 
@@ -66,28 +48,19 @@ from psycopg_pool import AsyncConnectionPool
 from redis.exceptions import ResponseError
 
 from bricqs.mechanics.cache import RuleCache
-from bricqs.pipeline import process_envelopes
 from bricqs.redis_connect import REDIS_ERRORS, RedisClient
-from bricqs.storage.events import StoreResult
 from bricqs.storage.health import ping
-from bricqs.storage.standings import Standings
 from bricqs.stream import CONSUMER_GROUP, historical_stream_key, shard_of, stream_key
 from bricqs_processor import metrics
 from bricqs_processor.backoff import Backoff
 from bricqs_processor.deadletter import dead_letter
-from bricqs_processor.entries import (
-    Entry,
-    acknowledge,
-    decode_entries,
-    entries_from_reply,
-    keep_claim,
-)
-from bricqs_processor.failures import DATA_ERRORS, DatabaseUnavailable, Rejected, TooSlow
-from bricqs_processor.lanes import plan_transactions
+from bricqs_processor.entries import Entry, entries_from_reply
+from bricqs_processor.lifecycle import Lifecycle
 from bricqs_processor.liveness import Heartbeat
 from bricqs_processor.priority import ImportGate, ImportPriority
 from bricqs_processor.recovery import reclaim_stuck
 from bricqs_processor.settings import ProcessorSettings
+from bricqs_processor.storing import BatchStore
 
 log = logging.getLogger("bricqs.processor")
 
@@ -95,10 +68,6 @@ T = TypeVar("T")
 
 # Reclaimed entries delivered more often than this are processed one at a time.
 SUSPECT_DELIVERIES = 2
-
-# Once stopping, a Redis write (XACK, dead letter) is tried this often before giving up;
-# what is left unacknowledged is redelivered to another consumer and found stored.
-SHUTDOWN_ATTEMPTS = 3
 
 
 def per_shard_count(batch_size: int, shards: int) -> int:
@@ -118,11 +87,10 @@ class StreamConsumer:
         self.pool = pool
         self.name = settings.consumer()
         self.streams = [stream_key(shard) for shard in range(settings.streams_read())]
-        self._stopping = asyncio.Event()
-        self._ttl = timedelta(days=settings.idempotency_retention_days)
         self.rules = RuleCache(settings.rules_refresh_seconds)
         self.heartbeat = Heartbeat(settings.heartbeat_bound_seconds())
-        self._database_ok = True
+        self.lifecycle = Lifecycle(settings, self.heartbeat)
+        self.store = BatchStore(settings, redis, pool, self.name, self.rules, self.lifecycle)
         self._read_count = per_shard_count(settings.batch_size, len(self.streams))
         # Readers storing at once: each batch's lanes take pooled connections, and one
         # connection is left for housekeeping and health checks.
@@ -135,19 +103,17 @@ class StreamConsumer:
 
     def stop(self) -> None:
         """Stop intake; the batch in hand is finished, then `run()` returns."""
-        if not self._stopping.is_set():
-            log.info("stopping: finishing the batch in hand")
-        self._stopping.set()
+        self.lifecycle.stop()
 
     @property
     def stopping(self) -> bool:
         """Whether `stop()` was called."""
-        return self._stopping.is_set()
+        return self.lifecycle.stopping
 
     async def run(self) -> None:
         """Consume until `stop()`: one reader per shard."""
         log.info("consumer %s reading %d stream(s)", self.name, len(self.streams))
-        await self._until_done(self.ensure_groups, "redis")
+        await self.lifecycle.until_done(self.ensure_groups, "redis")
         async with asyncio.TaskGroup() as readers:
             for stream in self.streams:
                 gate = ImportGate()
@@ -206,7 +172,7 @@ class StreamConsumer:
                         continue
                     next_reclaim = time.monotonic() + self.settings.reclaim_interval_ms / 1000
             if (wait := priority.wait_seconds()) > 0:
-                await self._sleep(min(wait, bound))
+                await self.lifecycle.sleep(min(wait, bound))
                 continue
             try:
                 async with asyncio.timeout(bound):
@@ -235,7 +201,7 @@ class StreamConsumer:
             if str(exc).startswith("NOGROUP"):
                 # A stream or group vanished (deleted by an operator): recreate.
                 log.warning("consumer group missing, recreating: %s", exc)
-                await self._until_done(partial(self._ensure_shard_groups, stream), "redis")
+                await self.lifecycle.until_done(partial(self._ensure_shard_groups, stream), "redis")
                 return None
             await self._redis_failed(backoff, exc)
             return None
@@ -249,7 +215,7 @@ class StreamConsumer:
         metrics.FAILURES.labels("redis").inc()
         delay = backoff.next_delay()
         log.warning("redis unavailable (%s); retrying in %.2f s", exc, delay)
-        await self._sleep(delay)
+        await self.lifecycle.sleep(delay)
 
     async def ensure_groups(self) -> None:
         """Create the consumer group on every stream (and the stream), if missing, and
@@ -300,7 +266,7 @@ class StreamConsumer:
         """Reclaim and store what dead consumers left pending on `streams`, in order;
         True once done."""
         for name in streams:
-            if not self._database_ok and not await self._database_answers():
+            if not self.store.database_ok and not await self._database_answers():
                 return True  # taking over entries we cannot store would only age them
             await self._reclaim_stream(name)
             if self.stopping:
@@ -325,7 +291,7 @@ class StreamConsumer:
                     (e, f"max_deliveries: delivered {e.deliveries} times, more than {limit}")
                     for e in over
                 ]
-                await self._until_done(
+                await self.lifecycle.until_done(
                     partial(dead_letter, self.redis, self.name, reasons), "redis"
                 )
             # An entry delivered more than twice may be what killed its consumers
@@ -347,179 +313,11 @@ class StreamConsumer:
                 await ping(c)
         except psycopg.Error:
             return False
-        self._database_ok = True
+        self.store.database_ok = True
         return True
 
-    # -- processing --------------------------------------------------------------------
+    # -- storing ------------------------------------------------------------------------
 
     async def process(self, entries: list[Entry]) -> None:
-        """Store and acknowledge entries in hand (dead-lettering the poison among them)."""
-        started = time.perf_counter()
-        for start in range(0, len(entries), self.settings.batch_size):
-            batch = entries[start : start + self.settings.batch_size]
-            good, bad = decode_entries(batch)
-            if bad:
-                await self._until_done(partial(dead_letter, self.redis, self.name, bad), "redis")
-            if good:
-                await self._store_runs(
-                    plan_transactions(good, self.settings.database_pool_size - 1)
-                )
-        metrics.BATCH_DURATION.observe(time.perf_counter() - started)
-
-    async def _store_runs(self, runs: list[list[list[Entry]]]) -> None:
-        """Store `runs` (each a list of transactions, committed one after the other) on
-        as many connections at once as lanes allow; runs never share a participant."""
-        claimed_at = time.monotonic()
-        if len(runs) == 1:
-            await self._store_all(runs[0], claimed_at)
-            return
-        waiting = deque(runs)
-
-        async def lane() -> None:
-            while waiting:
-                await self._store_all(waiting.popleft(), claimed_at)
-
-        lanes = max(1, self.settings.database_pool_size - 1)
-        await asyncio.gather(*(lane() for _ in range(min(lanes, len(runs)))))
-
-    async def _store_all(self, transactions: list[list[Entry]], claimed_at: float) -> None:
-        """Store `transactions` in order: split parts PostgreSQL refuses or that run too
-        long, retry while it is unavailable, and keep the claim on entries held for long
-        (since `claimed_at`, when they were read)."""
-        parts: deque[list[Entry]] = deque(transactions)
-        backoff = Backoff(self.settings.backoff_initial_ms, self.settings.backoff_max_ms)
-        refresh_after = self.settings.claim_min_idle_ms / 3000
-        slow_streak = 0  # single events found too slow in a row, since the last commit
-        while parts:
-            self.heartbeat.beat()
-            if time.monotonic() - claimed_at > refresh_after:
-                parts = deque(await keep_claim(self.redis, self.name, list(parts)))
-                claimed_at = time.monotonic()
-                continue
-            part = parts[0]
-            try:
-                result = await self._transaction(part)
-            except Rejected as exc:
-                parts.popleft()
-                if len(part) == 1:
-                    reasons = [(part[0], f"rejected: {exc}")]
-                    await self._until_done(
-                        partial(dead_letter, self.redis, self.name, reasons), "redis"
-                    )
-                else:
-                    parts.extendleft(_halves(part))
-                continue
-            except (TooSlow, DatabaseUnavailable) as exc:
-                if isinstance(exc, TooSlow):
-                    if len(part) > 1:
-                        log.warning("a batch of %d was too slow (%s); splitting", len(part), exc)
-                        parts.popleft()
-                        parts.extendleft(_halves(part))
-                        continue
-                    if slow_streak < len(parts) - 1:
-                        # One slow event (waiting on a lock, say): let the rest through.
-                        parts.rotate(-1)
-                        slow_streak += 1
-                        continue
-                # Never the events' fault, so never a reason to dead-letter them.
-                self._database_ok = False
-                metrics.FAILURES.labels("database").inc()
-                if self.stopping:
-                    left = sum(len(p) for p in parts)
-                    log.warning(
-                        "database unavailable at shutdown; %d entries stay pending for"
-                        " another consumer: %s",
-                        left,
-                        exc,
-                    )
-                    return
-                delay = backoff.next_delay()
-                log.warning("batch not committed (%s); retrying in %.2f s", exc, delay)
-                await self._sleep(delay)
-                parts = deque(await keep_claim(self.redis, self.name, list(parts)))
-                claimed_at = time.monotonic()
-                slow_streak = 0
-                continue
-            self._database_ok = True
-            backoff.reset()
-            slow_streak = 0
-            parts.popleft()
-            await self._until_done(partial(acknowledge, self.redis, part), "redis")
-            metrics.observe_stored(part, result)
-
-    async def _transaction(self, part: Sequence[Entry]) -> StoreResult:
-        """One batch transaction; raises Rejected, TooSlow or DatabaseUnavailable."""
-        envelopes = [e.envelope for e in part if e.envelope is not None]
-        try:
-            async with self.pool.connection(timeout=self.settings.database_timeout_ms / 1000) as c:
-                started = time.perf_counter()
-                # On expiry psycopg cancels the running query in the server, and the
-                # transaction is rolled back.
-                async with asyncio.timeout(self.settings.batch_timeout_ms / 1000), c.transaction():
-                    processed = await process_envelopes(
-                        c,
-                        envelopes,
-                        idempotency_ttl=self._ttl,
-                        rules_for=self.rules,
-                        report=False,
-                        standings=Standings(self.redis),
-                    )
-                metrics.DATABASE_DURATION.observe(time.perf_counter() - started)
-                return processed.stored
-        except TimeoutError as exc:
-            raise TooSlow(f"no commit within {self.settings.batch_timeout_ms} ms") from exc
-        except psycopg.errors.QueryCanceled as exc:
-            raise TooSlow(f"{type(exc).__name__}: {exc}") from exc
-        except DATA_ERRORS as exc:
-            raise Rejected(f"{type(exc).__name__}: {exc}") from exc
-        except psycopg.Error as exc:
-            # Connection errors, pool timeouts, and server-side errors that are not about
-            # the data (a missing table before migrations ran, say).
-            raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        except Exception as exc:  # our code failed on this data: isolate it like poison
-            log.warning("batch of %d failed in processing code", len(part), exc_info=True)
-            raise Rejected(f"{type(exc).__name__}: {exc}") from exc
-
-    # -- helpers -----------------------------------------------------------------------
-
-    async def _until_done(self, action: Callable[[], Awaitable[T]], dependency: str) -> T | None:
-        """Run `action` until it succeeds, backing off on Redis errors.
-
-        Gives up (returning None) when the consumer group is gone, since there is then
-        nothing left to acknowledge, or after a few attempts once stopping.
-        """
-        backoff = Backoff(self.settings.backoff_initial_ms, self.settings.backoff_max_ms)
-        attempts = 0
-        while True:
-            self.heartbeat.beat()
-            try:
-                return await action()
-            except REDIS_ERRORS as exc:
-                if isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP"):
-                    log.warning("consumer group gone; dropping what was in hand: %s", exc)
-                    return None
-                metrics.FAILURES.labels(dependency).inc()
-                attempts += 1
-                if self.stopping and attempts >= SHUTDOWN_ATTEMPTS:
-                    log.warning("giving up at shutdown after %d failures: %s", attempts, exc)
-                    return None
-                delay = backoff.next_delay()
-                log.warning("%s unavailable (%s); retrying in %.2f s", dependency, exc, delay)
-                if self.stopping:
-                    await asyncio.sleep(delay)
-                else:
-                    await self._sleep(delay)
-
-    async def _sleep(self, seconds: float) -> None:
-        """Sleep, but wake up early when stopping."""
-        try:
-            async with asyncio.timeout(seconds):
-                await self._stopping.wait()
-        except TimeoutError:
-            pass
-
-
-def _halves(part: list[Entry]) -> list[list[Entry]]:
-    """The two halves of a part, ordered for `deque.extendleft` (first half first)."""
-    middle = len(part) // 2
-    return [part[middle:], part[:middle]]
+        """Store and acknowledge entries in hand (`storing`)."""
+        await self.store.store(entries)
