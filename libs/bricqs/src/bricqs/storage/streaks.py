@@ -72,7 +72,10 @@ async def read_streak_periods(
 async def save_streak_states(
     conn: Conn, tenant: Tenant, states: Sequence[tuple[str, str, int, int, int, str]]
 ) -> None:
-    """Upsert (streak, participant, last_index, last_run_length, longest, timezone)."""
+    """Upsert (streak, participant, last_index, last_run_length, longest, timezone).
+
+    A state that did not change is not written again: a period added before the run's
+    last often changes nothing, and a new row version costs as much as a changed one."""
     if not states:
         return
     rows = sorted(states)
@@ -85,6 +88,9 @@ async def save_streak_states(
         ON CONFLICT (project_id, environment, streak_code, participant_id) DO UPDATE SET
             last_index = EXCLUDED.last_index, last_run_length = EXCLUDED.last_run_length,
             longest = EXCLUDED.longest, timezone = EXCLUDED.timezone
+        WHERE (s.last_index, s.last_run_length, s.longest, s.timezone)
+            IS DISTINCT FROM (EXCLUDED.last_index, EXCLUDED.last_run_length, EXCLUDED.longest,
+                              EXCLUDED.timezone)
         """,
         (tenant.project_id, tenant.environment, *[[r[i] for r in rows] for i in range(6)]),
     )
