@@ -50,7 +50,12 @@ from bricqs.storage.balances import apply_balance_changes
 from bricqs.storage.events import insert_facts
 from bricqs.storage.ledger import LedgerEntry, earned_in_cap_buckets, write_ledger
 from bricqs.storage.participants import attributes_of, participant_timezones
-from bricqs.storage.progress import add_distinct_values, add_progress, read_buckets
+from bricqs.storage.progress import (
+    WrittenBuckets,
+    add_distinct_values,
+    add_progress,
+    read_buckets,
+)
 from bricqs.storage.standings import Standings
 from bricqs.storage.streaks import (
     Deadline,
@@ -182,10 +187,10 @@ async def apply_mechanics(
 
 async def _run_round(conn: Conn, r: _Round, facts: list[Fact]) -> None:
     matches = match_facts(r.rules, facts, r.participants)
-    await add_progress(conn, r.tenant, matches.progress)
+    written = await add_progress(conn, r.tenant, matches.progress)
     await add_distinct_values(conn, r.tenant, matches.distinct)
     await _update_streaks(conn, r, matches.streak_hits)
-    await _judge_badges_and_challenges(conn, r, matches.touched)
+    await _judge_badges_and_challenges(conn, r, matches.touched, written)
     _earn_points(r, matches.earned)
     await _commit_points(conn, r)
 
@@ -284,8 +289,13 @@ def _latest(facts: list[Fact]) -> Fact:
 
 
 async def _judge_badges_and_challenges(
-    conn: Conn, r: _Round, touched: dict[tuple[str, str], list[Fact]]
+    conn: Conn,
+    r: _Round,
+    touched: dict[tuple[str, str], list[Fact]],
+    written: WrittenBuckets,
 ) -> None:
+    """Award the badges and complete the challenges whose criteria `touched` moved;
+    `written`: the buckets this round just wrote, as they are now (not read again)."""
     badges: dict[tuple[str, str], tuple[CompiledBadge, list[Fact]]] = {}
     challenges: dict[tuple[str, str], tuple[CompiledChallenge, list[Fact]]] = {}
     for (pid, cid), facts in touched.items():
@@ -342,7 +352,15 @@ async def _judge_badges_and_challenges(
         for (_, pid), (criterion, lists) in wanted.items()
     ]
     ranges, distinct_ranges = bucket_ranges(plan)
-    progress, distinct = await read_buckets(conn, r.tenant, ranges, distinct_ranges)
+    # A point of one bucket (the whole history, a calendar period) is most often the very
+    # bucket the round wrote; only the others, and rolling windows' days, are read.
+    unread = [
+        g
+        for g in ranges
+        if g.first != g.last or (g.criterion_id, g.participant_id, g.first) not in written.keys
+    ]
+    progress, distinct = await read_buckets(conn, r.tenant, unread, distinct_ranges)
+    progress.update(await written.values())
     values = {
         (criterion.criterion_id, pid): values_at(criterion, pid, points, progress, distinct)
         for criterion, pid, points in plan

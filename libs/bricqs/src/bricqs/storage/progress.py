@@ -25,6 +25,16 @@ class ProgressDelta(NamedTuple):
     reached_at: datetime
 
 
+class BucketValue(NamedTuple):
+    """A stored bucket of one criterion for one participant (what judging reads of it).
+
+    A NamedTuple: a batch reads about four per event."""
+
+    facts: int  # how many facts it counts (`count` would shadow tuple.count)
+    sum: float
+    max: float | None
+
+
 _UPSERT_PROGRESS = """
     INSERT INTO criterion_progress AS c (project_id, environment, criterion_id,
         participant_id, bucket, count, sum, max, reached_at)
@@ -72,11 +82,37 @@ def _progress_rows(tenant: Tenant, deltas: Sequence[ProgressDelta]) -> tuple[Any
     )
 
 
-async def add_progress(conn: Conn, tenant: Tenant, deltas: Sequence[ProgressDelta]) -> None:
-    """Add counts and sums, raise maxima: commutative, so arrival order does not matter."""
+class WrittenBuckets:
+    """The buckets an `add_progress` wrote, as they are now (by criterion, participant,
+    bucket): what `read_buckets` would read of them in this transaction, which holds
+    their rows' locks until it ends. `keys` are known at once; `values()` reads the
+    statement's result, so in pipeline mode nothing waits for it until it is wanted."""
+
+    def __init__(self, keys: set[tuple[str, str, str]], cursor: Any = None) -> None:
+        self.keys = keys
+        self._cursor = cursor
+
+    async def values(self) -> dict[tuple[str, str, str], BucketValue]:
+        """The written buckets' values (waits for the statement)."""
+        if self._cursor is None:
+            return {}
+        rows = await self._cursor.fetchall()
+        return {(r[0], r[1], r[2]): BucketValue(r[3], r[4], r[5]) for r in rows}
+
+
+async def add_progress(
+    conn: Conn, tenant: Tenant, deltas: Sequence[ProgressDelta]
+) -> WrittenBuckets:
+    """Add counts and sums, raise maxima: commutative, so arrival order does not matter.
+    The buckets come back as they are after the addition (judging reads them there)."""
     if not deltas:
-        return
-    await conn.execute(_ADD_PROGRESS, _progress_rows(tenant, deltas))
+        return WrittenBuckets(set())
+    cursor = await conn.execute(
+        _ADD_PROGRESS + " RETURNING criterion_id, participant_id, bucket, count, sum, max",
+        _progress_rows(tenant, deltas),
+        binary=True,
+    )
+    return WrittenBuckets({(d[0], d[1], d[2]) for d in deltas}, cursor)
 
 
 async def add_distinct_values(
@@ -102,16 +138,6 @@ async def add_distinct_values(
         """,
         (tenant.project_id, tenant.environment, *[[r[i] for r in rows] for i in range(5)]),
     )
-
-
-class BucketValue(NamedTuple):
-    """A stored bucket of one criterion for one participant (what judging reads of it).
-
-    A NamedTuple: a batch reads about four per event."""
-
-    facts: int  # how many facts it counts (`count` would shadow tuple.count)
-    sum: float
-    max: float | None
 
 
 class BucketRange(NamedTuple):
