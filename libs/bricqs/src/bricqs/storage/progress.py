@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from bricqs.storage.arrays import texts, unnest_texts
 from bricqs.storage.tenants import Conn, Tenant
 
 
@@ -35,13 +36,13 @@ class BucketValue(NamedTuple):
     max: float | None
 
 
-_UPSERT_PROGRESS = """
+_UPSERT_PROGRESS = f"""
     INSERT INTO criterion_progress AS c (project_id, environment, criterion_id,
         participant_id, bucket, count, sum, max, reached_at)
-    SELECT %s, %s, * FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[],
+    SELECT %s, %s, * FROM unnest({unnest_texts(3)}, %b::bigint[],
                                  %b::float8[], %b::float8[], %b::timestamptz[])
     ON CONFLICT (project_id, environment, criterion_id, participant_id, bucket) DO UPDATE SET
-"""
+"""  # noqa: S608 - fixed SQL fragments, never input
 _ADD_PROGRESS = (
     _UPSERT_PROGRESS
     + """
@@ -71,9 +72,9 @@ def _progress_rows(tenant: Tenant, deltas: Sequence[ProgressDelta]) -> tuple[Any
     return (
         tenant.project_id,
         tenant.environment,
-        [d.criterion_id for d in rows],
-        [d.participant_id for d in rows],
-        [d.bucket for d in rows],
+        *texts([d.criterion_id for d in rows]),
+        *texts([d.participant_id for d in rows]),
+        *texts([d.bucket for d in rows]),
         [d.facts for d in rows],
         # Binary arrays hold one type: an integer maximum goes as a float too.
         [float(d.sum) for d in rows],
@@ -150,15 +151,15 @@ class BucketRange(NamedTuple):
     last: str
 
 
-def _range_arrays(ranges: Sequence[BucketRange]) -> list[list[str]]:
-    return [[r[i] for r in ranges] for i in range(4)]
+def _range_arrays(ranges: Sequence[BucketRange]) -> list[list[str] | str | None]:
+    return [part for i in range(4) for part in texts([r[i] for r in ranges])]
 
 
 def _range_read(table: str, columns: str) -> str:
     """SQL reading `columns` of `table` for each of a list of ranges, named by position."""
     return f"""
         SELECT t.n::int4, {columns}
-        FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[])
+        FROM unnest({unnest_texts(4)})
             WITH ORDINALITY AS t(cid, pid, lo, hi, n)
         CROSS JOIN LATERAL (
             SELECT {columns} FROM {table} x

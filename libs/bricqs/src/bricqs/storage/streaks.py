@@ -7,7 +7,28 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple
 
+from bricqs.storage.arrays import TEXTS, texts, unnest_texts
 from bricqs.storage.tenants import Conn, Tenant
+
+_ADD_PERIODS = f"""
+    INSERT INTO streak_periods (project_id, environment, streak_code, participant_id,
+        period_index)
+    SELECT %s, %s, * FROM unnest({unnest_texts(2)}, %b::int[])
+    ON CONFLICT DO NOTHING
+    RETURNING streak_code, participant_id, period_index
+"""  # noqa: S608 - fixed SQL fragments, never input
+_SAVE_STATES = f"""
+    INSERT INTO streak_state AS s (project_id, environment, streak_code, participant_id,
+        last_index, last_run_length, longest, timezone)
+    SELECT %s, %s, * FROM unnest({unnest_texts(2)}, %b::int[], %b::int[], %b::int[],
+                                 {TEXTS})
+    ON CONFLICT (project_id, environment, streak_code, participant_id) DO UPDATE SET
+        last_index = EXCLUDED.last_index, last_run_length = EXCLUDED.last_run_length,
+        longest = EXCLUDED.longest, timezone = EXCLUDED.timezone
+    WHERE (s.last_index, s.last_run_length, s.longest, s.timezone)
+        IS DISTINCT FROM (EXCLUDED.last_index, EXCLUDED.last_run_length, EXCLUDED.longest,
+                          EXCLUDED.timezone)
+"""  # noqa: S608 - fixed SQL fragments, never input
 
 
 async def add_streak_periods(
@@ -18,14 +39,14 @@ async def add_streak_periods(
         return []
     rows = sorted(set(periods))
     cursor = await conn.execute(
-        """
-        INSERT INTO streak_periods (project_id, environment, streak_code, participant_id,
-            period_index)
-        SELECT %s, %s, * FROM unnest(%b::text[], %b::text[], %b::int[])
-        ON CONFLICT DO NOTHING
-        RETURNING streak_code, participant_id, period_index
-        """,
-        (tenant.project_id, tenant.environment, *[[r[i] for r in rows] for i in range(3)]),
+        _ADD_PERIODS,
+        (
+            tenant.project_id,
+            tenant.environment,
+            *texts([r[0] for r in rows]),
+            *texts([r[1] for r in rows]),
+            [r[2] for r in rows],
+        ),
     )
     return [(r[0], r[1], int(r[2])) for r in await cursor.fetchall()]
 
@@ -80,19 +101,15 @@ async def save_streak_states(
         return
     rows = sorted(states)
     await conn.execute(
-        """
-        INSERT INTO streak_state AS s (project_id, environment, streak_code, participant_id,
-            last_index, last_run_length, longest, timezone)
-        SELECT %s, %s, * FROM unnest(%b::text[], %b::text[], %b::int[], %b::int[], %b::int[],
-                                     %b::text[])
-        ON CONFLICT (project_id, environment, streak_code, participant_id) DO UPDATE SET
-            last_index = EXCLUDED.last_index, last_run_length = EXCLUDED.last_run_length,
-            longest = EXCLUDED.longest, timezone = EXCLUDED.timezone
-        WHERE (s.last_index, s.last_run_length, s.longest, s.timezone)
-            IS DISTINCT FROM (EXCLUDED.last_index, EXCLUDED.last_run_length, EXCLUDED.longest,
-                              EXCLUDED.timezone)
-        """,
-        (tenant.project_id, tenant.environment, *[[r[i] for r in rows] for i in range(6)]),
+        _SAVE_STATES,
+        (
+            tenant.project_id,
+            tenant.environment,
+            *texts([r[0] for r in rows]),
+            *texts([r[1] for r in rows]),
+            *[[r[i] for r in rows] for i in range(2, 5)],
+            *texts([r[5] for r in rows]),
+        ),
     )
 
 
