@@ -175,19 +175,52 @@ _READ_PROGRESS = _range_read("criterion_progress", "bucket, count, sum, max")
 _READ_DISTINCT = _range_read("criterion_distinct", "bucket, value")
 
 
-async def read_buckets(
+Progress = dict[tuple[str, str, str], BucketValue]
+Distinct = dict[tuple[str, str, str], set[str]]
+
+
+class BucketReads:
+    """Reads `send_bucket_reads` sent; `values()` waits for them, so in pipeline mode
+    PostgreSQL runs them while the caller works on something else."""
+
+    def __init__(
+        self,
+        ranges: Sequence[BucketRange],
+        distinct_ranges: Sequence[BucketRange],
+        progress_rows: Any,
+        distinct_rows: Any,
+    ) -> None:
+        self._ranges, self._distinct_ranges = ranges, distinct_ranges
+        self._progress_rows, self._distinct_rows = progress_rows, distinct_rows
+
+    async def values(self) -> tuple[Progress, Distinct]:
+        """Stored buckets and distinct values by (criterion, participant, bucket)."""
+        progress: Progress = {}
+        if self._progress_rows is not None:
+            ranges = self._ranges
+            for n, bucket, count, total, maximum in await self._progress_rows.fetchall():
+                cid, pid = ranges[n - 1][:2]
+                progress[(cid, pid, bucket)] = BucketValue(count, total, maximum)
+        distinct: Distinct = {}
+        if self._distinct_rows is not None:
+            ranges = self._distinct_ranges
+            for n, bucket, value in await self._distinct_rows.fetchall():
+                cid, pid = ranges[n - 1][:2]
+                distinct.setdefault((cid, pid, bucket), set()).add(value)
+        return progress, distinct
+
+
+async def send_bucket_reads(
     conn: Conn,
     tenant: Tenant,
     ranges: Sequence[BucketRange],
     distinct_ranges: Sequence[BucketRange] = (),
-) -> tuple[dict[tuple[str, str, str], BucketValue], dict[tuple[str, str, str], set[str]]]:
-    """Stored buckets in `ranges` and distinct values in `distinct_ranges`, each by
-    (criterion, participant, bucket).
+) -> BucketReads:
+    """Send the reads of the stored buckets in `ranges` and of the distinct values in
+    `distinct_ranges`, without waiting for them.
 
-    Both queries are sent before either result is read: in pipeline mode that is one
-    wait for PostgreSQL instead of two. Rows name their range by its position (instead
-    of echoing two strings back) and come in binary: decoding them is most of the cost
-    of these reads in Python.
+    Rows name their range by its position (instead of echoing two strings back) and
+    come in binary: decoding them is most of the cost of these reads in Python.
     """
     progress_rows = distinct_rows = None
     if ranges:
@@ -202,17 +235,19 @@ async def read_buckets(
             (*_range_arrays(distinct_ranges), tenant.project_id, tenant.environment),
             binary=True,
         )
-    progress: dict[tuple[str, str, str], BucketValue] = {}
-    if progress_rows is not None:
-        for n, bucket, count, total, maximum in await progress_rows.fetchall():
-            cid, pid = ranges[n - 1][:2]
-            progress[(cid, pid, bucket)] = BucketValue(count, total, maximum)
-    distinct: dict[tuple[str, str, str], set[str]] = {}
-    if distinct_rows is not None:
-        for n, bucket, value in await distinct_rows.fetchall():
-            cid, pid = distinct_ranges[n - 1][:2]
-            distinct.setdefault((cid, pid, bucket), set()).add(value)
-    return progress, distinct
+    return BucketReads(ranges, distinct_ranges, progress_rows, distinct_rows)
+
+
+async def read_buckets(
+    conn: Conn,
+    tenant: Tenant,
+    ranges: Sequence[BucketRange],
+    distinct_ranges: Sequence[BucketRange] = (),
+) -> tuple[Progress, Distinct]:
+    """Stored buckets in `ranges` and distinct values in `distinct_ranges`, each by
+    (criterion, participant, bucket): both queries are sent before either result is
+    read (in pipeline mode, one wait for PostgreSQL instead of two)."""
+    return await (await send_bucket_reads(conn, tenant, ranges, distinct_ranges)).values()
 
 
 async def replace_progress(conn: Conn, tenant: Tenant, rows: Sequence[ProgressDelta]) -> None:
