@@ -16,15 +16,21 @@ from bricqs.mechanics.ruleset import RuleSet
 from bricqs.schemas import Fact
 from bricqs.storage.events import insert_facts
 from bricqs.storage.locks import lock_participants
+from bricqs.storage.progress import add_distinct_values
 from bricqs.storage.streaks import save_streak_states
 from bricqs.storage.tenants import Tenant
 from bricqs_devstack.servers import Server
 from tests import conftest
 
 
-async def _versions(conn: psycopg.AsyncConnection[Any], table: str) -> dict[str, str]:
+async def _versions(
+    conn: psycopg.AsyncConnection[Any], table: str, tenant: Tenant
+) -> dict[str, str]:
     """participant -> the row's version (xmin: the transaction that wrote it)."""
-    cursor = await conn.execute(f"SELECT participant_id, xmin::text FROM {table}")  # noqa: S608
+    cursor = await conn.execute(
+        f"SELECT participant_id, xmin::text FROM {table} WHERE project_id = %s",  # noqa: S608
+        (tenant.project_id,),
+    )
     return {r[0]: r[1] for r in await cursor.fetchall()}
 
 
@@ -38,12 +44,12 @@ def test_a_streak_state_that_did_not_change_is_not_written_again(
             await save_streak_states(
                 conn, scope, [("daily", "ann", 10, 3, 5, "UTC"), ("daily", "bob", 10, 1, 1, "UTC")]
             )
-            before = await _versions(conn, "streak_state")
+            before = await _versions(conn, "streak_state", scope)
             # Ann's state as it was; Bob's run grew.
             await save_streak_states(
                 conn, scope, [("daily", "ann", 10, 3, 5, "UTC"), ("daily", "bob", 11, 2, 2, "UTC")]
             )
-            after = await _versions(conn, "streak_state")
+            after = await _versions(conn, "streak_state", scope)
             cursor = await conn.execute(
                 "SELECT participant_id, last_index, last_run_length, longest FROM streak_state"
                 " WHERE project_id = %s ORDER BY participant_id",
@@ -111,3 +117,29 @@ def test_judging_takes_the_buckets_it_just_wrote_without_reading_them_again(
         return seen
 
     assert asyncio.run(run(postgres_server.url)) == [(1, []), (1, ["two-buys"])]
+
+
+def test_a_distinct_value_seen_again_later_is_not_written_again(
+    postgres_server: Server, tenant: conftest.Tenant
+) -> None:
+    scope = Tenant(tenant.project_id, "live")
+    day = datetime(2026, 11, 10, tzinfo=UTC)
+
+    async def run(url: str) -> tuple[list[dict[str, str]], list[tuple[Any, ...]]]:
+        versions = []
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            for ann_at, bob_at in ((day, day), (day.replace(day=12), day.replace(day=8))):
+                values = [("c", "ann", "all", "sku1", ann_at), ("c", "bob", "all", "sku1", bob_at)]
+                await add_distinct_values(conn, scope, values)
+                versions.append(await _versions(conn, "criterion_distinct", scope))
+            cursor = await conn.execute(
+                "SELECT participant_id, first_at FROM criterion_distinct WHERE project_id = %s"
+                " ORDER BY participant_id",
+                (scope.project_id,),
+            )
+            return versions, await cursor.fetchall()
+
+    (before, after), rows = asyncio.run(run(postgres_server.url))
+    assert after["ann"] == before["ann"]  # seen later: nothing to change
+    assert after["bob"] != before["bob"]  # seen earlier: the first time moves back
+    assert rows == [("ann", day), ("bob", day.replace(day=8))]

@@ -116,10 +116,22 @@ async def add_progress(
     return WrittenBuckets({(d[0], d[1], d[2]) for d in deltas}, cursor)
 
 
+_ADD_DISTINCT = f"""
+    INSERT INTO criterion_distinct AS d (project_id, environment, criterion_id,
+        participant_id, bucket, value, first_at)
+    SELECT %s, %s, * FROM unnest({unnest_texts(4)}, %b::timestamptz[])
+    ON CONFLICT (project_id, environment, criterion_id, participant_id, bucket, value)
+        DO UPDATE SET first_at = EXCLUDED.first_at WHERE EXCLUDED.first_at < d.first_at
+"""  # noqa: S608 - fixed SQL fragments, never input
+
+
 async def add_distinct_values(
     conn: Conn, tenant: Tenant, values: Sequence[tuple[str, str, str, str, datetime]]
 ) -> None:
-    """Record (criterion, participant, bucket, value, at) for distinct-value criteria."""
+    """Record (criterion, participant, bucket, value, at) for distinct-value criteria.
+
+    A value seen before is written again only when seen earlier than recorded (most
+    often it was not: a participant buying the same product again changes nothing)."""
     if not values:
         return
     # One row per key (the earliest time): ON CONFLICT DO UPDATE may not touch a row twice.
@@ -127,17 +139,15 @@ async def add_distinct_values(
     for *key, at in values:
         k = (key[0], key[1], key[2], key[3])
         earliest[k] = min(at, earliest.get(k, at))
-    rows = sorted((*k, at) for k, at in earliest.items())
+    keys = sorted(earliest)
     await conn.execute(
-        """
-        INSERT INTO criterion_distinct AS d (project_id, environment, criterion_id,
-            participant_id, bucket, value, first_at)
-        SELECT %s, %s, * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[],
-                                     %b::timestamptz[])
-        ON CONFLICT (project_id, environment, criterion_id, participant_id, bucket, value)
-            DO UPDATE SET first_at = LEAST(d.first_at, EXCLUDED.first_at)
-        """,
-        (tenant.project_id, tenant.environment, *[[r[i] for r in rows] for i in range(5)]),
+        _ADD_DISTINCT,
+        (
+            tenant.project_id,
+            tenant.environment,
+            *[part for i in range(4) for part in texts([k[i] for k in keys])],
+            [earliest[k] for k in keys],
+        ),
     )
 
 
