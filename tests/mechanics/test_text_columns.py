@@ -1,4 +1,4 @@
-"""Text columns sent as one joined string (storage/arrays.py) come back as the very
+"""Text and integer columns sent as one joined string (storage/arrays.py) come back as the very
 values, in order, whatever they hold."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from bricqs.storage.arrays import TEXTS, texts
+from bricqs.storage.arrays import TEXTS, integers, integers_sql, texts
 from bricqs_devstack.servers import Server
 
 
@@ -39,3 +39,15 @@ def test_values_without_the_separator_go_as_one_string() -> None:
     # Holding the separator, or too short to split unambiguously: an array.
     assert texts(["a\x1f", "b"]) == (["a\x1f", "b"], None)
     assert texts([""]) == ([""], None)
+
+
+@pytest.mark.parametrize("values", [[], [0], [-3, 9_007_199_254_740_993, 7], [2**63 - 1, -(2**63)]])
+def test_an_integer_column_round_trips_exactly(postgres_server: Server, values: list[int]) -> None:
+    with psycopg.connect(postgres_server.url) as db:
+        row = db.execute(
+            f"SELECT coalesce(array_agg(v ORDER BY n), '{{}}') FROM unnest({integers_sql('int8')})"  # noqa: S608
+            " WITH ORDINALITY AS t(v, n)",
+            (integers(values),),
+        ).fetchone()
+    assert row is not None
+    assert row[0] == values

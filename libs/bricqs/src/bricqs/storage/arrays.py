@@ -1,4 +1,4 @@
-"""Text columns of a batch's rows as one parameter each.
+"""Text and integer columns of a batch's rows as one parameter each.
 
 A list bound as an array parameter is dumped element by element in Python (psycopg's
 array dumper), which was most of what sending a batch's rows cost the processor. A column
@@ -11,7 +11,7 @@ as an array as before: `TEXTS` takes either, so a caller never has to know which
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 SEPARATOR = "\x1f"  # ASCII unit separator
 TEXTS = "coalesce(%b::text[], string_to_array(%s, chr(31)))"
@@ -30,3 +30,13 @@ def texts(values: Sequence[str]) -> tuple[list[str] | None, str | None]:
 def unnest_texts(count: int) -> str:
     """`count` TEXTS, comma-separated: the text columns' part of an unnest(...)."""
     return ", ".join([TEXTS] * count)
+
+
+def integers_sql(sql_type: str) -> str:
+    """SQL for an array of `sql_type` (int4, int8) from the parameter `integers()` gives."""
+    return f"string_to_array(%s, ',')::{sql_type}[]"
+
+
+def integers(values: Iterable[int]) -> str:
+    """An integer column as one parameter: decimal digits never hold the comma."""
+    return ",".join(map(str, values))

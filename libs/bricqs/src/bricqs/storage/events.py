@@ -26,7 +26,7 @@ from psycopg import AsyncConnection
 
 from bricqs.facts import derive_fact, json_type
 from bricqs.schemas import Envelope, Fact, json_encoder
-from bricqs.storage.arrays import texts, unnest_texts
+from bricqs.storage.arrays import integers, integers_sql, texts, unnest_texts
 
 
 class Outcome(StrEnum):
@@ -248,7 +248,8 @@ _INSERT_FACTS = f"""
 _UPSERT_PARTICIPANTS = f"""
     INSERT INTO participants AS p
         (project_id, environment, participant_id, first_seen_at, last_seen_at, event_count)
-    SELECT * FROM unnest({unnest_texts(3)}, %b::timestamptz[], %b::timestamptz[], %b::bigint[])
+    SELECT * FROM unnest({unnest_texts(3)}, %b::timestamptz[], %b::timestamptz[],
+                         {integers_sql("int8")})
     ON CONFLICT (project_id, environment, participant_id) DO UPDATE SET
         first_seen_at = LEAST(p.first_seen_at, EXCLUDED.first_seen_at),
         last_seen_at = GREATEST(p.last_seen_at, EXCLUDED.last_seen_at),
@@ -271,7 +272,7 @@ async def _upsert_participants(conn: AsyncConnection[Any], events: Iterable[Enve
             *texts([k[2] for k in keys]),
             [seen[k][0] for k in keys],
             [seen[k][1] for k in keys],
-            [seen[k][2] for k in keys],
+            integers([seen[k][2] for k in keys]),
         ),
     )
 

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 from psycopg.types.json import Jsonb
 
-from bricqs.storage.arrays import TEXTS, texts, unnest_texts
+from bricqs.storage.arrays import TEXTS, integers, integers_sql, texts, unnest_texts
 from bricqs.storage.tenants import Conn, Tenant
 
 
@@ -65,7 +65,7 @@ _WRITE_LEDGER = f"""
         INSERT INTO points_ledger (project_id, environment, entry_id, participant_id,
             amount, kind, source, fact_id, cap_bucket, occurred_at, reason,
             idempotency_key, boosts)
-        SELECT %s, %s, * FROM unnest({TEXTS}, {TEXTS}, %b::bigint[], {unnest_texts(2)},
+        SELECT %s, %s, * FROM unnest({TEXTS}, {TEXTS}, {integers_sql("int8")}, {unnest_texts(2)},
             %b::text[], %b::text[], %b::timestamptz[], %b::text[], %b::text[], %b::jsonb[])
         ON CONFLICT DO NOTHING
         RETURNING participant_id, entry_id, amount, occurred_at
@@ -97,7 +97,7 @@ async def write_ledger(conn: Conn, tenant: Tenant, entries: Sequence[LedgerEntry
             tenant.environment,
             *texts([e.entry_id for e in entries]),
             *texts([e.participant_id for e in entries]),
-            [e.amount for e in entries],
+            integers([e.amount for e in entries]),
             *texts([e.kind for e in entries]),
             *texts([e.source for e in entries]),
             [e.fact_id for e in entries],

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from bricqs.storage.arrays import texts, unnest_texts
+from bricqs.storage.arrays import integers, integers_sql, texts, unnest_texts
 from bricqs.storage.tenants import Conn, Tenant
 
 
@@ -39,7 +39,7 @@ class BucketValue(NamedTuple):
 _UPSERT_PROGRESS = f"""
     INSERT INTO criterion_progress AS c (project_id, environment, criterion_id,
         participant_id, bucket, count, sum, max, reached_at)
-    SELECT %s, %s, * FROM unnest({unnest_texts(3)}, %b::bigint[],
+    SELECT %s, %s, * FROM unnest({unnest_texts(3)}, {integers_sql("int8")},
                                  %b::float8[], %b::float8[], %b::timestamptz[])
     ON CONFLICT (project_id, environment, criterion_id, participant_id, bucket) DO UPDATE SET
 """  # noqa: S608 - fixed SQL fragments, never input
@@ -75,7 +75,7 @@ def _progress_rows(tenant: Tenant, deltas: Sequence[ProgressDelta]) -> tuple[Any
         *texts([d.criterion_id for d in rows]),
         *texts([d.participant_id for d in rows]),
         *texts([d.bucket for d in rows]),
-        [d.facts for d in rows],
+        integers([d.facts for d in rows]),
         # Binary arrays hold one type: an integer maximum goes as a float too.
         [float(d.sum) for d in rows],
         [None if d.max is None else float(d.max) for d in rows],

@@ -7,20 +7,21 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple
 
-from bricqs.storage.arrays import TEXTS, texts, unnest_texts
+from bricqs.storage.arrays import TEXTS, integers, integers_sql, texts, unnest_texts
 from bricqs.storage.tenants import Conn, Tenant
 
 _ADD_PERIODS = f"""
     INSERT INTO streak_periods (project_id, environment, streak_code, participant_id,
         period_index)
-    SELECT %s, %s, * FROM unnest({unnest_texts(2)}, %b::int[])
+    SELECT %s, %s, * FROM unnest({unnest_texts(2)}, {integers_sql("int4")})
     ON CONFLICT DO NOTHING
     RETURNING streak_code, participant_id, period_index
 """  # noqa: S608 - fixed SQL fragments, never input
 _SAVE_STATES = f"""
     INSERT INTO streak_state AS s (project_id, environment, streak_code, participant_id,
         last_index, last_run_length, longest, timezone)
-    SELECT %s, %s, * FROM unnest({unnest_texts(2)}, %b::int[], %b::int[], %b::int[],
+    SELECT %s, %s, * FROM unnest({unnest_texts(2)}, {integers_sql("int4")}, {integers_sql("int4")},
+                                 {integers_sql("int4")},
                                  {TEXTS})
     ON CONFLICT (project_id, environment, streak_code, participant_id) DO UPDATE SET
         last_index = EXCLUDED.last_index, last_run_length = EXCLUDED.last_run_length,
@@ -45,7 +46,7 @@ async def add_streak_periods(
             tenant.environment,
             *texts([r[0] for r in rows]),
             *texts([r[1] for r in rows]),
-            [r[2] for r in rows],
+            integers([r[2] for r in rows]),
         ),
     )
     return [(r[0], r[1], int(r[2])) for r in await cursor.fetchall()]
@@ -107,7 +108,9 @@ async def save_streak_states(
             tenant.environment,
             *texts([r[0] for r in rows]),
             *texts([r[1] for r in rows]),
-            *[[r[i] for r in rows] for i in range(2, 5)],
+            integers([r[2] for r in rows]),
+            integers([r[3] for r in rows]),
+            integers([r[4] for r in rows]),
             *texts([r[5] for r in rows]),
         ),
     )
