@@ -172,7 +172,7 @@ def test_the_migration_keeps_every_existing_row(tmp_path: Path) -> None:
             old_events = db.execute("SELECT * FROM events ORDER BY event_id").fetchall()
             old_facts = db.execute("SELECT * FROM facts ORDER BY fact_id").fetchall()
 
-        assert migrate(server.url) == ["0020_retention"]
+        assert migrate(server.url)[0] == "0020_retention"  # later ones follow
 
         with psycopg.connect(server.url) as db:
             new_events = db.execute("SELECT * FROM events ORDER BY event_id").fetchall()

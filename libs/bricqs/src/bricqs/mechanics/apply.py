@@ -50,7 +50,13 @@ from bricqs.storage.balances import apply_balance_changes
 from bricqs.storage.events import insert_facts
 from bricqs.storage.ledger import LedgerEntry, earned_in_cap_buckets, write_ledger
 from bricqs.storage.participants import attributes_of, participant_timezones
-from bricqs.storage.progress import add_distinct_values, add_progress, read_buckets
+from bricqs.storage.progress import (
+    BucketReads,
+    WrittenBuckets,
+    add_distinct_values,
+    add_progress,
+    send_bucket_reads,
+)
 from bricqs.storage.standings import Standings
 from bricqs.storage.streaks import (
     Deadline,
@@ -182,10 +188,14 @@ async def apply_mechanics(
 
 async def _run_round(conn: Conn, r: _Round, facts: list[Fact]) -> None:
     matches = match_facts(r.rules, facts, r.participants)
-    await add_progress(conn, r.tenant, matches.progress)
+    written = await add_progress(conn, r.tenant, matches.progress)
     await add_distinct_values(conn, r.tenant, matches.distinct)
+    # Judging's plan and reads come before the streaks' work, which waits for PostgreSQL:
+    # it runs the writes above and these reads while Python plans, not after.
+    judging = await _plan_judging(conn, r, matches.touched, written)
     await _update_streaks(conn, r, matches.streak_hits)
-    await _judge_badges_and_challenges(conn, r, matches.touched)
+    if judging is not None:
+        await _judge_badges_and_challenges(conn, r, judging)
     _earn_points(r, matches.earned)
     await _commit_points(conn, r)
 
@@ -283,9 +293,29 @@ def _latest(facts: list[Fact]) -> Fact:
     return max(facts, key=lambda f: (f.occurred_at, f.fact_id))
 
 
-async def _judge_badges_and_challenges(
-    conn: Conn, r: _Round, touched: dict[tuple[str, str], list[Fact]]
-) -> None:
+@dataclass
+class _Judging:
+    """The badges and challenges a round judges, the points each is judged at, and the
+    reads of the buckets that needs, sent."""
+
+    badges: dict[tuple[str, str], tuple[CompiledBadge, list[Fact]]]
+    challenges: dict[tuple[str, str], tuple[CompiledChallenge, list[Fact]]]
+    badge_points: dict[tuple[str, str], list[list[EvaluationPoint]]]
+    challenge_points: dict[tuple[str, str], tuple[list[EvaluationPoint], EvaluationPoint]]
+    plan: list[tuple[CompiledCriterion, str, list[EvaluationPoint]]]
+    reads: BucketReads
+    written: WrittenBuckets
+
+
+async def _plan_judging(
+    conn: Conn,
+    r: _Round,
+    touched: dict[tuple[str, str], list[Fact]],
+    written: WrittenBuckets,
+) -> _Judging | None:
+    """What judging the badges and challenges whose criteria `touched` moved takes, its
+    reads sent (None: nothing to judge); `written`: the buckets this round just wrote, as
+    they are now (not read again)."""
     badges: dict[tuple[str, str], tuple[CompiledBadge, list[Fact]]] = {}
     challenges: dict[tuple[str, str], tuple[CompiledChallenge, list[Fact]]] = {}
     for (pid, cid), facts in touched.items():
@@ -294,7 +324,7 @@ async def _judge_badges_and_challenges(
         for challenge in r.rules.challenges_by_criterion.get(cid, ()):
             challenges.setdefault((pid, challenge.challenge.code), (challenge, []))[1].extend(facts)
     if not badges and not challenges:
-        return
+        return None
 
     # The points each (criterion, participant) is judged at, from every badge and
     # challenge using it: their buckets are read in two queries, then valued together.
@@ -342,7 +372,23 @@ async def _judge_badges_and_challenges(
         for (_, pid), (criterion, lists) in wanted.items()
     ]
     ranges, distinct_ranges = bucket_ranges(plan)
-    progress, distinct = await read_buckets(conn, r.tenant, ranges, distinct_ranges)
+    # A point of one bucket (the whole history, a calendar period) is most often the very
+    # bucket the round wrote; only the others, and rolling windows' days, are read.
+    unread = [
+        g
+        for g in ranges
+        if g.first != g.last or (g.criterion_id, g.participant_id, g.first) not in written.keys
+    ]
+    reads = await send_bucket_reads(conn, r.tenant, unread, distinct_ranges)
+    return _Judging(badges, challenges, badge_points, challenge_points, plan, reads, written)
+
+
+async def _judge_badges_and_challenges(conn: Conn, r: _Round, judging: _Judging) -> None:
+    """Award the badges and complete the challenges `judging` planned."""
+    badges, challenges, plan = judging.badges, judging.challenges, judging.plan
+    badge_points, challenge_points = judging.badge_points, judging.challenge_points
+    progress, distinct = await judging.reads.values()
+    progress.update(await judging.written.values())
     values = {
         (criterion.criterion_id, pid): values_at(criterion, pid, points, progress, distinct)
         for criterion, pid, points in plan

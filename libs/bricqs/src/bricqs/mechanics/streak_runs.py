@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
+from functools import lru_cache
 
 from bricqs.mechanics.definitions import Streak
 from bricqs.mechanics.windows import period_index, period_start, zone
@@ -114,8 +115,14 @@ def moment_index(streak: Streak, moment: datetime, timezone: str) -> int:
 
 def period_end(streak: Streak, index: int, timezone: str) -> datetime:
     """When period `index` ends, in UTC: the next period's local start plus the grace."""
-    start = datetime.combine(period_start(index + 1, streak.period), time(), zone(timezone))
-    return start.astimezone(UTC) + timedelta(hours=streak.grace_hours)
+    return _period_end(streak.period, streak.grace_hours, index, timezone)
+
+
+@lru_cache(maxsize=8192)
+def _period_end(period: str, grace_hours: int, index: int, timezone: str) -> datetime:
+    # Cached: a batch's runs end in the same few periods (two lookups a run judged).
+    start = datetime.combine(period_start(index + 1, period), time(), zone(timezone))
+    return start.astimezone(UTC) + timedelta(hours=grace_hours)
 
 
 def period_label(streak: Streak, index: int) -> str:

@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+from bricqs.storage.arrays import TEXTS, integers, integers_sql, texts
 from bricqs.storage.tenants import Conn, Tenant
+
+_ADD_TO_BALANCES = f"""
+    INSERT INTO points_balances AS b (project_id, environment, participant_id, balance,
+        total_earned, total_spent)
+    SELECT %s, %s, pid, GREATEST(earned - spent, 0), earned, spent
+    FROM unnest({TEXTS}, {integers_sql("int8")}, {integers_sql("int8")}) AS t(pid, earned, spent)
+    ON CONFLICT (project_id, environment, participant_id) DO UPDATE SET
+        -- From the totals, not EXCLUDED.balance: the proposed row is clamped at 0
+        -- because PostgreSQL checks the CHECK on it before it finds the conflict.
+        balance = b.balance + EXCLUDED.total_earned - EXCLUDED.total_spent,
+        total_earned = b.total_earned + EXCLUDED.total_earned,
+        total_spent = b.total_spent + EXCLUDED.total_spent,
+        updated_at = now()
+    RETURNING participant_id, balance, total_earned
+"""  # noqa: S608 - fixed SQL fragments, never input
 
 
 async def apply_balance_changes(
@@ -17,26 +33,13 @@ async def apply_balance_changes(
         return {}
     participants = sorted(changes)
     cursor = await conn.execute(
-        """
-        INSERT INTO points_balances AS b (project_id, environment, participant_id, balance,
-            total_earned, total_spent)
-        SELECT %s, %s, pid, GREATEST(earned - spent, 0), earned, spent
-        FROM unnest(%b::text[], %b::bigint[], %b::bigint[]) AS t(pid, earned, spent)
-        ON CONFLICT (project_id, environment, participant_id) DO UPDATE SET
-            -- From the totals, not EXCLUDED.balance: the proposed row is clamped at 0
-            -- because PostgreSQL checks the CHECK on it before it finds the conflict.
-            balance = b.balance + EXCLUDED.total_earned - EXCLUDED.total_spent,
-            total_earned = b.total_earned + EXCLUDED.total_earned,
-            total_spent = b.total_spent + EXCLUDED.total_spent,
-            updated_at = now()
-        RETURNING participant_id, balance, total_earned
-        """,
+        _ADD_TO_BALANCES,
         (
             tenant.project_id,
             tenant.environment,
-            participants,
-            [changes[p][0] for p in participants],
-            [changes[p][1] for p in participants],
+            *texts(participants),
+            integers([changes[p][0] for p in participants]),
+            integers([changes[p][1] for p in participants]),
         ),
     )
     return {r[0]: (int(r[1]), int(r[2])) for r in await cursor.fetchall()}

@@ -26,6 +26,7 @@ from psycopg import AsyncConnection
 
 from bricqs.facts import derive_fact, json_type
 from bricqs.schemas import Envelope, Fact, json_encoder
+from bricqs.storage.arrays import integers, integers_sql, texts, unnest_texts
 
 
 class Outcome(StrEnum):
@@ -121,6 +122,18 @@ async def _claim_idempotency_keys(
     return {(r[0], r[1], r[2]): Holder(r[3], r[4]) for r in await cursor.fetchall()}
 
 
+_INSERT_EVENTS = f"""
+    INSERT INTO events (project_id, environment, event_id, event_name, participant_id,
+                        properties, occurred_at, received_at, idempotency_key, retention_at)
+    SELECT p, e, id, n, pid, props::jsonb, oc, rc, k,
+           greatest(rc, (SELECT floor FROM retention_floors WHERE parent = 'events'))
+    FROM unnest({unnest_texts(6)}, %b::timestamptz[], %b::timestamptz[], %b::text[])
+         AS t(p, e, id, n, pid, props, oc, rc, k)
+    ON CONFLICT (project_id, environment, event_id, retention_at) DO NOTHING
+    RETURNING event_id, stored_at
+"""  # noqa: S608 - fixed SQL fragments, never input
+
+
 async def store_events(
     conn: AsyncConnection[Any],
     envelopes: Sequence[Envelope],
@@ -154,25 +167,14 @@ async def store_events(
         return result
 
     cursor = await conn.execute(
-        """
-        INSERT INTO events (project_id, environment, event_id, event_name, participant_id,
-                            properties, occurred_at, received_at, idempotency_key,
-                            retention_at)
-        SELECT p, e, id, n, pid, props::jsonb, oc, rc, k,
-               greatest(rc, (SELECT floor FROM retention_floors WHERE parent = 'events'))
-        FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
-                    %b::text[], %b::timestamptz[], %b::timestamptz[], %b::text[])
-             AS t(p, e, id, n, pid, props, oc, rc, k)
-        ON CONFLICT (project_id, environment, event_id, retention_at) DO NOTHING
-        RETURNING event_id, stored_at
-        """,
+        _INSERT_EVENTS,
         (
-            [c.project_id for c in candidates],
-            [c.environment for c in candidates],
-            [c.event_id for c in candidates],
-            [c.event_name for c in candidates],
-            [c.participant_id for c in candidates],
-            [_json(c.properties) for c in candidates],
+            *texts([c.project_id for c in candidates]),
+            *texts([c.environment for c in candidates]),
+            *texts([c.event_id for c in candidates]),
+            *texts([c.event_name for c in candidates]),
+            *texts([c.participant_id for c in candidates]),
+            *texts([_json(c.properties) for c in candidates]),
             [c.occurred_at for c in candidates],
             [c.received_at for c in candidates],
             [c.idempotency_key for c in candidates],
@@ -208,37 +210,51 @@ async def insert_facts(conn: AsyncConnection[Any], facts: Sequence[Fact]) -> Non
     The same statement counts the facts it inserted in fact_counts (migration 0013), so
     the counts are as exactly-once as the facts, at no extra round trip."""
     await conn.execute(
-        """
-        WITH inserted AS (
-            INSERT INTO facts (project_id, environment, fact_id, fact_type, participant_id,
-                               event_id, properties, occurred_at, retention_at)
-            SELECT p, e, id, t, pid, ev, props::jsonb, oc,
-                   greatest(oc, (SELECT floor FROM retention_floors WHERE parent = 'facts'))
-            FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
-                        %b::text[], %b::text[], %b::timestamptz[])
-                 AS x(p, e, id, t, pid, ev, props, oc)
-            ON CONFLICT DO NOTHING
-            RETURNING project_id, environment, fact_type
-        )
-        INSERT INTO fact_counts AS c
-            (project_id, environment, minute, fact_type, writer, count)
-        SELECT project_id, environment, date_trunc('minute', now()), fact_type,
-               pg_backend_pid(), count(*)
-        FROM inserted GROUP BY project_id, environment, fact_type
-        ON CONFLICT (project_id, environment, minute, fact_type, writer)
-            DO UPDATE SET count = c.count + EXCLUDED.count
-        """,
+        _INSERT_FACTS,
         (
-            [f.project_id for f in facts],
-            [f.environment for f in facts],
-            [f.fact_id for f in facts],
-            [f.fact_type for f in facts],
-            [f.participant_id for f in facts],
-            [f.event_id for f in facts],
-            [_json(f.properties) for f in facts],
+            *texts([f.project_id for f in facts]),
+            *texts([f.environment for f in facts]),
+            *texts([f.fact_id for f in facts]),
+            *texts([f.fact_type for f in facts]),
+            *texts([f.participant_id for f in facts]),
+            *texts([f.event_id for f in facts]),
+            *texts([_json(f.properties) for f in facts]),
             [f.occurred_at for f in facts],
         ),
     )
+
+
+_INSERT_FACTS = f"""
+    WITH inserted AS (
+        INSERT INTO facts (project_id, environment, fact_id, fact_type, participant_id,
+                           event_id, properties, occurred_at, retention_at)
+        SELECT p, e, id, t, pid, ev, props::jsonb, oc,
+               greatest(oc, (SELECT floor FROM retention_floors WHERE parent = 'facts'))
+        FROM unnest({unnest_texts(7)}, %b::timestamptz[])
+             AS x(p, e, id, t, pid, ev, props, oc)
+        ON CONFLICT DO NOTHING
+        RETURNING project_id, environment, fact_type
+    )
+    INSERT INTO fact_counts AS c
+        (project_id, environment, minute, fact_type, writer, count)
+    SELECT project_id, environment, date_trunc('minute', now()), fact_type,
+           pg_backend_pid(), count(*)
+    FROM inserted GROUP BY project_id, environment, fact_type
+    ON CONFLICT (project_id, environment, minute, fact_type, writer)
+        DO UPDATE SET count = c.count + EXCLUDED.count
+"""  # noqa: S608 - fixed SQL fragments, never input
+
+
+_UPSERT_PARTICIPANTS = f"""
+    INSERT INTO participants AS p
+        (project_id, environment, participant_id, first_seen_at, last_seen_at, event_count)
+    SELECT * FROM unnest({unnest_texts(3)}, %b::timestamptz[], %b::timestamptz[],
+                         {integers_sql("int8")})
+    ON CONFLICT (project_id, environment, participant_id) DO UPDATE SET
+        first_seen_at = LEAST(p.first_seen_at, EXCLUDED.first_seen_at),
+        last_seen_at = GREATEST(p.last_seen_at, EXCLUDED.last_seen_at),
+        event_count = p.event_count + EXCLUDED.event_count
+"""  # noqa: S608 - fixed SQL fragments, never input
 
 
 async def _upsert_participants(conn: AsyncConnection[Any], events: Iterable[Envelope]) -> None:
@@ -249,23 +265,14 @@ async def _upsert_participants(conn: AsyncConnection[Any], events: Iterable[Enve
         seen[key] = (min(first, env.occurred_at), max(last, env.occurred_at), count + 1)
     keys = sorted(seen)
     await conn.execute(
-        """
-        INSERT INTO participants AS p
-            (project_id, environment, participant_id, first_seen_at, last_seen_at, event_count)
-        SELECT * FROM unnest(%b::text[], %b::text[], %b::text[],
-                             %b::timestamptz[], %b::timestamptz[], %b::bigint[])
-        ON CONFLICT (project_id, environment, participant_id) DO UPDATE SET
-            first_seen_at = LEAST(p.first_seen_at, EXCLUDED.first_seen_at),
-            last_seen_at = GREATEST(p.last_seen_at, EXCLUDED.last_seen_at),
-            event_count = p.event_count + EXCLUDED.event_count
-        """,
+        _UPSERT_PARTICIPANTS,
         (
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [k[2] for k in keys],
+            *texts([k[0] for k in keys]),
+            *texts([k[1] for k in keys]),
+            *texts([k[2] for k in keys]),
             [seen[k][0] for k in keys],
             [seen[k][1] for k in keys],
-            [seen[k][2] for k in keys],
+            integers([seen[k][2] for k in keys]),
         ),
     )
 

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 from psycopg.types.json import Jsonb
 
+from bricqs.storage.arrays import TEXTS, integers, integers_sql, texts, unnest_texts
 from bricqs.storage.tenants import Conn, Tenant
 
 
@@ -59,6 +60,27 @@ async def earned_in_cap_buckets(
     return {(r[0], r[1], r[2]): int(r[3]) for r in await cursor.fetchall()}
 
 
+_WRITE_LEDGER = f"""
+    WITH inserted AS (
+        INSERT INTO points_ledger (project_id, environment, entry_id, participant_id,
+            amount, kind, source, fact_id, cap_bucket, occurred_at, reason,
+            idempotency_key, boosts)
+        SELECT %s, %s, * FROM unnest({TEXTS}, {TEXTS}, {integers_sql("int8")}, {unnest_texts(2)},
+            %b::text[], %b::text[], %b::timestamptz[], %b::text[], %b::text[], %b::jsonb[])
+        ON CONFLICT DO NOTHING
+        RETURNING participant_id, entry_id, amount, occurred_at
+    ), lots AS (
+        INSERT INTO points_lots (project_id, environment, participant_id, lot_id, amount,
+            remaining, earned_at, expires_at)
+        SELECT %s, %s, i.participant_id, i.entry_id, i.amount, i.amount, i.occurred_at,
+            x.expires_at
+        FROM inserted i JOIN unnest(%b::text[], %b::timestamptz[]) AS x(id, expires_at)
+          ON x.id = i.entry_id
+    )
+    SELECT entry_id FROM inserted
+"""  # noqa: S608 - fixed SQL fragments, never input
+
+
 async def write_ledger(conn: Conn, tenant: Tenant, entries: Sequence[LedgerEntry]) -> list[str]:
     """Insert entries (once per source and fact); return the ids actually inserted.
 
@@ -69,34 +91,15 @@ async def write_ledger(conn: Conn, tenant: Tenant, entries: Sequence[LedgerEntry
         return []
     lots = [(e.entry_id, e.expires_at) for e in entries if e.amount > 0 and e.expires_at]
     cursor = await conn.execute(
-        """
-        WITH inserted AS (
-            INSERT INTO points_ledger (project_id, environment, entry_id, participant_id,
-                amount, kind, source, fact_id, cap_bucket, occurred_at, reason,
-                idempotency_key, boosts)
-            SELECT %s, %s, * FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::text[],
-                %b::text[], %b::text[], %b::text[], %b::timestamptz[], %b::text[], %b::text[],
-                %b::jsonb[])
-            ON CONFLICT DO NOTHING
-            RETURNING participant_id, entry_id, amount, occurred_at
-        ), lots AS (
-            INSERT INTO points_lots (project_id, environment, participant_id, lot_id, amount,
-                remaining, earned_at, expires_at)
-            SELECT %s, %s, i.participant_id, i.entry_id, i.amount, i.amount, i.occurred_at,
-                x.expires_at
-            FROM inserted i JOIN unnest(%b::text[], %b::timestamptz[]) AS x(id, expires_at)
-              ON x.id = i.entry_id
-        )
-        SELECT entry_id FROM inserted
-        """,
+        _WRITE_LEDGER,
         (
             tenant.project_id,
             tenant.environment,
-            [e.entry_id for e in entries],
-            [e.participant_id for e in entries],
-            [e.amount for e in entries],
-            [e.kind for e in entries],
-            [e.source for e in entries],
+            *texts([e.entry_id for e in entries]),
+            *texts([e.participant_id for e in entries]),
+            integers([e.amount for e in entries]),
+            *texts([e.kind for e in entries]),
+            *texts([e.source for e in entries]),
             [e.fact_id for e in entries],
             [e.cap_bucket for e in entries],
             [e.occurred_at for e in entries],

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from bricqs.storage.arrays import texts, unnest_texts
 from bricqs.storage.tenants import Conn
+
+_LOCK_IN_ORDER = f"""
+    SELECT pg_advisory_xact_lock(hashtextextended(p || chr(31) || e || chr(31) || pid, 0))
+    FROM unnest({unnest_texts(3)}) WITH ORDINALITY AS t(p, e, pid, n) ORDER BY n
+"""  # noqa: S608 - fixed SQL fragments, never input
 
 
 async def lock_participants(conn: Conn, keys: Sequence[tuple[str, str, str]]) -> None:
@@ -18,10 +24,12 @@ async def lock_participants(conn: Conn, keys: Sequence[tuple[str, str, str]]) ->
         return
     ordered = sorted(set(keys))
     await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended(p || chr(31) || e || chr(31) || pid, 0))"
-        " FROM unnest(%b::text[], %b::text[], %b::text[]) WITH ORDINALITY AS t(p, e, pid, n)"
-        " ORDER BY n",
-        ([k[0] for k in ordered], [k[1] for k in ordered], [k[2] for k in ordered]),
+        _LOCK_IN_ORDER,
+        (
+            *texts([k[0] for k in ordered]),
+            *texts([k[1] for k in ordered]),
+            *texts([k[2] for k in ordered]),
+        ),
     )
 
 

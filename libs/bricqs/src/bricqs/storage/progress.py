@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from bricqs.storage.arrays import integers, integers_sql, texts, unnest_texts
 from bricqs.storage.tenants import Conn, Tenant
 
 
@@ -25,13 +26,23 @@ class ProgressDelta(NamedTuple):
     reached_at: datetime
 
 
-_UPSERT_PROGRESS = """
+class BucketValue(NamedTuple):
+    """A stored bucket of one criterion for one participant (what judging reads of it).
+
+    A NamedTuple: a batch reads about four per event."""
+
+    facts: int  # how many facts it counts (`count` would shadow tuple.count)
+    sum: float
+    max: float | None
+
+
+_UPSERT_PROGRESS = f"""
     INSERT INTO criterion_progress AS c (project_id, environment, criterion_id,
         participant_id, bucket, count, sum, max, reached_at)
-    SELECT %s, %s, * FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[],
+    SELECT %s, %s, * FROM unnest({unnest_texts(3)}, {integers_sql("int8")},
                                  %b::float8[], %b::float8[], %b::timestamptz[])
     ON CONFLICT (project_id, environment, criterion_id, participant_id, bucket) DO UPDATE SET
-"""
+"""  # noqa: S608 - fixed SQL fragments, never input
 _ADD_PROGRESS = (
     _UPSERT_PROGRESS
     + """
@@ -61,10 +72,10 @@ def _progress_rows(tenant: Tenant, deltas: Sequence[ProgressDelta]) -> tuple[Any
     return (
         tenant.project_id,
         tenant.environment,
-        [d.criterion_id for d in rows],
-        [d.participant_id for d in rows],
-        [d.bucket for d in rows],
-        [d.facts for d in rows],
+        *texts([d.criterion_id for d in rows]),
+        *texts([d.participant_id for d in rows]),
+        *texts([d.bucket for d in rows]),
+        integers([d.facts for d in rows]),
         # Binary arrays hold one type: an integer maximum goes as a float too.
         [float(d.sum) for d in rows],
         [None if d.max is None else float(d.max) for d in rows],
@@ -72,17 +83,55 @@ def _progress_rows(tenant: Tenant, deltas: Sequence[ProgressDelta]) -> tuple[Any
     )
 
 
-async def add_progress(conn: Conn, tenant: Tenant, deltas: Sequence[ProgressDelta]) -> None:
-    """Add counts and sums, raise maxima: commutative, so arrival order does not matter."""
+class WrittenBuckets:
+    """The buckets an `add_progress` wrote, as they are now (by criterion, participant,
+    bucket): what `read_buckets` would read of them in this transaction, which holds
+    their rows' locks until it ends. `keys` are known at once; `values()` reads the
+    statement's result, so in pipeline mode nothing waits for it until it is wanted."""
+
+    def __init__(self, keys: set[tuple[str, str, str]], cursor: Any = None) -> None:
+        self.keys = keys
+        self._cursor = cursor
+
+    async def values(self) -> dict[tuple[str, str, str], BucketValue]:
+        """The written buckets' values (waits for the statement)."""
+        if self._cursor is None:
+            return {}
+        rows = await self._cursor.fetchall()
+        return {(r[0], r[1], r[2]): BucketValue(r[3], r[4], r[5]) for r in rows}
+
+
+async def add_progress(
+    conn: Conn, tenant: Tenant, deltas: Sequence[ProgressDelta]
+) -> WrittenBuckets:
+    """Add counts and sums, raise maxima: commutative, so arrival order does not matter.
+    The buckets come back as they are after the addition (judging reads them there)."""
     if not deltas:
-        return
-    await conn.execute(_ADD_PROGRESS, _progress_rows(tenant, deltas))
+        return WrittenBuckets(set())
+    cursor = await conn.execute(
+        _ADD_PROGRESS + " RETURNING criterion_id, participant_id, bucket, count, sum, max",
+        _progress_rows(tenant, deltas),
+        binary=True,
+    )
+    return WrittenBuckets({(d[0], d[1], d[2]) for d in deltas}, cursor)
+
+
+_ADD_DISTINCT = f"""
+    INSERT INTO criterion_distinct AS d (project_id, environment, criterion_id,
+        participant_id, bucket, value, first_at)
+    SELECT %s, %s, * FROM unnest({unnest_texts(4)}, %b::timestamptz[])
+    ON CONFLICT (project_id, environment, criterion_id, participant_id, bucket, value)
+        DO UPDATE SET first_at = EXCLUDED.first_at WHERE EXCLUDED.first_at < d.first_at
+"""  # noqa: S608 - fixed SQL fragments, never input
 
 
 async def add_distinct_values(
     conn: Conn, tenant: Tenant, values: Sequence[tuple[str, str, str, str, datetime]]
 ) -> None:
-    """Record (criterion, participant, bucket, value, at) for distinct-value criteria."""
+    """Record (criterion, participant, bucket, value, at) for distinct-value criteria.
+
+    A value seen before is written again only when seen earlier than recorded (most
+    often it was not: a participant buying the same product again changes nothing)."""
     if not values:
         return
     # One row per key (the earliest time): ON CONFLICT DO UPDATE may not touch a row twice.
@@ -90,28 +139,16 @@ async def add_distinct_values(
     for *key, at in values:
         k = (key[0], key[1], key[2], key[3])
         earliest[k] = min(at, earliest.get(k, at))
-    rows = sorted((*k, at) for k, at in earliest.items())
+    keys = sorted(earliest)
     await conn.execute(
-        """
-        INSERT INTO criterion_distinct AS d (project_id, environment, criterion_id,
-            participant_id, bucket, value, first_at)
-        SELECT %s, %s, * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[],
-                                     %b::timestamptz[])
-        ON CONFLICT (project_id, environment, criterion_id, participant_id, bucket, value)
-            DO UPDATE SET first_at = LEAST(d.first_at, EXCLUDED.first_at)
-        """,
-        (tenant.project_id, tenant.environment, *[[r[i] for r in rows] for i in range(5)]),
+        _ADD_DISTINCT,
+        (
+            tenant.project_id,
+            tenant.environment,
+            *[part for i in range(4) for part in texts([k[i] for k in keys])],
+            [earliest[k] for k in keys],
+        ),
     )
-
-
-class BucketValue(NamedTuple):
-    """A stored bucket of one criterion for one participant (what judging reads of it).
-
-    A NamedTuple: a batch reads about four per event."""
-
-    facts: int  # how many facts it counts (`count` would shadow tuple.count)
-    sum: float
-    max: float | None
 
 
 class BucketRange(NamedTuple):
@@ -124,15 +161,15 @@ class BucketRange(NamedTuple):
     last: str
 
 
-def _range_arrays(ranges: Sequence[BucketRange]) -> list[list[str]]:
-    return [[r[i] for r in ranges] for i in range(4)]
+def _range_arrays(ranges: Sequence[BucketRange]) -> list[list[str] | str | None]:
+    return [part for i in range(4) for part in texts([r[i] for r in ranges])]
 
 
 def _range_read(table: str, columns: str) -> str:
     """SQL reading `columns` of `table` for each of a list of ranges, named by position."""
     return f"""
         SELECT t.n::int4, {columns}
-        FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[])
+        FROM unnest({unnest_texts(4)})
             WITH ORDINALITY AS t(cid, pid, lo, hi, n)
         CROSS JOIN LATERAL (
             SELECT {columns} FROM {table} x
@@ -148,19 +185,52 @@ _READ_PROGRESS = _range_read("criterion_progress", "bucket, count, sum, max")
 _READ_DISTINCT = _range_read("criterion_distinct", "bucket, value")
 
 
-async def read_buckets(
+Progress = dict[tuple[str, str, str], BucketValue]
+Distinct = dict[tuple[str, str, str], set[str]]
+
+
+class BucketReads:
+    """Reads `send_bucket_reads` sent; `values()` waits for them, so in pipeline mode
+    PostgreSQL runs them while the caller works on something else."""
+
+    def __init__(
+        self,
+        ranges: Sequence[BucketRange],
+        distinct_ranges: Sequence[BucketRange],
+        progress_rows: Any,
+        distinct_rows: Any,
+    ) -> None:
+        self._ranges, self._distinct_ranges = ranges, distinct_ranges
+        self._progress_rows, self._distinct_rows = progress_rows, distinct_rows
+
+    async def values(self) -> tuple[Progress, Distinct]:
+        """Stored buckets and distinct values by (criterion, participant, bucket)."""
+        progress: Progress = {}
+        if self._progress_rows is not None:
+            ranges = self._ranges
+            for n, bucket, count, total, maximum in await self._progress_rows.fetchall():
+                cid, pid = ranges[n - 1][:2]
+                progress[(cid, pid, bucket)] = BucketValue(count, total, maximum)
+        distinct: Distinct = {}
+        if self._distinct_rows is not None:
+            ranges = self._distinct_ranges
+            for n, bucket, value in await self._distinct_rows.fetchall():
+                cid, pid = ranges[n - 1][:2]
+                distinct.setdefault((cid, pid, bucket), set()).add(value)
+        return progress, distinct
+
+
+async def send_bucket_reads(
     conn: Conn,
     tenant: Tenant,
     ranges: Sequence[BucketRange],
     distinct_ranges: Sequence[BucketRange] = (),
-) -> tuple[dict[tuple[str, str, str], BucketValue], dict[tuple[str, str, str], set[str]]]:
-    """Stored buckets in `ranges` and distinct values in `distinct_ranges`, each by
-    (criterion, participant, bucket).
+) -> BucketReads:
+    """Send the reads of the stored buckets in `ranges` and of the distinct values in
+    `distinct_ranges`, without waiting for them.
 
-    Both queries are sent before either result is read: in pipeline mode that is one
-    wait for PostgreSQL instead of two. Rows name their range by its position (instead
-    of echoing two strings back) and come in binary: decoding them is most of the cost
-    of these reads in Python.
+    Rows name their range by its position (instead of echoing two strings back) and
+    come in binary: decoding them is most of the cost of these reads in Python.
     """
     progress_rows = distinct_rows = None
     if ranges:
@@ -175,17 +245,19 @@ async def read_buckets(
             (*_range_arrays(distinct_ranges), tenant.project_id, tenant.environment),
             binary=True,
         )
-    progress: dict[tuple[str, str, str], BucketValue] = {}
-    if progress_rows is not None:
-        for n, bucket, count, total, maximum in await progress_rows.fetchall():
-            cid, pid = ranges[n - 1][:2]
-            progress[(cid, pid, bucket)] = BucketValue(count, total, maximum)
-    distinct: dict[tuple[str, str, str], set[str]] = {}
-    if distinct_rows is not None:
-        for n, bucket, value in await distinct_rows.fetchall():
-            cid, pid = distinct_ranges[n - 1][:2]
-            distinct.setdefault((cid, pid, bucket), set()).add(value)
-    return progress, distinct
+    return BucketReads(ranges, distinct_ranges, progress_rows, distinct_rows)
+
+
+async def read_buckets(
+    conn: Conn,
+    tenant: Tenant,
+    ranges: Sequence[BucketRange],
+    distinct_ranges: Sequence[BucketRange] = (),
+) -> tuple[Progress, Distinct]:
+    """Stored buckets in `ranges` and distinct values in `distinct_ranges`, each by
+    (criterion, participant, bucket): both queries are sent before either result is
+    read (in pipeline mode, one wait for PostgreSQL instead of two)."""
+    return await (await send_bucket_reads(conn, tenant, ranges, distinct_ranges)).values()
 
 
 async def replace_progress(conn: Conn, tenant: Tenant, rows: Sequence[ProgressDelta]) -> None:

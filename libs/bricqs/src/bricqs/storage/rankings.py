@@ -55,7 +55,6 @@ async def criterion_ranking(
             FROM criterion_progress
             WHERE project_id = %s AND environment = %s AND criterion_id = %s AND bucket = %s
               AND {column} IS NOT NULL
-              AND bucket <> ''  -- always true: it selects the partial ranking index
             ORDER BY score DESC, reached_at ASC, participant_id ASC
             """,  # noqa: S608 - the column comes from a fixed mapping, never from input
             (tenant.project_id, tenant.environment, criterion_id, bucket),

@@ -7,7 +7,29 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple
 
+from bricqs.storage.arrays import TEXTS, integers, integers_sql, texts, unnest_texts
 from bricqs.storage.tenants import Conn, Tenant
+
+_ADD_PERIODS = f"""
+    INSERT INTO streak_periods (project_id, environment, streak_code, participant_id,
+        period_index)
+    SELECT %s, %s, * FROM unnest({unnest_texts(2)}, {integers_sql("int4")})
+    ON CONFLICT DO NOTHING
+    RETURNING streak_code, participant_id, period_index
+"""  # noqa: S608 - fixed SQL fragments, never input
+_SAVE_STATES = f"""
+    INSERT INTO streak_state AS s (project_id, environment, streak_code, participant_id,
+        last_index, last_run_length, longest, timezone)
+    SELECT %s, %s, * FROM unnest({unnest_texts(2)}, {integers_sql("int4")}, {integers_sql("int4")},
+                                 {integers_sql("int4")},
+                                 {TEXTS})
+    ON CONFLICT (project_id, environment, streak_code, participant_id) DO UPDATE SET
+        last_index = EXCLUDED.last_index, last_run_length = EXCLUDED.last_run_length,
+        longest = EXCLUDED.longest, timezone = EXCLUDED.timezone
+    WHERE (s.last_index, s.last_run_length, s.longest, s.timezone)
+        IS DISTINCT FROM (EXCLUDED.last_index, EXCLUDED.last_run_length, EXCLUDED.longest,
+                          EXCLUDED.timezone)
+"""  # noqa: S608 - fixed SQL fragments, never input
 
 
 async def add_streak_periods(
@@ -18,14 +40,14 @@ async def add_streak_periods(
         return []
     rows = sorted(set(periods))
     cursor = await conn.execute(
-        """
-        INSERT INTO streak_periods (project_id, environment, streak_code, participant_id,
-            period_index)
-        SELECT %s, %s, * FROM unnest(%b::text[], %b::text[], %b::int[])
-        ON CONFLICT DO NOTHING
-        RETURNING streak_code, participant_id, period_index
-        """,
-        (tenant.project_id, tenant.environment, *[[r[i] for r in rows] for i in range(3)]),
+        _ADD_PERIODS,
+        (
+            tenant.project_id,
+            tenant.environment,
+            *texts([r[0] for r in rows]),
+            *texts([r[1] for r in rows]),
+            integers([r[2] for r in rows]),
+        ),
     )
     return [(r[0], r[1], int(r[2])) for r in await cursor.fetchall()]
 
@@ -72,21 +94,25 @@ async def read_streak_periods(
 async def save_streak_states(
     conn: Conn, tenant: Tenant, states: Sequence[tuple[str, str, int, int, int, str]]
 ) -> None:
-    """Upsert (streak, participant, last_index, last_run_length, longest, timezone)."""
+    """Upsert (streak, participant, last_index, last_run_length, longest, timezone).
+
+    A state that did not change is not written again: a period added before the run's
+    last often changes nothing, and a new row version costs as much as a changed one."""
     if not states:
         return
     rows = sorted(states)
     await conn.execute(
-        """
-        INSERT INTO streak_state AS s (project_id, environment, streak_code, participant_id,
-            last_index, last_run_length, longest, timezone)
-        SELECT %s, %s, * FROM unnest(%b::text[], %b::text[], %b::int[], %b::int[], %b::int[],
-                                     %b::text[])
-        ON CONFLICT (project_id, environment, streak_code, participant_id) DO UPDATE SET
-            last_index = EXCLUDED.last_index, last_run_length = EXCLUDED.last_run_length,
-            longest = EXCLUDED.longest, timezone = EXCLUDED.timezone
-        """,
-        (tenant.project_id, tenant.environment, *[[r[i] for r in rows] for i in range(6)]),
+        _SAVE_STATES,
+        (
+            tenant.project_id,
+            tenant.environment,
+            *texts([r[0] for r in rows]),
+            *texts([r[1] for r in rows]),
+            integers([r[2] for r in rows]),
+            integers([r[3] for r in rows]),
+            integers([r[4] for r in rows]),
+            *texts([r[5] for r in rows]),
+        ),
     )
 
 

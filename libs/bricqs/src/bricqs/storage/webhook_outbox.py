@@ -13,9 +13,19 @@ from typing import Any, NamedTuple
 from bricqs.facts import is_historical
 from bricqs.ids import new_fact_id
 from bricqs.schemas import Fact
+from bricqs.storage.arrays import texts, unnest_texts
 from bricqs.storage.events import insert_facts
 from bricqs.storage.tenants import Conn, Tenant
 from bricqs.storage.webhooks import EVENT_TYPES
+
+_OWE_MESSAGES = f"""
+    INSERT INTO webhook_messages (endpoint_id, fact_id, project_id, environment, fact_type)
+    SELECT e.endpoint_id, f.id, e.project_id, e.environment, f.t
+    FROM webhook_endpoints e JOIN unnest({unnest_texts(2)}) AS f(id, t)
+      ON f.t = ANY(e.event_types) OR '*' = ANY(e.event_types)
+    WHERE e.project_id = %b AND e.environment = %b AND e.enabled
+    ON CONFLICT DO NOTHING
+"""  # noqa: S608 - fixed SQL fragments, never input
 
 
 async def enqueue_outcomes(conn: Conn, tenant: Tenant, facts: Sequence[Fact]) -> None:
@@ -30,15 +40,10 @@ async def enqueue_outcomes(conn: Conn, tenant: Tenant, facts: Sequence[Fact]) ->
     if not outcomes:
         return
     await conn.execute(
-        "INSERT INTO webhook_messages (endpoint_id, fact_id, project_id, environment, fact_type)"
-        " SELECT e.endpoint_id, f.id, e.project_id, e.environment, f.t"
-        " FROM webhook_endpoints e JOIN unnest(%b::text[], %b::text[]) AS f(id, t)"
-        "   ON f.t = ANY(e.event_types) OR '*' = ANY(e.event_types)"
-        " WHERE e.project_id = %b AND e.environment = %b AND e.enabled"
-        " ON CONFLICT DO NOTHING",
+        _OWE_MESSAGES,
         (
-            [f.fact_id for f in outcomes],
-            [f.fact_type for f in outcomes],
+            *texts([f.fact_id for f in outcomes]),
+            *texts([f.fact_type for f in outcomes]),
             tenant.project_id,
             tenant.environment,
         ),
