@@ -163,6 +163,10 @@ def phase(
 LAYOUTS = {
     "one": [{}],
     "split": [{"PROCESSOR_STREAMS": "live"}, {"PROCESSOR_STREAMS": "historical"}],
+    "split-nice": [
+        {"PROCESSOR_STREAMS": "live"},
+        {"PROCESSOR_STREAMS": "historical", "PROCESSOR_NICE": "10"},
+    ],
 }
 
 

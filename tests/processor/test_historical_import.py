@@ -5,6 +5,7 @@ whatever the interleaving of a participant's live and imported events."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from datetime import UTC, datetime, timedelta
@@ -504,3 +505,13 @@ def test_an_import_leaves_the_clock_silent_about_periods_already_past(
 
     assert lost(live_tenant) > 0 and lost(imported_tenant) == 0
     assert snapshot(url, live_tenant)["streaks"] == snapshot(url, imported_tenant)["streaks"]
+
+
+def test_an_import_replica_can_lower_its_own_cpu_priority(processors: ProcessorFactory) -> None:
+    # make run gives the import replica PROCESSOR_NICE=10, so on a shared machine the
+    # kernel favours the live replica's wake-ups over the import's work.
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    nice = processors.start(PROCESSOR_STREAMS="historical", PROCESSOR_NICE="5")
+    plain = processors.start(PROCESSOR_STREAMS="live")
+    assert os.getpriority(os.PRIO_PROCESS, nice.process.pid) == min(19, ours + 5)
+    assert os.getpriority(os.PRIO_PROCESS, plain.process.pid) == ours

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import faulthandler
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -65,6 +66,8 @@ def make_pool(settings: ProcessorSettings) -> AsyncConnectionPool[Any]:
 
 async def serve(settings: ProcessorSettings) -> None:
     """Consume until a stop signal; then finish the batch in hand and close everything."""
+    if settings.processor_nice:
+        os.nice(settings.processor_nice)
     redis = make_redis(settings)
     pool = make_pool(settings)
     # wait=False: PostgreSQL being down at start-up is an outage like any other.

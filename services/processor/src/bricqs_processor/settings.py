@@ -86,6 +86,16 @@ class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
             " docs/import.md).",
         ),
     ] = "both"
+    processor_nice: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=19,
+            description="Lower this process's CPU priority by this much (Unix nice) at"
+            " start: for an import replica sharing a machine's CPUs with live replicas"
+            " (make run gives it 10); in Kubernetes, CPU requests weigh pods instead.",
+        ),
+    ] = 0
     historical_rest_ratio: Annotated[
         float,
         Meta(

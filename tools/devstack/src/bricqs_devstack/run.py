@@ -71,7 +71,11 @@ def service_commands(bin_dir: Path) -> list[tuple[str, list[str], dict[str, str]
         (
             "processor-import",
             [str(bin_dir / "bricqs-processor")],
-            {"PROCESSOR_STREAMS": "historical", "METRICS_PORT": str(IMPORT_METRICS_PORT)},
+            {
+                "PROCESSOR_STREAMS": "historical",
+                "PROCESSOR_NICE": "10",
+                "METRICS_PORT": str(IMPORT_METRICS_PORT),
+            },
         ),
         (
             "dispatcher",
