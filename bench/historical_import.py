@@ -174,7 +174,10 @@ def layout_round(
     stack: Stack, port: int, args: argparse.Namespace, layout: str, n: int
 ) -> dict[str, Any]:
     """One round with the processors of `layout`, started for it and stopped after."""
-    extra = {"HISTORICAL_REST_RATIO": str(args.rest_ratio)}
+    extra = {
+        "HISTORICAL_REST_RATIO": str(args.rest_ratio),
+        "HISTORICAL_BATCH_SIZE": str(args.import_batch),
+    }
     processors = [stack.processor(**(env | extra))[1] for env in LAYOUTS[layout]]
     try:
         without = phase(stack, port, args, f"{layout} live alone {n}", with_import=False)
@@ -208,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         " both streams) or split (a live replica and a historical one)",
     )
     parser.add_argument("--rest-ratio", type=float, default=1.0, help="HISTORICAL_REST_RATIO")
+    parser.add_argument("--import-batch", type=int, default=10, help="HISTORICAL_BATCH_SIZE")
     parser.add_argument(
         "--import-pace", type=float, default=1_000.0, help="HISTORICAL_RATE_PER_SECOND (ingest)"
     )

@@ -74,9 +74,10 @@ class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
             ge=1,
             le=10_000,
             description="Most entries of a shard's historical stream (imports) read and"
-            " stored at once, while its live reader has room (docs/import.md).",
+            " stored at once, while its live reader has room: small, so each import"
+            " transaction holds a CPU only briefly (docs/import.md).",
         ),
-    ] = 50
+    ] = 10
     processor_streams: Annotated[
         Literal["both", "live", "historical"],
         Meta(
