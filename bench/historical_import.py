@@ -1,7 +1,8 @@
 """Live end-to-end lag with and without a historical import under way (issue 19).
 
 One ingest and, as `make run` runs them, a live processor and an import processor
-(`--layouts split`, the default; `one`: a single processor reading both), and a project
+(`--layouts split`, the default, the import one at nice 10; `split-even`: both at the
+same priority; `one`: a single processor reading both), and a project
 with the bench's 20 rules. A round has two phases, each with a project of its own: live
 single events sent on schedule (open loop) at `--rate` for `--seconds`; in the second
 phase, at the same time, `--events` events are sent as historical batches of 100
@@ -158,15 +159,16 @@ def phase(
     return result
 
 
-# How the processor is laid out: one replica reading both streams of each shard (as
-# `make run` runs it), or a live replica beside a replica of its own for imports.
+# How the processor is laid out: one replica reading both streams of each shard, or a
+# live replica beside a replica of its own for imports, at nice 10 as `make run` runs
+# it (split) or at the same priority (split-even).
 LAYOUTS = {
     "one": [{}],
-    "split": [{"PROCESSOR_STREAMS": "live"}, {"PROCESSOR_STREAMS": "historical"}],
-    "split-nice": [
+    "split": [
         {"PROCESSOR_STREAMS": "live"},
         {"PROCESSOR_STREAMS": "historical", "PROCESSOR_NICE": "10"},
     ],
+    "split-even": [{"PROCESSOR_STREAMS": "live"}, {"PROCESSOR_STREAMS": "historical"}],
 }
 
 
@@ -208,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         "--layouts",
         default="split",
         help="comma-separated, alternated within each round: one (a processor reading"
-        " both streams) or split (a live replica and a historical one)",
+        " both streams), split (a live replica and a historical one at nice 10, as make"
+        " run) or split-even (the two at the same priority)",
     )
     parser.add_argument("--rest-ratio", type=float, default=1.0, help="HISTORICAL_REST_RATIO")
     parser.add_argument("--import-batch", type=int, default=10, help="HISTORICAL_BATCH_SIZE")
