@@ -133,11 +133,10 @@ class StreamConsumer:
         reclaimed = self._streams_reclaimed(stream)
         while not self.stopping:
             self.heartbeat.beat()
-            if time.monotonic() >= next_reclaim:
-                if not await self._guarded(stream, backoff, partial(self._reclaim, reclaimed)):
-                    continue
-                next_reclaim = time.monotonic() + self.settings.reclaim_interval_ms / 1000
-                self.heartbeat.beat()
+            due = await self._reclaim_when_due(stream, backoff, reclaimed, next_reclaim)
+            if due is None:
+                continue
+            next_reclaim = due
             read = partial(self._read, stream, block=self.settings.block_ms)
             entries = await self._guarded(stream, backoff, read)
             if entries is None:
@@ -166,11 +165,10 @@ class StreamConsumer:
         while not self.stopping:
             if alone:
                 self.heartbeat.beat()
-                if time.monotonic() >= next_reclaim:
-                    reclaim = partial(self._reclaim, [historical])
-                    if not await self._guarded(stream, backoff, reclaim):
-                        continue
-                    next_reclaim = time.monotonic() + self.settings.reclaim_interval_ms / 1000
+                due = await self._reclaim_when_due(stream, backoff, [historical], next_reclaim)
+                if due is None:
+                    continue
+                next_reclaim = due
             if (wait := priority.wait_seconds()) > 0:
                 await self.lifecycle.sleep(min(wait, bound))
                 continue
@@ -254,6 +252,18 @@ class StreamConsumer:
             found, _deleted = entries_from_reply(stream, items)
             entries.extend(found)
         return entries
+
+    async def _reclaim_when_due(
+        self, stream: str, backoff: Backoff, streams: list[str], due: float
+    ) -> float | None:
+        """Reclaim what dead consumers left on `streams` (of `stream`'s shard) once `due`
+        has passed: when the next round is due, or None when Redis failed."""
+        if time.monotonic() < due:
+            return due
+        if not await self._guarded(stream, backoff, partial(self._reclaim, streams)):
+            return None
+        self.heartbeat.beat()
+        return time.monotonic() + self.settings.reclaim_interval_ms / 1000
 
     def _streams_reclaimed(self, stream: str) -> list[str]:
         """The streams of `stream`'s shard whose reader reclaims what dead consumers left:
