@@ -377,16 +377,13 @@ def test_a_historical_replica_takes_over_what_a_dead_one_left_pending(
 ) -> None:
     xadd(redis_client, HISTORICAL, [imported(tenant, i) for i in range(30)])
     redis_client.xgroup_create(HISTORICAL, CONSUMER_GROUP, id="0", mkstream=True)
-    redis_client.xreadgroup(CONSUMER_GROUP, "dead", {HISTORICAL: ">"}, count=30)  # never stored
-    time.sleep(0.3)
+    read: Any = redis_client.xreadgroup(CONSUMER_GROUP, "dead", {HISTORICAL: ">"}, count=30)
+    ids = [entry_id for entry_id, _ in read[0][1]]
+    # Idle for a minute already, as Redis counts it (past the default CLAIM_MIN_IDLE_MS),
+    # still delivered once (JUSTID does not count a delivery).
+    redis_client.xclaim(HISTORICAL, CONSUMER_GROUP, "dead", 0, ids, idle=60_000, justid=True)
     survivor = recorded_batches(
-        redis_server.url,
-        postgres_server.url,
-        total=30,
-        processor_streams="historical",
-        batch_timeout_ms=100,
-        statement_timeout_ms=100,
-        claim_min_idle_ms=250,
+        redis_server.url, postgres_server.url, total=30, processor_streams="historical"
     )
     assert survivor.batches == [(HISTORICAL, 30)]
     assert pending(redis_client, HISTORICAL) == 0
