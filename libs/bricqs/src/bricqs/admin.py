@@ -264,7 +264,7 @@ async def cmd_dlq_replay(args: argparse.Namespace) -> dict[str, Any]:
         wanted: list[tuple[int, str, str]] = []
         for shard in range(args.shards):
             key = dead_letter_key(shard)
-            ranges = [(b"-", b"+")] if args.all else [(i, i) for i in args.ids]
+            ranges = [("-", "+")] if args.all else [(i, i) for i in args.ids]
             found: list[Any] = []
             for first, last in ranges:
                 found += await redis.xrange(key, first, last) or []
