@@ -145,10 +145,11 @@ def test_a_person_runs_a_project_from_the_console(
     page.get_by_role("button", name="Open").click()
     expect(page.locator("#balance")).to_have_text("20")
     expect(page.locator(".badge-earned")).to_have_text("regular")
-    # Times read in the browser's zone, with UTC on hover.
+    # Times read in the browser's zone, with UTC on hover. time.js rewrites them after htmx
+    # settles the swapped page, so the text is awaited (a plain read raced it once in CI).
     first_time = page.locator("time").first
-    assert "UTC" in (first_time.get_attribute("title") or "")
-    assert "UTC" not in first_time.inner_text()
+    expect(first_time).to_have_attribute("title", re.compile("UTC"))
+    expect(first_time).not_to_contain_text("UTC")
     _award_by_hand(page)
     screenshot(page, "participant")
 
