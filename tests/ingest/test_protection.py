@@ -104,7 +104,7 @@ def test_a_projects_own_limit_overrides_the_default(
         async with await psycopg.AsyncConnection.connect(
             postgres_server.url, autocommit=True
         ) as conn:
-            await tenants.set_rate_limit(conn, tenant.project_id, 1.0, 100)
+            await tenants.set_rate_limit(conn, tenant.project_id, BARELY, 100)
 
     asyncio.run(set_limit())
     with client(redis_server, postgres_server) as c:  # no default limit
