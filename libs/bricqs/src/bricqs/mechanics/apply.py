@@ -176,7 +176,7 @@ async def apply_mechanics(
             outcome = _Round(tenant, rules, effects, report, historical, participants=participants)
             await _run_round(conn, outcome, current)
             if outcome.system_facts:
-                await insert_facts(conn, outcome.system_facts)
+                await insert_facts(conn, outcome.system_facts, fresh=True)
                 outcomes.extend(outcome.system_facts)
             current = outcome.system_facts
         # The webhooks owed for the outcomes, once per tenant, in the storing transaction.

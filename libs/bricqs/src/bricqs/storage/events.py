@@ -199,8 +199,14 @@ async def store_events(
     return result
 
 
-async def insert_facts(conn: AsyncConnection[Any], facts: Sequence[Fact]) -> None:
+async def insert_facts(
+    conn: AsyncConnection[Any], facts: Sequence[Fact], *, fresh: bool = False
+) -> None:
     """Insert facts (custom or system); a fact id seen before is left as it is.
+
+    `fresh`: every id was just made by `ids.new_fact_id` (a round's outcomes), so none
+    can have been seen: the insert skips the conflict check, whose speculative insertion
+    cost about a fifth of a fact row's insert (2.5 of 10.6 us, measured alone).
 
     "Seen before" holds while the fact is retained (docs/retention.md): the unique key
     includes the partition key, `occurred_at` raised to the table's floor, so a fact id
@@ -210,7 +216,7 @@ async def insert_facts(conn: AsyncConnection[Any], facts: Sequence[Fact]) -> Non
     The same statement counts the facts it inserted in fact_counts (migration 0013), so
     the counts are as exactly-once as the facts, at no extra round trip."""
     await conn.execute(
-        _INSERT_FACTS,
+        _INSERT_FRESH_FACTS if fresh else _INSERT_FACTS,
         (
             *texts([f.project_id for f in facts]),
             *texts([f.environment for f in facts]),
@@ -224,7 +230,8 @@ async def insert_facts(conn: AsyncConnection[Any], facts: Sequence[Fact]) -> Non
     )
 
 
-_INSERT_FACTS = f"""
+def _insert_facts_sql(conflict: str) -> str:
+    return f"""
     WITH inserted AS (
         INSERT INTO facts (project_id, environment, fact_id, fact_type, participant_id,
                            event_id, properties, occurred_at, retention_at)
@@ -232,7 +239,7 @@ _INSERT_FACTS = f"""
                greatest(oc, (SELECT floor FROM retention_floors WHERE parent = 'facts'))
         FROM unnest({unnest_texts(7)}, %b::timestamptz[])
              AS x(p, e, id, t, pid, ev, props, oc)
-        ON CONFLICT DO NOTHING
+        {conflict}
         RETURNING project_id, environment, fact_type
     )
     INSERT INTO fact_counts AS c
@@ -243,6 +250,10 @@ _INSERT_FACTS = f"""
     ON CONFLICT (project_id, environment, minute, fact_type, writer)
         DO UPDATE SET count = c.count + EXCLUDED.count
 """  # noqa: S608 - fixed SQL fragments, never input
+
+
+_INSERT_FACTS = _insert_facts_sql("ON CONFLICT DO NOTHING")
+_INSERT_FRESH_FACTS = _insert_facts_sql("")
 
 
 _UPSERT_PARTICIPANTS = f"""
