@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -63,3 +65,34 @@ def test_malformed_keys_have_no_environment() -> None:
         "x" + generate_key("live"),
     ]:
         assert key_environment(key) is None, key
+
+
+def _randomness(ids: list[str]) -> set[str]:
+    """The random part of ULIDs (the last 16 of 26 characters: 80 bits)."""
+    return {i[-16:] for i in ids}
+
+
+def test_a_forked_child_never_repeats_its_parents_random_bits() -> None:
+    # Random bits are read from the kernel in chunks: a child forked with part of a chunk
+    # unread (a Granian worker) must not hand out the bytes its parent will use.
+    ulid()  # the parent now holds a chunk, nearly all of it unread
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child process
+        os.close(reader)
+        os.write(writer, ",".join(ulid() for _ in range(100)).encode())
+        os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader) as pipe:
+        theirs = pipe.read().split(",")
+    os.waitpid(child, 0)
+    ours = [ulid() for _ in range(100)]
+    assert len(theirs) == 100
+    assert _randomness(ours).isdisjoint(_randomness(theirs))
+
+
+def test_ids_made_on_many_threads_at_once_are_unique() -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        batches = list(pool.map(lambda _: [ulid() for _ in range(5_000)], range(8)))
+    made = [i for batch in batches for i in batch]
+    assert len(_randomness(made)) == len(made)
