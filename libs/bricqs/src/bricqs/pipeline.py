@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from bricqs.mechanics.apply import Effects, RuleSource, apply_mechanics
+from bricqs.mechanics.apply import RuleSource, apply_mechanics
+from bricqs.mechanics.rounds import Effects
 from bricqs.schemas import Envelope
 from bricqs.storage.events import StoreResult, store_events, upsert_catalog
 from bricqs.storage.locks import lock_participants
