@@ -19,7 +19,8 @@ import psycopg
 
 from bench.processor import drains_with_and_without
 from bench.stack import Project, Stack
-from bricqs.mechanics.definitions import Boost, parse_definition
+from bricqs.mechanics.definition_checks import parse_definition
+from bricqs.mechanics.definitions import Boost
 from bricqs.storage.definitions import create_definition
 from bricqs.storage.tenants import Tenant
 

@@ -38,7 +38,8 @@ from bench.processor import batch_costs, drains_with_and_without
 from bench.rule_engine import TWENTY_RULES
 from bench.stack import Project, Stack
 from bricqs.mechanics.cache import RuleCache
-from bricqs.mechanics.definitions import KINDS, parse_definition
+from bricqs.mechanics.definition_checks import parse_definition
+from bricqs.mechanics.definitions import KINDS
 from bricqs.mechanics.standings import keys_of, rebuild
 from bricqs.storage.definitions import create_definition
 from bricqs.storage.ledger import LedgerEntry, write_ledger

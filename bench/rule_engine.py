@@ -17,7 +17,8 @@ from typing import Any
 from bench import workload
 from bench.workload import BUY, LEVEL, LOGIN
 from bricqs.ids import fact_id_for_event, new_event_id
-from bricqs.mechanics.definitions import KINDS, parse_definition
+from bricqs.mechanics.definition_checks import parse_definition
+from bricqs.mechanics.definitions import KINDS
 from bricqs.mechanics.matching import match_facts
 from bricqs.mechanics.ruleset import RuleSet
 from bricqs.schemas import Fact

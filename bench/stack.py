@@ -26,7 +26,8 @@ import msgspec
 import psycopg
 import redis
 
-from bricqs.mechanics.definitions import KINDS, parse_definition
+from bricqs.mechanics.definition_checks import parse_definition
+from bricqs.mechanics.definitions import KINDS
 from bricqs.storage import tenants
 from bricqs.storage.definitions import create_definition
 from bricqs.storage.migrate import migrate

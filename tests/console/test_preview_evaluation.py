@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from bricqs.mechanics.definitions import Challenge, parse_definition
+from bricqs.mechanics.definition_checks import parse_definition
+from bricqs.mechanics.definitions import Challenge
 from bricqs.mechanics.preview import preview
 from bricqs.schemas import Fact
 

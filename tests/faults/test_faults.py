@@ -27,7 +27,8 @@ import psycopg
 import pytest
 import redis
 
-from bricqs.mechanics.definitions import KINDS, parse_definition
+from bricqs.mechanics.definition_checks import parse_definition
+from bricqs.mechanics.definitions import KINDS
 from bricqs.storage.definitions import create_definition
 from bricqs.storage.tenants import Tenant as MechanicsTenant
 from bricqs.stream import CONSUMER_GROUP, dead_letter_key, stream_key

@@ -12,7 +12,8 @@ import psycopg
 from redis.asyncio import Redis
 
 from bricqs.mechanics.cache import RuleCache
-from bricqs.mechanics.definitions import KINDS, parse_definition
+from bricqs.mechanics.definition_checks import parse_definition
+from bricqs.mechanics.definitions import KINDS
 from bricqs.mechanics.standings import keys_of, rebuild, run_of
 from bricqs.pipeline import process_envelopes
 from bricqs.schemas import Envelope

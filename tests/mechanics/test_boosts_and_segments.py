@@ -15,7 +15,8 @@ from bricqs.ids import fact_id_for_event, new_event_id
 from bricqs.mechanics.boosts import CompiledBoost, apply_boosts
 from bricqs.mechanics.cache import RuleCache
 from bricqs.mechanics.conditions import NOBODY, Participant, compile_condition
-from bricqs.mechanics.definitions import KINDS, Boost, parse_definition
+from bricqs.mechanics.definition_checks import parse_definition
+from bricqs.mechanics.definitions import KINDS, Boost
 from bricqs.mechanics.ruleset import RuleSet
 from bricqs.pipeline import process_envelopes
 from bricqs.schemas import Envelope, Fact

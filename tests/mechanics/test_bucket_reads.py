@@ -8,7 +8,8 @@ from typing import Any
 
 import psycopg
 
-from bricqs.mechanics.definitions import KINDS, Criterion, Window, parse_definition
+from bricqs.mechanics.definition_checks import parse_definition
+from bricqs.mechanics.definitions import KINDS, Criterion, Window
 from bricqs.mechanics.evaluation import bucket_ranges, evaluation_points
 from bricqs.mechanics.matching import match_facts
 from bricqs.mechanics.ruleset import CompiledCriterion, RuleSet

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bricqs.mechanics.conditions import NOBODY, compile_condition
-from bricqs.mechanics.definitions import condition_errors
+from bricqs.mechanics.definition_checks import condition_errors
 
 MISSING = object()
 

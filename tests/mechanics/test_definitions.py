@@ -7,15 +7,8 @@ from typing import Any
 
 import pytest
 
-from bricqs.mechanics.definitions import (
-    Badge,
-    Challenge,
-    Leaderboard,
-    PointsRule,
-    Streak,
-    Tier,
-    parse_definition,
-)
+from bricqs.mechanics.definition_checks import parse_definition
+from bricqs.mechanics.definitions import Badge, Challenge, Leaderboard, PointsRule, Streak, Tier
 
 TRIGGER = {"fact_type": "custom.purchase"}
 CRITERION = {"fact_type": "custom.purchase"}

@@ -13,7 +13,8 @@ import psycopg
 
 from bricqs.ids import new_event_id
 from bricqs.mechanics.cache import RuleCache
-from bricqs.mechanics.definitions import KINDS, parse_definition
+from bricqs.mechanics.definition_checks import parse_definition
+from bricqs.mechanics.definitions import KINDS
 from bricqs.pipeline import process_envelopes
 from bricqs.schemas import Envelope
 from bricqs.storage.definitions import create_definition

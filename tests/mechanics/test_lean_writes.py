@@ -11,7 +11,8 @@ import psycopg
 
 from bricqs.ids import new_event_id, new_fact_id
 from bricqs.mechanics.apply import apply_mechanics
-from bricqs.mechanics.definitions import KINDS, parse_definition
+from bricqs.mechanics.definition_checks import parse_definition
+from bricqs.mechanics.definitions import KINDS
 from bricqs.mechanics.ruleset import RuleSet
 from bricqs.schemas import Fact
 from bricqs.storage.events import insert_facts

@@ -18,7 +18,8 @@ import pytest
 from bricqs.ids import new_event_id
 from bricqs.mechanics import state
 from bricqs.mechanics.cache import RuleCache
-from bricqs.mechanics.definitions import KINDS, parse_definition
+from bricqs.mechanics.definition_checks import parse_definition
+from bricqs.mechanics.definitions import KINDS
 from bricqs.mechanics.expiry import expire_due_points
 from bricqs.mechanics.manual import InsufficientBalance, PointsChange, change_points
 from bricqs.schemas import Envelope

@@ -17,7 +17,8 @@ import psycopg
 import pytest
 import redis
 
-from bricqs.mechanics.definitions import KINDS, parse_definition
+from bricqs.mechanics.definition_checks import parse_definition
+from bricqs.mechanics.definitions import KINDS
 from bricqs.schemas import Envelope
 from bricqs.storage.definitions import create_definition
 from bricqs.storage.tenants import Tenant

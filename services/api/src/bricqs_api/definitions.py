@@ -14,7 +14,8 @@ from litestar import Controller, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromQuery, JSONBody
 
-from bricqs.mechanics.definitions import KINDS, Challenge, Definition, semantic_errors
+from bricqs.mechanics.definition_checks import semantic_errors
+from bricqs.mechanics.definitions import KINDS, Challenge, Definition
 from bricqs.storage.definitions import (
     DefinitionRow,
     create_definition,

@@ -12,7 +12,7 @@ from litestar.params import JSONBody
 
 from bricqs.mechanics import state
 from bricqs.mechanics.cache import RuleCache
-from bricqs.mechanics.definitions import timezone_errors
+from bricqs.mechanics.definition_checks import timezone_errors
 from bricqs.mechanics.standings import move_to_group
 from bricqs.participant_attributes import attribute_errors
 from bricqs.storage.facts import list_facts

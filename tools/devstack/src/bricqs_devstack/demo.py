@@ -10,7 +10,8 @@ from typing import Any
 import msgspec
 import psycopg
 
-from bricqs.mechanics.definitions import KINDS, parse_definition
+from bricqs.mechanics.definition_checks import parse_definition
+from bricqs.mechanics.definitions import KINDS
 from bricqs.storage import tenants
 from bricqs.storage.definitions import create_definition
 from bricqs.storage.tenants import Scope

@@ -15,7 +15,8 @@ from litestar.exceptions import NotFoundException
 from litestar.params import PathParameter
 from litestar.response import Redirect
 
-from bricqs.mechanics.definitions import KINDS, Definition, parse_definition
+from bricqs.mechanics.definition_checks import parse_definition
+from bricqs.mechanics.definitions import KINDS, Definition
 from bricqs.mechanics.preview import MAX_FACTS, preview
 from bricqs.schemas import Fact
 from bricqs.storage.definitions import (
