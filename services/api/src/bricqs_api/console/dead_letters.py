@@ -16,7 +16,7 @@ from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 from litestar.response import Redirect
 
-from bricqs.admin import REPLAY_SCRIPT
+from bricqs.admin_dlq import REPLAY_SCRIPT
 from bricqs.redis_connect import RedisClient
 from bricqs.schemas import ENVELOPE_FIELD, Envelope, decode_envelope
 from bricqs.storage.tenants import Tenant
