@@ -35,7 +35,7 @@ PRODUCTS = CompiledCriterion.build(
 
 
 def at(day: int) -> datetime:
-    return datetime(2026, 11, day, 12, tzinfo=UTC)
+    return datetime(2026, 11, 1, 12, tzinfo=UTC) + timedelta(days=day - 1)
 
 
 def days(first: date, last: date) -> list[str]:
@@ -82,6 +82,32 @@ def test_ranges_are_per_criterion_and_participant_and_distinct_ones_are_read_apa
         ]
     )
     # A distinct criterion's values are in criterion_distinct; it has no progress rows.
+    assert distinct == [BucketRange(PRODUCTS.criterion_id, "u1", "all", "all")]
+
+
+def test_a_single_bucket_the_caller_holds_is_not_read_again() -> None:
+    # The round just wrote u1's whole-history bucket and its November: neither is read;
+    # its December is. u2's was not written, the days of a rolling window are a range, and distinct
+    # values are never held: those are read.
+    monthly = CompiledCriterion.build(
+        Criterion(fact_type=BUY, window=Window(type="calendar", period="month"))
+    )
+    known = {(FOREVER.criterion_id, "u1", "all"), (monthly.criterion_id, "u1", "m:2026-11")}
+    ranges, distinct = bucket_ranges(
+        [
+            (FOREVER, "u1", evaluation_points(None, [at(3)])),
+            (FOREVER, "u2", evaluation_points(None, [at(3)])),
+            (monthly, "u1", evaluation_points(monthly.window, [at(3), at(32)])),
+            (WEEK, "u1", evaluation_points(WEEK.window, [at(3)])),
+            (PRODUCTS, "u1", evaluation_points(None, [at(3)])),
+        ],
+        known=known,
+    )
+    assert ranges == [
+        BucketRange(FOREVER.criterion_id, "u2", "all", "all"),
+        BucketRange(monthly.criterion_id, "u1", "m:2026-12", "m:2026-12"),
+        BucketRange(WEEK.criterion_id, "u1", "d:2026-10-28", "d:2026-11-09"),
+    ]
     assert distinct == [BucketRange(PRODUCTS.criterion_id, "u1", "all", "all")]
 
 

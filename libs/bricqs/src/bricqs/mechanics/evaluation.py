@@ -196,10 +196,13 @@ def _day_keys(first: int, count: int) -> tuple[str, ...]:
 
 def bucket_ranges(
     wanted: Iterable[tuple[CompiledCriterion, str, Sequence[EvaluationPoint]]],
+    known: Collection[tuple[str, str, str]] = frozenset(),
 ) -> tuple[list[BucketRange], list[BucketRange]]:
     """The stored buckets `criterion_value` will read for each (criterion, participant,
     points), as ranges: (in criterion_progress, in criterion_distinct). Each (criterion,
-    participant) comes once in `wanted`.
+    participant) comes once in `wanted`. A range of one progress bucket in `known`
+    (criterion, participant, bucket: one the caller already holds, as a round holds the
+    buckets it just wrote) is left out.
 
     A point's buckets are consecutive buckets of its criterion (one bucket, or the days of
     a rolling window), and bucket names sort by time, so each point is one range of names;
@@ -209,11 +212,17 @@ def bucket_ranges(
     """
     ranges: list[BucketRange] = []
     distinct: list[BucketRange] = []
+
+    def add(found: list[BucketRange], cid: str, pid: str, first: str, last: str) -> None:
+        if first == last and found is ranges and (cid, pid, first) in known:
+            return
+        found.append(BucketRange(cid, pid, first, last))
+
     for criterion, pid, points in wanted:
         cid = criterion.criterion_id
         found = ranges if criterion.aggregate != "distinct" else distinct
         if len(points) == 1:
-            found.append(BucketRange(cid, pid, points[0].first, points[0].last))
+            add(found, cid, pid, points[0].first, points[0].last)
             continue
         spans = sorted({(p.first, p.last) for p in points})
         first, last = spans[0]
@@ -221,7 +230,7 @@ def bucket_ranges(
             if low <= last:
                 last = max(last, high)
             else:
-                found.append(BucketRange(cid, pid, first, last))
+                add(found, cid, pid, first, last)
                 first, last = low, high
-        found.append(BucketRange(cid, pid, first, last))
+        add(found, cid, pid, first, last)
     return ranges, distinct

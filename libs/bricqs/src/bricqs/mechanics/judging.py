@@ -4,7 +4,6 @@ work runs), then awards and completions, with their rewards."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
 
 from bricqs.ids import ulid
@@ -109,30 +108,9 @@ async def plan_judging(
     ]
     # A point of one bucket (the whole history, a calendar period) is most often the very
     # bucket the round wrote; only the others, and rolling windows' days, are read.
-    known = written.keys
-    ranges, distinct_ranges = bucket_ranges(
-        entry for entry in plan if not _written_alone(entry, known)
-    )
-    unread = [
-        g
-        for g in ranges
-        if g.first != g.last or (g.criterion_id, g.participant_id, g.first) not in known
-    ]
-    reads = await send_bucket_reads(conn, r.tenant, unread, distinct_ranges)
+    ranges, distinct_ranges = bucket_ranges(plan, known=written.keys)
+    reads = await send_bucket_reads(conn, r.tenant, ranges, distinct_ranges)
     return Judging(badges, challenges, badge_points, challenge_points, plan, reads, written)
-
-
-def _written_alone(
-    entry: tuple[CompiledCriterion, str, list[EvaluationPoint]], written: Collection[object]
-) -> bool:
-    """Whether judging `entry` needs exactly one bucket, one this round wrote (so nothing
-    to read). Most entries are this, and skipping them before `bucket_ranges` spares it
-    a range each."""
-    criterion, pid, points = entry
-    if len(points) != 1 or criterion.aggregate == "distinct":
-        return False
-    point = points[0]
-    return point.first == point.last and (criterion.criterion_id, pid, point.first) in written
 
 
 async def judge_badges_and_challenges(conn: Conn, r: Round, judging: Judging) -> None:
