@@ -6,7 +6,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from bricqs.storage.arrays import TEXTS, integers, integers_sql, texts
+from bricqs.storage.arrays import TEXTS, integers, integers_sql, text_columns, texts
 from bricqs_devstack.servers import Server
 
 
@@ -39,6 +39,11 @@ def test_values_without_the_separator_go_as_one_string() -> None:
     # Holding the separator, or too short to split unambiguously: an array.
     assert texts(["a\x1f", "b"]) == (["a\x1f", "b"], None)
     assert texts([""]) == ([""], None)
+
+
+def test_the_leading_columns_of_rows_go_column_by_column() -> None:
+    rows = [("c1", "ann", 3), ("c2", "bob\x1f", 4)]
+    assert text_columns(rows, 2) == [None, "c1\x1fc2", ["ann", "bob\x1f"], None]
 
 
 @pytest.mark.parametrize("values", [[], [0], [-3, 9_007_199_254_740_993, 7], [2**63 - 1, -(2**63)]])

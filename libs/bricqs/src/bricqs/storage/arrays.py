@@ -12,6 +12,7 @@ as an array as before: `TEXTS` takes either, so a caller never has to know which
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 SEPARATOR = "\x1f"  # ASCII unit separator
 TEXTS = "coalesce(%b::text[], string_to_array(%s, chr(31)))"
@@ -25,6 +26,12 @@ def texts(values: Sequence[str]) -> tuple[list[str] | None, str | None]:
         if joined.count(SEPARATOR) == len(values) - 1:
             return None, joined
     return list(values), None
+
+
+def text_columns(rows: Sequence[tuple[Any, ...]], count: int) -> list[list[str] | str | None]:
+    """The `TEXTS` parameters of the first `count` columns of `rows` (text columns),
+    column by column."""
+    return [part for i in range(count) for part in texts([row[i] for row in rows])]
 
 
 def unnest_texts(count: int) -> str:

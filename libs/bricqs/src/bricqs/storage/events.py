@@ -26,7 +26,7 @@ from psycopg import AsyncConnection
 
 from bricqs.facts import derive_fact, json_type
 from bricqs.schemas import Envelope, Fact, json_encoder
-from bricqs.storage.arrays import integers, integers_sql, texts, unnest_texts
+from bricqs.storage.arrays import integers, integers_sql, text_columns, texts, unnest_texts
 
 
 class Outcome(StrEnum):
@@ -278,9 +278,7 @@ async def _upsert_participants(conn: AsyncConnection[Any], events: Iterable[Enve
     await conn.execute(
         _UPSERT_PARTICIPANTS,
         (
-            *texts([k[0] for k in keys]),
-            *texts([k[1] for k in keys]),
-            *texts([k[2] for k in keys]),
+            *text_columns(keys, 3),
             [seen[k][0] for k in keys],
             [seen[k][1] for k in keys],
             integers([seen[k][2] for k in keys]),

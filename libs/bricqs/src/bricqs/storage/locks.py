@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bricqs.storage.arrays import texts, unnest_texts
+from bricqs.storage.arrays import text_columns, unnest_texts
 from bricqs.storage.tenants import Conn
 
 _LOCK_IN_ORDER = f"""
@@ -25,11 +25,7 @@ async def lock_participants(conn: Conn, keys: Sequence[tuple[str, str, str]]) ->
     ordered = sorted(set(keys))
     await conn.execute(
         _LOCK_IN_ORDER,
-        (
-            *texts([k[0] for k in ordered]),
-            *texts([k[1] for k in ordered]),
-            *texts([k[2] for k in ordered]),
-        ),
+        text_columns(ordered, 3),
     )
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from bricqs.storage.arrays import integers, integers_sql, texts, unnest_texts
+from bricqs.storage.arrays import integers, integers_sql, text_columns, unnest_texts
 from bricqs.storage.tenants import Conn, Tenant
 
 
@@ -72,9 +72,7 @@ def _progress_rows(tenant: Tenant, deltas: Sequence[ProgressDelta]) -> tuple[Any
     return (
         tenant.project_id,
         tenant.environment,
-        *texts([d.criterion_id for d in rows]),
-        *texts([d.participant_id for d in rows]),
-        *texts([d.bucket for d in rows]),
+        *text_columns(rows, 3),  # criterion_id, participant_id, bucket
         integers([d.facts for d in rows]),
         # Binary arrays hold one type: an integer maximum goes as a float too.
         [float(d.sum) for d in rows],
@@ -145,7 +143,7 @@ async def add_distinct_values(
         (
             tenant.project_id,
             tenant.environment,
-            *[part for i in range(4) for part in texts([k[i] for k in keys])],
+            *text_columns(keys, 4),
             [earliest[k] for k in keys],
         ),
     )
@@ -159,10 +157,6 @@ class BucketRange(NamedTuple):
     participant_id: str
     first: str
     last: str
-
-
-def _range_arrays(ranges: Sequence[BucketRange]) -> list[list[str] | str | None]:
-    return [part for i in range(4) for part in texts([r[i] for r in ranges])]
 
 
 def _range_read(table: str, columns: str) -> str:
@@ -236,13 +230,13 @@ async def send_bucket_reads(
     if ranges:
         progress_rows = await conn.execute(
             _READ_PROGRESS,
-            (*_range_arrays(ranges), tenant.project_id, tenant.environment),
+            (*text_columns(ranges, 4), tenant.project_id, tenant.environment),
             binary=True,
         )
     if distinct_ranges:
         distinct_rows = await conn.execute(
             _READ_DISTINCT,
-            (*_range_arrays(distinct_ranges), tenant.project_id, tenant.environment),
+            (*text_columns(distinct_ranges, 4), tenant.project_id, tenant.environment),
             binary=True,
         )
     return BucketReads(ranges, distinct_ranges, progress_rows, distinct_rows)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple
 
-from bricqs.storage.arrays import TEXTS, integers, integers_sql, texts, unnest_texts
+from bricqs.storage.arrays import TEXTS, integers, integers_sql, text_columns, texts, unnest_texts
 from bricqs.storage.tenants import Conn, Tenant
 
 _ADD_PERIODS = f"""
@@ -20,9 +20,8 @@ _ADD_PERIODS = f"""
 _SAVE_STATES = f"""
     INSERT INTO streak_state AS s (project_id, environment, streak_code, participant_id,
         last_index, last_run_length, longest, timezone)
-    SELECT %s, %s, * FROM unnest({unnest_texts(2)}, {integers_sql("int4")}, {integers_sql("int4")},
-                                 {integers_sql("int4")},
-                                 {TEXTS})
+    SELECT %s, %s, * FROM unnest({unnest_texts(2)}, {integers_sql("int4")},
+                                 {integers_sql("int4")}, {integers_sql("int4")}, {TEXTS})
     ON CONFLICT (project_id, environment, streak_code, participant_id) DO UPDATE SET
         last_index = EXCLUDED.last_index, last_run_length = EXCLUDED.last_run_length,
         longest = EXCLUDED.longest, timezone = EXCLUDED.timezone
@@ -44,8 +43,7 @@ async def add_streak_periods(
         (
             tenant.project_id,
             tenant.environment,
-            *texts([r[0] for r in rows]),
-            *texts([r[1] for r in rows]),
+            *text_columns(rows, 2),
             integers([r[2] for r in rows]),
         ),
     )
@@ -106,8 +104,7 @@ async def save_streak_states(
         (
             tenant.project_id,
             tenant.environment,
-            *texts([r[0] for r in rows]),
-            *texts([r[1] for r in rows]),
+            *text_columns(rows, 2),
             integers([r[2] for r in rows]),
             integers([r[3] for r in rows]),
             integers([r[4] for r in rows]),
