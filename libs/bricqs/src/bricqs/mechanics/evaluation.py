@@ -154,10 +154,6 @@ def values_at(
         }
     if window is None or window.type != "rolling":
         # One bucket per point: the whole history, or a calendar period.
-        if len(points) == 1:  # most judgements: no comprehension to set up
-            (point,) = points
-            value = _bucket_value(aggregate, progress.get((cid, participant_id, point.first)))
-            return {point.label: value}
         return {
             p.label: _bucket_value(aggregate, progress.get((cid, participant_id, p.first)))
             for p in points
