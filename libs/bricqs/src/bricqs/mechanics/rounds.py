@@ -28,7 +28,16 @@ class Effects:
 
     def as_dict(self) -> dict[str, list[dict[str, Any]]]:
         """The JSON form; kinds with nothing to say are left out."""
-        return {k: v for k, v in vars(self).items() if v}
+        # Named one by one, not vars(self): compiled (scripts/compile_hot_path.py), an
+        # instance keeps its fields in slots, with no __dict__.
+        kinds = {
+            "points": self.points,
+            "badges": self.badges,
+            "challenges": self.challenges,
+            "streaks": self.streaks,
+            "tiers": self.tiers,
+        }
+        return {k: v for k, v in kinds.items() if v}
 
 
 # The effects list each system fact appears in (challenge progress is described apart).
