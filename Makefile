@@ -5,7 +5,7 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --locked
 
 .DEFAULT_GOAL := help
-.PHONY: help deps sync run test lint format k8s-check bench loadtest soak
+.PHONY: help deps sync compile clean-compiled run test lint format k8s-check bench loadtest soak
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -16,22 +16,28 @@ deps: ## Install system packages (Redis, PostgreSQL, curl) and uv when missing
 sync: deps ## Install the Python workspace from uv.lock
 	@$(UV) sync --locked --quiet
 
-run: sync ## Run the whole system locally (own Redis/PostgreSQL unless REDIS_URL/DATABASE_URL)
+compile: sync ## Compile the mechanics' hot path with mypyc (only when a source changed)
+	@$(RUN) python scripts/compile_hot_path.py
+
+clean-compiled: ## Remove the compiled modules: the sources run as plain Python
+	@python3 scripts/compile_hot_path.py --clean
+
+run: compile ## Run the whole system locally (own Redis/PostgreSQL unless REDIS_URL/DATABASE_URL)
 	@$(RUN) bricqs-dev
 
-test: sync k8s-check ## Run every test against throwaway Redis and PostgreSQL servers
+test: compile k8s-check ## Run every test against throwaway Redis and PostgreSQL servers
 	@$(RUN) pytest $(PYTEST_ARGS)
 
 k8s-check: sync ## Render the kustomize overlays, validate every object, lint the Dockerfile
 	@$(RUN) bash scripts/k8s-check.sh
 
-bench: sync ## Benchmark ingest, processor and references on loopback; table + .bench/*.json
+bench: compile ## Benchmark ingest, processor and references on loopback; table + .bench/*.json
 	@$(RUN) python -m bench $(BENCH_ARGS)
 
-soak: sync ## The fault suite's long form: SOAK_SECONDS (default 300) of load under faults
+soak: compile ## The fault suite's long form: SOAK_SECONDS (default 300) of load under faults
 	@BRICQS_FAULT_LOAD_SECONDS=$(or $(SOAK_SECONDS),300) $(RUN) pytest tests/faults $(PYTEST_ARGS)
 
-loadtest: sync ## Locust, realistic mix, open loop, SLO gate per endpoint, on a local stack (CSV in .bench/loadtest)
+loadtest: compile ## Locust, realistic mix, open loop, SLO gate per endpoint, on a local stack (CSV in .bench/loadtest)
 	@$(RUN) python -m loadtests.run $(LOADTEST_ARGS)
 
 lint: sync ## ruff (lint + format check) and mypy strict

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what `make run` and `make test` need that uv cannot: Redis 7 and PostgreSQL 15
-# servers and PgBouncer (Debian/Ubuntu packages, as root), curl, and uv itself.
+# servers and PgBouncer (Debian/Ubuntu packages, as root), a C compiler, curl, and uv itself.
 # Idempotent: installs only what is missing. Elsewhere it names what to install and stops.
 set -euo pipefail
 
@@ -15,6 +15,13 @@ command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 # The connection pooler the scale tests put in front of PostgreSQL (Debian installs it in
 # /usr/sbin, which is not on every PATH).
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+# `make compile` builds the mechanics' hot path with mypyc: a C compiler, the C library's
+# headers (gcc only recommends them) and Python's.
+command -v cc >/dev/null 2>&1 || missing+=(gcc)
+[ -e /usr/include/stdio.h ] || missing+=(libc6-dev)
+python3 -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+  || missing+=(python3-dev)
 # The console's browser tests (tests/console) drive Debian's Chromium through Playwright.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 
