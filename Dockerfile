@@ -8,9 +8,10 @@
 #   docker build --target dispatcher -t bricqs-dispatcher:TAG .
 #
 # Each service is installed with `uv sync --locked --no-dev --no-editable --package <svc>`
-# into /app/.venv in a build stage; the final stage copies only that virtualenv onto a
-# plain python-slim image (no uv, no compilers, no sources) and runs as an unprivileged
-# numeric user, so Kubernetes can enforce runAsNonRoot. Entrypoints are exec form, so the
+# into /app/.venv in a build stage (the mechanics' hot path compiled there, see below); the
+# final stage copies only that virtualenv onto a plain python-slim image (no uv, no
+# compilers, no sources) and runs as an unprivileged numeric user, so Kubernetes can
+# enforce runAsNonRoot. Entrypoints are exec form, so the
 # service itself is PID 1 and receives SIGTERM. The bricqs-admin tool (migrations, keys,
 # DLQ) is in every image; the migration Job runs it from the processor image.
 #
@@ -37,17 +38,36 @@ COPY services ./services
 # The dev tools' member is only read, so the workspace matches uv.lock; no image installs it.
 COPY tools ./tools
 
+# The mechanics' hot path is compiled with mypyc in the images that run mechanics (the
+# processor, ingest's /sync, the api): see scripts/compile_hot_path.py. The C compiler and
+# mypyc's tools (mypy and setuptools at uv.lock's versions, in a virtualenv of their own)
+# stay in the build stages; the service's virtualenv gets the extensions only.
+ARG MYPY_VERSION=2.4.1
+ARG SETUPTOOLS_VERSION=84.2.1
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv venv /opt/mypyc \
+    && uv pip install --python /opt/mypyc/bin/python \
+       "mypy==${MYPY_VERSION}" "setuptools==${SETUPTOOLS_VERSION}"
+COPY scripts/compile_hot_path.py ./scripts/
+
 FROM build AS build-ingest
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --no-editable --package bricqs-ingest
+RUN /opt/mypyc/bin/python scripts/compile_hot_path.py --python /app/.venv/bin/python
 
 FROM build AS build-processor
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --no-editable --package bricqs-processor
+RUN /opt/mypyc/bin/python scripts/compile_hot_path.py --python /app/.venv/bin/python
 
 FROM build AS build-api
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --no-editable --package bricqs-api
+RUN /opt/mypyc/bin/python scripts/compile_hot_path.py --python /app/.venv/bin/python
 
 FROM build AS build-dispatcher
 RUN --mount=type=cache,target=/root/.cache/uv \

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -152,11 +153,9 @@ def test_build_context_holds_the_workspace_and_nothing_else() -> None:
             assert any(p == item or p.startswith(item + "/") for p in context), item
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("service", SERVICES)
-def test_build_steps_install_the_service_and_its_entrypoint_without_dev_tools(
-    service: str, tmp_path: Path
-) -> None:
+def _build_stage_sync(service: str, tmp_path: Path) -> tuple[Path, Path]:
+    """The service's build stage's `uv sync`, replayed on a copy of the build context:
+    (the context, the virtualenv it made)."""
     uv = os.environ.get("UV") or shutil.which("uv")
     if uv is None:
         pytest.fail("uv not found: run the tests through `uv run` (make test)")
@@ -183,6 +182,15 @@ def test_build_steps_install_the_service_and_its_entrypoint_without_dev_tools(
         check=False,
     )
     assert result.returncode == 0, result.stderr
+    return context, venv
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("service", SERVICES)
+def test_build_steps_install_the_service_and_its_entrypoint_without_dev_tools(
+    service: str, tmp_path: Path
+) -> None:
+    context, venv = _build_stage_sync(service, tmp_path)
     entrypoint = dockerfile_stages()[service].entrypoint()[0]
     assert (venv / "bin" / Path(entrypoint).name).exists(), entrypoint
     assert (venv / "bin" / "bricqs-admin").exists()  # the migration Job's command
@@ -209,3 +217,68 @@ def test_build_steps_install_the_service_and_its_entrypoint_without_dev_tools(
         check=False,
     )
     assert absent.returncode != 0, f"bricqs_devstack in the {service} image"
+
+
+# The services that run mechanics: the processor, ingest's /sync, the api (manual awards).
+COMPILED_SERVICES = ("ingest", "processor", "api")
+
+
+def _compile_step(service: str) -> list[str]:
+    """The build stage's compile command (after its `uv sync`)."""
+    for run in dockerfile_stages()[f"build-{service}"].all("RUN"):
+        words = [w for w in shlex.split(run) if not w.startswith("--mount=")]
+        if "scripts/compile_hot_path.py" in words:
+            return words
+    pytest.fail(f"build-{service} does not compile the hot path")
+
+
+def test_images_that_run_mechanics_compile_the_hot_path_into_their_virtualenv() -> None:
+    for service in COMPILED_SERVICES:
+        words = _compile_step(service)
+        assert option(words, "--python") == "/app/.venv/bin/python", words
+    # The compiler and mypyc's tools stay in the build stages.
+    build = " ".join(dockerfile_stages()["build"].all("RUN"))
+    assert "gcc" in build and "mypy==" in build and "setuptools==" in build
+
+
+def test_the_image_pins_mypyc_s_tools_at_the_lock_s_versions() -> None:
+    lock = (ROOT / "uv.lock").read_text()
+    args = dict(a.split("=", 1) for a in dockerfile_stages()["build"].all("ARG"))
+    for package, arg in (("mypy", "MYPY_VERSION"), ("setuptools", "SETUPTOOLS_VERSION")):
+        locked = re.search(rf'name = "{package}"\nversion = "([^"]+)"', lock)
+        assert locked is not None, package
+        assert args[arg] == locked.group(1), (package, args[arg], locked.group(1))
+
+
+@pytest.mark.slow
+def test_the_build_stage_s_compile_step_makes_the_installed_hot_path_compiled(
+    tmp_path: Path,
+) -> None:
+    """The processor's build steps replayed: `uv sync` as the stage runs it, then its
+    compile command, with this environment's mypy standing in for /opt/mypyc's."""
+    context, venv = _build_stage_sync("processor", tmp_path)
+    words = _compile_step("processor")
+    script = words.index("scripts/compile_hot_path.py")
+    command = [sys.executable, str(context / words[script]), *words[script + 1 :]]
+    command[command.index("/app/.venv/bin/python")] = str(venv / "bin" / "python")
+    built = subprocess.run(
+        command, cwd=context, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    shutil.rmtree(context)
+    probe = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import bricqs.compiled as c, bricqs.mechanics.judging as j;"
+            " print(j.__file__); print(c.stale())",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert probe.returncode == 0, probe.stderr
+    module_file, stale = probe.stdout.split()
+    assert Path(module_file).is_relative_to(venv) and module_file.endswith(".so")
+    assert stale == "[]"
