@@ -4,7 +4,7 @@ entries it owes, and what each event caused, for the sync endpoint's answer."""
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from bricqs.facts import HISTORICAL_MARK
@@ -28,16 +28,9 @@ class Effects:
 
     def as_dict(self) -> dict[str, list[dict[str, Any]]]:
         """The JSON form; kinds with nothing to say are left out."""
-        # Named one by one, not vars(self): compiled (scripts/compile_hot_path.py), an
-        # instance keeps its fields in slots, with no __dict__.
-        kinds = {
-            "points": self.points,
-            "badges": self.badges,
-            "challenges": self.challenges,
-            "streaks": self.streaks,
-            "tiers": self.tiers,
-        }
-        return {k: v for k, v in kinds.items() if v}
+        # By the dataclass's fields, not vars(self): compiled (scripts/compile_hot_path.py),
+        # an instance keeps its fields in slots, with no __dict__.
+        return {f.name: v for f in fields(self) if (v := getattr(self, f.name))}
 
 
 # The effects list each system fact appears in (challenge progress is described apart).
