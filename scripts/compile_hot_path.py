@@ -13,24 +13,24 @@ per event, drain 5,234 -> 6,007 events/s.
 `make compile` (which `make run`, `make test` and `make bench` call) compiles the
 workspace's sources in place; the images' build stage compiles the copy installed in the
 service's virtualenv (`--python`: the interpreter that will run it, whose site-packages
-hold the package and the libraries it imports). Python imports an
-extension module before the `.py` beside it, so the script records which source each
-extension came from (`bricqs/_compiled.json`): `bricqs.compiled` refuses to import a
-stale one, and running this again rebuilds only when a source changed. Needs a C compiler
+hold the package and the libraries it imports). Python imports an extension module before
+the `.py` beside it, so the script records which source each extension came from, in the
+manifest `bricqs.compiled` defines and reads: the package refuses to import a stale
+extension, and running this again rebuilds only when a source changed. Needs a C compiler
 and Python's headers (scripts/install-deps.sh), mypy and setuptools (the dev group).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
+import importlib.util
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import ModuleType
 
 # The modules a batch spends its time in (py-spy on a 20-rule drain), and the modules
 # they call per fact. Only modules whose every line mypy checks strictly belong here.
@@ -58,7 +58,6 @@ HOT_PATH = (
     "bricqs/storage/progress.py",
     "bricqs/storage/streaks.py",
 )
-MANIFEST = "bricqs/_compiled.json"
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -73,39 +72,42 @@ def site_packages(python: str) -> Path:
     return Path(found.stdout.strip())
 
 
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def manifest_module(root: Path) -> ModuleType:
+    """`bricqs.compiled` of the package under `root`, loaded from its file: importing the
+    package would run its check, which refuses the very extensions this rebuilds (and
+    this script's interpreter need not have the package at all)."""
+    spec = importlib.util.spec_from_file_location("_bricqs_compiled", root / "bricqs/compiled.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def wanted(root: Path) -> dict[str, str]:
-    """What the manifest must say for `root`'s current sources."""
-    return {module: digest(root / module) for module in HOT_PATH}
+def extensions(root: Path, compiled: ModuleType) -> list[Path]:
+    """Every extension module this script may have left under `root`: the modules' and
+    their group's runtime (not other packages' mypyc runtimes beside it)."""
+    return [*root.glob(f"{compiled.LIBRARY}__mypyc.*.so"), *(root / "bricqs").rglob("*.so")]
 
 
-def extensions(root: Path) -> list[Path]:
-    """Every extension module this script may have left under `root`."""
-    return [*root.glob("*__mypyc.*.so"), *(root / "bricqs").rglob("*.so")]
-
-
-def up_to_date(root: Path) -> bool:
-    manifest = root / MANIFEST
-    built = all(
+def up_to_date(root: Path, compiled: ModuleType) -> bool:
+    built = any(root.glob(f"{compiled.LIBRARY}__mypyc.*.so")) and all(
         any((root / module).parent.glob(Path(module).stem + ".*.so")) for module in HOT_PATH
     )
-    return built and manifest.exists() and json.loads(manifest.read_text()) == wanted(root)
+    wanted = {module: compiled.digest(root / module) for module in HOT_PATH}
+    return built and compiled.compiled_modules(root / "bricqs") == wanted
 
 
-def clean(root: Path) -> None:
-    for path in extensions(root):
+def clean(root: Path, compiled: ModuleType) -> None:
+    for path in extensions(root, compiled):
         path.unlink()
-    (root / MANIFEST).unlink(missing_ok=True)
+    (root / "bricqs" / compiled.MANIFEST.name).unlink(missing_ok=True)
 
 
-def compile_hot_path(root: Path, python: str) -> None:
+def compile_hot_path(root: Path, python: str, compiled: ModuleType) -> None:
     from mypyc.build import mypycify  # the dev group's; imported here, for --help without it
     from setuptools import setup
 
-    clean(root)
+    clean(root, compiled)
     with tempfile.TemporaryDirectory(prefix="bricqs-mypyc-") as work:
         # Compiled in a copy of the package: from a site-packages folder, mypy would take
         # every library beside it for sources of ours and check them too.
@@ -124,6 +126,7 @@ def compile_hot_path(root: Path, python: str) -> None:
                 ],
                 opt_level="3",
                 target_dir=str(build),
+                group_name=compiled.LIBRARY,
             )
             setup(
                 name="bricqs-hot-path",
@@ -135,11 +138,11 @@ def compile_hot_path(root: Path, python: str) -> None:
             )
         finally:
             os.chdir(cwd)
-        # One extension per module, beside its source, and the group's shared library
-        # (`<hash>__mypyc`), beside the package.
+        # One extension per module, beside its source, and the group's runtime, beside
+        # the package.
         for extension in source.rglob("*.so"):
             shutil.copy2(extension, root / extension.relative_to(source))
-    (root / MANIFEST).write_text(json.dumps(wanted(root), indent=1, sort_keys=True) + "\n")
+    compiled.record(root / "bricqs", HOT_PATH)
 
 
 def main() -> int:
@@ -151,13 +154,14 @@ def main() -> int:
     args = parser.parse_args()
     python = args.python or sys.executable
     root = ROOT / "libs/bricqs/src" if args.python is None else site_packages(python)
+    compiled = manifest_module(root)
     if args.clean:
-        clean(root)
+        clean(root, compiled)
         return 0
-    if up_to_date(root):
+    if up_to_date(root, compiled):
         return 0  # every extension is there, from the sources as they are
     print(f"compiling the hot path ({len(HOT_PATH)} modules) with mypyc in {root}")
-    compile_hot_path(root, python)
+    compile_hot_path(root, python, compiled)
     return 0
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import json
 import os
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -64,3 +66,30 @@ def test_the_tests_run_the_hot_path_compiled_when_make_test_built_it() -> None:
     for path in recorded:
         module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
         assert module.__file__ is not None and module.__file__.endswith(".so"), path
+
+
+def _compile_script() -> ModuleType:
+    path = Path(__file__).resolve().parents[2] / "scripts" / "compile_hot_path.py"
+    spec = importlib.util.spec_from_file_location("compile_hot_path", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cleaning_a_site_packages_folder_leaves_other_packages_mypyc_runtimes(
+    tmp_path: Path,
+) -> None:
+    """In an image the extensions lie in site-packages, beside other mypyc-compiled
+    packages (mypy itself, charset_normalizer) and their runtimes."""
+    script = _compile_script()
+    package = _package(tmp_path, "x = 1\n", recorded="x = 1\n")
+    (package / "compiled.py").write_bytes(Path(compiled.__file__).read_bytes())
+    ours = tmp_path / f"{compiled.LIBRARY}__mypyc{EXTENSION}"
+    theirs = tmp_path / f"6ec57f84c680d3a3778b__mypyc{EXTENSION}"
+    for runtime in (ours, theirs):
+        runtime.write_bytes(b"\x7fELF")
+    script.clean(tmp_path, script.manifest_module(tmp_path))
+    assert theirs.exists()
+    assert not ours.exists()
+    assert not list(package.rglob("*.so")) and compiled.compiled_modules(package) == {}

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
 MANIFEST = PACKAGE / "_compiled.json"
+LIBRARY = "bricqs_hot_path"
+"""The compiled modules' mypyc group: its runtime, `bricqs_hot_path__mypyc.*.so`, lies
+beside the package (in site-packages, among other packages' own mypyc runtimes)."""
 
 
 class StaleExtensions(ImportError):
@@ -40,13 +44,22 @@ def stale(package: Path = PACKAGE) -> list[str]:
     for extension in sorted(package.rglob("*.so")):
         source = extension.with_name(extension.name.split(".", 1)[0] + ".py")
         module = source.relative_to(root).as_posix()
-        if not source.exists() or _digest(source) != recorded.get(module):
+        if not source.exists() or digest(source) != recorded.get(module):
             found.append(module)
     return found
 
 
-def _digest(source: Path) -> str:
+def digest(source: Path) -> str:
+    """What the manifest records of a compiled module's source."""
     return hashlib.sha256(source.read_bytes()).hexdigest()
+
+
+def record(package: Path, modules: Iterable[str]) -> None:
+    """Write the manifest: `modules` (paths from the package's parent folder) were just
+    compiled from their sources as they are."""
+    root = package.parent
+    found = {module: digest(root / module) for module in modules}
+    (package / MANIFEST.name).write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
 
 
 def check() -> None:
