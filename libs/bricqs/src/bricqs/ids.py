@@ -26,9 +26,7 @@ _SHIFTS = tuple(range(10 * (_BODY_LENGTH // 2 - 1), -1, -10))
 
 # Random bits come from the kernel 4 KiB at a time, not 10 bytes an id: os.urandom drops
 # the GIL for its system call, and in a process with other threads (Granian's, the metrics
-# server's) getting it back is what cost: that one line was 8% of an ingest worker's
-# samples under load, and ingest's single events reached 0.96x the bare ASGI ceiling from
-# 0.89x once it was gone (`bench.loops`). The processor's drain did not change measurably.
+# server's) getting it back is what cost, on ingest's hot path (`bench.loops` measures it).
 _ENTROPY_CHUNK = 4096
 _entropy = b""
 _entropy_at = 0

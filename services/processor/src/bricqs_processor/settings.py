@@ -58,12 +58,10 @@ class ProcessorSettings(msgspec.Struct, frozen=True, kw_only=True):
             " its share; stored as concurrent transactions split by participant (at most"
             " DATABASE_POOL_SIZE - 1 at once, at least 250 entries each).",
         ),
-        # 4,000, not 2,000: with the benchmark's 20 rules one replica drains 11% more
-        # events/s (fewer, larger statements: PostgreSQL CPU per event -10%), and at
-        # 5,000 events/s offered, where 2,000 barely kept up, the end-to-end lag's p99
-        # fell from 0.8-1.0 s to 0.4-0.6 s by stored_at, and from 2.4 s to about 1 s by
-        # the receipt -> commit histogram (2 rounds each). Batches only fill when a
-        # backlog waits, so quiet traffic is not delayed; 8,000 gained 4% more events/s
+        # 4,000, not 2,000: fewer, larger statements per event, so one replica drains
+        # more with the benchmark's 20 rules and its end-to-end lag under load is shorter
+        # (measured in the commit that set it, and by `make bench`). Batches only fill
+        # when a backlog waits, so quiet traffic is not delayed; 8,000 gained little more
         # for transactions twice as long.
     ] = 4_000
     block_ms: Annotated[

@@ -23,7 +23,7 @@ def zone(name: str) -> ZoneInfo:
 
 def local_date(moment: datetime, timezone: str) -> date:
     """The calendar date of `moment` in `timezone`."""
-    if timezone == "UTC":  # the usual zone: a fixed offset, 6x faster than zoneinfo's
+    if timezone == "UTC":  # the usual zone: a fixed offset, far cheaper than zoneinfo's
         return moment.astimezone(UTC).date()
     return moment.astimezone(zone(timezone)).date()
 
