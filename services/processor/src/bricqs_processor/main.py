@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from bricqs.mechanics.schedule import due_work
 from bricqs.redis_connect import RedisClient, connect_redis
-from bricqs.runtime import ShutdownSteps, tune_garbage_collector
+from bricqs.runtime import GC_THRESHOLDS, ShutdownSteps, tune_garbage_collector
 from bricqs.settings import load_or_exit
 from bricqs.storage.health import ping
 from bricqs.storage.pools import database_pool
@@ -37,6 +37,14 @@ log = logging.getLogger("bricqs.processor")
 
 class StartupError(Exception):
     """The process cannot start (the metrics port is taken, say)."""
+
+
+def young_generation(batch_size: int) -> int:
+    """Net allocations between two young collections: more than the objects a batch in
+    hand keeps alive (about a hundred per event, counted with gc.get_count() during
+    drains, and the consumer's own), so a batch never triggers one. A collection during a
+    batch walks all its objects, every one still alive, and frees none of them."""
+    return max(GC_THRESHOLDS[0], 100_000 + 200 * batch_size)
 
 
 def make_redis(settings: ProcessorSettings) -> RedisClient:
@@ -130,7 +138,7 @@ async def serve(settings: ProcessorSettings) -> None:
 def main() -> int:
     """Entry point of the console script."""
     settings = load_or_exit(ProcessorSettings)
-    tune_garbage_collector()
+    tune_garbage_collector(young_generation(settings.batch_size))
     # `kill -USR1` prints every thread's stack to stderr: where a process that does not
     # stop is stuck, without stopping it.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
