@@ -10,24 +10,21 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-import msgspec
 import psycopg
 import pytest
 
 from bench import workload
 from bench.rule_engine import rules
 from bricqs.mechanics.cache import RuleCache
-from bricqs.mechanics.definition_checks import parse_definition
-from bricqs.mechanics.definitions import KINDS
 from bricqs.pipeline import process_envelopes
 from bricqs.runtime import GC_THRESHOLDS, tune_garbage_collector
 from bricqs.schemas import decode_envelope
-from bricqs.storage.definitions import create_definition
 from bricqs.storage.tenants import Tenant
 from bricqs_devstack.servers import Server
 from bricqs_processor.main import young_generation
 from bricqs_processor.settings import ProcessorSettings
 from tests.conftest import make_tenant
+from tests.leaderboards.helpers import define
 
 
 @pytest.fixture
@@ -40,16 +37,12 @@ def restored_thresholds() -> Iterator[None]:
 def with_twenty_rules(url: str) -> Tenant:
     tenant = Tenant(make_tenant(url).project_id, "live")
 
-    async def define() -> None:
+    async def define_all() -> None:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             for segment, raw in rules(20):
-                kind, schema = KINDS[segment]
-                parsed = parse_definition(schema, raw)
-                assert not isinstance(parsed, list), parsed
-                body = msgspec.json.encode(parsed).decode()
-                await create_definition(conn, tenant, kind, parsed.code, "active", body)
+                await define(conn, tenant, segment, raw)
 
-    asyncio.run(define())
+    asyncio.run(define_all())
     return tenant
 
 
