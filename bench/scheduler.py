@@ -43,16 +43,10 @@ def _fill(conn: psycopg.Connection[Any], tenant: Tenant, rows: int, due: int) ->
     """`rows` runs active on DAY; the first `due` watch the next day, the others a far
     one (so the claim's index has `rows` entries of which `due` are due)."""
     index = DAY.date().toordinal()
-    args = (tenant.project_id, tenant.environment, index, rows)
     conn.execute(
-        "INSERT INTO streak_periods SELECT %s, %s, 'daily', 'participant-' || n, %s"
-        " FROM generate_series(1, %s) n",
-        args,
-    )
-    conn.execute(
-        "INSERT INTO streak_state SELECT %s, %s, 'daily', 'participant-' || n, %s, 1, 1, 'UTC'"
-        " FROM generate_series(1, %s) n",
-        args,
+        "INSERT INTO streak_state SELECT %s, %s, 'daily', 'participant-' || n, %s, 1, 1, 'UTC',"
+        " int4multirange(int4range(%s, %s, '[]')) FROM generate_series(1, %s) n",
+        (tenant.project_id, tenant.environment, index, index, index, rows),
     )
     conn.execute(
         "INSERT INTO streak_deadlines (project_id, environment, streak_code, participant_id,"
@@ -118,7 +112,7 @@ def main() -> None:
             idle: list[float] = []
             for _ in range(args.repeat):
                 with psycopg.connect(server.url, autocommit=True) as conn:
-                    conn.execute("TRUNCATE streak_periods, streak_state, streak_deadlines, facts")
+                    conn.execute("TRUNCATE streak_state, streak_deadlines, facts")
                     project = asyncio.run(_project(server.url))
                     tenant = Tenant(project, "live")
                     _fill(conn, tenant, args.rows, args.due)

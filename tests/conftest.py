@@ -23,7 +23,7 @@ import redis
 from litestar.testing import TestClient
 
 from bricqs.storage import tenants
-from bricqs.storage.migrate import migrate
+from bricqs.storage.migrate import available_migrations, migrate
 from bricqs.storage.tenants import SCOPES
 from bricqs_devstack.servers import Server, start_postgres, start_redis
 
@@ -96,6 +96,24 @@ class Tenant:
     test_key: str
     live_key_id: str
     test_key_id: str
+
+
+@contextmanager
+def migrated_before(root: Path, version: str) -> Iterator[Server]:
+    """A PostgreSQL of its own under `root` with the migrations before `version` applied:
+    the database an upgrade to `version` meets (a migration's test then runs `migrate`)."""
+    before = root / "before"
+    before.mkdir()
+    for migration in available_migrations():
+        if migration.version < version:
+            (before / migration.filename).write_text(migration.sql)
+    server = start_postgres(root / "pg", fsync=False)
+    try:
+        migrate(server.url, before)
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root / "pg", ignore_errors=True)
 
 
 def make_tenant(database_url: str, name: str = "test project") -> Tenant:

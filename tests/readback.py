@@ -49,8 +49,8 @@ def snapshot(url: str, tenant: Tenant) -> dict[str, Any]:
         " GROUP BY 1, 2",
         "badges": "SELECT badge_code, participant_id, award_key FROM badge_awards",
         "challenges": "SELECT challenge_code, participant_id FROM challenge_completions",
-        "streaks": "SELECT streak_code, participant_id, last_index, last_run_length, longest"
-        " FROM streak_state",
+        "streaks": "SELECT streak_code, participant_id, last_index, last_run_length, longest,"
+        " periods::text FROM streak_state",
         "progress": "SELECT criterion_id, participant_id, bucket, count,"
         " round(sum::numeric, 6), max FROM criterion_progress",
         "distinct": "SELECT criterion_id, participant_id, bucket, value, first_at"

@@ -4,7 +4,6 @@ participant data rights over partitioned tables."""
 
 from __future__ import annotations
 
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,11 +11,11 @@ from typing import Any
 import psycopg
 
 from bricqs.storage import participant_data, partitions
-from bricqs.storage.migrate import available_migrations, migrate
+from bricqs.storage.migrate import migrate
 from bricqs.storage.partitions import EVENTS, FACTS, week_start
 from bricqs.storage.tenants import Tenant as Scope
-from bricqs_devstack.servers import Server, start_postgres
-from tests.conftest import make_tenant
+from bricqs_devstack.servers import Server
+from tests.conftest import make_tenant, migrated_before
 from tests.processor.partitioned import (  # noqa: F401 - own_servers: the `servers` fixture
     NOW,
     envelope,
@@ -142,14 +141,7 @@ def test_erasure_never_reaches_another_participants_row_at_the_same_place_in_ano
 
 
 def test_the_migration_keeps_every_existing_row(tmp_path: Path) -> None:
-    before = tmp_path / "before"
-    before.mkdir()
-    for migration in available_migrations():
-        if migration.version < "0020":
-            (before / migration.filename).write_text(migration.sql)
-    server = start_postgres(tmp_path / "pg", fsync=False)
-    try:
-        migrate(server.url, before)
+    with migrated_before(tmp_path, "0020") as server:
         rows = [
             (f"evt_{i}", datetime(2001, 1, 1, tzinfo=UTC) + timedelta(days=400 * i))
             for i in range(10)
@@ -183,6 +175,3 @@ def test_the_migration_keeps_every_existing_row(tmp_path: Path) -> None:
         assert [r[:-1] for r in new_events] == old_events  # retention_at comes last
         assert [r[:-1] for r in new_facts] == old_facts
         assert kinds == [("p",), ("p",)]
-    finally:
-        server.stop()
-        shutil.rmtree(tmp_path / "pg", ignore_errors=True)

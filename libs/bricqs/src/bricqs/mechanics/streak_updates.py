@@ -9,12 +9,11 @@ from bricqs.mechanics.definitions import Streak
 from bricqs.mechanics.rounds import Round
 from bricqs.mechanics.ruleset import CompiledStreak
 from bricqs.mechanics.standings import utc_now
-from bricqs.mechanics.streak_runs import deadline_after, moment_index, walk
+from bricqs.mechanics.streak_runs import Walk, deadline_after, moment_index, walk
 from bricqs.schemas import Fact
 from bricqs.storage.participants import participant_timezones
 from bricqs.storage.streaks import (
     Deadline,
-    add_streak_periods,
     read_streak_periods,
     save_streak_states,
     watch_deadlines,
@@ -45,23 +44,28 @@ async def update_streaks(conn: Conn, r: Round, matched: list[tuple[CompiledStrea
         periods.setdefault(key, fact)
         timezone_of[(definition.code, fact.participant_id)] = tz
         definitions[definition.code] = definition
-    new = await add_streak_periods(conn, r.tenant, list(periods))
+    # The pairs' periods as stored: the participants' locks, held by every writer until
+    # its commit, keep them so until this round writes (storage.locks).
+    stored, bridged = await read_streak_periods(conn, r.tenant, list(timezone_of))
+    known = {pair: set(active) for pair, active in stored.items()}
+    new = sorted(key for key in periods if key[2] not in known.get((key[0], key[1]), ()))
     if not new:
         return
-    pairs = sorted({(code, pid) for code, pid, _ in new})
-    all_periods, bridged = await read_streak_periods(conn, r.tenant, pairs)
+    added: dict[tuple[str, str], list[int]] = {}
+    for code, pid, index in new:
+        added.setdefault((code, pid), []).append(index)
     # Periods after the latest active one are judged by the scheduler when they end, not
     # here: what a fact changes must not depend on when it is processed.
-    walks = {
-        pair: walk(active, bridged.get(pair, ()), active[-1], definitions[pair[0]])
-        for pair, active in all_periods.items()
-    }
+    walks: dict[tuple[str, str], Walk] = {}
+    for pair, indices in added.items():
+        active = sorted(known.get(pair, set()).union(indices))
+        walks[pair] = walk(active, bridged.get(pair, ()), active[-1], definitions[pair[0]])
     states = []
     deadlines = []
     # Runs whose new periods all come from a historical import.
     live = {(c, p) for c, p, i in new if periods[(c, p, i)].event_id not in r.historical}
-    imported = {(c, p) for c, p, _ in new} - live
-    for code, pid in pairs:
+    imported = set(added) - live
+    for code, pid in added:
         result, tz = walks[(code, pid)], timezone_of[(code, pid)]
         last = result.runs[-1]
         states.append((code, pid, last.last, last.length, result.longest, tz))
@@ -70,7 +74,7 @@ async def update_streaks(conn: Conn, r: Round, matched: list[tuple[CompiledStrea
             deadline = _quiet_for_the_past(deadline)
         if deadline is not None:
             deadlines.append(deadline)
-    await save_streak_states(conn, r.tenant, states)
+    await save_streak_states(conn, r.tenant, states, added)
     await watch_deadlines(conn, deadlines)
     for code, pid, index in new:
         result = walks[(code, pid)]
