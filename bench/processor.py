@@ -125,8 +125,9 @@ def _forget_earlier_drains(stack: Stack, project: Project) -> None:
     judge them during this drain, charging one rule count's clock work to the next."""
     with psycopg.connect(stack.database_url, autocommit=True) as db:
         db.execute(
-            "DELETE FROM streak_deadlines d USING projects p WHERE p.project_id = d.project_id"
-            " AND p.name LIKE 'drain-%%' AND p.project_id <> %s",
+            "UPDATE streak_state s SET deadline_period = NULL, at_risk_at = NULL, ends_at = NULL"
+            " FROM projects p WHERE p.project_id = s.project_id AND p.name LIKE 'drain-%%'"
+            " AND p.project_id <> %s AND s.deadline_period IS NOT NULL",
             (project.project_id,),
         )
 

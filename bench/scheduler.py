@@ -44,18 +44,17 @@ def _fill(conn: psycopg.Connection[Any], tenant: Tenant, rows: int, due: int) ->
     one (so the claim's index has `rows` entries of which `due` are due)."""
     index = DAY.date().toordinal()
     conn.execute(
-        "INSERT INTO streak_state SELECT %s, %s, 'daily', 'participant-' || n, %s, 1, 1, 'UTC',"
-        " int4multirange(int4range(%s, %s, '[]')) FROM generate_series(1, %s) n",
-        (tenant.project_id, tenant.environment, index, index, index, rows),
-    )
-    conn.execute(
-        "INSERT INTO streak_deadlines (project_id, environment, streak_code, participant_id,"
-        " period, timezone, at_risk_at, ends_at)"
-        " SELECT %s, %s, 'daily', 'participant-' || n, %s, 'UTC', NULL,"
+        "INSERT INTO streak_state (project_id, environment, streak_code, participant_id,"
+        " last_index, last_run_length, longest, timezone, periods, deadline_period, ends_at)"
+        " SELECT %s, %s, 'daily', 'participant-' || n, %s, 1, 1, 'UTC',"
+        " int4multirange(int4range(%s, %s, '[]')), %s,"
         " CASE WHEN n <= %s THEN %s ELSE %s END FROM generate_series(1, %s) n",
         (
             tenant.project_id,
             tenant.environment,
+            index,
+            index,
+            index,
             index + 1,
             due,
             DAY + timedelta(days=2),
@@ -63,11 +62,11 @@ def _fill(conn: psycopg.Connection[Any], tenant: Tenant, rows: int, due: int) ->
             rows,
         ),
     )
-    conn.execute("VACUUM ANALYZE streak_deadlines")
+    conn.execute("VACUUM ANALYZE streak_state")
 
 
 def _sizes(conn: psycopg.Connection[Any]) -> dict[str, int]:
-    names = ("streak_deadlines", "streak_deadlines_pkey", "streak_deadlines_due")
+    names = ("streak_state", "streak_state_pkey", "streak_state_due")
     return {
         name: conn.execute("SELECT pg_relation_size(%s)", (name,)).fetchone()[0]  # type: ignore[index]
         for name in names
@@ -112,7 +111,7 @@ def main() -> None:
             idle: list[float] = []
             for _ in range(args.repeat):
                 with psycopg.connect(server.url, autocommit=True) as conn:
-                    conn.execute("TRUNCATE streak_state, streak_deadlines, facts")
+                    conn.execute("TRUNCATE streak_state, facts")
                     project = asyncio.run(_project(server.url))
                     tenant = Tenant(project, "live")
                     _fill(conn, tenant, args.rows, args.due)

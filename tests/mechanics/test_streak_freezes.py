@@ -148,7 +148,7 @@ def test_a_run_grows_freeze_by_freeze_and_a_restore_lets_it_go_on(
     again = story.api.post(path, headers=story.headers).json()
     assert again == {**body, "bridged": []}
     watched = db.execute(
-        "SELECT period FROM streak_deadlines WHERE project_id = %s AND participant_id = %s",
+        "SELECT deadline_period FROM streak_state WHERE project_id = %s AND participant_id = %s",
         (story.tenant.project_id, "in-order"),
     ).fetchall()
     assert watched == [(today.date().toordinal(),)]
@@ -213,8 +213,8 @@ async def _streak_view(url: str, tenant: MechanicsTenant, pid: str) -> list[Any]
         ).fetchall()
         watched = await (
             await conn.execute(
-                "SELECT period, at_risk_at, ends_at FROM streak_deadlines"
-                " WHERE project_id = %s AND participant_id = %s",
+                "SELECT deadline_period, at_risk_at, ends_at FROM streak_state"
+                " WHERE project_id = %s AND participant_id = %s AND deadline_period IS NOT NULL",
                 (tenant.project_id, pid),
             )
         ).fetchall()

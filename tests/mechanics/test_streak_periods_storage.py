@@ -1,8 +1,9 @@
-"""A streak's active periods are runs on its state row (migration 0022), not a row each."""
+"""A streak's active periods are runs on its state row (migration 0022), not a row each,
+and its deadline is on that row too (migration 0023)."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,10 @@ def test_active_periods_are_kept_as_runs_and_a_period_seen_again_changes_nothing
     assert db.execute("SELECT to_regclass('streak_periods')").fetchone() == (None,)
 
 
-def test_the_migration_moves_every_stored_period_onto_its_state(tmp_path: Path) -> None:
+def test_the_migrations_move_every_stored_period_and_deadline_onto_its_state(
+    tmp_path: Path,
+) -> None:
+    ends = datetime(2026, 6, 11, tzinfo=UTC)
     with migrated_before(tmp_path, "0022") as server:
         with psycopg.connect(server.url, autocommit=True) as db:
             db.execute("INSERT INTO projects (project_id, name) VALUES ('prj_m', 'm')")
@@ -70,18 +74,27 @@ def test_the_migration_moves_every_stored_period_onto_its_state(tmp_path: Path) 
                 )
             # Periods without a state (never written so, but kept were there any).
             db.execute(_PERIOD, ("cid", 42))
+            # ann's run is watched; bob's is broken (no deadline).
+            db.execute(
+                "INSERT INTO streak_deadlines VALUES"
+                " ('prj_m', 'live', 'daily', 'ann', 10, 'Europe/Paris', NULL, %s)",
+                (ends,),
+            )
 
-        assert migrate(server.url) == ["0022_streak_runs"]
+        assert migrate(server.url) == ["0022_streak_runs", "0023_streak_deadlines_on_state"]
 
         with psycopg.connect(server.url) as db:
             rows = db.execute(
-                "SELECT participant_id, periods::text, last_index, longest, timezone"
+                "SELECT participant_id, periods::text, last_index, longest, timezone,"
+                " deadline_period, at_risk_at, ends_at, due_at"
                 " FROM streak_state ORDER BY participant_id"
             ).fetchall()
-            gone = db.execute("SELECT to_regclass('streak_periods')").fetchone()
+            gone = db.execute(
+                "SELECT to_regclass('streak_periods'), to_regclass('streak_deadlines')"
+            ).fetchone()
         assert rows == [
-            ("ann", "{[5,8),[9,10)}", 9, 3, "Europe/Paris"),
-            ("bob", "{[100,101)}", 100, 3, "Europe/Paris"),
-            ("cid", "{[42,43)}", 42, 1, "UTC"),
+            ("ann", "{[5,8),[9,10)}", 9, 3, "Europe/Paris", 10, None, ends, ends),
+            ("bob", "{[100,101)}", 100, 3, "Europe/Paris", None, None, None, None),
+            ("cid", "{[42,43)}", 42, 1, "UTC", None, None, None, None),
         ]
-        assert gone == (None,)
+        assert gone == (None, None)

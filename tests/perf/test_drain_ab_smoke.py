@@ -40,15 +40,17 @@ def test_a_drain_drops_the_clock_work_left_by_earlier_drains_only(
         with psycopg.connect(postgres_server.url, autocommit=True) as db:
             for project in (earlier, other):
                 db.execute(
-                    "INSERT INTO streak_deadlines (project_id, environment, streak_code,"
-                    " participant_id, period, timezone, at_risk_at, ends_at)"
-                    " VALUES (%s, 'live', 'daily', 'ann', 1, 'UTC', NULL, %s)",
+                    "INSERT INTO streak_state (project_id, environment, streak_code,"
+                    " participant_id, last_index, last_run_length, longest, timezone,"
+                    " periods, deadline_period, ends_at)"
+                    " VALUES (%s, 'live', 'daily', 'ann', 0, 1, 1, 'UTC', '{[0,0]}', 1, %s)",
                     (project.project_id, ends),
                 )
         drain(stack, rule_count=0, events=20)
         with psycopg.connect(postgres_server.url, autocommit=True) as db:
             left = db.execute(
-                "SELECT project_id FROM streak_deadlines WHERE project_id = ANY(%s)",
+                "SELECT project_id FROM streak_state WHERE project_id = ANY(%s)"
+                " AND deadline_period IS NOT NULL",
                 ([earlier.project_id, other.project_id],),
             ).fetchall()
     finally:

@@ -482,7 +482,8 @@ def test_an_import_leaves_the_clock_silent_about_periods_already_past(
     def deadlines(tenant: Tenant) -> int:
         with psycopg.connect(url, autocommit=True) as conn:
             row = conn.execute(
-                "SELECT count(*) FROM streak_deadlines WHERE project_id = %s",
+                "SELECT count(*) FROM streak_state"
+                " WHERE project_id = %s AND deadline_period IS NOT NULL",
                 (tenant.project_id,),
             ).fetchone()
         assert row is not None

@@ -18,7 +18,6 @@ from bricqs.storage.streaks import (
     read_streak_periods,
     read_streak_states,
     save_streak_states,
-    watch_deadlines,
 )
 from bricqs.storage.tenants import Conn, Tenant
 
@@ -50,11 +49,11 @@ async def restore_streak(
     await add_bridged_periods(conn, tenant, streak.code, participant_id, missed)
     result = walk(active, [*bridged, *missed], ended, streak)
     last = result.runs[-1]
+    deadline = deadline_after(tenant, streak, participant_id, timezone, result)
     await save_streak_states(
         conn,
         tenant,
         [(streak.code, participant_id, last.last, last.length, result.longest, timezone)],
+        deadlines={pair: deadline} if deadline else None,
     )
-    deadline = deadline_after(tenant, streak, participant_id, timezone, result)
-    await watch_deadlines(conn, [deadline] if deadline else [])
     return [period_label(streak, index) for index in missed]

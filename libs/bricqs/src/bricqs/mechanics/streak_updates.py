@@ -16,7 +16,6 @@ from bricqs.storage.streaks import (
     Deadline,
     read_streak_periods,
     save_streak_states,
-    watch_deadlines,
 )
 from bricqs.storage.tenants import Conn
 
@@ -61,7 +60,7 @@ async def update_streaks(conn: Conn, r: Round, matched: list[tuple[CompiledStrea
         active = sorted(known.get(pair, set()).union(indices))
         walks[pair] = walk(active, bridged.get(pair, ()), active[-1], definitions[pair[0]])
     states = []
-    deadlines = []
+    deadlines: dict[tuple[str, str], Deadline] = {}
     # Runs whose new periods all come from a historical import.
     live = {(c, p) for c, p, i in new if periods[(c, p, i)].event_id not in r.historical}
     imported = set(added) - live
@@ -73,9 +72,8 @@ async def update_streaks(conn: Conn, r: Round, matched: list[tuple[CompiledStrea
         if deadline is not None and (code, pid) in imported:
             deadline = _quiet_for_the_past(deadline)
         if deadline is not None:
-            deadlines.append(deadline)
-    await save_streak_states(conn, r.tenant, states, added)
-    await watch_deadlines(conn, deadlines)
+            deadlines[(code, pid)] = deadline
+    await save_streak_states(conn, r.tenant, states, added, deadlines)
     for code, pid, index in new:
         result = walks[(code, pid)]
         properties = {"streak": code, "length": result.length_at(index), "longest": result.longest}

@@ -1,5 +1,5 @@
-"""Streaks: each run's state with the periods its participant was active in, those an
-admin bridged, and the deadlines the scheduler judges runs at."""
+"""Streaks: each run's state, with the periods its participant was active in and the
+deadline the scheduler judges it at, and the periods an admin bridged."""
 
 from __future__ import annotations
 
@@ -10,20 +10,30 @@ from typing import NamedTuple
 from bricqs.storage.arrays import TEXTS, integers, integers_sql, text_columns, texts, unnest_texts
 from bricqs.storage.tenants import Conn, Tenant
 
+# A deadline only moves forward: a run already watching a later period keeps it (a late
+# fact never takes back what the scheduler already judged); none given (NULL) keeps it.
+_MOVES = """(EXCLUDED.deadline_period IS NOT NULL
+    AND (s.deadline_period IS NULL OR EXCLUDED.deadline_period > s.deadline_period))"""
 _SAVE_STATES = f"""
     INSERT INTO streak_state AS s (project_id, environment, streak_code, participant_id,
-        last_index, last_run_length, longest, timezone, periods)
+        last_index, last_run_length, longest, timezone, periods,
+        deadline_period, at_risk_at, ends_at)
     SELECT %s, %s, * FROM unnest({unnest_texts(2)}, {integers_sql("int4")},
                                  {integers_sql("int4")}, {integers_sql("int4")}, {TEXTS},
-                                 ({TEXTS})::int4multirange[])
+                                 ({TEXTS})::int4multirange[],
+                                 %b::int4[], %b::timestamptz[], %b::timestamptz[])
     ON CONFLICT (project_id, environment, streak_code, participant_id) DO UPDATE SET
         last_index = EXCLUDED.last_index, last_run_length = EXCLUDED.last_run_length,
         longest = EXCLUDED.longest, timezone = EXCLUDED.timezone,
-        periods = s.periods + EXCLUDED.periods
+        periods = s.periods + EXCLUDED.periods,
+        deadline_period = CASE WHEN {_MOVES} THEN EXCLUDED.deadline_period
+                               ELSE s.deadline_period END,
+        at_risk_at = CASE WHEN {_MOVES} THEN EXCLUDED.at_risk_at ELSE s.at_risk_at END,
+        ends_at = CASE WHEN {_MOVES} THEN EXCLUDED.ends_at ELSE s.ends_at END
     WHERE (s.last_index, s.last_run_length, s.longest, s.timezone)
         IS DISTINCT FROM (EXCLUDED.last_index, EXCLUDED.last_run_length, EXCLUDED.longest,
                           EXCLUDED.timezone)
-        OR NOT s.periods @> EXCLUDED.periods
+        OR NOT s.periods @> EXCLUDED.periods OR {_MOVES}
 """  # noqa: S608 - fixed SQL fragments, never input
 
 # The runs of each pair's active periods, as the first and the one-past-last period of
@@ -88,9 +98,11 @@ async def save_streak_states(
     tenant: Tenant,
     states: Sequence[tuple[str, str, int, int, int, str]],
     added: Mapping[tuple[str, str], Sequence[int]] | None = None,
+    deadlines: Mapping[tuple[str, str], Deadline] | None = None,
 ) -> None:
-    """Upsert (streak, participant, last_index, last_run_length, longest, timezone), and
-    add the periods `added` names for a (streak, participant) to its active periods.
+    """Upsert (streak, participant, last_index, last_run_length, longest, timezone), add
+    the periods `added` names for a (streak, participant) to its active periods, and
+    watch the deadline `deadlines` gives it, when that is later than the one watched.
 
     Periods are added as a union, so writing them twice is writing them once. A state
     that did not change is not written again: a new row version costs as much as a
@@ -98,7 +110,8 @@ async def save_streak_states(
     if not states:
         return
     rows = sorted(states)
-    new = added or {}
+    new, watch = added or {}, deadlines or {}
+    due = [watch.get((r[0], r[1])) for r in rows]
     await conn.execute(
         _SAVE_STATES,
         (
@@ -110,6 +123,9 @@ async def save_streak_states(
             integers([r[4] for r in rows]),
             *texts([r[5] for r in rows]),
             *texts([_multirange(new.get((r[0], r[1]), ())) for r in rows]),
+            [None if d is None else d.period for d in due],
+            [None if d is None else d.at_risk_at for d in due],
+            [None if d is None else d.ends_at for d in due],
         ),
     )
 
@@ -159,46 +175,13 @@ async def add_bridged_periods(
     return sorted(int(r[0]) for r in await cursor.fetchall())
 
 
-async def watch_deadlines(conn: Conn, deadlines: Sequence[Deadline]) -> None:
-    """Insert or move deadlines forward: a row already watching a later period keeps it
-    (a late fact never takes back what the scheduler already judged)."""
-    if not deadlines:
-        return
-    rows = sorted(
-        deadlines,
-        key=lambda d: (d.tenant.project_id, d.tenant.environment, d.streak_code, d.participant_id),
-    )
-    await conn.execute(
-        """
-        INSERT INTO streak_deadlines AS d (project_id, environment, streak_code,
-            participant_id, period, timezone, at_risk_at, ends_at)
-        SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::int[],
-                             %b::text[], %b::timestamptz[], %b::timestamptz[])
-        ON CONFLICT (project_id, environment, streak_code, participant_id) DO UPDATE SET
-            period = EXCLUDED.period, timezone = EXCLUDED.timezone,
-            at_risk_at = EXCLUDED.at_risk_at, ends_at = EXCLUDED.ends_at
-        WHERE EXCLUDED.period > d.period
-        """,
-        (
-            [d.tenant.project_id for d in rows],
-            [d.tenant.environment for d in rows],
-            [d.streak_code for d in rows],
-            [d.participant_id for d in rows],
-            [d.period for d in rows],
-            [d.timezone for d in rows],
-            [d.at_risk_at for d in rows],
-            [d.ends_at for d in rows],
-        ),
-    )
-
-
 async def claim_due_deadlines(conn: Conn, now: datetime, limit: int) -> list[Deadline]:
     """Lock up to `limit` deadlines due by `now`, earliest first, skipping those another
     transaction holds: the caller's transaction owns them until it ends, and a rollback
     (or a killed process) leaves them due."""
     cursor = await conn.execute(
-        "SELECT project_id, environment, streak_code, participant_id, period, timezone,"
-        " at_risk_at, ends_at FROM streak_deadlines WHERE due_at <= %s"
+        "SELECT project_id, environment, streak_code, participant_id, deadline_period, timezone,"
+        " at_risk_at, ends_at FROM streak_state WHERE due_at <= %s"
         " ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED",
         (now, limit),
     )
@@ -217,14 +200,15 @@ async def replace_deadlines(
     moved = [new for _, new in changes if new is not None]
     if gone:
         await conn.execute(
-            "DELETE FROM streak_deadlines d USING unnest(%b::text[], %b::text[], %b::text[],"
-            " %b::text[]) AS t(p, e, code, pid) WHERE d.project_id = t.p AND d.environment = t.e"
+            "UPDATE streak_state d SET deadline_period = NULL, at_risk_at = NULL, ends_at = NULL"
+            " FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[]) AS t(p, e, code, pid)"
+            " WHERE d.project_id = t.p AND d.environment = t.e"
             " AND d.streak_code = t.code AND d.participant_id = t.pid",
             _key_columns(gone),
         )
     if moved:
         await conn.execute(
-            "UPDATE streak_deadlines d SET period = t.period, timezone = t.tz,"
+            "UPDATE streak_state d SET deadline_period = t.period, timezone = t.tz,"
             " at_risk_at = t.at_risk_at, ends_at = t.ends_at"
             " FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::text[],"
             " %b::timestamptz[], %b::timestamptz[])"
