@@ -143,7 +143,7 @@ async def read_streak_states(
 
 
 # ---------------------------------------------------------------------------------------
-# Freezes, restores and deadlines (migration 0017)
+# Freezes, restores and deadlines (migrations 0017 and 0023)
 
 
 class Deadline(NamedTuple):
