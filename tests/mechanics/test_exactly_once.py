@@ -11,13 +11,14 @@ from typing import Any
 import msgspec
 import psycopg
 
-from bricqs.ids import new_event_id
+from bricqs.ids import new_event_id, ulid
 from bricqs.mechanics.cache import RuleCache
 from bricqs.mechanics.definition_checks import parse_definition
 from bricqs.mechanics.definitions import KINDS
 from bricqs.pipeline import process_envelopes
 from bricqs.schemas import Envelope
 from bricqs.storage.definitions import create_definition
+from bricqs.storage.ledger import LedgerEntry, write_ledger
 from bricqs.storage.participants import merge_attributes
 from bricqs.storage.tenants import Tenant
 from bricqs_devstack.servers import Server
@@ -344,3 +345,33 @@ def boosted_entries(url: str, tenant: Tenant) -> list[tuple[str, str, str, int, 
             (tenant.project_id, tenant.environment),
         ).fetchall()
     return sorted(rows)
+
+
+def test_a_fact_a_rule_already_paid_is_not_paid_again_by_a_ledger_write(
+    postgres_server: Server,
+) -> None:
+    """An entry for a (rule, fact) already in the ledger is skipped, not an error and not
+    a second payment, whatever its own entry id (the last guard should a fact ever reach
+    the mechanics twice)."""
+    url = postgres_server.url
+    tenant = Tenant(make_tenant(url).project_id, "live")
+    at = datetime(2026, 6, 1, tzinfo=UTC)
+
+    def entry(fact_id: str) -> LedgerEntry:
+        return LedgerEntry("pts_" + ulid(), "ann", 10, "earn", "rule:spend", fact_id, None, at)
+
+    async def write(entries: list[LedgerEntry]) -> list[str]:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            return await write_ledger(conn, tenant, entries)
+
+    first = entry("fct_1")
+    assert asyncio.run(write([first])) == [first.entry_id]
+    again, other = entry("fct_1"), entry("fct_2")
+    assert asyncio.run(write([again, other])) == [other.entry_id]
+    with psycopg.connect(url) as db:
+        paid = db.execute(
+            "SELECT fact_id, count(*), sum(amount) FROM points_ledger WHERE project_id = %s"
+            " GROUP BY fact_id ORDER BY fact_id",
+            (tenant.project_id,),
+        ).fetchall()
+    assert paid == [("fct_1", 1, 10), ("fct_2", 1, 10)]
