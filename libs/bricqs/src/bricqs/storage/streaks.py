@@ -207,18 +207,18 @@ async def replace_deadlines(
             _key_columns(gone),
         )
     if moved:
+        # No timezone: a claimed deadline's is its row's, which the claim keeps locked.
         await conn.execute(
-            "UPDATE streak_state d SET deadline_period = t.period, timezone = t.tz,"
+            "UPDATE streak_state d SET deadline_period = t.period,"
             " at_risk_at = t.at_risk_at, ends_at = t.ends_at"
-            " FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::text[],"
+            " FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::int[],"
             " %b::timestamptz[], %b::timestamptz[])"
-            " AS t(p, e, code, pid, period, tz, at_risk_at, ends_at)"
+            " AS t(p, e, code, pid, period, at_risk_at, ends_at)"
             " WHERE d.project_id = t.p AND d.environment = t.e AND d.streak_code = t.code"
             " AND d.participant_id = t.pid",
             (
                 *_key_columns(moved),
                 [d.period for d in moved],
-                [d.timezone for d in moved],
                 [d.at_risk_at for d in moved],
                 [d.ends_at for d in moved],
             ),
