@@ -81,7 +81,7 @@ def test_the_migrations_move_every_stored_period_and_deadline_onto_its_state(
                 (ends,),
             )
 
-        assert migrate(server.url) == ["0022_streak_runs", "0023_streak_deadlines_on_state"]
+        assert migrate(server.url)[:2] == ["0022_streak_runs", "0023_streak_deadlines_on_state"]
 
         with psycopg.connect(server.url) as db:
             rows = db.execute(

@@ -186,8 +186,8 @@ def test_a_fact_named_by_a_webhook_message_keeps_its_partition(
     with psycopg.connect(url, autocommit=True) as db:
         db.execute(
             "INSERT INTO webhook_messages (endpoint_id, fact_id, project_id, environment,"
-            " fact_type) VALUES ('whe_x', %s, %s, 'live', %s)",
-            (fact.fact_id, tenant.project_id, fact.fact_type),
+            " participant_id, fact_type) VALUES ('whe_x', %s, %s, 'live', %s, %s)",
+            (fact.fact_id, tenant.project_id, fact.participant_id, fact.fact_type),
         )
     set_retention(url, tenant.project_id, 7)
     later = NOW + timedelta(days=30)

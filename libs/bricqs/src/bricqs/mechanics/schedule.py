@@ -92,7 +92,7 @@ async def emit(
     many were new. The caller holds their participants' locks."""
     if not facts:
         return 0
-    known = await stored_fact_ids(conn, tenant, [f.fact_id for f in facts])
+    known = await stored_fact_ids(conn, tenant, facts)
     new = [f for f in facts if f.fact_id not in known]
     await record_outcomes(conn, tenant, rules_for, new, standings=standings)
     return len(new)

@@ -41,12 +41,14 @@ class _Dependent(NamedTuple):
     parent: str
 
 
-# Outbox messages carry an outcome's fact id; the processor's idempotency memory an
-# event id. Neither names the participant, and the message is built from the fact.
-_DEPENDENT = (
-    _Dependent("webhook_messages", "fact_id", "facts"),
-    _Dependent("idempotency_keys", "event_id", "events"),
-)
+# The processor's idempotency memory carries an event id, not the participant. (Outbox
+# messages name their fact's participant since migration 0024, so they are found with
+# the participant's tables.)
+_DEPENDENT = (_Dependent("idempotency_keys", "event_id", "events"),)
+
+# Erased before the rest: a pending message whose fact is gone could never be sent (the
+# dispatcher builds it from the fact), so an erasure cut short must not leave one.
+_ERASED_FIRST = "webhook_messages"
 
 
 def participant_hash(tenant: Tenant, participant_id: str) -> bytes:
@@ -111,14 +113,16 @@ async def export_rows(
 
 async def erase_batch(conn: Conn, tenant: Tenant, participant_id: str, limit: int) -> int:
     """Delete up to `limit` of the participant's rows from the first table that still has
-    some (dependents first); the number deleted, 0 once nothing is left.
+    some (dependents and webhook messages first); the number deleted, 0 once nothing is
+    left.
 
     The caller commits between batches, so no transaction holds many row locks long, and
     a run cut short is resumed by running again.
     """
     params = _params(tenant, participant_id) | {"limit": limit}
     selections = [(d.table, _of_dependent(d), _ANY) for d in _DEPENDENT]
-    selections += [(t, _of_participant(t), _THEIRS) for t in await participant_tables(conn)]
+    tables = sorted(await participant_tables(conn), key=lambda t: t != _ERASED_FIRST)
+    selections += [(t, _of_participant(t), _THEIRS) for t in tables]
     for table, selection, guard in selections:
         query = sql.SQL(
             "DELETE FROM {t} x WHERE x.ctid = ANY(ARRAY({selection} LIMIT %(limit)s)){guard}"

@@ -143,7 +143,8 @@ async def messages_hold(conn: Conn, partition: Partition, project_id: str | None
         sql.SQL(
             "SELECT EXISTS (SELECT 1 FROM webhook_messages m JOIN {t} f"
             " ON f.project_id = m.project_id AND f.environment = m.environment"
-            " AND f.fact_id = m.fact_id WHERE %(p)s::text IS NULL OR m.project_id = %(p)s)"
+            " AND f.participant_id = m.participant_id AND f.fact_id = m.fact_id"
+            " WHERE %(p)s::text IS NULL OR m.project_id = %(p)s)"
         ).format(t=sql.Identifier(SCHEMA, partition.name)),
         {"p": project_id},
     )
@@ -213,7 +214,8 @@ async def drop_detached(conn: Conn, table: PartitionedTable, name: str, expired:
 
 _NAMED_BY_MESSAGE = sql.SQL(
     "EXISTS (SELECT 1 FROM webhook_messages m WHERE m.project_id = d.project_id"
-    " AND m.environment = d.environment AND m.fact_id = d.fact_id)"
+    " AND m.environment = d.environment AND m.participant_id = d.participant_id"
+    " AND m.fact_id = d.fact_id)"
 )
 
 

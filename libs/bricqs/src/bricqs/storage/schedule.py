@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple
 
+from bricqs.schemas import Fact
 from bricqs.storage.tenants import Conn, Tenant
 
 
@@ -20,14 +21,21 @@ class ChallengeExpiry(NamedTuple):
     after: str
 
 
-async def stored_fact_ids(conn: Conn, tenant: Tenant, fact_ids: Sequence[str]) -> set[str]:
-    """Which of `fact_ids` the tenant's facts hold (scheduled facts have fixed ids)."""
-    if not fact_ids:
+async def stored_fact_ids(conn: Conn, tenant: Tenant, facts: Sequence[Fact]) -> set[str]:
+    """Which of `facts` the tenant's facts hold, by id (scheduled facts have fixed ids);
+    looked up with their participants, which lead the facts' primary key."""
+    if not facts:
         return set()
     cursor = await conn.execute(
-        "SELECT fact_id FROM facts WHERE project_id = %s AND environment = %s"
-        " AND fact_id = ANY(%b::text[])",
-        (tenant.project_id, tenant.environment, list(fact_ids)),
+        "SELECT f.fact_id FROM unnest(%b::text[], %b::text[]) AS t(pid, id)"
+        " JOIN facts f ON f.project_id = %s AND f.environment = %s"
+        " AND f.participant_id = t.pid AND f.fact_id = t.id",
+        (
+            [f.participant_id for f in facts],
+            [f.fact_id for f in facts],
+            tenant.project_id,
+            tenant.environment,
+        ),
     )
     return {r[0] for r in await cursor.fetchall()}
 

@@ -19,9 +19,10 @@ from bricqs.storage.tenants import Conn, Tenant
 from bricqs.storage.webhooks import EVENT_TYPES
 
 _OWE_MESSAGES = f"""
-    INSERT INTO webhook_messages (endpoint_id, fact_id, project_id, environment, fact_type)
-    SELECT e.endpoint_id, f.id, e.project_id, e.environment, f.t
-    FROM webhook_endpoints e JOIN unnest({unnest_texts(2)}) AS f(id, t)
+    INSERT INTO webhook_messages
+        (endpoint_id, fact_id, project_id, environment, participant_id, fact_type)
+    SELECT e.endpoint_id, f.id, e.project_id, e.environment, f.pid, f.t
+    FROM webhook_endpoints e JOIN unnest({unnest_texts(3)}) AS f(id, pid, t)
       ON f.t = ANY(e.event_types) OR '*' = ANY(e.event_types)
     WHERE e.project_id = %b AND e.environment = %b AND e.enabled
     ON CONFLICT DO NOTHING
@@ -43,6 +44,7 @@ async def enqueue_outcomes(conn: Conn, tenant: Tenant, facts: Sequence[Fact]) ->
         _OWE_MESSAGES,
         (
             *texts([f.fact_id for f in outcomes]),
+            *texts([f.participant_id for f in outcomes]),
             *texts([f.fact_type for f in outcomes]),
             tenant.project_id,
             tenant.environment,
@@ -143,7 +145,7 @@ async def claim_due(
         WHERE w.endpoint_id = picked.endpoint_id AND w.fact_id = picked.fact_id
           AND e.endpoint_id = w.endpoint_id
           AND f.project_id = w.project_id AND f.environment = w.environment
-          AND f.fact_id = w.fact_id
+          AND f.participant_id = w.participant_id AND f.fact_id = w.fact_id
         RETURNING w.endpoint_id, w.fact_id, w.attempts, e.url,
             CASE WHEN e.previous_secret_expires_at > %(now)s
                  THEN ARRAY[e.secret, e.previous_secret] ELSE ARRAY[e.secret] END,
@@ -296,10 +298,18 @@ async def enqueue_test_message(conn: Conn, tenant: Tenant, endpoint_id: str) -> 
         occurred_at=now,
     )
     cursor = await conn.execute(
-        "INSERT INTO webhook_messages (endpoint_id, fact_id, project_id, environment, fact_type)"
-        " SELECT endpoint_id, %s, project_id, environment, %s FROM webhook_endpoints"
+        "INSERT INTO webhook_messages"
+        " (endpoint_id, fact_id, project_id, environment, participant_id, fact_type)"
+        " SELECT endpoint_id, %s, project_id, environment, %s, %s FROM webhook_endpoints"
         " WHERE project_id = %s AND environment = %s AND endpoint_id = %s",
-        (fact.fact_id, fact.fact_type, tenant.project_id, tenant.environment, endpoint_id),
+        (
+            fact.fact_id,
+            fact.participant_id,
+            fact.fact_type,
+            tenant.project_id,
+            tenant.environment,
+            endpoint_id,
+        ),
     )
     if cursor.rowcount == 0:
         return None
