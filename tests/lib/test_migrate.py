@@ -14,7 +14,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from bricqs.storage.migrate import MigrationError, available_migrations, migrate
+from bricqs.storage.migrate import (
+    MigrationError,
+    available_migrations,
+    collation_warning,
+    migrate,
+)
 from bricqs_devstack.servers import Server
 
 FAST = {"lock_timeout_ms": 50, "retry_pause_s": 0.05}
@@ -165,3 +170,20 @@ def test_a_no_transaction_file_runs_again_from_the_top_after_a_lock_timeout(
             " WHERE indrelid = 't'::regclass"
         ).fetchall()
     assert indexes == [("t_id", True)]
+
+
+def test_a_database_whose_text_keys_compare_by_a_locale_is_warned_about(
+    postgres_server: Server, db: Any, database: str
+) -> None:
+    assert collation_warning(postgres_server.url) is None  # the test server's: C
+    db.execute('DROP DATABASE IF EXISTS "migrate_icu" WITH (FORCE)')
+    db.execute(
+        "CREATE DATABASE migrate_icu TEMPLATE template0"
+        " LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C'"
+    )
+    try:
+        warning = collation_warning(database.rsplit("/", 1)[0] + "/migrate_icu")
+    finally:
+        db.execute('DROP DATABASE "migrate_icu" WITH (FORCE)')
+    assert warning is not None and "ICU 'en-US'" in warning and "LOCALE 'C'" in warning
+    assert collation_warning(database) is None  # made from the server's template: C

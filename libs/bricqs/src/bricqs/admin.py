@@ -31,6 +31,7 @@ from bricqs.storage.migrate import (
     DEFAULT_ATTEMPTS,
     DEFAULT_LOCK_TIMEOUT_MS,
     MigrationError,
+    collation_warning,
     migrate,
 )
 from bricqs.storage.pools import command_connection
@@ -63,7 +64,12 @@ async def cmd_migrate(args: argparse.Namespace) -> dict[str, Any]:
         lock_timeout_ms=args.lock_timeout_ms,
         attempts=args.attempts,
     )
-    return {"applied": applied, "message": f"applied {len(applied)} migration(s)"}
+    result: dict[str, Any] = {"applied": applied, "message": f"applied {len(applied)} migration(s)"}
+    warning = await asyncio.to_thread(collation_warning, args.database_url)
+    if warning is not None:
+        result["warnings"] = [warning]
+        result["message"] += f"; warning: {warning}"
+    return result
 
 
 async def cmd_project_create(args: argparse.Namespace) -> dict[str, Any]:

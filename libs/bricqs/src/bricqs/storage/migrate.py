@@ -120,6 +120,45 @@ def migrate(
     return applied
 
 
+# Collations that compare text byte by byte: what every id, code and key of the schema
+# is written for (they are ASCII, generated or validated).
+_BYTE_ORDER = frozenset({"C", "POSIX", "C.UTF-8", "C.utf8", "ucs_basic"})
+
+
+def collation_warning(database_url: str) -> str | None:
+    """Why the database's default collation would slow the schema's text keys down, or
+    None when it compares bytes.
+
+    Every index of the hot path is keyed by text (project, environment, participant, ids),
+    and a key comparison under a linguistic collation (en_US.UTF-8, an ICU locale: what a
+    managed PostgreSQL often defaults to) runs the locale's rules instead of `memcmp`.
+    Inserting fact and ledger rows took 17% longer per row under ICU `en-US` than under C
+    on the same server (deploy/README.md, PostgreSQL). The tables inherit the database's
+    collation, so only the database's creation can choose it: the migrations do not
+    rewrite every key column of an existing database.
+    """
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        # As JSON: the locale's column is daticulocale in PostgreSQL 15-16, datlocale after.
+        row = conn.execute(
+            "SELECT to_jsonb(d) FROM pg_database d WHERE datname = current_database()"
+        ).fetchone()
+    assert row is not None
+    database: dict[str, Any] = row[0]
+    provider = database["datlocprovider"]  # c: libc, i: ICU, b: builtin (17+)
+    if provider == "c":
+        collation = database["datcollate"]
+    else:
+        collation = database.get("datlocale") or database.get("daticulocale")
+    if provider != "i" and collation in _BYTE_ORDER:
+        return None
+    kind = {"c": "libc", "i": "ICU", "b": "builtin"}.get(provider, provider)
+    return (
+        f"the database's default collation is {kind} {collation!r}: its text keys compare"
+        " by the locale's rules, not byte by byte, which made inserts about 17% slower in"
+        " a measurement; create the database with LOCALE 'C' (deploy/README.md, PostgreSQL)"
+    )
+
+
 def _applied_checksums(conn: psycopg.Connection[Any], migrations: list[Migration]) -> set[str]:
     """Versions already applied; records missing checksums, refuses edited files."""
     conn.execute(
