@@ -4,6 +4,8 @@ test's own (the shipped ones are covered by tests/lib/test_storage.py)."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import logging
 import threading
 import time
@@ -14,6 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from bricqs.admin import cmd_migrate
 from bricqs.storage.migrate import (
     MigrationError,
     available_migrations,
@@ -181,9 +184,16 @@ def test_a_database_whose_text_keys_compare_by_a_locale_is_warned_about(
         "CREATE DATABASE migrate_icu TEMPLATE template0"
         " LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C'"
     )
+    icu = database.rsplit("/", 1)[0] + "/migrate_icu"
     try:
-        warning = collation_warning(database.rsplit("/", 1)[0] + "/migrate_icu")
+        # What an operator sees: `bricqs-admin migrate` migrates it and says why to move.
+        result = asyncio.run(
+            cmd_migrate(argparse.Namespace(database_url=icu, lock_timeout_ms=5000, attempts=1))
+        )
     finally:
         db.execute('DROP DATABASE "migrate_icu" WITH (FORCE)')
-    assert warning is not None and "ICU 'en-US'" in warning and "LOCALE 'C'" in warning
+    assert result["applied"] == [m.version for m in available_migrations()]
+    [warning] = result["warnings"]
+    assert "ICU 'en-US'" in warning and "LOCALE 'C'" in warning
+    assert warning in result["message"]
     assert collation_warning(database) is None  # made from the server's template: C

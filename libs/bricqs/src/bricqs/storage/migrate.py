@@ -122,7 +122,7 @@ def migrate(
 
 # Collations that compare text byte by byte: what every id, code and key of the schema
 # is written for (they are ASCII, generated or validated).
-_BYTE_ORDER = frozenset({"C", "POSIX", "C.UTF-8", "C.utf8", "ucs_basic"})
+_BYTE_ORDER = frozenset({"C", "POSIX", "C.UTF-8", "C.utf8"})
 
 
 def collation_warning(database_url: str) -> str | None:
