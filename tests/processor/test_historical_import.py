@@ -237,9 +237,10 @@ def test_imports_wait_while_live_reads_come_back_full(
     xadd(redis_client, HISTORICAL, [imported(tenant, i) for i in range(40)])
     xadd(redis_client, LIVE, [envelope(tenant, i, participants=50) for i in range(50)])
     batches = recorded_batches(
-        redis_server.url, postgres_server.url, total=90, batch_size=10, historical_batch_size=20
+        redis_server.url, postgres_server.url, total=90, batch_size=20, historical_batch_size=20
     ).batches
-    # Five full live reads first: the import reader waits for a read with room.
+    # Five full live reads (half of BATCH_SIZE each) first: the import reader waits for a
+    # read with room.
     assert batches == [(LIVE, 10)] * 5 + [(HISTORICAL, 20)] * 2
     assert stored(postgres_server.url, tenant.project_id).events == 90
 

@@ -1,8 +1,8 @@
 """Storing what a reader holds: entries to transactions, retried, split or dead-lettered.
 
 A reader's entries are decoded (the undecodable go to the dead-letter stream at once),
-planned into transactions (`lanes`: a participant's entries in stream order, runs on as
-many pooled connections as allowed), each stored with the shared `process_envelopes` in
+planned into transactions (`lanes`: a participant's entries in stream order, runs on the
+process's lanes, one pooled connection each), each stored with the shared `process_envelopes` in
 one PostgreSQL transaction and acknowledged after its commit. Redelivery is harmless:
 storing is keyed by event_id, and mechanics run only for facts that transaction inserted.
 
@@ -48,7 +48,7 @@ from bricqs_processor.backoff import Backoff
 from bricqs_processor.deadletter import dead_letter
 from bricqs_processor.entries import Entry, acknowledge, decode_entries, keep_claim
 from bricqs_processor.failures import DATA_ERRORS, DatabaseUnavailable, Rejected, TooSlow
-from bricqs_processor.lanes import plan_transactions
+from bricqs_processor.lanes import Lanes, participants, plan_transactions
 from bricqs_processor.lifecycle import Lifecycle
 from bricqs_processor.settings import ProcessorSettings
 
@@ -77,6 +77,8 @@ class BatchStore:
         """False from a failed transaction until one commits: readers then check that
         PostgreSQL answers before taking over other consumers' entries."""
         self._ttl = timedelta(days=settings.idempotency_retention_days)
+        # One pooled connection is left for housekeeping and health checks.
+        self.lanes = Lanes(max(1, settings.database_pool_size - 1))
 
     async def store(self, entries: list[Entry]) -> None:
         """Store and acknowledge entries in hand (dead-lettering the poison among them)."""
@@ -89,26 +91,27 @@ class BatchStore:
                     partial(dead_letter, self.redis, self.name, bad), "redis"
                 )
             if good:
-                await self._store_runs(
-                    plan_transactions(good, self.settings.database_pool_size - 1)
-                )
+                await self._store_runs(plan_transactions(good, self.lanes.count))
         metrics.BATCH_DURATION.observe(time.perf_counter() - started)
 
     async def _store_runs(self, runs: list[list[list[Entry]]]) -> None:
-        """Store `runs` (each a list of transactions, committed one after the other) on
-        as many connections at once as lanes allow; runs never share a participant."""
+        """Store `runs` (each a list of transactions, committed one after the other), each
+        on a lane as soon as `Lanes` lets it start; runs never share a participant."""
         claimed_at = time.monotonic()
-        if len(runs) == 1:
-            await self._store_all(runs[0], claimed_at)
-            return
-        waiting = deque(runs)
+        await asyncio.gather(*(self._store_run(run, claimed_at) for run in runs))
 
-        async def lane() -> None:
-            while waiting:
-                await self._store_all(waiting.popleft(), claimed_at)
-
-        lanes = max(1, self.settings.database_pool_size - 1)
-        await asyncio.gather(*(lane() for _ in range(min(lanes, len(runs)))))
+    async def _store_run(self, run: list[list[Entry]], claimed_at: float) -> None:
+        """Wait for a lane for `run`, keeping the claim on its entries meanwhile, then
+        store it there."""
+        lane = self.lanes.enter(participants(run))
+        try:
+            refresh_after = self.settings.claim_min_idle_ms / 3000
+            while not await lane.granted(claimed_at + refresh_after - time.monotonic()):
+                run = await keep_claim(self.redis, self.name, run)
+                claimed_at = time.monotonic()
+            await self._store_all(run, claimed_at)
+        finally:
+            lane.release()
 
     async def _store_all(self, transactions: list[list[Entry]], claimed_at: float) -> None:
         """Store `transactions` in order: split parts PostgreSQL refuses or that run too
