@@ -141,6 +141,8 @@ class Lanes:
         self._grant()
 
     def _grant(self) -> None:
+        if not self._waiting or len(self._running) >= self.count:
+            return  # the usual case while reading ahead: every lane busy
         held: set[tuple[str, str, str]] = set()
         for running in self._running:
             held |= running.participants
