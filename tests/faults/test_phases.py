@@ -57,7 +57,7 @@ def test_make_soak_sets_a_long_plan_with_more_of_every_fault(
 ) -> None:
     monkeypatch.setenv("BRICQS_FAULT_LOAD_SECONDS", "300")
     soak = chosen_plan()
-    assert (soak.load_seconds, soak.min_each) == (300.0, 15)
+    assert (soak.load_seconds, soak.min_each, soak.load_overrun) == (300.0, 15, 75.0)
     assert soak.timeout() > soak.load_bound() > CI_PLAN.load_bound()
     monkeypatch.delenv("BRICQS_FAULT_LOAD_SECONDS")
     assert chosen_plan() == CI_PLAN
