@@ -11,6 +11,7 @@ import psycopg
 import pytest
 import redis
 
+from bricqs.storage.locks import lock_participants
 from bricqs_devstack.servers import Server
 from bricqs_processor.lanes import Lane, Lanes
 from tests.conftest import Tenant
@@ -107,23 +108,25 @@ def test_a_full_reads_successor_is_stored_while_one_lane_of_it_waits(
     second = [envelope(tenant, i, participant_id=f"later_{i % 30}") for i in range(read, 2 * read)]
     xadd_envelopes(redis_client, first + second)
     blocked = first[0].participant_id
-    with psycopg.connect(postgres_server.url) as holder:
-        holder.execute(
-            "SELECT pg_advisory_xact_lock("
-            "hashtextextended(%s || chr(31) || %s || chr(31) || %s, 0))",  # storage.locks
-            (tenant.project_id, "live", blocked),
-        )
-        processors.start(BATCH_SIZE=str(2 * read))
-        wanted = {e.event_id for e in second}
-        wait_until(
-            lambda: wanted <= set(stored_event_ids(postgres_server.url, tenant.project_id)),
-            60,
-            "the second read stored while the first waits for a participant's lock",
-            processors.logs,
-        )
-        stored = set(stored_event_ids(postgres_server.url, tenant.project_id))
-        assert not {e.event_id for e in first if e.participant_id == blocked} & stored
-        holder.rollback()  # releases the lock
+
+    async def while_blocked() -> None:
+        """Hold `blocked`'s lock as every writer takes it, and wait meanwhile."""
+        async with await psycopg.AsyncConnection.connect(postgres_server.url) as holder:
+            await lock_participants(holder, [(tenant.project_id, "live", blocked)])
+            processors.start(BATCH_SIZE=str(2 * read))
+            wanted = {e.event_id for e in second}
+            await asyncio.to_thread(
+                wait_until,
+                lambda: wanted <= set(stored_event_ids(postgres_server.url, tenant.project_id)),
+                60,
+                "the second read stored while the first waits for a participant's lock",
+                processors.logs,
+            )
+            stored = set(stored_event_ids(postgres_server.url, tenant.project_id))
+            assert not {e.event_id for e in first if e.participant_id == blocked} & stored
+            await holder.rollback()  # releases the lock
+
+    asyncio.run(while_blocked())
     wait_until(
         lambda: (
             pending(redis_client) == 0

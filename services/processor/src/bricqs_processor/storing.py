@@ -2,9 +2,10 @@
 
 A reader's entries are decoded (the undecodable go to the dead-letter stream at once),
 planned into transactions (`lanes`: a participant's entries in stream order, runs on the
-process's lanes, one pooled connection each), each stored with the shared `process_envelopes` in
-one PostgreSQL transaction and acknowledged after its commit. Redelivery is harmless:
-storing is keyed by event_id, and mechanics run only for facts that transaction inserted.
+process's lanes, one pooled connection each), each stored with the shared
+`process_envelopes` in one PostgreSQL transaction and acknowledged after its commit.
+Redelivery is harmless: storing is keyed by event_id, and mechanics run only for facts
+that transaction inserted.
 
 Failures are sorted by what they mean:
 - PostgreSQL unreachable (connection lost, pool timeout, server errors that are not
@@ -77,6 +78,9 @@ class BatchStore:
         """False from a failed transaction until one commits: readers then check that
         PostgreSQL answers before taking over other consumers' entries."""
         self._ttl = timedelta(days=settings.idempotency_retention_days)
+        # Entries held this long (waiting for a lane, or between retries) are claimed
+        # again, well before another consumer may take them over.
+        self._claim_refresh_seconds = settings.claim_min_idle_ms / 3000
         # One pooled connection is left for housekeeping and health checks.
         self.lanes = Lanes(max(1, settings.database_pool_size - 1))
 
@@ -105,8 +109,8 @@ class BatchStore:
         store it there."""
         lane = self.lanes.enter(participants(run))
         try:
-            refresh_after = self.settings.claim_min_idle_ms / 3000
-            while not await lane.granted(claimed_at + refresh_after - time.monotonic()):
+            refresh = self._claim_refresh_seconds
+            while not await lane.granted(claimed_at + refresh - time.monotonic()):
                 run = await keep_claim(self.redis, self.name, run)
                 claimed_at = time.monotonic()
             await self._store_all(run, claimed_at)
@@ -119,11 +123,10 @@ class BatchStore:
         (since `claimed_at`, when they were read)."""
         parts: deque[list[Entry]] = deque(transactions)
         backoff = Backoff(self.settings.backoff_initial_ms, self.settings.backoff_max_ms)
-        refresh_after = self.settings.claim_min_idle_ms / 3000
         slow_streak = 0  # single events found too slow in a row, since the last commit
         while parts:
             self.lifecycle.heartbeat.beat()
-            if time.monotonic() - claimed_at > refresh_after:
+            if time.monotonic() - claimed_at > self._claim_refresh_seconds:
                 parts = deque(await keep_claim(self.redis, self.name, list(parts)))
                 claimed_at = time.monotonic()
                 continue
