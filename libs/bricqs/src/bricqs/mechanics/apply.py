@@ -63,10 +63,13 @@ async def apply_mechanics(
     transaction, taken before the facts were stored.
     """
     effects: dict[str, Effects] = {}
-    by_tenant: dict[Tenant, list[Fact]] = defaultdict(list)
+    # Grouped by a plain tuple, the Tenant made once per group: a Tenant per fact ran its
+    # dataclass __init__, __hash__ and __eq__ as interpreted Python for every fact.
+    by_tenant: dict[tuple[str, str], list[Fact]] = defaultdict(list)
     for fact in facts:
-        by_tenant[Tenant(fact.project_id, fact.environment)].append(fact)
-    for tenant, tenant_facts in by_tenant.items():
+        by_tenant[(fact.project_id, fact.environment)].append(fact)
+    for (project_id, environment), tenant_facts in by_tenant.items():
+        tenant = Tenant(project_id, environment)
         rules = await rules_for(conn, tenant)
         current = [*tenant_facts, *await finished_runs(conn, tenant, rules, utc_now())]
         participants = await _participants(conn, tenant, rules, current)

@@ -19,12 +19,16 @@ from bricqs.schemas import Fact
 from bricqs.storage.progress import ProgressDelta
 
 
-@dataclass(slots=True)
 class _Delta:
-    count: int
-    total: float
-    maximum: float | None
-    reached: datetime
+    # A plain class, not a dataclass: one is made per (criterion, participant, bucket) a
+    # batch moves, and compiled (mypyc) only a plain class's constructor runs natively.
+    __slots__ = ("count", "maximum", "reached", "total")
+
+    def __init__(self, reached: datetime) -> None:
+        self.count = 0
+        self.total = 0.0
+        self.maximum: float | None = None
+        self.reached = reached
 
 
 @dataclass
@@ -69,7 +73,7 @@ def match_facts(
                 continue
             delta = deltas.get(key)
             if delta is None:
-                delta = deltas[key] = _Delta(0, 0.0, None, at)
+                delta = deltas[key] = _Delta(at)
             delta.count += 1
             if criterion.aggregate == "max":
                 # The reach time of a maximum is when it was first reached.

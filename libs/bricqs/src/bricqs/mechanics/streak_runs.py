@@ -16,36 +16,64 @@ periods after the latest active one count only once they have ended.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from functools import lru_cache
+from typing import Final
 
 from bricqs.mechanics.definitions import Streak
 from bricqs.mechanics.windows import period_index, period_start, zone
 from bricqs.storage.streaks import Deadline
 from bricqs.storage.tenants import Tenant
 
+# Run and Walk are plain classes, not dataclasses: a batch walks a streak per participant
+# it extends, and compiled (mypyc) only a plain class's constructor runs natively (a
+# dataclass's generated __init__ runs as interpreted Python).
 
-@dataclass(frozen=True)
+
 class Run:
     """A run of periods: its first active one, the last it covers (active, frozen or
     bridged) and how many active periods it holds."""
 
-    first: int
-    last: int
-    length: int
+    __slots__ = ("first", "last", "length")
+
+    def __init__(self, first: int, last: int, length: int) -> None:
+        self.first: Final = first
+        self.last: Final = last
+        self.length: Final = length
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Run) and (self.first, self.last, self.length) == (
+            other.first,
+            other.last,
+            other.length,
+        )
+
+    def __repr__(self) -> str:
+        return f"Run(first={self.first}, last={self.last}, length={self.length})"
 
 
-@dataclass
 class Walk:
     """What the periods add up to."""
 
-    runs: list[Run] = field(default_factory=list)
-    freezes_left: int = 0
-    frozen: list[tuple[int, int]] = field(default_factory=list)
-    """(missed period a freeze covered, freezes left after it), ascending."""
-    lost: list[int] = field(default_factory=list)
-    """Missed periods that broke a run, ascending."""
+    __slots__ = ("freezes_left", "frozen", "lost", "runs")
+
+    def __init__(self, freezes_left: int = 0) -> None:
+        self.runs: list[Run] = []
+        self.freezes_left = freezes_left
+        self.frozen: list[tuple[int, int]] = []
+        """(missed period a freeze covered, freezes left after it), ascending."""
+        self.lost: list[int] = []
+        """Missed periods that broke a run, ascending."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Walk) and self._fields() == other._fields()
+
+    def __repr__(self) -> str:
+        runs, freezes_left, frozen, lost = self._fields()
+        return f"Walk({runs=}, {freezes_left=}, {frozen=}, {lost=})"
+
+    def _fields(self) -> tuple[list[Run], int, list[tuple[int, int]], list[int]]:
+        return self.runs, self.freezes_left, self.frozen, self.lost
 
     @property
     def longest(self) -> int:
