@@ -13,6 +13,7 @@ import hashlib
 import os
 import threading
 import time
+from typing import Final
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -30,15 +31,30 @@ _PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
 # bits are 16 of those digits, with no arithmetic per id.
 _ENTROPY_CHUNK = 4096
 _TO_DIGIT = bytes(_ALPHABET.encode()[byte & 31] for byte in range(256))
-_digits = ""
-_digits_at = 0
-_entropy_lock = threading.Lock()
+
+
+class _Digits:
+    """The random digits not handed out yet, and the time digits of the latest
+    millisecond an id was made in (a batch makes many ids in the same millisecond).
+
+    State on an instance, not in module globals: compiled (mypyc), an attribute is a field
+    of a struct, where a global that is assigned to is a dictionary lookup."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.random = ""
+        self.taken = 0
+        self.latest: tuple[int, str] = (-1, "")
+        """(millisecond, its digits): one tuple, so a thread never reads one millisecond's
+        digits with another's."""
+
+
+_digits: Final = _Digits()
 
 
 def _forget_entropy() -> None:
     # A forked child (a Granian worker, say) must never hand out its parent's digits again.
-    global _digits, _digits_at, _entropy_lock
-    _digits, _digits_at, _entropy_lock = "", 0, threading.Lock()
+    _digits.lock, _digits.random, _digits.taken = threading.Lock(), "", 0
 
 
 os.register_at_fork(after_in_child=_forget_entropy)
@@ -46,29 +62,22 @@ os.register_at_fork(after_in_child=_forget_entropy)
 
 def _random_digits() -> str:
     """16 random Crockford base32 digits: 80 random bits."""
-    global _digits, _digits_at
-    with _entropy_lock:  # two threads must never take the same digits
-        start = _digits_at
-        if start + 16 > len(_digits):
-            _digits = os.urandom(_ENTROPY_CHUNK).translate(_TO_DIGIT).decode("ascii")
+    state = _digits
+    with state.lock:  # two threads must never take the same digits
+        start = state.taken
+        if start + 16 > len(state.random):
+            state.random = os.urandom(_ENTROPY_CHUNK).translate(_TO_DIGIT).decode("ascii")
             start = 0
-        _digits_at = start + 16
-        return _digits[start : start + 16]
-
-
-# The time digits of the latest millisecond an id was made in: a batch makes many ids in
-# the same millisecond. One tuple, so a thread never reads one millisecond's digits with
-# another's.
-_latest_time: tuple[int, str] = (-1, "")
+        state.taken = start + 16
+        return state.random[start : start + 16]
 
 
 def _time_digits(ms: int) -> str:
     """The 10 digits of a ULID's 48-bit time."""
-    global _latest_time
-    latest_ms, digits = _latest_time
+    latest_ms, digits = _digits.latest
     if latest_ms != ms:
         digits = _encode(ms, bytes(10))[:10]
-        _latest_time = (ms, digits)
+        _digits.latest = (ms, digits)
     return digits
 
 

@@ -136,9 +136,18 @@ def walk(active: Iterable[int], bridged: Iterable[int], ended: int, streak: Stre
     return result
 
 
+# Every grace a definition may give (0-72 hours), made once: a timedelta built from
+# keywords costs more than the subtraction (the constructor parses them), and this runs
+# for every streak hit.
+_GRACES = tuple(timedelta(hours=hours) for hours in range(73))
+
+
 def moment_index(streak: Streak, moment: datetime, timezone: str) -> int:
     """The period `moment` counts for (grace hours move every boundary later)."""
-    return period_index(moment - timedelta(hours=streak.grace_hours), streak.period, timezone)
+    hours = streak.grace_hours
+    if hours:
+        moment -= _GRACES[hours] if hours < len(_GRACES) else timedelta(hours=hours)
+    return period_index(moment, streak.period, timezone)
 
 
 def period_end(streak: Streak, index: int, timezone: str) -> datetime:

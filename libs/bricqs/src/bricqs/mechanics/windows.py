@@ -49,7 +49,12 @@ def period_start(index: int, period: str) -> date:
 
 def period_key(moment: datetime, period: str, timezone: str = "UTC") -> str:
     """A readable, sortable bucket name for the period containing `moment`."""
-    day = local_date(moment, timezone)
+    return _period_name(local_date(moment, timezone), period)
+
+
+@lru_cache(maxsize=8192)
+def _period_name(day: date, period: str) -> str:
+    # Cached: a batch names the same few periods for thousands of facts.
     if period == "day":
         return f"d:{day.isoformat()}"
     if period == "week":
