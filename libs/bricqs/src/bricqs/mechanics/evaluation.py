@@ -10,7 +10,7 @@ it, is what makes the outcome independent of the order in which facts arrive.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import NamedTuple
@@ -100,8 +100,8 @@ def criterion_value(
     criterion: CompiledCriterion,
     participant_id: str,
     point: EvaluationPoint,
-    progress: Mapping[tuple[str, str, str], BucketValue],
-    distinct: Mapping[tuple[str, str, str], set[str]],
+    progress: dict[tuple[str, str, str], BucketValue],
+    distinct: dict[tuple[str, str, str], set[str]],
 ) -> float:
     """The criterion's aggregate over the point's buckets (0 when nothing is stored)."""
     keys = [(criterion.criterion_id, participant_id, bucket) for bucket in point.buckets]
@@ -137,8 +137,8 @@ def values_at(
     criterion: CompiledCriterion,
     participant_id: str,
     points: Collection[EvaluationPoint],
-    progress: Mapping[tuple[str, str, str], BucketValue],
-    distinct: Mapping[tuple[str, str, str], set[str]],
+    progress: dict[tuple[str, str, str], BucketValue],
+    distinct: dict[tuple[str, str, str], set[str]],
 ) -> dict[str, float]:
     """`criterion_value` at each point, by label.
 

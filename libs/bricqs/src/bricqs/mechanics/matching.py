@@ -8,7 +8,7 @@ result with a fixed number of statements.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -45,7 +45,7 @@ class Matches:
 
 
 def match_facts(
-    rules: RuleSet, facts: Iterable[Fact], participants: Mapping[str, Participant] | None = None
+    rules: RuleSet, facts: Iterable[Fact], participants: dict[str, Participant] | None = None
 ) -> Matches:
     """Evaluate every rule indexed under each fact's type; `participants` (by id) are
     what conditions on `participant.` paths and segments read (else nobody's)."""

@@ -3,7 +3,7 @@ entries it owes, and what each event caused, for the sync endpoint's answer."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -55,7 +55,7 @@ class Round:
     """Ids of the events sent as a historical import: their outcomes carry the mark."""
     system_facts: list[Fact] = field(default_factory=list)
     ledger: list[tuple[LedgerEntry, Fact]] = field(default_factory=list)
-    participants: Mapping[str, Participant] = field(default_factory=dict)
+    participants: dict[str, Participant] = field(default_factory=dict)
     """The batch's participants, for rules that read their attributes or segments."""
 
     def effects_of(self, fact: Fact) -> Effects:
