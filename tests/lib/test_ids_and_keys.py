@@ -80,6 +80,16 @@ def test_malformed_keys_have_no_environment() -> None:
         assert key_environment(key) is None, key
 
 
+def test_a_ulids_random_part_is_crockford_digits_each_position_taking_all_32() -> None:
+    """Random digits come from a byte translation of the kernel's bytes: every position
+    must be a Crockford base32 digit, and each must take every one of the 32 (a table
+    that skipped or repeated digits would give fewer than 80 random bits)."""
+    alphabet = set("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+    made = [ulid() for _ in range(2_000)]  # more than one chunk of entropy
+    assert all(len(i) == 26 and set(i) <= alphabet for i in made)
+    assert all({i[10 + n] for i in made} == alphabet for n in range(16))
+
+
 def _randomness(ids: list[str]) -> set[str]:
     """The random part of ULIDs (the last 16 of 26 characters: 80 bits)."""
     return {i[-16:] for i in ids}

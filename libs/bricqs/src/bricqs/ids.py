@@ -18,12 +18,11 @@ from typing import Final
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
-# Every pair of base32 digits, so a ULID is 13 lookups of 10 bits rather than 26 of 5
-# (ids are made on the hot path of every event).
+# Every pair of base32 digits, so a number is encoded 10 bits at a time rather than 5.
 _PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
 
 
-# Random bits come from the kernel 4 KiB at a time, not 10 bytes an id: os.urandom drops
+# Random bits come from the kernel 4 KiB at a time, not a few bytes an id: os.urandom drops
 # the GIL for its system call, and in a process with other threads (Granian's, the metrics
 # server's) getting it back is what cost, on ingest's hot path (`bench.loops` measures it).
 # Each chunk becomes base32 digits at once, in C (one byte translation: a random byte's low
@@ -73,10 +72,10 @@ def _random_digits() -> str:
 
 
 def _time_digits(ms: int) -> str:
-    """The 10 digits of a ULID's 48-bit time."""
+    """`_time_part(ms)`, made once per millisecond."""
     latest_ms, digits = _digits.latest
     if latest_ms != ms:
-        digits = _encode(ms, bytes(10))[:10]
+        digits = _time_part(ms)
         _digits.latest = (ms, digits)
     return digits
 
@@ -117,12 +116,8 @@ def derived_ulid(ms: int, key: str) -> str:
     return _encode(ms, hashlib.blake2b(key.encode(), digest_size=10).digest())
 
 
-def _encode(ms: int, entropy: bytes) -> str:
-    """The ULID of 48 bits of time and 80 of entropy, as three numbers of at most 50 bits
-    (time, and each half of the entropy): no arithmetic on a 128-bit number, which a
-    compiled module does much more slowly than on numbers that fit a machine word."""
-    high = int.from_bytes(entropy[:5], "big")
-    low = int.from_bytes(entropy[5:], "big")
+def _time_part(ms: int) -> str:
+    """The 10 digits of a ULID's 48-bit time (ms since the epoch)."""
     pairs = _PAIRS
     return "".join(
         [
@@ -131,6 +126,19 @@ def _encode(ms: int, entropy: bytes) -> str:
             pairs[(ms >> 20) & 1023],
             pairs[(ms >> 10) & 1023],
             pairs[ms & 1023],
+        ]
+    )
+
+
+def _encode(ms: int, entropy: bytes) -> str:
+    """The ULID of 48 bits of time and 80 of entropy, as three numbers of at most 50 bits
+    (time, and each half of the entropy): no arithmetic on a 128-bit number, which a
+    compiled module does much more slowly than on numbers that fit a machine word."""
+    high = int.from_bytes(entropy[:5], "big")
+    low = int.from_bytes(entropy[5:], "big")
+    pairs = _PAIRS
+    return _time_part(ms) + "".join(
+        [
             pairs[(high >> 30) & 1023],
             pairs[(high >> 20) & 1023],
             pairs[(high >> 10) & 1023],

@@ -130,6 +130,10 @@ class Challenge(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     status: Status = "active"
 
 
+MAX_GRACE_HOURS = 72
+"""The most hours a streak's periods may end late (`Streak.grace_hours`)."""
+
+
 class Streak(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Consecutive periods with at least one matching fact."""
 
@@ -139,7 +143,7 @@ class Streak(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     period: Period = "day"
     timezone: str = "UTC"
     """An IANA zone, or "participant" for the participant's own `timezone` attribute."""
-    grace_hours: Annotated[int, Meta(ge=0, le=72)] = 0
+    grace_hours: Annotated[int, Meta(ge=0, le=MAX_GRACE_HOURS)] = 0
     description: str = ""
     status: Status = "active"
     freezes: StreakFreezes | None = None

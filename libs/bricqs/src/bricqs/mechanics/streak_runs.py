@@ -20,7 +20,7 @@ from datetime import UTC, datetime, time, timedelta
 from functools import lru_cache
 from typing import Final
 
-from bricqs.mechanics.definitions import Streak
+from bricqs.mechanics.definitions import MAX_GRACE_HOURS, Streak
 from bricqs.mechanics.windows import period_index, period_start, zone
 from bricqs.storage.streaks import Deadline
 from bricqs.storage.tenants import Tenant
@@ -136,17 +136,16 @@ def walk(active: Iterable[int], bridged: Iterable[int], ended: int, streak: Stre
     return result
 
 
-# Every grace a definition may give (0-72 hours), made once: a timedelta built from
-# keywords costs more than the subtraction (the constructor parses them), and this runs
-# for every streak hit.
-_GRACES = tuple(timedelta(hours=hours) for hours in range(73))
+# Every grace a definition may give, made once (stored definitions are read back through
+# the schema, so none has more): a timedelta built from keywords costs more than the
+# subtraction (the constructor parses them), and this runs for every streak hit.
+_GRACES = tuple(timedelta(hours=hours) for hours in range(MAX_GRACE_HOURS + 1))
 
 
 def moment_index(streak: Streak, moment: datetime, timezone: str) -> int:
     """The period `moment` counts for (grace hours move every boundary later)."""
-    hours = streak.grace_hours
-    if hours:
-        moment -= _GRACES[hours] if hours < len(_GRACES) else timedelta(hours=hours)
+    if streak.grace_hours:
+        moment -= _GRACES[streak.grace_hours]
     return period_index(moment, streak.period, timezone)
 
 

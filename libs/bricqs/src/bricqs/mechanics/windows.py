@@ -56,7 +56,7 @@ def period_key(moment: datetime, period: str, timezone: str = "UTC") -> str:
 def _period_name(day: date, period: str) -> str:
     # Cached: a batch names the same few periods for thousands of facts.
     if period == "day":
-        return f"d:{day.isoformat()}"
+        return day_key(day)
     if period == "week":
         year, week, _ = day.isocalendar()
         return f"w:{year}-W{week:02d}"

@@ -40,13 +40,6 @@ class BucketValue:
         self.sum = sum
         self.max = max
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, BucketValue) and (self.facts, self.sum, self.max) == (
-            other.facts,
-            other.sum,
-            other.max,
-        )
-
     def __repr__(self) -> str:
         return f"BucketValue(facts={self.facts}, sum={self.sum}, max={self.max})"
 
