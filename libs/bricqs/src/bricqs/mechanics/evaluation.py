@@ -13,7 +13,7 @@ import math
 from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Final
 
 from bricqs.mechanics.definitions import Window
 from bricqs.mechanics.ruleset import CompiledCriterion
@@ -21,19 +21,28 @@ from bricqs.mechanics.windows import day_key, period_key
 from bricqs.storage.progress import BucketRange, BucketValue
 
 
-class EvaluationPoint(NamedTuple):
-    """Consecutive buckets judged together. `label` names the point: a period key for a
-    calendar window, the last day for a rolling one, 'all' otherwise. A NamedTuple: a
-    batch makes tens of thousands."""
+class EvaluationPoint:
+    """Consecutive buckets judged together. A plain class (compiled, its fields are read
+    natively; a NamedTuple's are looked up by name), made mostly in cached functions."""
 
-    label: str
-    buckets: tuple[str, ...]
-    first: str
-    """The lowest bucket name (bucket names sort by time)."""
-    last: str
-    """The highest bucket name."""
-    end: date | None = None
-    """For a rolling window: its last day."""
+    __slots__ = ("buckets", "end", "first", "label", "last")
+
+    def __init__(
+        self, label: str, buckets: tuple[str, ...], first: str, last: str, end: int | None = None
+    ) -> None:
+        self.label: Final = label
+        """Names the point: a period key for a calendar window, the last day for a rolling
+        one, 'all' otherwise."""
+        self.buckets: Final = buckets
+        self.first: Final = first
+        """The lowest bucket name (bucket names sort by time)."""
+        self.last: Final = last
+        """The highest bucket name."""
+        self.end: Final = end
+        """For a rolling window: its last day, as a date's ordinal."""
+
+    def __repr__(self) -> str:
+        return f"EvaluationPoint({self.label!r}, first={self.first!r}, last={self.last!r})"
 
 
 def _one_bucket(key: str) -> EvaluationPoint:
@@ -75,7 +84,7 @@ def _rolling_points(day: date, days: int) -> tuple[EvaluationPoint, ...]:
 
 def _rolling_point(end: date, days: int) -> EvaluationPoint:
     buckets = _rolling_buckets(end, days)
-    return EvaluationPoint(buckets[0], buckets, buckets[-1], buckets[0], end)
+    return EvaluationPoint(buckets[0], buckets, buckets[-1], buckets[0], end.toordinal())
 
 
 @lru_cache(maxsize=4096)
@@ -160,27 +169,37 @@ def values_at(
         }
     assert window.days is not None
     span = window.days
-    ends = [p.end.toordinal() for p in points if p.end is not None]
+    ends = [p.end for p in points if p.end is not None]
     first = min(ends) - span + 1
     days = [
         progress.get((cid, participant_id, key)) for key in _day_keys(first, max(ends) - first + 1)
     ]
-    values = {}
+    values: dict[str, float] = {}
     if aggregate == "max":
         maxima = [None if b is None else b.max for b in days]
         for point in points:
             assert point.end is not None
-            last = point.end.toordinal() - first + 1
+            last = point.end - first + 1
             found = [m for m in maxima[last - span : last] if m is not None]
             values[point.label] = max(found) if found else 0.0
         return values
+    if aggregate == "count":
+        # Each window's count is a difference of running totals: no slice or sum() per
+        # window (7 windows of 7 days around a fact).
+        running = [0]
+        for b in days:
+            running.append(running[-1] + (0 if b is None else b.facts))
+        for point in points:
+            assert point.end is not None
+            last = point.end - first + 1
+            values[point.label] = float(running[last] - running[last - span])
+        return values
     # fsum for sums: exact, like criterion_value's, so both give the same total.
-    numbers = [0 if b is None else b.facts if aggregate == "count" else b.sum for b in days]
-    total = sum if aggregate == "count" else math.fsum
+    sums = [0.0 if b is None else b.sum for b in days]
     for point in points:
         assert point.end is not None
-        last = point.end.toordinal() - first + 1
-        values[point.label] = float(total(numbers[last - span : last]))
+        last = point.end - first + 1
+        values[point.label] = math.fsum(sums[last - span : last])
     return values
 
 
@@ -208,17 +227,12 @@ def bucket_ranges(
     """
     ranges: list[BucketRange] = []
     distinct: list[BucketRange] = []
-
-    def add(found: list[BucketRange], cid: str, pid: str, first: str, last: str) -> None:
-        if first == last and found is ranges and (cid, pid, first) in known:
-            return
-        found.append(BucketRange(cid, pid, first, last))
-
     for criterion, pid, points in wanted:
         cid = criterion.criterion_id
-        found = ranges if criterion.aggregate != "distinct" else distinct
+        # Only progress buckets are ever known: distinct values are always read.
+        found, skip = (ranges, known) if criterion.aggregate != "distinct" else (distinct, ())
         if len(points) == 1:
-            add(found, cid, pid, points[0].first, points[0].last)
+            _add_range(found, skip, cid, pid, points[0].first, points[0].last)
             continue
         spans = sorted({(p.first, p.last) for p in points})
         first, last = spans[0]
@@ -226,7 +240,23 @@ def bucket_ranges(
             if low <= last:
                 last = max(last, high)
             else:
-                add(found, cid, pid, first, last)
+                _add_range(found, skip, cid, pid, first, last)
                 first, last = low, high
-        add(found, cid, pid, first, last)
+        _add_range(found, skip, cid, pid, first, last)
     return ranges, distinct
+
+
+def _add_range(
+    found: list[BucketRange],
+    known: Collection[tuple[str, str, str]],
+    cid: str,
+    pid: str,
+    first: str,
+    last: str,
+) -> None:
+    """Add the range to `found` unless it is one bucket in `known`. (A module function,
+    not a closure: compiled, a nested function is called through Python's call
+    protocol.)"""
+    if first == last and (cid, pid, first) in known:
+        return
+    found.append(BucketRange(cid, pid, first, last))

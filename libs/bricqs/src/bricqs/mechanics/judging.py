@@ -24,8 +24,33 @@ from bricqs.storage.tenants import Conn
 
 
 def _latest(facts: list[Fact]) -> Fact:
-    """The fact an award is credited to: the latest of those that led to it."""
-    return max(facts, key=lambda f: (f.occurred_at, f.fact_id))
+    """The fact an award is credited to: the latest of those that led to it.
+
+    A loop, not max() with a key: compiled, max() calls the key through Python's call
+    protocol for every fact, and most lists hold one fact."""
+    latest = facts[0]
+    for i in range(1, len(facts)):
+        fact = facts[i]
+        if (fact.occurred_at, fact.fact_id) > (latest.occurred_at, latest.fact_id):
+            latest = fact
+    return latest
+
+
+def _reached(
+    values: dict[tuple[str, str], dict[str, float]],
+    criterion: CompiledCriterion,
+    pid: str,
+    points: list[EvaluationPoint],
+    at_least: float,
+) -> bool:
+    """Whether the criterion's value for `pid` is at least `at_least` at any of `points`.
+
+    A module function, not a closure over `values`: compiled, a nested function is
+    called through Python's call protocol, with its float argument boxed."""
+    found = values[(criterion.criterion_id, pid)]
+    if len(points) == 1:  # the whole history or one period: most judgements
+        return found[points[0].label] >= at_least
+    return any(found[p.label] >= at_least for p in points)
 
 
 @dataclass
@@ -40,6 +65,23 @@ class Judging:
     plan: list[tuple[CompiledCriterion, str, list[EvaluationPoint]]]
     reads: BucketReads
     written: WrittenBuckets
+
+
+_Wanted = dict[tuple[str, str], tuple[CompiledCriterion, list[list[EvaluationPoint]]]]
+"""The points each (criterion, participant) is judged at, one list per badge or challenge."""
+
+
+def _judged_at(
+    wanted: _Wanted, criterion: CompiledCriterion, pid: str, points: list[EvaluationPoint]
+) -> list[EvaluationPoint]:
+    """Add `points` to what `wanted` holds for (criterion, pid); return them. (A module
+    function, not a closure: see `_reached`.)"""
+    entry = wanted.get((criterion.criterion_id, pid))
+    if entry is None:
+        wanted[(criterion.criterion_id, pid)] = (criterion, [points])
+    else:
+        entry[1].append(points)
+    return points
 
 
 async def plan_judging(
@@ -63,23 +105,13 @@ async def plan_judging(
 
     # The points each (criterion, participant) is judged at, from every badge and
     # challenge using it: their buckets are read in two queries, then valued together.
-    wanted: dict[tuple[str, str], tuple[CompiledCriterion, list[list[EvaluationPoint]]]] = {}
-
-    def judged_at(
-        criterion: CompiledCriterion, pid: str, points: list[EvaluationPoint]
-    ) -> list[EvaluationPoint]:
-        entry = wanted.get((criterion.criterion_id, pid))
-        if entry is None:
-            wanted[(criterion.criterion_id, pid)] = (criterion, [points])
-        else:
-            entry[1].append(points)
-        return points
+    wanted: _Wanted = {}
 
     badge_points: dict[tuple[str, str], list[list[EvaluationPoint]]] = {}
     for (pid, code), (badge, facts) in badges.items():
         times = [f.occurred_at for f in facts]
         badge_points[(pid, code)] = [
-            judged_at(t.criterion, pid, evaluation_points(t.criterion.window, times))
+            _judged_at(wanted, t.criterion, pid, evaluation_points(t.criterion.window, times))
             for t in badge.thresholds
         ]
     challenge_points: dict[tuple[str, str], tuple[list[EvaluationPoint], EvaluationPoint]] = {}
@@ -91,7 +123,7 @@ async def plan_judging(
         now_point = current_point(window, max(times))
         read = [*points, now_point] if r.report else points
         for objective in challenge.objectives:
-            judged_at(objective.criterion, pid, read)
+            _judged_at(wanted, objective.criterion, pid, read)
         challenge_points[(pid, code)] = (points, now_point)
 
     # Most (criterion, participant) pairs are judged for one badge or challenge: their one
@@ -124,19 +156,11 @@ async def judge_badges_and_challenges(conn: Conn, r: Round, judging: Judging) ->
         for criterion, pid, points in plan
     }
 
-    def reached(
-        criterion: CompiledCriterion, pid: str, points: list[EvaluationPoint], at_least: float
-    ) -> bool:
-        found = values[(criterion.criterion_id, pid)]
-        if len(points) == 1:  # the whole history or one period: most judgements
-            return found[points[0].label] >= at_least
-        return any(found[p.label] >= at_least for p in points)
-
     awards: list[tuple[str, str, str, str, str | None]] = []
     award_facts: dict[tuple[str, str, str], Fact] = {}
     for (pid, code), (badge, facts) in badges.items():
         thresholds = list(zip(badge.thresholds, badge_points[(pid, code)], strict=True))
-        met = [reached(t.criterion, pid, points, t.threshold) for t, points in thresholds]
+        met = [_reached(values, t.criterion, pid, points, t.threshold) for t, points in thresholds]
         period = badge.period_window
         if period is None:
             if all(met) if badge.badge.combine == "all" else any(met):
@@ -147,7 +171,8 @@ async def judge_badges_and_challenges(conn: Conn, r: Round, judging: Judging) ->
         # Repeatable: once per calendar period in which the criteria are met.
         for point in evaluation_points(period, [f.occurred_at for f in facts]):
             met_here = [
-                reached(
+                _reached(
+                    values,
                     t.criterion,
                     pid,
                     [point] if t.criterion.window == period else points,
@@ -165,7 +190,7 @@ async def judge_badges_and_challenges(conn: Conn, r: Round, judging: Judging) ->
     for (pid, code), (challenge, facts) in challenges.items():
         points, now_point = challenge_points[(pid, code)]
         done = any(
-            all(reached(o.criterion, pid, [p], o.target) for o in challenge.objectives)
+            all(_reached(values, o.criterion, pid, [p], o.target) for o in challenge.objectives)
             for p in points
         )
         latest = _latest(facts)
