@@ -104,26 +104,12 @@ def walk(active: Iterable[int], bridged: Iterable[int], ended: int, streak: Stre
     result = Walk(freezes_left=rules.initial if rules else 0)
     first = last = length = 0
     started = False
-
-    def gap(start: int, stop: int) -> bool:
-        """Judge missed periods start..stop; whether the run survives them."""
-        nonlocal last
-        for index in range(start, stop + 1):
-            if index in kept:
-                last = index
-            elif result.freezes_left > 0:
-                result.freezes_left -= 1
-                result.frozen.append((index, result.freezes_left))
-                last = index
-            else:
-                result.lost.append(index)
-                return False
-        return True
-
     for earned, index in enumerate(periods, start=1):
-        if started and not gap(last + 1, index - 1):
-            result.runs.append(Run(first, last, length))
-            started = False
+        if started:
+            survived, last = _gap(result, kept, last, index - 1)
+            if not survived:
+                result.runs.append(Run(first, last, length))
+                started = False
         if not started:
             first, length, started = index, 0, True
         length += 1
@@ -131,9 +117,26 @@ def walk(active: Iterable[int], bridged: Iterable[int], ended: int, streak: Stre
         if rules and rules.every and earned % rules.every == 0:
             result.freezes_left = min(rules.maximum, result.freezes_left + 1)
     if started:
-        gap(last + 1, ended)
+        _, last = _gap(result, kept, last, ended)
         result.runs.append(Run(first, last, length))
     return result
+
+
+def _gap(result: Walk, kept: set[int], last: int, stop: int) -> tuple[bool, int]:
+    """Judge the missed periods after `last` up to `stop`, into `result`: whether the run
+    survives them, and the last period it covers. (A module function, not a closure:
+    compiled, a nested function is called through Python's call protocol.)"""
+    for index in range(last + 1, stop + 1):
+        if index in kept:
+            last = index
+        elif result.freezes_left > 0:
+            result.freezes_left -= 1
+            result.frozen.append((index, result.freezes_left))
+            last = index
+        else:
+            result.lost.append(index)
+            return False, last
+    return True, last
 
 
 # Every grace a definition may give, made once (stored definitions are read back through
@@ -195,9 +198,21 @@ def deadline_after(
     period = watched(result)
     if period is None:
         return None
-    ends_at = period_end(streak, period, timezone)
-    hours = streak.at_risk_hours
-    # Never before the period starts: the warning is about this period's activity.
-    starts_at = period_end(streak, period - 1, timezone)
-    at_risk_at = max(ends_at - timedelta(hours=hours), starts_at) if hours is not None else None
+    at_risk_at, ends_at = _watch_times(
+        streak.period, streak.grace_hours, streak.at_risk_hours, period, timezone
+    )
     return Deadline(tenant, streak.code, participant_id, period, timezone, at_risk_at, ends_at)
+
+
+@lru_cache(maxsize=8192)
+def _watch_times(
+    period: str, grace_hours: int, at_risk_hours: int | None, index: int, timezone: str
+) -> tuple[datetime | None, datetime]:
+    """When a run watching period `index` is warned (None: never) and when it ends.
+    Cached: a batch's runs watch the same few periods."""
+    ends_at = _period_end(period, grace_hours, index, timezone)
+    if at_risk_hours is None:
+        return None, ends_at
+    # Never before the period starts: the warning is about this period's activity.
+    starts_at = _period_end(period, grace_hours, index - 1, timezone)
+    return max(ends_at - timedelta(hours=at_risk_hours), starts_at), ends_at
