@@ -1,8 +1,8 @@
-"""Compiling `where` conditions into fast predicates over fact properties (pure).
+"""Compiling `where` conditions into fast conditions over fact properties (pure).
 
-A condition is compiled once, when a tenant's rules are loaded, into nested closures;
-evaluating it is then a few Python calls per leaf, with no parsing or dispatch on the
-operator name at run time. Comparisons between incomparable types are false, never
+A condition is compiled once, when a tenant's rules are loaded, into a tree of small
+condition objects; evaluating it is then a method call per node, with no parsing or
+dispatch on the operator name at run time. Comparisons between incomparable types are false, never
 errors: a fact's properties are whatever the client sent.
 
 A path starting with `participant.` reads the attributes of the participant the fact is
@@ -12,9 +12,9 @@ participant is in that segment (see `Participant`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 PARTICIPANT = "participant."
 _MISSING = object()
@@ -31,9 +31,6 @@ class Participant:
 
 NOBODY = Participant({})
 """A participant with no attributes and in no segment (rules that read none get it)."""
-
-Predicate = Callable[[dict[str, Any], Participant], bool]
-"""(fact properties, participant) -> whether the condition holds."""
 
 
 def lookup(properties: dict[str, Any], path: str) -> Any:
@@ -71,69 +68,165 @@ def _equal(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _getter(path: str) -> Callable[[dict[str, Any], Participant], Any]:
-    if path.startswith(PARTICIPANT):
-        name = path.removeprefix(PARTICIPANT)
-        if "." not in name:
-            return lambda props, who: who.attributes.get(name, _MISSING)
-        return lambda props, who: lookup(who.attributes, name)
-    if "." not in path:
-        return lambda props, who: props.get(path, _MISSING)
-    return lambda props, who: lookup(props, path)
+class Condition:
+    """A compiled condition: `holds(properties, participant)`, or call it.
+
+    Conditions are small classes, not closures: compiled (mypyc), a method of a class is
+    called directly, while a closure or lambda is called through Python's call protocol
+    (matching evaluates a condition per rule per fact)."""
+
+    def holds(self, props: dict[str, Any], who: Participant) -> bool:
+        """Whether the condition holds for a fact's properties and its participant."""
+        raise NotImplementedError
+
+    def __call__(self, props: dict[str, Any], who: Participant) -> bool:
+        return self.holds(props, who)
 
 
-def _leaf(path: str, op: str, expected: Any) -> Predicate:
-    get = _getter(path)
-    if op == "exists":
-        want = True if expected is None else bool(expected)
-        return lambda props, who: (get(props, who) is not _MISSING) is want
-    if op == "eq":
-        return lambda props, who: _equal(get(props, who), expected)
-    if op == "ne":
-        return lambda props, who: (v := get(props, who)) is not _MISSING and not _equal(v, expected)
-    if op == "in":
-        options = list(expected)
-        return lambda props, who: any(_equal(get(props, who), o) for o in options)
-    if op == "nin":
-        options = list(expected)
-        return lambda props, who: (
-            (v := get(props, who)) is not _MISSING and not any(_equal(v, o) for o in options)
-        )
-    if op == "contains":
+class _Getter:
+    """Reads one value for a leaf: a property of the fact or an attribute of the
+    participant, at a plain name or a dotted path (MISSING when absent)."""
 
-        def contains(props: dict[str, Any], who: Participant) -> bool:
-            value = get(props, who)
-            if isinstance(value, str) and isinstance(expected, str):
-                return expected in value
-            if isinstance(value, list):
-                return any(_equal(item, expected) for item in value)
+    def __init__(self, path: str) -> None:
+        self.of_participant: Final = path.startswith(PARTICIPANT)
+        self.path: Final = path.removeprefix(PARTICIPANT) if self.of_participant else path
+        self.dotted: Final = "." in self.path
+
+    def value(self, props: dict[str, Any], who: Participant) -> Any:
+        source = who.attributes if self.of_participant else props
+        if self.dotted:
+            return lookup(source, self.path)
+        return source.get(self.path, _MISSING)
+
+
+class _Leaf(Condition):
+    def __init__(self, path: str, expected: Any) -> None:
+        self.get: Final = _Getter(path)
+        self.expected: Final = expected
+
+
+class _Exists(_Leaf):
+    def holds(self, props: dict[str, Any], who: Participant) -> bool:
+        want = True if self.expected is None else bool(self.expected)
+        return (self.get.value(props, who) is not _MISSING) is want
+
+
+class _Equal(_Leaf):
+    def holds(self, props: dict[str, Any], who: Participant) -> bool:
+        return _equal(self.get.value(props, who), self.expected)
+
+
+class _NotEqual(_Leaf):
+    def holds(self, props: dict[str, Any], who: Participant) -> bool:
+        value = self.get.value(props, who)
+        return value is not _MISSING and not _equal(value, self.expected)
+
+
+class _In(_Leaf):
+    def holds(self, props: dict[str, Any], who: Participant) -> bool:
+        value = self.get.value(props, who)
+        return any(_equal(value, option) for option in self.expected)
+
+
+class _NotIn(_Leaf):
+    def holds(self, props: dict[str, Any], who: Participant) -> bool:
+        value = self.get.value(props, who)
+        return value is not _MISSING and not any(_equal(value, o) for o in self.expected)
+
+
+class _Contains(_Leaf):
+    def holds(self, props: dict[str, Any], who: Participant) -> bool:
+        value = self.get.value(props, who)
+        if isinstance(value, str) and isinstance(self.expected, str):
+            return self.expected in value
+        if isinstance(value, list):
+            return any(_equal(item, self.expected) for item in value)
+        return False
+
+
+class _Above(_Leaf):
+    """gt, or gte when `inclusive`."""
+
+    def __init__(self, path: str, expected: Any, inclusive: bool) -> None:
+        super().__init__(path, expected)
+        self.inclusive: Final = inclusive
+
+    def holds(self, props: dict[str, Any], who: Participant) -> bool:
+        value = self.get.value(props, who)
+        if not _comparable(value, self.expected):
             return False
-
-        return contains
-    compare: Callable[[Any, Any], bool] = {
-        "gt": lambda a, b: a > b,
-        "gte": lambda a, b: a >= b,
-        "lt": lambda a, b: a < b,
-        "lte": lambda a, b: a <= b,
-    }[op]
-    return lambda props, who: _comparable(v := get(props, who), expected) and compare(v, expected)
+        return bool(value >= self.expected if self.inclusive else value > self.expected)
 
 
-def compile_condition(where: dict[str, Any] | None) -> Predicate:
-    """A predicate for a validated condition (None matches everything)."""
+class _Below(_Above):
+    """lt, or lte when `inclusive`."""
+
+    def holds(self, props: dict[str, Any], who: Participant) -> bool:
+        value = self.get.value(props, who)
+        if not _comparable(value, self.expected):
+            return False
+        return bool(value <= self.expected if self.inclusive else value < self.expected)
+
+
+class _Always(Condition):
+    def holds(self, props: dict[str, Any], who: Participant) -> bool:
+        return True
+
+
+class _All(Condition):
+    def __init__(self, parts: list[Condition]) -> None:
+        self.parts: Final = parts
+
+    def holds(self, props: dict[str, Any], who: Participant) -> bool:
+        return all(part.holds(props, who) for part in self.parts)
+
+
+class _AnyOf(_All):
+    def holds(self, props: dict[str, Any], who: Participant) -> bool:
+        return any(part.holds(props, who) for part in self.parts)
+
+
+class _InSegment(Condition):
+    def __init__(self, code: str) -> None:
+        self.code: Final = code
+
+    def holds(self, props: dict[str, Any], who: Participant) -> bool:
+        return self.code in who.segments
+
+
+_LEAVES: Final[dict[str, type[_Leaf]]] = {
+    "exists": _Exists,
+    "eq": _Equal,
+    "ne": _NotEqual,
+    "in": _In,
+    "nin": _NotIn,
+    "contains": _Contains,
+}
+
+
+def _leaf(path: str, op: str, expected: Any) -> Condition:
+    if op in ("gt", "gte"):
+        return _Above(path, expected, inclusive=op == "gte")
+    if op in ("lt", "lte"):
+        return _Below(path, expected, inclusive=op == "lte")
+    if op in ("in", "nin"):
+        expected = list(expected)
+    return _LEAVES[op](path, expected)
+
+
+def compile_condition(where: dict[str, Any] | None) -> Condition:
+    """A condition object for a validated condition (None matches everything)."""
     if where is None:
-        return lambda props, who: True
+        return _Always()
     if "all" in where:
         parts = [compile_condition(item) for item in where["all"]]
         if len(parts) == 1:
             return parts[0]
-        return lambda props, who: all(p(props, who) for p in parts)
+        return _All(parts)
     if "any" in where:
-        parts = [compile_condition(item) for item in where["any"]]
-        return lambda props, who: any(p(props, who) for p in parts)
+        return _AnyOf([compile_condition(item) for item in where["any"]])
     if "segment" in where:
-        code = where["segment"]
-        return lambda props, who: code in who.segments
+        return _InSegment(where["segment"])
     return _leaf(where["path"], where["op"], where.get("value"))
 
 

@@ -58,7 +58,7 @@ def match_facts(
         at = fact.occurred_at
         who = participants.get(fact.participant_id, NOBODY) if participants else NOBODY
         for criterion in rules.criteria_by_type.get(fact.fact_type, ()):
-            if not criterion.matches(properties, who):
+            if not criterion.matches.holds(properties, who):
                 continue
             bucket = buckets_for(criterion.window, at)
             value = criterion.contribution(properties)
@@ -79,19 +79,22 @@ def match_facts(
                 # The reach time of a maximum is when it was first reached.
                 if delta.maximum is None or value > delta.maximum:
                     delta.maximum, delta.reached = value, at
-                elif value == delta.maximum:
-                    delta.reached = min(delta.reached, at)
+                elif value == delta.maximum and at < delta.reached:
+                    delta.reached = at
             else:
                 if criterion.aggregate == "sum":
                     delta.total += value
-                delta.reached = max(delta.reached, at)
+                # A comparison, not max(): compiled, max() is a call through Python's
+                # call protocol, per matching fact and criterion.
+                if at > delta.reached:
+                    delta.reached = at
         for rule in rules.points_by_type.get(fact.fact_type, ()):
-            if rule.matches(properties, who):
+            if rule.matches.holds(properties, who):
                 amount = rule.amount(properties)
                 if amount > 0:
                     result.earned.append((rule, fact, amount))
         for streak in rules.streaks_by_type.get(fact.fact_type, ()):
-            if streak.matches(properties, who):
+            if streak.matches.holds(properties, who):
                 result.streak_hits.append((streak, fact))
     result.progress = [
         ProgressDelta(cid, pid, bucket, d.count, d.total, d.maximum, d.reached)

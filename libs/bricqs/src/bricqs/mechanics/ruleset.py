@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from bricqs.mechanics.boosts import CompiledBoost, round_points
-from bricqs.mechanics.conditions import Predicate, compile_condition, is_missing, lookup
+from bricqs.mechanics.conditions import Condition, compile_condition, is_missing, lookup
 from bricqs.mechanics.definitions import (
     Badge,
     Boost,
@@ -51,7 +51,7 @@ class CompiledCriterion:
     aggregate: str
     property: str | None
     window: Window | None
-    matches: Predicate
+    matches: Condition
 
     @classmethod
     def build(cls, criterion: Criterion, window: Window | None = None) -> CompiledCriterion:
@@ -86,7 +86,7 @@ class CompiledPointsRule:
     """An earn rule ready to apply."""
 
     rule: PointsRule
-    matches: Predicate
+    matches: Condition
 
     def amount(self, properties: dict[str, Any]) -> int:
         """Points this fact earns before any cap (0 when the property is unusable)."""
@@ -149,7 +149,7 @@ class CompiledStreak:
     """A streak with its compiled trigger."""
 
     streak: Streak
-    matches: Predicate
+    matches: Condition
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,7 @@ class RuleSet:
     streaks: dict[str, CompiledStreak] = field(default_factory=dict)
     leaderboards: dict[str, CompiledLeaderboard] = field(default_factory=dict)
     tiers: list[Tier] = field(default_factory=list)
-    segments: dict[str, Predicate] = field(default_factory=dict)
+    segments: dict[str, Condition] = field(default_factory=dict)
     """Segment code -> its condition (called with no fact properties)."""
     boosts: list[CompiledBoost] = field(default_factory=list)
     reads_participants: bool = False

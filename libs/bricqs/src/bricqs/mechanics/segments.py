@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bricqs.mechanics.conditions import Participant, Predicate, reads_participant
+from bricqs.mechanics.conditions import Condition, Participant, reads_participant
 from bricqs.mechanics.definitions import (
     Badge,
     Boost,
@@ -38,12 +38,12 @@ def reads_participants(definition: Definition) -> bool:
 
 
 def participants_in_segments(
-    segments: Mapping[str, Predicate], attributes: Mapping[str, dict[str, Any]]
+    segments: Mapping[str, Condition], attributes: Mapping[str, dict[str, Any]]
 ) -> dict[str, Participant]:
     """Each participant's attributes with the segments they put it in."""
     found = {}
     for participant_id, values in attributes.items():
         bare = Participant(values)
-        within = frozenset(code for code, test in segments.items() if test({}, bare))
+        within = frozenset(code for code, test in segments.items() if test.holds({}, bare))
         found[participant_id] = Participant(values, within)
     return found
