@@ -193,7 +193,7 @@ async def _apply_caps(conn: Conn, r: Round) -> list[tuple[LedgerEntry, Fact]]:
             if room <= 0:
                 continue
             if entry.amount > room:
-                entry = entry._replace(amount=room)
+                entry = entry.for_amount(room)
             used[key] = used.get(key, 0) + entry.amount
         kept.append((entry, fact))
     return kept

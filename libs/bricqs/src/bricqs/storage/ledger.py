@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from psycopg.types.json import Jsonb
 
@@ -12,23 +12,74 @@ from bricqs.storage.arrays import TEXTS, integers, integers_sql, texts, unnest_t
 from bricqs.storage.tenants import Conn, Tenant
 
 
-class LedgerEntry(NamedTuple):
-    """One ledger line to write (a NamedTuple: most events earn one)."""
+class LedgerEntry:
+    """One ledger line to write.
 
-    entry_id: str
-    participant_id: str
-    amount: int
-    kind: str
-    source: str
-    fact_id: str | None
-    cap_bucket: str | None
-    occurred_at: datetime
-    reason: str = ""
-    idempotency_key: str | None = None
-    expires_at: datetime | None = None
-    """When the points of a credit expire (None: never); such a credit is also a lot."""
-    boosts: list[dict[str, Any]] | None = None
-    """The boosts that multiplied an earn entry ({code, multiplier} each)."""
+    A plain class (most events earn one): compiled (mypyc), a plain class is built
+    natively, while a NamedTuple's generated constructor runs as interpreted Python.
+    """
+
+    __slots__ = (
+        "amount",
+        "boosts",
+        "cap_bucket",
+        "entry_id",
+        "expires_at",
+        "fact_id",
+        "idempotency_key",
+        "kind",
+        "occurred_at",
+        "participant_id",
+        "reason",
+        "source",
+    )
+
+    def __init__(
+        self,
+        entry_id: str,
+        participant_id: str,
+        amount: int,
+        kind: str,
+        source: str,
+        fact_id: str | None,
+        cap_bucket: str | None,
+        occurred_at: datetime,
+        reason: str = "",
+        idempotency_key: str | None = None,
+        expires_at: datetime | None = None,
+        boosts: list[dict[str, Any]] | None = None,
+    ) -> None:
+        self.entry_id: Final = entry_id
+        self.participant_id: Final = participant_id
+        self.amount: Final = amount
+        self.kind: Final = kind
+        self.source: Final = source
+        self.fact_id: Final = fact_id
+        self.cap_bucket: Final = cap_bucket
+        self.occurred_at: Final = occurred_at
+        self.reason: Final = reason
+        self.idempotency_key: Final = idempotency_key
+        self.expires_at: Final = expires_at
+        """When the points of a credit expire (None: never); such a credit is also a lot."""
+        self.boosts: Final = boosts
+        """The boosts that multiplied an earn entry ({code, multiplier} each)."""
+
+    def for_amount(self, amount: int) -> LedgerEntry:
+        """This entry for `amount` points instead (a cap trims an award)."""
+        return LedgerEntry(
+            self.entry_id,
+            self.participant_id,
+            amount,
+            self.kind,
+            self.source,
+            self.fact_id,
+            self.cap_bucket,
+            self.occurred_at,
+            self.reason,
+            self.idempotency_key,
+            self.expires_at,
+            self.boosts,
+        )
 
 
 async def earned_in_cap_buckets(

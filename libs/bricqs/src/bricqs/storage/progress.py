@@ -4,26 +4,40 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
-from bricqs.storage.arrays import integers, integers_sql, text_columns, unnest_texts
+from bricqs.storage.arrays import integers, integers_sql, text_columns, texts, unnest_texts
 from bricqs.storage.tenants import Conn, Tenant
 
 
-class ProgressDelta(NamedTuple):
+class ProgressDelta:
     """What a batch adds to one (criterion, participant, bucket).
 
-    A NamedTuple, not a frozen dataclass: thousands are made per batch, and tuples are
-    several times cheaper to build.
+    A plain class: thousands are made per batch, and compiled (mypyc) a plain class is
+    built natively, while a NamedTuple's generated constructor runs as interpreted Python
+    (about a tenth of matching's instructions, measured with callgrind).
     """
 
-    criterion_id: str
-    participant_id: str
-    bucket: str
-    facts: int  # how many facts it adds (`count` would shadow tuple.count)
-    sum: float
-    max: float | None
-    reached_at: datetime
+    __slots__ = ("bucket", "criterion_id", "facts", "max", "participant_id", "reached_at", "sum")
+
+    def __init__(
+        self,
+        criterion_id: str,
+        participant_id: str,
+        bucket: str,
+        facts: int,
+        sum: float,
+        max: float | None,
+        reached_at: datetime,
+    ) -> None:
+        self.criterion_id: Final = criterion_id
+        self.participant_id: Final = participant_id
+        self.bucket: Final = bucket
+        self.facts: Final = facts
+        """How many facts it adds."""
+        self.sum: Final = sum
+        self.max: Final = max
+        self.reached_at: Final = reached_at
 
 
 class BucketValue:
@@ -80,7 +94,9 @@ def _progress_rows(tenant: Tenant, deltas: Sequence[ProgressDelta]) -> tuple[Any
     return (
         tenant.project_id,
         tenant.environment,
-        *text_columns(rows, 3),  # criterion_id, participant_id, bucket
+        *texts([d.criterion_id for d in rows]),
+        *texts([d.participant_id for d in rows]),
+        *texts([d.bucket for d in rows]),
         integers([d.facts for d in rows]),
         # Binary arrays hold one type: an integer maximum goes as a float too.
         [float(d.sum) for d in rows],
@@ -119,7 +135,7 @@ async def add_progress(
         _progress_rows(tenant, deltas),
         binary=True,
     )
-    return WrittenBuckets({(d[0], d[1], d[2]) for d in deltas}, cursor)
+    return WrittenBuckets({(d.criterion_id, d.participant_id, d.bucket) for d in deltas}, cursor)
 
 
 _ADD_DISTINCT = f"""
