@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Iterable, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Final
 
 from bricqs.mechanics.definitions import Window
 from bricqs.mechanics.ruleset import CompiledCriterion
-from bricqs.mechanics.windows import day_key, period_key
+from bricqs.mechanics.windows import day_key, period_key, utc_date
 from bricqs.storage.progress import BucketRange, BucketValue
 
 
@@ -58,7 +58,7 @@ def evaluation_points(window: Window | None, times: Sequence[datetime]) -> list[
         return [WHOLE_HISTORY]
     if window.type == "rolling" and len(times) == 1:  # one fact: the usual case
         assert window.days is not None
-        return list(_rolling_points(times[0].astimezone(UTC).date(), window.days))
+        return list(_rolling_points(utc_date(times[0]), window.days))
     points: dict[str, EvaluationPoint] = {}
     for moment in times:
         if window.type == "calendar":
@@ -67,7 +67,7 @@ def evaluation_points(window: Window | None, times: Sequence[datetime]) -> list[
             points[key] = _one_bucket(key)
         else:
             assert window.days is not None
-            for point in _rolling_points(moment.astimezone(UTC).date(), window.days):
+            for point in _rolling_points(utc_date(moment), window.days):
                 points[point.label] = point
     return list(points.values())
 
@@ -101,7 +101,7 @@ def current_point(window: Window | None, at: datetime) -> EvaluationPoint:
         assert window.period is not None
         return _one_bucket(period_key(at, window.period, window.timezone))
     assert window.days is not None
-    day = at.astimezone(UTC).date()
+    day = utc_date(at)
     return _rolling_point(day, window.days)
 
 

@@ -24,8 +24,15 @@ def zone(name: str) -> ZoneInfo:
 def local_date(moment: datetime, timezone: str) -> date:
     """The calendar date of `moment` in `timezone`."""
     if timezone == "UTC":  # the usual zone: a fixed offset, far cheaper than zoneinfo's
-        return moment.astimezone(UTC).date()
+        return utc_date(moment)
     return moment.astimezone(zone(timezone)).date()
+
+
+def utc_date(moment: datetime) -> date:
+    """The UTC calendar date of `moment`."""
+    if moment.tzinfo is UTC:  # facts' times are decoded in UTC: no conversion to make
+        return moment.date()
+    return moment.astimezone(UTC).date()
 
 
 def period_index(moment: datetime, period: str, timezone: str = "UTC") -> int:
@@ -80,7 +87,7 @@ def buckets_for(window: Window | None, moment: datetime) -> str | None:
     if window.type == "calendar":
         assert window.period is not None
         return period_key(moment, window.period, window.timezone)
-    return day_key(moment.astimezone(UTC).date())
+    return day_key(utc_date(moment))
 
 
 def buckets_to_read(window: Window | None, at: datetime) -> list[str]:

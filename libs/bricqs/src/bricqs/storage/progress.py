@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 from bricqs.storage.arrays import integers, integers_sql, text_columns, texts, unnest_texts
 from bricqs.storage.tenants import Conn, Tenant
@@ -173,14 +173,43 @@ async def add_distinct_values(
     )
 
 
-class BucketRange(NamedTuple):
+class BucketRange:
     """The buckets of one criterion and participant named from `first` to `last`, in byte
-    order (the bucket column's collation is "C": migration 0005)."""
+    order (the bucket column's collation is "C": migration 0005). A plain class: judging
+    makes a few per event (see `BucketValue`)."""
 
-    criterion_id: str
-    participant_id: str
-    first: str
-    last: str
+    __slots__ = ("criterion_id", "first", "last", "participant_id")
+
+    def __init__(self, criterion_id: str, participant_id: str, first: str, last: str) -> None:
+        self.criterion_id: Final = criterion_id
+        self.participant_id: Final = participant_id
+        self.first: Final = first
+        self.last: Final = last
+
+    def _fields(self) -> tuple[str, str, str, str]:
+        return self.criterion_id, self.participant_id, self.first, self.last
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BucketRange) and self._fields() == other._fields()
+
+    def __lt__(self, other: BucketRange) -> bool:
+        return self._fields() < other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return "BucketRange({!r}, {!r}, {!r}, {!r})".format(*self._fields())
+
+
+def _range_columns(ranges: Sequence[BucketRange]) -> list[list[str] | str | None]:
+    """The `TEXTS` parameters of the ranges' four columns."""
+    return [
+        *texts([r.criterion_id for r in ranges]),
+        *texts([r.participant_id for r in ranges]),
+        *texts([r.first for r in ranges]),
+        *texts([r.last for r in ranges]),
+    ]
 
 
 def _range_read(table: str, columns: str) -> str:
@@ -227,14 +256,16 @@ class BucketReads:
         if self._progress_rows is not None:
             ranges = self._ranges
             for n, bucket, count, total, maximum in await self._progress_rows.fetchall():
-                cid, pid = ranges[n - 1][:2]
-                progress[(cid, pid, bucket)] = BucketValue(count, total, maximum)
+                r = ranges[n - 1]
+                progress[(r.criterion_id, r.participant_id, bucket)] = BucketValue(
+                    count, total, maximum
+                )
         distinct: Distinct = {}
         if self._distinct_rows is not None:
             ranges = self._distinct_ranges
             for n, bucket, value in await self._distinct_rows.fetchall():
-                cid, pid = ranges[n - 1][:2]
-                distinct.setdefault((cid, pid, bucket), set()).add(value)
+                r = ranges[n - 1]
+                distinct.setdefault((r.criterion_id, r.participant_id, bucket), set()).add(value)
         return progress, distinct
 
 
@@ -254,13 +285,13 @@ async def send_bucket_reads(
     if ranges:
         progress_rows = await conn.execute(
             _READ_PROGRESS,
-            (*text_columns(ranges, 4), tenant.project_id, tenant.environment),
+            (*_range_columns(ranges), tenant.project_id, tenant.environment),
             binary=True,
         )
     if distinct_ranges:
         distinct_rows = await conn.execute(
             _READ_DISTINCT,
-            (*text_columns(distinct_ranges, 4), tenant.project_id, tenant.environment),
+            (*_range_columns(distinct_ranges), tenant.project_id, tenant.environment),
             binary=True,
         )
     return BucketReads(ranges, distinct_ranges, progress_rows, distinct_rows)
