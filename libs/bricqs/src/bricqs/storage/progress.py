@@ -6,7 +6,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from bricqs.storage.arrays import integers, integers_sql, text_columns, texts, unnest_texts
+from bricqs.storage.arrays import (
+    SEPARATOR,
+    integers,
+    integers_sql,
+    text_columns,
+    texts,
+    unnest_texts,
+)
 from bricqs.storage.tenants import Conn, Tenant
 
 
@@ -90,7 +97,12 @@ _REPLACE_PROGRESS = (
 
 def _progress_rows(tenant: Tenant, deltas: Sequence[ProgressDelta]) -> tuple[Any, ...]:
     """The parameters of `_UPSERT_PROGRESS`: one array per column, rows in key order."""
-    rows = sorted(deltas, key=lambda d: (d.criterion_id, d.participant_id, d.bucket))
+    # One string per row, not a tuple: two strings compare with one memcmp, two tuples
+    # with an equality test per column first. The separator (a control character) sorts
+    # below any character ids and bucket names may hold, so the order is the key's.
+    rows = sorted(
+        deltas, key=lambda d: SEPARATOR.join((d.criterion_id, d.participant_id, d.bucket))
+    )
     return (
         tenant.project_id,
         tenant.environment,
