@@ -26,7 +26,14 @@ from psycopg import AsyncConnection
 
 from bricqs.facts import derive_fact, json_type
 from bricqs.schemas import Envelope, Fact, json_encoder
-from bricqs.storage.arrays import integers, integers_sql, text_columns, texts, unnest_texts
+from bricqs.storage.arrays import (
+    SEPARATOR,
+    integers,
+    integers_sql,
+    text_columns,
+    texts,
+    unnest_texts,
+)
 
 
 class Outcome(StrEnum):
@@ -268,13 +275,28 @@ _UPSERT_PARTICIPANTS = f"""
 """  # noqa: S608 - fixed SQL fragments, never input
 
 
+def _sighted(
+    key: tuple[str, str, str],
+    at: datetime,
+    seen: dict[tuple[str, str, str], tuple[datetime, datetime, int]],
+) -> None:
+    """Fold one sighting of `key` at `at` into `seen`: (first, last, count)."""
+    found = seen.get(key)
+    if found is None:
+        seen[key] = (at, at, 1)
+        return
+    # Comparisons, not min() and max(): compiled, those are calls through Python's call
+    # protocol, and this runs per event.
+    first, last, count = found
+    seen[key] = (at if at < first else first, at if at > last else last, count + 1)
+
+
 async def _upsert_participants(conn: AsyncConnection[Any], events: Iterable[Envelope]) -> None:
     seen: dict[tuple[str, str, str], tuple[datetime, datetime, int]] = {}
     for env in events:
-        key = (env.project_id, env.environment, env.participant_id)
-        first, last, count = seen.get(key, (env.occurred_at, env.occurred_at, 0))
-        seen[key] = (min(first, env.occurred_at), max(last, env.occurred_at), count + 1)
-    keys = sorted(seen)
+        _sighted((env.project_id, env.environment, env.participant_id), env.occurred_at, seen)
+    # Sorted by one joined string, not the tuple (see `progress._progress_rows`).
+    keys = sorted(seen, key=SEPARATOR.join)
     await conn.execute(
         _UPSERT_PARTICIPANTS,
         (
@@ -289,13 +311,16 @@ async def _upsert_participants(conn: AsyncConnection[Any], events: Iterable[Enve
 async def upsert_catalog(conn: AsyncConnection[Any], events: Iterable[Envelope]) -> None:
     """Count newly stored events in the event catalog (names, times, property types)."""
     names: dict[tuple[str, str, str], tuple[datetime, datetime, int]] = {}
-    properties: set[tuple[str, str, str, str, str]] = set()
+    types: dict[tuple[str, str, str], set[tuple[str, str]]] = {}
     for env in events:
         key = (env.project_id, env.environment, env.event_name)
-        first, last, count = names.get(key, (env.received_at, env.received_at, 0))
-        names[key] = (min(first, env.received_at), max(last, env.received_at), count + 1)
+        _sighted(key, env.received_at, names)
+        found = types.get(key)
+        if found is None:
+            found = types[key] = set()
         for prop, value in env.properties.items():
-            properties.add((*key, prop, json_type(value)))
+            found.add((prop, json_type(value)))
+    properties = [(*key, *pair) for key, pairs in types.items() for pair in pairs]
     keys = sorted(names)
     await conn.execute(
         """
