@@ -153,6 +153,24 @@ def test_readable_examples() -> None:
     assert not compile_condition({"path": "flag", "op": "eq", "value": 1})({"flag": True}, NOBODY)
 
 
+def test_order_operators_at_their_boundaries() -> None:
+    # Random facts rarely land exactly on a bound, so each bound is checked here: a
+    # strict comparison excludes it, an inclusive one takes it (numbers and strings).
+    cases = {
+        "gt": (False, True, False),
+        "gte": (True, True, False),
+        "lt": (False, False, True),
+        "lte": (True, False, True),
+    }
+    for op, (at, above, below) in cases.items():
+        number = compile_condition({"path": "n", "op": op, "value": 10})
+        assert [number({"n": v}, NOBODY) for v in (10, 10.5, 9)] == [at, above, below], op
+        assert number({"n": 10.0}, NOBODY) is at, op  # 10.0 is the bound 10
+        text = compile_condition({"path": "s", "op": op, "value": "m"})
+        assert [text({"s": v}, NOBODY) for v in ("m", "n", "l")] == [at, above, below], op
+        assert not number({"n": "10"}, NOBODY) and not number({}, NOBODY), op
+
+
 @given(
     where=st.recursive(
         st.none() | st.integers() | st.text(max_size=5),

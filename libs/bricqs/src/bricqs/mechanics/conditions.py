@@ -2,8 +2,8 @@
 
 A condition is compiled once, when a tenant's rules are loaded, into a tree of small
 condition objects; evaluating it is then a method call per node, with no parsing or
-dispatch on the operator name at run time. Comparisons between incomparable types are false, never
-errors: a fact's properties are whatever the client sent.
+dispatch on the operator name at run time. Comparisons between incomparable types are
+false, never errors: a fact's properties are whatever the client sent.
 
 A path starting with `participant.` reads the attributes of the participant the fact is
 about instead of the fact's properties, and a leaf `{"segment": "vip"}` holds when the
@@ -106,9 +106,12 @@ class _Leaf(Condition):
 
 
 class _Exists(_Leaf):
+    def __init__(self, path: str, expected: Any) -> None:
+        super().__init__(path, expected)
+        self.want: Final = True if expected is None else bool(expected)
+
     def holds(self, props: dict[str, Any], who: Participant) -> bool:
-        want = True if self.expected is None else bool(self.expected)
-        return (self.get.value(props, who) is not _MISSING) is want
+        return (self.get.value(props, who) is not _MISSING) is self.want
 
 
 class _Equal(_Leaf):
@@ -144,12 +147,16 @@ class _Contains(_Leaf):
         return False
 
 
-class _Above(_Leaf):
-    """gt, or gte when `inclusive`."""
+class _Ordered(_Leaf):
+    """A comparison of order, strict unless `inclusive`."""
 
     def __init__(self, path: str, expected: Any, inclusive: bool) -> None:
         super().__init__(path, expected)
         self.inclusive: Final = inclusive
+
+
+class _Above(_Ordered):
+    """gt, or gte when `inclusive`."""
 
     def holds(self, props: dict[str, Any], who: Participant) -> bool:
         value = self.get.value(props, who)
@@ -158,7 +165,7 @@ class _Above(_Leaf):
         return bool(value >= self.expected if self.inclusive else value > self.expected)
 
 
-class _Below(_Above):
+class _Below(_Ordered):
     """lt, or lte when `inclusive`."""
 
     def holds(self, props: dict[str, Any], who: Participant) -> bool:
@@ -173,15 +180,17 @@ class _Always(Condition):
         return True
 
 
-class _All(Condition):
+class _Group(Condition):
     def __init__(self, parts: list[Condition]) -> None:
         self.parts: Final = parts
 
+
+class _All(_Group):
     def holds(self, props: dict[str, Any], who: Participant) -> bool:
         return all(part.holds(props, who) for part in self.parts)
 
 
-class _AnyOf(_All):
+class _AnyOf(_Group):
     def holds(self, props: dict[str, Any], who: Participant) -> bool:
         return any(part.holds(props, who) for part in self.parts)
 
