@@ -207,9 +207,6 @@ class BucketRange:
     def __lt__(self, other: BucketRange) -> bool:
         return self._fields() < other._fields()
 
-    def __hash__(self) -> int:
-        return hash(self._fields())
-
     def __repr__(self) -> str:
         return "BucketRange({!r}, {!r}, {!r}, {!r})".format(*self._fields())
 
