@@ -409,12 +409,12 @@ def test_participant_paths_read_attributes_not_properties() -> None:
     is_fr = compile_condition({"path": "participant.country", "op": "eq", "value": "FR"})
     nested = compile_condition({"path": "participant.address.city", "op": "eq", "value": "Lyon"})
     fr = Participant({"country": "FR", "address": {"city": "Lyon"}})
-    assert is_fr({}, fr)
-    assert not is_fr({"participant": {"country": "FR"}}, NOBODY)
-    assert nested({}, fr)
+    assert is_fr.holds({}, fr)
+    assert not is_fr.holds({"participant": {"country": "FR"}}, NOBODY)
+    assert nested.holds({}, fr)
     vip = compile_condition({"any": [{"segment": "vip"}, {"path": "x", "op": "eq", "value": 1}]})
-    assert vip({}, Participant({}, frozenset({"vip"})))
-    assert not vip({}, Participant({}, frozenset({"gold"})))
+    assert vip.holds({}, Participant({}, frozenset({"vip"})))
+    assert not vip.holds({}, Participant({}, frozenset({"gold"})))
 
 
 # ---------------------------------------------------------------------------------------

@@ -131,7 +131,7 @@ def test_compiled_condition_agrees_with_the_interpreter(
     where: dict[str, Any], props: dict[str, Any]
 ) -> None:
     assert condition_errors(where, "where") == []
-    assert compile_condition(where)(props, NOBODY) == interpret(where, props)
+    assert compile_condition(where).holds(props, NOBODY) == interpret(where, props)
 
 
 def test_readable_examples() -> None:
@@ -144,13 +144,17 @@ def test_readable_examples() -> None:
             ]
         }
     )
-    assert big_usd({"amount": 50, "currency": "USD"}, NOBODY)
-    assert not big_usd({"amount": 49.99, "currency": "USD"}, NOBODY)
-    assert not big_usd({"amount": "60", "currency": "USD"}, NOBODY)  # a string is not a number
-    assert not big_usd({"amount": 60, "currency": "USD", "meta": {"coupon": "X"}}, NOBODY)
+    assert big_usd.holds({"amount": 50, "currency": "USD"}, NOBODY)
+    assert not big_usd.holds({"amount": 49.99, "currency": "USD"}, NOBODY)
+    assert not big_usd.holds(
+        {"amount": "60", "currency": "USD"}, NOBODY
+    )  # a string is not a number
+    assert not big_usd.holds({"amount": 60, "currency": "USD", "meta": {"coupon": "X"}}, NOBODY)
     vip = compile_condition({"path": "tags", "op": "contains", "value": "vip"})
-    assert vip({"tags": ["vip"]}, NOBODY)
-    assert not compile_condition({"path": "flag", "op": "eq", "value": 1})({"flag": True}, NOBODY)
+    assert vip.holds({"tags": ["vip"]}, NOBODY)
+    assert not compile_condition({"path": "flag", "op": "eq", "value": 1}).holds(
+        {"flag": True}, NOBODY
+    )
 
 
 def test_order_operators_at_their_boundaries() -> None:
@@ -164,11 +168,11 @@ def test_order_operators_at_their_boundaries() -> None:
     }
     for op, (at, above, below) in cases.items():
         number = compile_condition({"path": "n", "op": op, "value": 10})
-        assert [number({"n": v}, NOBODY) for v in (10, 10.5, 9)] == [at, above, below], op
-        assert number({"n": 10.0}, NOBODY) is at, op  # 10.0 is the bound 10
+        assert [number.holds({"n": v}, NOBODY) for v in (10, 10.5, 9)] == [at, above, below], op
+        assert number.holds({"n": 10.0}, NOBODY) is at, op  # 10.0 is the bound 10
         text = compile_condition({"path": "s", "op": op, "value": "m"})
-        assert [text({"s": v}, NOBODY) for v in ("m", "n", "l")] == [at, above, below], op
-        assert not number({"n": "10"}, NOBODY) and not number({}, NOBODY), op
+        assert [text.holds({"s": v}, NOBODY) for v in ("m", "n", "l")] == [at, above, below], op
+        assert not number.holds({"n": "10"}, NOBODY) and not number.holds({}, NOBODY), op
 
 
 @given(
@@ -186,5 +190,5 @@ def test_order_operators_at_their_boundaries() -> None:
 def test_invalid_conditions_are_refused_with_field_paths_never_crash(where: Any) -> None:
     errors = condition_errors(where, "where")
     if not errors:  # anything accepted must compile and evaluate
-        compile_condition(where)({"a": 1}, NOBODY)
+        compile_condition(where).holds({"a": 1}, NOBODY)
     assert all(e.field.startswith("where") for e in errors)

@@ -29,6 +29,7 @@ from bricqs.ids import ulid
 from bricqs.mechanics.apply import RuleSource
 from bricqs.mechanics.definitions import Badge, Challenge
 from bricqs.mechanics.evaluation import EvaluationPoint, evaluation_points, values_at
+from bricqs.mechanics.judging import latest_fact
 from bricqs.mechanics.matching import match_facts
 from bricqs.mechanics.outcomes import record_outcomes, system_fact
 from bricqs.mechanics.ruleset import CompiledCriterion, RuleSet, tier_level
@@ -135,10 +136,6 @@ class Held:
     completed: bool = False
 
 
-def _latest(facts: Sequence[Fact]) -> Fact:
-    return max(facts, key=lambda f: (f.occurred_at, f.fact_id))
-
-
 @dataclass
 class _Judge:
     """One participant's criteria values, from the stored buckets and its recomputed ones."""
@@ -202,7 +199,7 @@ def _judge_badge(target: Target, definition: Badge, judge: _Judge, gains: Gains)
     period = badge.period_window
     if period is None:
         if combine(any(v >= t.threshold for v in found.values()) for t, found in judged):
-            gains.awards[(definition.code, "once")] = (SOURCE, _latest(facts))
+            gains.awards[(definition.code, "once")] = (SOURCE, latest_fact(facts))
         return
     # Repeatable: once per calendar period in which the criteria are met.
     assert period.period is not None
@@ -220,7 +217,7 @@ def _judge_badge(target: Target, definition: Badge, judge: _Judge, gains: Gains)
                 for f in facts
                 if period_key(f.occurred_at, period.period, period.timezone) == label
             ]
-            gains.awards[(definition.code, label)] = (SOURCE, _latest(within or facts))
+            gains.awards[(definition.code, label)] = (SOURCE, latest_fact(within or facts))
 
 
 def _judge_challenge(target: Target, definition: Challenge, judge: _Judge, gains: Gains) -> None:
@@ -233,7 +230,7 @@ def _judge_challenge(target: Target, definition: Challenge, judge: _Judge, gains
     # Every objective met within one same window, as the engine judges it.
     if not any(all(found[o.code][p.label] >= o.target for o in objectives) for p in points):
         return
-    gains.completion = _latest(facts)
+    gains.completion = latest_fact(facts)
     reward = definition.reward
     if reward and reward.points:
         gains.reward_points = reward.points

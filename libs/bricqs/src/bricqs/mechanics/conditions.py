@@ -69,7 +69,7 @@ def _equal(a: Any, b: Any) -> bool:
 
 
 class Condition:
-    """A compiled condition: `holds(properties, participant)`, or call it.
+    """A compiled condition: `holds(properties, participant)`.
 
     Conditions are small classes, not closures: compiled (mypyc), a method of a class is
     called directly, while a closure or lambda is called through Python's call protocol
@@ -78,9 +78,6 @@ class Condition:
     def holds(self, props: dict[str, Any], who: Participant) -> bool:
         """Whether the condition holds for a fact's properties and its participant."""
         raise NotImplementedError
-
-    def __call__(self, props: dict[str, Any], who: Participant) -> bool:
-        return self.holds(props, who)
 
 
 class _Getter:

@@ -23,8 +23,9 @@ from bricqs.storage.progress import BucketReads, WrittenBuckets, send_bucket_rea
 from bricqs.storage.tenants import Conn
 
 
-def _latest(facts: list[Fact]) -> Fact:
-    """The fact an award is credited to: the latest of those that led to it.
+def latest_fact(facts: list[Fact]) -> Fact:
+    """The fact an award or completion is credited to: the latest of those that led to it
+    (by time, then id; backfills credit the same one).
 
     A loop, not max() with a key: compiled, max() calls the key through Python's call
     protocol for every fact, and most lists hold one fact."""
@@ -164,7 +165,7 @@ async def judge_badges_and_challenges(conn: Conn, r: Round, judging: Judging) ->
         period = badge.period_window
         if period is None:
             if all(met) if badge.badge.combine == "all" else any(met):
-                latest = _latest(facts)
+                latest = latest_fact(facts)
                 awards.append((code, pid, "once", "criteria", latest.fact_id))
                 award_facts[(code, pid, "once")] = latest
             continue
@@ -181,7 +182,7 @@ async def judge_badges_and_challenges(conn: Conn, r: Round, judging: Judging) ->
                 for t, points in thresholds
             ]
             if all(met_here) if badge.badge.combine == "all" else any(met_here):
-                latest = _latest(facts)
+                latest = latest_fact(facts)
                 awards.append((code, pid, point.label, "criteria", latest.fact_id))
                 award_facts[(code, pid, point.label)] = latest
 
@@ -193,7 +194,7 @@ async def judge_badges_and_challenges(conn: Conn, r: Round, judging: Judging) ->
             all(_reached(values, o.criterion, pid, [p], o.target) for o in challenge.objectives)
             for p in points
         )
-        latest = _latest(facts)
+        latest = latest_fact(facts)
         if r.report:
             r.effects_of(latest).challenges.append(
                 {

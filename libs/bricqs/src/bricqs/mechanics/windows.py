@@ -98,5 +98,5 @@ def buckets_to_read(window: Window | None, at: datetime) -> list[str]:
         assert window.period is not None
         return [period_key(at, window.period, window.timezone)]
     assert window.days is not None
-    today = at.astimezone(UTC).date()
+    today = utc_date(at)
     return [day_key(today - timedelta(days=n)) for n in range(window.days)]
