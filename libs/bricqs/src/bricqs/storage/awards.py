@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from bricqs.storage.arrays import text_array
 from bricqs.storage.tenants import Conn, Tenant
 
 
@@ -24,7 +25,11 @@ async def award_badges(
         ON CONFLICT DO NOTHING
         RETURNING badge_code, participant_id, award_key
         """,
-        (tenant.project_id, tenant.environment, *[[r[i] for r in rows] for i in range(5)]),
+        (
+            tenant.project_id,
+            tenant.environment,
+            *[text_array([r[i] for r in rows]) for i in range(5)],
+        ),
     )
     return [(r[0], r[1], r[2]) for r in await cursor.fetchall()]
 
@@ -60,7 +65,12 @@ async def complete_challenges(
         ON CONFLICT DO NOTHING
         RETURNING challenge_code, participant_id
         """,
-        (tenant.project_id, tenant.environment, source, *[[r[i] for r in rows] for i in range(3)]),
+        (
+            tenant.project_id,
+            tenant.environment,
+            source,
+            *[text_array([r[i] for r in rows]) for i in range(3)],
+        ),
     )
     return [(r[0], r[1]) for r in await cursor.fetchall()]
 

@@ -30,8 +30,10 @@ from bricqs.storage.arrays import (
     SEPARATOR,
     integers,
     integers_sql,
+    text_array,
     text_columns,
     texts,
+    timestamptz_array,
     unnest_texts,
 )
 
@@ -94,11 +96,11 @@ async def _claim_idempotency_keys(
         return {}
     keys = sorted(first)
     columns = (
-        [k[0] for k in keys],
-        [k[1] for k in keys],
-        [k[2] for k in keys],
-        [first[k].event_id for k in keys],
-        [first[k].payload_hash for k in keys],
+        text_array([k[0] for k in keys]),
+        text_array([k[1] for k in keys]),
+        text_array([k[2] for k in keys]),
+        text_array([first[k].event_id for k in keys]),
+        text_array([first[k].payload_hash for k in keys]),
     )
     # An expired key (not yet purged) is taken over by the new event.
     await conn.execute(
@@ -182,9 +184,9 @@ async def store_events(
             *texts([c.event_name for c in candidates]),
             *texts([c.participant_id for c in candidates]),
             *texts([_json(c.properties) for c in candidates]),
-            [c.occurred_at for c in candidates],
-            [c.received_at for c in candidates],
-            [c.idempotency_key for c in candidates],
+            timestamptz_array([c.occurred_at for c in candidates]),
+            timestamptz_array([c.received_at for c in candidates]),
+            text_array([c.idempotency_key for c in candidates]),
         ),
     )
     result.stored_at = {row[0]: row[1] for row in await cursor.fetchall()}
@@ -232,7 +234,7 @@ async def insert_facts(
             *texts([f.participant_id for f in facts]),
             *texts([f.event_id for f in facts]),
             *texts([_json(f.properties) for f in facts]),
-            [f.occurred_at for f in facts],
+            timestamptz_array([f.occurred_at for f in facts]),
         ),
     )
 
@@ -301,8 +303,8 @@ async def _upsert_participants(conn: AsyncConnection[Any], events: Iterable[Enve
         _UPSERT_PARTICIPANTS,
         (
             *text_columns(keys, 3),
-            [seen[k][0] for k in keys],
-            [seen[k][1] for k in keys],
+            timestamptz_array([seen[k][0] for k in keys]),
+            timestamptz_array([seen[k][1] for k in keys]),
             integers([seen[k][2] for k in keys]),
         ),
     )

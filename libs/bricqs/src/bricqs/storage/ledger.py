@@ -6,9 +6,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final, NamedTuple
 
-from psycopg.types.json import Jsonb
-
-from bricqs.storage.arrays import TEXTS, integers, integers_sql, texts, unnest_texts
+from bricqs.storage.arrays import (
+    TEXTS,
+    integers,
+    integers_sql,
+    jsonb_array,
+    text_array,
+    texts,
+    timestamptz_array,
+    unnest_texts,
+)
 from bricqs.storage.tenants import Conn, Tenant
 
 
@@ -101,9 +108,9 @@ async def earned_in_cap_buckets(
         WHERE l.total IS NOT NULL
         """,
         (
-            [k[0] for k in unique],
-            [k[1] for k in unique],
-            [k[2] for k in unique],
+            text_array([k[0] for k in unique]),
+            text_array([k[1] for k in unique]),
+            text_array([k[2] for k in unique]),
             tenant.project_id,
             tenant.environment,
         ),
@@ -151,16 +158,16 @@ async def write_ledger(conn: Conn, tenant: Tenant, entries: Sequence[LedgerEntry
             integers([e.amount for e in entries]),
             *texts([e.kind for e in entries]),
             *texts([e.source for e in entries]),
-            [e.fact_id for e in entries],
-            [e.cap_bucket for e in entries],
-            [e.occurred_at for e in entries],
-            [e.reason for e in entries],
-            [e.idempotency_key for e in entries],
-            [None if e.boosts is None else Jsonb(e.boosts) for e in entries],
+            text_array([e.fact_id for e in entries]),
+            text_array([e.cap_bucket for e in entries]),
+            timestamptz_array([e.occurred_at for e in entries]),
+            text_array([e.reason for e in entries]),
+            text_array([e.idempotency_key for e in entries]),
+            jsonb_array([e.boosts for e in entries]),
             tenant.project_id,
             tenant.environment,
-            [lot_id for lot_id, _ in lots],
-            [expires_at for _, expires_at in lots],
+            text_array([lot_id for lot_id, _ in lots]),
+            timestamptz_array([expires_at for _, expires_at in lots]),
         ),
     )
     return [row[0] for row in await cursor.fetchall()]

@@ -8,10 +8,12 @@ from typing import Any, Final
 
 from bricqs.storage.arrays import (
     SEPARATOR,
+    float8_array,
     integers,
     integers_sql,
     text_columns,
     texts,
+    timestamptz_array,
     unnest_texts,
 )
 from bricqs.storage.tenants import Conn, Tenant
@@ -111,9 +113,9 @@ def _progress_rows(tenant: Tenant, deltas: Sequence[ProgressDelta]) -> tuple[Any
         *texts([d.bucket for d in rows]),
         integers([d.facts for d in rows]),
         # Binary arrays hold one type: an integer maximum goes as a float too.
-        [float(d.sum) for d in rows],
-        [None if d.max is None else float(d.max) for d in rows],
-        [d.reached_at for d in rows],
+        float8_array([float(d.sum) for d in rows]),
+        float8_array([None if d.max is None else float(d.max) for d in rows]),
+        timestamptz_array([d.reached_at for d in rows]),
     )
 
 
@@ -180,7 +182,7 @@ async def add_distinct_values(
             tenant.project_id,
             tenant.environment,
             *text_columns(keys, 4),
-            [earliest[k] for k in keys],
+            timestamptz_array([earliest[k] for k in keys]),
         ),
     )
 

@@ -7,7 +7,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import NamedTuple
 
-from bricqs.storage.arrays import TEXTS, integers, integers_sql, text_columns, texts, unnest_texts
+from bricqs.storage.arrays import (
+    TEXTS,
+    int4_array,
+    integers,
+    integers_sql,
+    text_array,
+    text_columns,
+    texts,
+    timestamptz_array,
+    unnest_texts,
+)
 from bricqs.storage.tenants import Conn, Tenant
 
 # A deadline only moves forward: a run already watching a later period keeps it (a late
@@ -70,8 +80,8 @@ async def read_streak_periods(
     cursor = await conn.execute(
         _READ_PERIODS,
         (
-            [k[0] for k in unique],
-            [k[1] for k in unique],
+            text_array([k[0] for k in unique]),
+            text_array([k[1] for k in unique]),
             *(tenant.project_id, tenant.environment) * 2,
         ),
         binary=True,
@@ -123,9 +133,9 @@ async def save_streak_states(
             integers([r[4] for r in rows]),
             *texts([r[5] for r in rows]),
             *texts([_multirange(new.get((r[0], r[1]), ())) for r in rows]),
-            [None if d is None else d.period for d in due],
-            [None if d is None else d.at_risk_at for d in due],
-            [None if d is None else d.ends_at for d in due],
+            int4_array([None if d is None else d.period for d in due]),
+            timestamptz_array([None if d is None else d.at_risk_at for d in due]),
+            timestamptz_array([None if d is None else d.ends_at for d in due]),
         ),
     )
 

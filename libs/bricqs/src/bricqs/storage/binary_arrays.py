@@ -1,0 +1,78 @@
+"""Array parameters already in PostgreSQL's binary format, and psycopg's way to send them.
+
+`arrays` encodes a batch's timestamp, float, integer, nullable text and JSON columns in
+compiled code (psycopg's own list dumper is a Python loop per element). What it makes is
+one of these classes: the bytes, and the array type they are. Each class has a dumper in
+psycopg's global adapters, registered when this module is imported; a connection copies
+the global adapters when it is made, and `arrays`, which every statement using these
+imports, imports this module, so the dumpers are there before any connection is.
+
+This module is plain Python (not compiled with the hot path): psycopg's `Dumper` is a
+Python class, and its subclasses are too.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import psycopg
+from psycopg import postgres
+from psycopg.adapt import Buffer, Dumper
+from psycopg.pq import Format
+
+
+def _array_oid(element: str) -> int:
+    info = postgres.types.get(element)
+    assert info is not None and info.array_oid, element
+    return info.array_oid
+
+
+class EncodedArray:
+    """An array in PostgreSQL's binary format (`data`), of the type `oid` names."""
+
+    __slots__ = ("data",)
+    oid: ClassVar[int]
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self.data)} bytes)"
+
+
+class Float8Array(EncodedArray):
+    __slots__ = ()
+    oid = _array_oid("float8")
+
+
+class Int4Array(EncodedArray):
+    __slots__ = ()
+    oid = _array_oid("int4")
+
+
+class TimestamptzArray(EncodedArray):
+    __slots__ = ()
+    oid = _array_oid("timestamptz")
+
+
+class TextArray(EncodedArray):
+    __slots__ = ()
+    oid = _array_oid("text")
+
+
+class JsonbArray(EncodedArray):
+    __slots__ = ()
+    oid = _array_oid("jsonb")
+
+
+class _EncodedArrayDumper(Dumper):
+    format = Format.BINARY
+
+    def dump(self, obj: EncodedArray) -> Buffer:
+        return obj.data
+
+
+for _kind in (Float8Array, Int4Array, TimestamptzArray, TextArray, JsonbArray):
+    psycopg.adapters.register_dumper(
+        _kind, type(f"{_kind.__name__}Dumper", (_EncodedArrayDumper,), {"oid": _kind.oid})
+    )
