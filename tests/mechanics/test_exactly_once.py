@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 import psycopg
+import pytest
 
 from bricqs.ids import new_event_id, ulid
 from bricqs.mechanics.cache import RuleCache
@@ -347,12 +348,14 @@ def boosted_entries(url: str, tenant: Tenant) -> list[tuple[str, str, str, int, 
     return sorted(rows)
 
 
+@pytest.mark.parametrize("fresh", [False, True])
 def test_a_fact_a_rule_already_paid_is_not_paid_again_by_a_ledger_write(
-    postgres_server: Server,
+    postgres_server: Server, fresh: bool
 ) -> None:
     """An entry for a (rule, fact) already in the ledger is skipped, not an error and not
     a second payment, whatever its own entry id (the last guard should a fact ever reach
-    the mechanics twice)."""
+    the mechanics twice): whether every unique index arbitrates, or only the once-per-fact
+    one (`fresh`, a round's new entries)."""
     url = postgres_server.url
     tenant = Tenant(make_tenant(url).project_id, "live")
     at = datetime(2026, 6, 1, tzinfo=UTC)
@@ -362,7 +365,7 @@ def test_a_fact_a_rule_already_paid_is_not_paid_again_by_a_ledger_write(
 
     async def write(entries: list[LedgerEntry]) -> list[str]:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            return await write_ledger(conn, tenant, entries)
+            return await write_ledger(conn, tenant, entries, fresh=fresh)
 
     first = entry("fct_1")
     assert asyncio.run(write([first])) == [first.entry_id]

@@ -144,7 +144,8 @@ async def _commit_points(conn: Conn, r: Round) -> None:
     if not r.ledger:
         return
     capped = await _apply_caps(conn, r)
-    inserted = set(await write_ledger(conn, r.tenant, [e for e, _ in capped]))
+    # Fresh: a round's entries (its earnings, judging's rewards) get new ulid() ids.
+    inserted = set(await write_ledger(conn, r.tenant, [e for e, _ in capped], fresh=True))
     entries = [(e, f) for e, f in capped if e.entry_id in inserted]
     earned: dict[str, int] = defaultdict(int)
     for entry, _ in entries:
