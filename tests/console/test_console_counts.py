@@ -4,12 +4,19 @@ stored facts, type by type."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
+from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
+import pytest
 from litestar.testing import TestClient
 
+from bricqs.ids import new_fact_id
+from bricqs.schemas import Fact
+from bricqs.storage.events import insert_facts
 from bricqs_devstack.servers import Server
 from tests.conftest import Story, Tenant
 from tests.console.test_console_security import sign_in
@@ -46,6 +53,35 @@ def test_the_fact_counts_equal_the_facts_after_redeliveries(
     )
     assert facts["custom.purchase"] == 150 and len(facts) > 2  # outcomes were made too
     assert counted == facts
+
+
+def test_fresh_facts_of_two_tenants_are_refused_not_counted_to_one(
+    postgres_server: Server,
+) -> None:
+    """A round's fresh facts are counted by type under their one tenant; facts of two
+    tenants given as fresh would be counted to the first, so they are refused."""
+    at = datetime(2026, 6, 1, tzinfo=UTC)
+
+    def fact(project_id: str) -> Fact:
+        return Fact(
+            fact_id=new_fact_id(),
+            fact_type="points.awarded",
+            project_id=project_id,
+            environment="live",
+            participant_id="ann",
+            event_id="evt_1",
+            properties={},
+            occurred_at=at,
+        )
+
+    async def insert(facts: list[Fact]) -> None:
+        url = postgres_server.url
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            await insert_facts(conn, facts, fresh=True)
+
+    with pytest.raises(ValueError, match="one tenant"):
+        asyncio.run(insert([fact("prj_a"), fact("prj_b")]))
+    asyncio.run(insert([fact("prj_a"), fact("prj_a")]))  # one tenant's: stored
 
 
 def test_the_overview_reads_the_counts_not_the_rows(
