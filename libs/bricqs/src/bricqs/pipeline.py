@@ -36,7 +36,8 @@ async def process_envelopes(
 ) -> Processed:
     """Store `envelopes` and run mechanics for the facts this call inserted.
 
-    `report=False` leaves `effects` empty, for callers that do not answer with them.
+    `report=False` leaves `effects` and `stored.stored_at` empty, for callers that do not
+    answer with them.
     `standings` is where leaderboard standings are mirrored (None: PostgreSQL only).
 
     In pipeline mode: statements whose results are not read (the inserts and upserts
@@ -47,7 +48,9 @@ async def process_envelopes(
         await lock_participants(
             conn, [(e.project_id, e.environment, e.participant_id) for e in envelopes]
         )
-        stored = await store_events(conn, envelopes, idempotency_ttl=idempotency_ttl, catalog=False)
+        stored = await store_events(
+            conn, envelopes, idempotency_ttl=idempotency_ttl, catalog=False, stored_times=report
+        )
         effects = (
             await apply_mechanics(
                 conn,
