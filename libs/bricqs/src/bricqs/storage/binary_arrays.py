@@ -4,8 +4,8 @@
 compiled code (psycopg's own list dumper is a Python loop per element). What it makes is
 one of these classes: the bytes, and the array type they are. Each class has a dumper in
 psycopg's global adapters, registered when this module is imported; a connection copies
-the global adapters when it is made, and `arrays`, which every statement using these
-imports, imports this module, so the dumpers are there before any connection is.
+the global adapters when it is first used, and `pools`, which makes every service's
+connections, imports this module (as does `arrays`), so the dumpers are there first.
 
 This module is plain Python (not compiled with the hot path): psycopg's `Dumper` is a
 Python class, and its subclasses are too.
@@ -22,9 +22,7 @@ from psycopg.pq import Format
 
 
 def _array_oid(element: str) -> int:
-    info = postgres.types.get(element)
-    assert info is not None and info.array_oid, element
-    return info.array_oid
+    return postgres.types[element].array_oid
 
 
 class EncodedArray:

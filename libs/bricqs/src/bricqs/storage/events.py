@@ -251,8 +251,8 @@ async def insert_facts(
     if not fresh:
         await conn.execute(_INSERT_FACTS, rows)
         return
-    # A round's facts are one tenant's: counted by type (a tuple key per fact cost as
-    # much in Python as the grouping it replaces did in PostgreSQL).
+    # A round's facts are one tenant's: counted by type (a tuple key per fact cost the
+    # processor nearly what the grouping it replaces cost PostgreSQL).
     project_id, environment = projects[0], environments[0]
     if not projects.count(project_id) == len(facts) == environments.count(environment):
         raise ValueError("fresh facts must all be one tenant's")

@@ -27,6 +27,10 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+# Registers the dumpers of the batches' binary arrays in psycopg's global adapters, which
+# each connection copies when first used: imported here, they come before any connection.
+import bricqs.storage.binary_arrays  # noqa: F401
+
 
 def connection_options(
     *, application_name: str, statement_timeout_ms: int | None, transaction_pooling: bool
