@@ -53,6 +53,18 @@ def test_the_same_request_again_answers_the_first_result(
     assert points["balance"] == 40
 
 
+@pytest.mark.parametrize("path", [AWARD, DEDUCT])
+def test_a_reason_holding_nul_is_refused_as_invalid_not_a_server_error(
+    api: TestClient[Any], tenant: Tenant, path: str
+) -> None:
+    headers = {"X-API-Key": tenant.live_key}
+    body = {"participant_id": "ann", "amount": 5, "reason": "a\x00b"}
+    answer = api.post(path, headers=headers, json=body)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["code"] == "validation_failed"
+    assert api.get("/api/v1/gamify/participants/ann/points", headers=headers).json()["balance"] == 0
+
+
 @pytest.mark.parametrize(
     ("path", "change"),
     [

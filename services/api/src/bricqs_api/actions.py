@@ -34,7 +34,9 @@ class PointsChangeRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unkn
 
     participant_id: ParticipantId
     amount: Annotated[int, Meta(gt=0, le=1_000_000_000)]
-    reason: Annotated[str, Meta(max_length=500)] = ""
+    # PostgreSQL's text cannot hold NUL: refused here, as the reward claims' reason is,
+    # not by the ledger insert (a 500).
+    reason: Annotated[str, Meta(max_length=500, pattern=r"^[^\x00]*$")] = ""
     idempotency_key: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_\-:.]{1,255}$")] | None = None
 
 
