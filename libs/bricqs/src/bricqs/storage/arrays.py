@@ -98,11 +98,7 @@ def _fixed_width(element_type: int, typecode: str, values: list[Any]) -> bytes:
         return _EMPTY.pack(0, 0, element_type)
     if _has_null(values):
         return _with_nulls(element_type, typecode, values)
-    packed = array(typecode, values)
-    if not _BIG_ENDIAN:
-        packed.byteswap()
-    data = packed.tobytes()
-    size = packed.itemsize
+    data, size = _big_endian(typecode, values)
     stride = 4 + size
     out = bytearray(_HEADER.size + stride * count)
     _HEADER.pack_into(out, 0, 1, 0, element_type, count, 1)
@@ -113,6 +109,14 @@ def _fixed_width(element_type: int, typecode: str, values: list[Any]) -> bytes:
     return bytes(out)
 
 
+def _big_endian(typecode: str, values: list[Any]) -> tuple[bytes, int]:
+    """`values` packed one after another, big-endian, and the size of one."""
+    packed = array(typecode, values)
+    if not _BIG_ENDIAN:
+        packed.byteswap()
+    return packed.tobytes(), packed.itemsize
+
+
 def _has_null(values: list[Any]) -> bool:
     # Not `None in values`: that compares each element with None by value (a float's or
     # an int's __eq__ each time), where an identity test is all it takes.
@@ -121,11 +125,7 @@ def _has_null(values: list[Any]) -> bool:
 
 def _with_nulls(element_type: int, typecode: str, values: list[Any]) -> bytes:
     """`_fixed_width`'s array when some elements are NULL (they take no room)."""
-    packed = array(typecode, [v for v in values if v is not None])
-    if not _BIG_ENDIAN:
-        packed.byteswap()
-    data = packed.tobytes()
-    size = packed.itemsize
+    data, size = _big_endian(typecode, [v for v in values if v is not None])
     length = _LENGTHS[size]
     parts = [_HEADER.pack(1, 1, element_type, len(values), 1)]
     start = 0

@@ -21,10 +21,6 @@ from psycopg.adapt import Buffer, Dumper
 from psycopg.pq import Format
 
 
-def _array_oid(element: str) -> int:
-    return postgres.types[element].array_oid
-
-
 class EncodedArray:
     """An array in PostgreSQL's binary format (`data`), of the type `oid` names."""
 
@@ -40,27 +36,27 @@ class EncodedArray:
 
 class Float8Array(EncodedArray):
     __slots__ = ()
-    oid = _array_oid("float8")
+    oid = postgres.types["float8"].array_oid
 
 
 class Int4Array(EncodedArray):
     __slots__ = ()
-    oid = _array_oid("int4")
+    oid = postgres.types["int4"].array_oid
 
 
 class TimestamptzArray(EncodedArray):
     __slots__ = ()
-    oid = _array_oid("timestamptz")
+    oid = postgres.types["timestamptz"].array_oid
 
 
 class TextArray(EncodedArray):
     __slots__ = ()
-    oid = _array_oid("text")
+    oid = postgres.types["text"].array_oid
 
 
 class JsonbArray(EncodedArray):
     __slots__ = ()
-    oid = _array_oid("jsonb")
+    oid = postgres.types["jsonb"].array_oid
 
 
 class _EncodedArrayDumper(Dumper):

@@ -132,7 +132,7 @@ async def _claim_idempotency_keys(
     return {(r[0], r[1], r[2]): Holder(r[3], r[4]) for r in await cursor.fetchall()}
 
 
-_INSERT_EVENTS = f"""
+_EVENT_ROWS = f"""
     INSERT INTO events (project_id, environment, event_id, event_name, participant_id,
                         properties, occurred_at, received_at, idempotency_key, retention_at)
     SELECT p, e, id, n, pid, props::jsonb, oc, rc, k,
@@ -140,11 +140,11 @@ _INSERT_EVENTS = f"""
     FROM unnest({unnest_texts(6)}, %b::timestamptz[], %b::timestamptz[], %b::text[])
          AS t(p, e, id, n, pid, props, oc, rc, k)
     ON CONFLICT (project_id, environment, event_id, retention_at) DO NOTHING
-    RETURNING event_id
 """  # noqa: S608 - fixed SQL fragments, never input
+_INSERT_EVENTS = _EVENT_ROWS + "RETURNING event_id"
 # A timestamptz comes back converted to the session's zone, which costs the processor
 # about 1% of a batch (a zoneinfo call per row): only a caller that answers with it asks.
-_INSERT_EVENTS_TIMED = _INSERT_EVENTS + ", stored_at"
+_INSERT_EVENTS_TIMED = _EVENT_ROWS + "RETURNING event_id, stored_at"
 
 
 async def store_events(
