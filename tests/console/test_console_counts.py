@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-import pytest
 from litestar.testing import TestClient
 
 from bricqs.ids import new_fact_id
@@ -55,17 +54,51 @@ def test_the_fact_counts_equal_the_facts_after_redeliveries(
     assert counted == facts
 
 
-def test_fresh_facts_of_two_tenants_are_refused_not_counted_to_one(
-    postgres_server: Server,
-) -> None:
-    """A round's fresh facts are counted by type under their one tenant; facts of two
-    tenants given as fresh would be counted to the first, so they are refused."""
-    at = datetime(2026, 6, 1, tzinfo=UTC)
+def test_batches_mixing_tenants_count_each_tenants_facts(postgres_server: Server) -> None:
+    """A processor batch holds several tenants' events, whose custom facts go in without a
+    conflict check and are counted by the caller (`insert_facts(fresh=True)`): each
+    tenant's counts must equal its stored facts, redeliveries included."""
+    url = postgres_server.url
+    tenants = [setup_tenant(url), setup_tenant(url)]
+    envelopes = [
+        *make_envelopes(tenants[0], 60, seed=21),
+        *make_envelopes(tenants[1], 40, seed=22),
+    ]
+    random.Random(23).shuffle(envelopes)
+    run(url, split(envelopes, random.Random(24)))
+    again = envelopes[:50]
+    random.Random(25).shuffle(again)
+    run(url, split(again, random.Random(26)))
 
-    def fact(project_id: str) -> Fact:
+    def by_type(sql: str, project_id: str) -> dict[str, int]:
+        with psycopg.connect(url) as conn:
+            rows = conn.execute(sql, {"p": project_id}).fetchall()
+        return {fact_type: int(count) for fact_type, count in rows}
+
+    for tenant, sent in zip(tenants, (60, 40), strict=True):
+        facts = by_type(
+            "SELECT fact_type, count(*) FROM facts WHERE project_id = %(p)s GROUP BY fact_type",
+            tenant.project_id,
+        )
+        counted = by_type(
+            "SELECT fact_type, sum(count) FROM fact_counts WHERE project_id = %(p)s"
+            " GROUP BY fact_type",
+            tenant.project_id,
+        )
+        assert facts["custom.purchase"] == sent and len(facts) > 2
+        assert counted == facts
+
+
+def test_fresh_facts_are_counted_under_their_own_tenant(postgres_server: Server) -> None:
+    """Fresh facts of two tenants in one call: each counted under its tenant, by type."""
+    at = datetime(2026, 6, 1, tzinfo=UTC)
+    run = new_fact_id()[-8:].lower()
+    projects = [f"prj_counts_{run}_{n}" for n in (1, 2)]  # in this order by name
+
+    def fact(project_id: str, fact_type: str) -> Fact:
         return Fact(
             fact_id=new_fact_id(),
-            fact_type="points.awarded",
+            fact_type=fact_type,
             project_id=project_id,
             environment="live",
             participant_id="ann",
@@ -75,13 +108,28 @@ def test_fresh_facts_of_two_tenants_are_refused_not_counted_to_one(
         )
 
     async def insert(facts: list[Fact]) -> None:
-        url = postgres_server.url
-        async with await psycopg.AsyncConnection.connect(url) as conn:
+        async with await psycopg.AsyncConnection.connect(postgres_server.url) as conn:
             await insert_facts(conn, facts, fresh=True)
 
-    with pytest.raises(ValueError, match="one tenant"):
-        asyncio.run(insert([fact("prj_a"), fact("prj_b")]))
-    asyncio.run(insert([fact("prj_a"), fact("prj_a")]))  # one tenant's: stored
+    a, b = projects
+    asyncio.run(
+        insert(
+            [
+                fact(a, "points.awarded"),
+                fact(b, "points.awarded"),
+                fact(a, "badge.awarded"),
+                fact(a, "points.awarded"),
+            ]
+        )
+    )
+    asyncio.run(insert([fact(b, "points.awarded")]))  # one tenant's
+    with psycopg.connect(postgres_server.url) as conn:
+        counted = conn.execute(
+            "SELECT project_id, fact_type, sum(count)::int FROM fact_counts"
+            " WHERE project_id = ANY(%s) GROUP BY 1, 2 ORDER BY 1, 2",
+            (projects,),
+        ).fetchall()
+    assert counted == [(a, "badge.awarded", 1), (a, "points.awarded", 2), (b, "points.awarded", 2)]
 
 
 def test_the_overview_reads_the_counts_not_the_rows(
