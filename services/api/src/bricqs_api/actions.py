@@ -11,7 +11,7 @@ from litestar.params import JSONBody
 from msgspec import Meta
 
 from bricqs.mechanics.cache import RuleCache
-from bricqs.mechanics.definitions import Code
+from bricqs.mechanics.definitions import Code, ParticipantId, Reason
 from bricqs.mechanics.manual import (
     IdempotencyConflict,
     InsufficientBalance,
@@ -26,17 +26,13 @@ from bricqs.web.auth import requires
 from bricqs.web.problems import ProblemError
 from bricqs_api.context import PROBLEMS, BoardStandings, CallerTenant, Connection
 
-ParticipantId = Annotated[str, Meta(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")]
-
 
 class PointsChangeRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Award or deduct points by hand."""
 
     participant_id: ParticipantId
     amount: Annotated[int, Meta(gt=0, le=1_000_000_000)]
-    # PostgreSQL's text cannot hold NUL: refused here, as the reward claims' reason is,
-    # not by the ledger insert (a 500).
-    reason: Annotated[str, Meta(max_length=500, pattern=r"^[^\x00]*$")] = ""
+    reason: Reason = ""
     idempotency_key: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_\-:.]{1,255}$")] | None = None
 
 

@@ -19,6 +19,7 @@ from msgspec import Meta
 
 from bricqs.mechanics import rewards
 from bricqs.mechanics.cache import RuleCache
+from bricqs.mechanics.definitions import ParticipantId, Reason
 from bricqs.mechanics.rewards import RewardDefinition
 from bricqs.storage import rewards as store
 from bricqs.storage.balances import read_balance
@@ -26,7 +27,6 @@ from bricqs.storage.rewards import ClaimRow, RewardRow
 from bricqs.validation import FieldError
 from bricqs.web.auth import check_participant, requires
 from bricqs.web.problems import ProblemError
-from bricqs_api.actions import ParticipantId
 from bricqs_api.context import (
     PROBLEMS,
     READS,
@@ -70,7 +70,7 @@ class CancelRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     """Cancel a claim: its points come back, and its code returns to the pool or is voided."""
 
     code_action: Literal["return", "void"] = "return"
-    reason: Annotated[str, Meta(max_length=500, pattern=r"^[^\x00]*$")] = ""
+    reason: Reason = ""
 
 
 def reward_body(row: RewardRow) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from msgspec import Meta
 Code = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")]
 # PostgreSQL's text and jsonb refuse NUL characters: refused here, where a field error can say so.
 Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[^\x00]+$")]
+# Why points moved or a claim was cancelled: free text, kept in the ledger and the audit.
+Reason = Annotated[str, Meta(max_length=500, pattern=r"^[^\x00]*$")]
 AttributeName = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 FactType = Annotated[
     str, Meta(min_length=1, max_length=120, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")

@@ -6,7 +6,8 @@ statement per table whatever the batch size:
 2. inserts events keyed by event_id, ON CONFLICT DO NOTHING, so a redelivery is a no-op
    (the key includes the partition key, `received_at` raised to the table's floor, which
    a redelivered stream entry carries unchanged: see docs/retention.md);
-3. inserts the custom fact of each newly inserted event (and only those);
+3. inserts the custom fact of each newly inserted event (and only those), without a
+   conflict check: the fact of an event stored just now cannot have been stored before;
 4. upserts participants and the event catalog from the newly inserted events (the
    catalog possibly later, by the caller: see `store_events`).
 Rows that several writers may update at once (participants, catalog) are written in
