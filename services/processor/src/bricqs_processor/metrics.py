@@ -6,14 +6,23 @@ run one process per container and scale containers.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Sequence
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import cast
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram
 from prometheus_client import generate_latest as _generate_latest
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
 
 from bricqs.storage.events import Outcome, StoreResult
 from bricqs_processor.entries import Entry
+
+# How Prometheus' client writes a bucket's `le` ("0.005", "+Inf"); untyped there.
+_le_label = cast(Callable[[float], str], floatToGoString)
 
 # Batch and database times: milliseconds for a healthy batch, seconds when struggling.
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -42,6 +51,56 @@ LAG_BUCKETS = (
     60.0,
 )
 SIZE_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+class BatchHistogram(Collector):
+    """A histogram observed a batch of values at a time, and exposed as a `Histogram` with
+    the same buckets would be (`_bucket`, `_count` and `_sum`, without `_created`).
+
+    For a value per event: `Histogram.observe` takes two locks and walks the buckets in
+    Python for each value, about 2 µs, which py-spy put at about 7% of the processor's CPU
+    with no rules. Here a batch's values are binned with `bisect` and added under one lock,
+    about 0.2 µs a value."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        buckets: Sequence[float],
+        registry: CollectorRegistry | None = REGISTRY,
+    ) -> None:
+        self._name, self._documentation = name, documentation
+        self._bounds = [*buckets, float("inf")]
+        self._counts = [0] * len(self._bounds)  # per bucket, not cumulative
+        self._sum = 0.0
+        self._lock = threading.Lock()  # a scrape may come from another thread
+        if registry is not None:
+            registry.register(self)
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        """Observe each of `values` (a bucket's bound is inclusive, as Prometheus' `le`)."""
+        counts = [0] * len(self._bounds)
+        total = 0.0
+        bounds = self._bounds
+        for value in values:
+            counts[bisect_left(bounds, value)] += 1
+            total += value
+        with self._lock:
+            for i, n in enumerate(counts):
+                self._counts[i] += n
+            self._sum += total
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        cumulative, buckets = 0, []
+        for bound, n in zip(self._bounds, counts, strict=True):
+            cumulative += n
+            buckets.append((_le_label(bound), float(cumulative)))
+        yield HistogramMetricFamily(
+            self._name, self._documentation, buckets=buckets, sum_value=total
+        )
+
 
 BATCHES = Counter(
     "bricqs_processor_batches_total",
@@ -93,7 +152,9 @@ DATABASE_DURATION = Histogram(
     "Time of one batch transaction in PostgreSQL, commit included.",
     buckets=DURATION_BUCKETS,
 )
-END_TO_END_LAG = Histogram(
+
+
+END_TO_END_LAG = BatchHistogram(
     "bricqs_processor_end_to_end_lag_seconds",
     "From a live event's receipt by ingest to the commit of its fact (imports left out).",
     buckets=LAG_BUCKETS,
@@ -155,10 +216,12 @@ def observe_stored(part: Sequence[Entry], result: StoreResult) -> None:
         count = result.count(outcome)
         if count:
             EVENTS.labels(outcome.value).inc(count)
+    lags = []
     for entry in part:
         envelope = entry.envelope
         # An import waits behind live traffic by design: its lag is not the live one.
         if envelope is None or envelope.historical:
             continue
         if result.outcomes.get(envelope.event_id) is Outcome.STORED:
-            END_TO_END_LAG.observe(max(0.0, now - envelope.received_at.timestamp()))
+            lags.append(max(0.0, now - envelope.received_at.timestamp()))
+    END_TO_END_LAG.observe_many(lags)
