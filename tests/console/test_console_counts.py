@@ -92,8 +92,8 @@ def test_batches_mixing_tenants_count_each_tenants_facts(postgres_server: Server
 def test_fresh_facts_are_counted_under_their_own_tenant(postgres_server: Server) -> None:
     """Fresh facts of two tenants in one call: each counted under its tenant, by type."""
     at = datetime(2026, 6, 1, tzinfo=UTC)
-    run = new_fact_id()[-8:].lower()
-    projects = [f"prj_counts_{run}_{n}" for n in (1, 2)]  # in this order by name
+    suffix = new_fact_id()[-8:].lower()  # new projects each run
+    projects = [f"prj_counts_{suffix}_{n}" for n in (1, 2)]  # in this order by name
 
     def fact(project_id: str, fact_type: str) -> Fact:
         return Fact(

@@ -32,10 +32,12 @@ def test_a_batch_histogram_exposes_what_a_histogram_would() -> None:
     exposition must be a Prometheus histogram's, bucket for bucket, bounds included."""
     values = [0.0, *LAG_BUCKETS, 100.0] + [0.0007 * n for n in range(3_000)]
     values += [bound + 1e-9 for bound in LAG_BUCKETS] + [bound - 1e-9 for bound in LAG_BUCKETS]
-    batches: list[list[float]] = [[]]
-    sizes = itertools.cycle([1, 7, 50, 300, 0])
-    while (start := sum(map(len, batches))) < len(values):
-        batches.append(values[start : start + next(sizes)])
+    batches: list[list[float]] = [[]]  # sizes 0 to 300, an empty batch among them
+    start, sizes = 0, itertools.cycle([1, 7, 50, 300, 0])
+    while start < len(values):
+        size = next(sizes)
+        batches.append(values[start : start + size])
+        start += size
 
     registry = CollectorRegistry()
     reference = Histogram(

@@ -79,15 +79,11 @@ class BatchHistogram(Collector):
 
     def observe_many(self, values: Iterable[float]) -> None:
         """Observe each of `values` (a bucket's bound is inclusive, as Prometheus' `le`)."""
-        counts = [0] * len(self._bounds)
-        total = 0.0
-        bounds = self._bounds
-        for value in values:
-            counts[bisect_left(bounds, value)] += 1
-            total += value
+        counts, bounds, total = self._counts, self._bounds, 0.0
         with self._lock:
-            for i, n in enumerate(counts):
-                self._counts[i] += n
+            for value in values:
+                counts[bisect_left(bounds, value)] += 1
+                total += value
             self._sum += total
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
@@ -152,8 +148,6 @@ DATABASE_DURATION = Histogram(
     "Time of one batch transaction in PostgreSQL, commit included.",
     buckets=DURATION_BUCKETS,
 )
-
-
 END_TO_END_LAG = BatchHistogram(
     "bricqs_processor_end_to_end_lag_seconds",
     "From a live event's receipt by ingest to the commit of its fact (imports left out).",
